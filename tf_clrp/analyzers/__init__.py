@@ -1,0 +1,16 @@
+"""Analyzers: each explains one output (or hidden layer) of a Keras model."""
+
+from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.analyzers.contrastive import CLRP, SGLRP, ContrastiveExplanation
+from tf_clrp.analyzers.gradient_methods import IntegratedGradients, SmoothGrad
+from tf_clrp.analyzers.propagation import Propagation
+
+__all__ = [
+    "Analyzer",
+    "CLRP",
+    "SGLRP",
+    "ContrastiveExplanation",
+    "IntegratedGradients",
+    "Propagation",
+    "SmoothGrad",
+]

@@ -1,0 +1,315 @@
+"""Contrastive LRP (Gu, Yang & Tresp 2018) and softmax-gradient LRP (Iwana et al. 2019).
+
+The target and its *dual virtual class* are two seeds of one mirrored model: the input is
+stacked twice, the forward runs once, and one batched backward yields both maps. For
+``contrast="negated"`` the dual is a virtual output neuron appended to the mirrored model
+(the last linear layer's kernel extended by its negation), never an edit of user weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_clrp import composites
+from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.analyzers.propagation import one_hot_selection
+from tf_clrp.composites import Composite
+from tf_clrp.errors import SelectionError
+from tf_clrp.graph import Graph
+from tf_clrp.layers import LinearSpec
+from tf_clrp.mirror import MirroredModel
+from tf_clrp.rules import Rule
+from tf_clrp.selection import MAX_ACTIVATION, Selection
+
+#: Codes of the named contrasts (non-negative codes are rival unit indices).
+CONTRASTS = {"others": -1, "others_uniform": -2, "negated": -3}
+
+
+@dataclass(frozen=True)
+class ContrastiveExplanation:
+    """All parts of a contrastive explanation, each with the input's shape.
+
+    Attributes:
+        target: Relevance of the target (LRP of the target seed).
+        dual: Relevance of the dual virtual class.
+        contrastive: The contrastive map (``max(0, difference)`` for CLRP).
+        difference: The unclipped signed difference.
+    """
+
+    target: np.ndarray
+    dual: np.ndarray
+    contrastive: np.ndarray
+    difference: np.ndarray
+
+
+def _negated_head(graph: Graph) -> Graph | None:
+    """The graph with the last linear layer's outputs extended by their negation."""
+    if not graph.nodes or graph.nodes[-1].outputs[0] != graph.output_id:
+        return None
+    last = graph.nodes[-1]
+    spec = last.linear
+    if spec is None or spec.depthwise_multiplier is not None or last.group == "batch_norm":
+        return None
+    axis = spec.out_channel_kernel_axis
+
+    def read_kernel() -> tf.Tensor:
+        kernel = spec.read_kernel()
+        return tf.concat([kernel, -kernel], axis=axis)
+
+    def read_bias() -> tf.Tensor | None:
+        bias = spec.read_bias()
+        return None if bias is None else tf.concat([bias, -bias], axis=0)
+
+    extended = LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis, axis)
+
+    def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        return [extended.add_bias(extended.forward(tf.cast(values[0], tf.float32),
+                                                   read_kernel()), read_bias())]
+
+    head = last.evolve(linear=extended, run=run, name=last.name + "+negated")
+    return Graph(nodes=graph.nodes[:-1] + [head], input_id=graph.input_id,
+                 output_id=graph.output_id, input_shape=graph.input_shape,
+                 output_shape=graph.output_shape, model_name=graph.model_name,
+                 stripped_output_activation=graph.stripped_output_activation,
+                 shapes=graph.shapes)
+
+
+def _normalize(r: tf.Tensor) -> tf.Tensor:
+    """R / ΣR per sample; a sample whose relevance sums to 0 maps to 0."""
+    axes = list(range(1, len(r.shape)))
+    total = tf.reduce_sum(r, axis=axes, keepdims=True)
+    return tf.math.divide_no_nan(r, total)
+
+
+class _TwoSeedAnalyzer(Analyzer):
+    """Target and dual seeds through one forward and one batched backward."""
+
+    def __init__(self, model: Any, *, composite: Composite | None = None,
+                 rule: Rule | None = None, input_layer_rule: Any = None,
+                 layer_rules: dict[str, Rule] | None = None,
+                 neuron_selection_unit: str = "unit", use_tf_function: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if composite is None:
+            composite = (composites.uniform(rule) if rule is not None
+                         else composites.clrp_paper())
+            first = composites.input_layer_rule(input_layer_rule)
+            if input_layer_rule is not None or rule is not None:
+                composite = composite.with_first_layer(first)
+        elif input_layer_rule is not None:
+            composite = composite.with_first_layer(composites.input_layer_rule(input_layer_rule))
+        if layer_rules:
+            composite = composite.with_layer_rules(layer_rules)
+        if neuron_selection_unit not in ("unit", "channel"):
+            raise ValueError(
+                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
+        self.composite = composite
+        self.channels = (int(self.output_shape[-1]) if neuron_selection_unit == "channel"
+                         else None)
+        if self.channels is not None:
+            self.n_outputs = self.channels
+        negated = _negated_head(self.graph) if self.channels is None else None
+        self.has_virtual_head = negated is not None
+        self.mirror = MirroredModel(negated or self.graph, composite)
+        n_real = int(np.prod([d for d in self.graph.output_shape[1:]]))
+        self.n_real = n_real
+        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        index = tf.TensorSpec((None,), tf.int32)
+        self._parts = (tf.function(self._backward, input_signature=[spec, index, index])
+                       if use_tf_function else self._backward)
+
+    # ------------------------------------------------------------------ seeds
+    def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _target_mask(self, y: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return one_hot_selection(y[:, :self.n_real], indices, self.channels)
+
+    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
+        stacked = tf.concat([x, x], axis=0)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(stacked)
+            y = self.mirror(stacked, replicas=2)
+            y = tf.reshape(y, (tf.shape(y)[0], -1))
+        first = tf.stop_gradient(y[: tf.shape(x)[0]])
+        pad = tf.zeros_like(first[:, self.n_real:])
+        target_seed = tf.concat([self._target_seed(first, target), pad], axis=1)
+        dual_seed = self._dual_seed(first, target, contrast)
+        relevance = tape.gradient(y, stacked,
+                                  output_gradients=tf.concat([target_seed, dual_seed], axis=0))
+        return tf.reshape(relevance, tf.concat([[2], tf.shape(x)], axis=0))
+
+    # ------------------------------------------------------------------ public
+    def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
+                contrast: Any = None, return_parts: bool = False) -> Any:
+        """Explains a batch contrastively.
+
+        Args:
+            x: Input batch.
+            neuron_selection: Target unit(s): "max_activation", an int, or one int per sample.
+            batch_size: Chunk size.
+            contrast: Override the analyzer's contrast for this call.
+            return_parts: Return a ContrastiveExplanation instead of the contrastive map.
+
+        Returns:
+            The contrastive map (float32, x's shape), or all parts.
+        """
+        return super().analyze(x, neuron_selection, batch_size, contrast=contrast,
+                               return_parts=return_parts)
+
+    def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError
+
+    def _explain(self, x: np.ndarray, selection: Selection, contrast: Any = None,
+                 return_parts: bool = False) -> Any:
+        if selection.seeds is not None:
+            raise SelectionError(
+                f"{type(self).__name__} takes target indices, not seed arrays, as "
+                "neuron_selection (the seeds are defined by the method)")
+        codes = self._contrast_codes(contrast, len(x))
+        parts = self._parts(tf.constant(x), tf.constant(selection.indices), tf.constant(codes))
+        target, dual = parts[0], parts[1]
+        difference, contrastive = self._combine(target, dual)
+        explanation = ContrastiveExplanation(
+            target.numpy(), dual.numpy(), contrastive.numpy(), difference.numpy())
+        return explanation if return_parts else explanation.contrastive
+
+    def _empty(self, x: np.ndarray, contrast: Any = None, return_parts: bool = False) -> Any:
+        zeros = np.zeros_like(x, dtype=np.float32)
+        return ContrastiveExplanation(zeros, zeros, zeros, zeros) if return_parts else zeros
+
+    @staticmethod
+    def _concatenate(parts: list[Any]) -> Any:
+        if isinstance(parts[0], ContrastiveExplanation):
+            return ContrastiveExplanation(*(
+                np.concatenate([getattr(p, f) for p in parts], axis=0)
+                for f in ("target", "dual", "contrastive", "difference")))
+        return np.concatenate(parts, axis=0)
+
+
+class CLRP(_TwoSeedAnalyzer):
+    """Contrastive LRP: max(0, R_target/ΣR_target − R_dual/ΣR_dual) per sample.
+
+    Args:
+        model: The Keras model.
+        contrast: The dual virtual class: "others" (every other class seeded with its own
+            |z_k|, the authors' code "type1"), "others_uniform" (z_j/(C−1) on each other
+            class, the paper's wording), "negated" (the target's last-layer weights negated,
+            "type2"), an int k (one rival class: "why j and not k"), or one int per sample.
+        input_layer_rule: First-layer rule; default z^B with each sample's own per-channel
+            min/max as bounds. (low, high) gives fixed bounds (see ``tf_clrp.bounds``).
+        composite: Any composite instead of the paper's rules (z^B first, z⁺ elsewhere).
+        rule: One rule for every linear layer instead of the paper's.
+        layer_rules: Per-layer (name or class) rule overrides.
+        neuron_selection_unit: "unit" (flat index) or "channel" (hidden conv channels).
+        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, ...).
+    """
+
+    def __init__(self, model: Any, contrast: Any = "others", **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.contrast = contrast
+        self._contrast_codes(contrast, 1)  # validate early
+
+    def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
+        contrast = self.contrast if contrast is None else contrast
+        if isinstance(contrast, str):
+            if contrast not in CONTRASTS:
+                raise SelectionError(
+                    f"contrast={contrast!r} is not one of {sorted(CONTRASTS)} or a class index")
+            if contrast == "negated" and not self.has_virtual_head:
+                last = self.graph.nodes[-1] if self.graph.nodes else None
+                raise SelectionError(
+                    "contrast='negated' needs the explained output to come straight from a "
+                    f"Dense/Conv layer; it comes from {last.name!r} ({last.kind})"
+                    if last else "contrast='negated' needs a Dense/Conv output layer")
+            return np.full(batch, CONTRASTS[contrast], np.int32)
+        codes = np.asarray(contrast)
+        if codes.dtype.kind not in "iu":
+            raise SelectionError(f"contrast must be a name or class index, got {contrast!r}")
+        codes = np.full(batch, int(codes)) if codes.ndim == 0 else codes
+        if codes.shape != (batch,):
+            raise SelectionError(
+                f"contrast has {codes.size} entries for a batch of {batch} samples")
+        if np.any((codes < 0) | (codes >= self.n_outputs)):
+            raise SelectionError(
+                f"contrast index {int(codes[(codes < 0) | (codes >= self.n_outputs)][0])} is "
+                f"out of range: the explained output has {self.n_outputs} units")
+        return codes.astype(np.int32)
+
+    def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        real = y[:, :self.n_real]
+        return self._target_mask(y, target) * tf.abs(real)
+
+    def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
+        real = tf.abs(y[:, :self.n_real])
+        target_mask = self._target_mask(y, target)
+        target_value = tf.reduce_sum(target_mask * real, axis=1, keepdims=True)
+        n_units = tf.cast(self.n_outputs, tf.float32)
+        others = (1.0 - target_mask) * real
+        uniform = (1.0 - target_mask) * target_value / tf.maximum(n_units - 1.0, 1.0)
+        rival_mask = one_hot_selection(y[:, :self.n_real], tf.maximum(contrast, 0),
+                                       self.channels)
+        rival = rival_mask * real
+        code = contrast[:, None]
+        seed = tf.where(code == CONTRASTS["others"], others,
+                        tf.where(code == CONTRASTS["others_uniform"], uniform,
+                                 tf.where(code >= 0, rival, tf.zeros_like(real))))
+        extra = y[:, self.n_real:]
+        if self.has_virtual_head:
+            negated = tf.where(code == CONTRASTS["negated"], target_mask * target_value, 0.0)
+            return tf.concat([seed, negated], axis=1)
+        return tf.concat([seed, tf.zeros_like(extra)], axis=1)
+
+    def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        difference = _normalize(target) - _normalize(dual)
+        return difference, tf.maximum(difference, 0.0)
+
+
+class SGLRP(_TwoSeedAnalyzer):
+    """Softmax-gradient LRP (Iwana, Kuroki & Uchida 2019).
+
+    With p = softmax(z): the target is seeded with p_j(1 − p_j), the dual with p_j·p_k on
+    every k ≠ j, and the map is R_t − R_d·(ΣR_t/ΣR_d) (``difference``); ``analyze`` returns
+    its positive part. Rules as for CLRP (the paper's by default).
+    """
+
+    def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
+        if contrast is not None:
+            raise SelectionError("SGLRP has no contrast option: its dual is fixed by softmax")
+        return np.full(batch, CONTRASTS["others"], np.int32)
+
+    def _softmax(self, y: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(y[:, :self.n_real], axis=1)
+
+    def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        p = self._softmax(y)
+        mask = self._target_mask(y, target)
+        p_target = tf.reduce_sum(mask * p, axis=1, keepdims=True)
+        return mask * p_target * (1.0 - p_target)
+
+    def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
+        p = self._softmax(y)
+        mask = self._target_mask(y, target)
+        p_target = tf.reduce_sum(mask * p, axis=1, keepdims=True)
+        seed = (1.0 - mask) * p * p_target
+        return tf.concat([seed, tf.zeros_like(y[:, self.n_real:])], axis=1)
+
+    def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        axes = list(range(1, len(target.shape)))
+        ratio = tf.math.divide_no_nan(tf.reduce_sum(target, axis=axes, keepdims=True),
+                                      tf.reduce_sum(dual, axis=axes, keepdims=True))
+        difference = target - dual * ratio
+        return difference, tf.maximum(difference, 0.0)
+
+
+__all__ = ["CLRP", "SGLRP", "ContrastiveExplanation", "MAX_ACTIVATION"]

@@ -1,0 +1,111 @@
+"""Path- and noise-averaged gradients: Integrated Gradients and SmoothGrad.
+
+Both evaluate the (plain) gradient at many points derived from each input. The explained
+unit is fixed at the real input first (arg-max there, not at each perturbed point), then
+all points of a chunk go through one batched backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_clrp.analyzers.propagation import Propagation
+from tf_clrp.composites import gradient_composite
+from tf_clrp.selection import MAX_ACTIVATION, Selection
+
+
+class _AveragedGradient(Propagation):
+    """Averages the gradient over ``n_points`` inputs made from each sample."""
+
+    n_points: int = 1
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("composite", gradient_composite())
+        super().__init__(model, seed="one", **kwargs)
+        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        self._forward = tf.function(lambda x: tf.reshape(self.mirror(x), (tf.shape(x)[0], -1)),
+                                    input_signature=[spec])
+
+    def _points(self, x: np.ndarray) -> np.ndarray:
+        """(n_points, batch, ...) inputs at which the gradient is taken."""
+        raise NotImplementedError
+
+    def _finish(self, x: np.ndarray, mean_gradient: np.ndarray) -> np.ndarray:
+        return mean_gradient
+
+    def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> np.ndarray:
+        if kwargs:
+            raise TypeError(f"unexpected analyze() arguments: {sorted(kwargs)}")
+        if selection.indices is not None and np.any(selection.indices == MAX_ACTIVATION):
+            logits = self._forward(tf.constant(x)).numpy()
+            selection = Selection(indices=np.where(
+                selection.indices == MAX_ACTIVATION, logits.argmax(axis=1),
+                selection.indices).astype(np.int32))
+        points = self._points(x)
+        n = points.shape[0]
+        flat = points.reshape((-1,) + x.shape[1:]).astype(np.float32)
+        if selection.seeds is not None:
+            grads = self._by_seed(tf.constant(flat), tf.constant(np.tile(selection.seeds,
+                                                                         (n, 1))))
+        else:
+            grads = self._by_index(tf.constant(flat), tf.constant(np.tile(selection.indices, n)))
+        mean = grads.numpy().reshape(points.shape).mean(axis=0)
+        return self._finish(x, mean).astype(np.float32)
+
+
+class IntegratedGradients(_AveragedGradient):
+    """Integrated Gradients (Sundararajan et al. 2017), Riemann sum along the straight path.
+
+    Args:
+        model: The Keras model.
+        reference_inputs: Baseline x₀ (scalar or array broadcastable to one sample); 0.
+        steps: Number of points on the path x₀ + k/steps·(x − x₀), k = 1..steps.
+        **kwargs: ``Analyzer`` options.
+    """
+
+    def __init__(self, model: Any, reference_inputs: Any = 0.0, steps: int = 16,
+                 **kwargs: Any) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.reference_inputs = np.asarray(reference_inputs, dtype=np.float32)
+        self.steps = int(steps)
+        super().__init__(model, **kwargs)
+
+    def _points(self, x: np.ndarray) -> np.ndarray:
+        alphas = np.arange(1, self.steps + 1, dtype=np.float32) / self.steps
+        shape = (-1,) + (1,) * x.ndim
+        return self.reference_inputs + alphas.reshape(shape) * (x - self.reference_inputs)
+
+    def _finish(self, x: np.ndarray, mean_gradient: np.ndarray) -> np.ndarray:
+        return (x - self.reference_inputs) * mean_gradient
+
+
+class SmoothGrad(_AveragedGradient):
+    """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies.
+
+    Args:
+        model: The Keras model.
+        augment_by_n: Number of noisy copies per sample.
+        noise_scale: Standard deviation of the Gaussian noise, as a fraction of each
+            sample's value range (max − min).
+        seed: Seed of the noise generator (reproducible maps).
+        **kwargs: ``Analyzer`` options (e.g. ``postprocess``).
+    """
+
+    def __init__(self, model: Any, augment_by_n: int = 64, noise_scale: float = 1.0,
+                 seed: int | None = 0, **kwargs: Any) -> None:
+        if augment_by_n < 1:
+            raise ValueError(f"augment_by_n must be >= 1, got {augment_by_n}")
+        self.augment_by_n = int(augment_by_n)
+        self.noise_scale = float(noise_scale)
+        self.rng = np.random.default_rng(seed)
+        super().__init__(model, **kwargs)
+
+    def _points(self, x: np.ndarray) -> np.ndarray:
+        axes = tuple(range(1, x.ndim))
+        spread = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
+        noise = self.rng.standard_normal((self.augment_by_n,) + x.shape).astype(np.float32)
+        return x + noise * self.noise_scale * spread

@@ -1,0 +1,136 @@
+"""One analyzer class for the LRP family and the gradient family.
+
+Both are a composite on the mirrored model plus a seed: LRP seeds the selected output with
+its own value (relevance), gradient methods with 1. Input × gradient multiplies by x.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.composites import Composite
+from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
+
+#: How the selected output unit is seeded: its value, its absolute value, or 1.
+SEED_MODES = ("value", "abs", "one")
+
+
+def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = None
+                      ) -> tf.Tensor:
+    """Mask of the selected unit per row of ``y`` (B, n).
+
+    Args:
+        y: Flattened output values (B, n).
+        indices: One index per row; -1 = arg-max, -2 = all units.
+        channels: If set, indices select channels (the last axis of the unflattened output,
+            n = positions × channels) and the mask covers every position of the channel.
+
+    Returns:
+        A (B, n) mask.
+    """
+    if channels is None:
+        scores = y
+    else:
+        scores = tf.reduce_sum(tf.reshape(y, (tf.shape(y)[0], -1, channels)), axis=1)
+    chosen = tf.where(indices == MAX_ACTIVATION, tf.cast(tf.argmax(scores, axis=1), tf.int32),
+                      indices)
+    mask = tf.one_hot(tf.maximum(chosen, 0), tf.shape(scores)[1], dtype=y.dtype)
+    if channels is not None:
+        mask = tf.reshape(tf.broadcast_to(mask[:, None, :], tf.shape(
+            tf.reshape(y, (tf.shape(y)[0], -1, channels)))), tf.shape(y))
+    return tf.where((indices == ALL_NEURONS)[:, None], tf.ones_like(y), mask)
+
+
+def seed_values(y: tf.Tensor, mode: str) -> tf.Tensor:
+    """The seed value of each unit: y, |y| or 1."""
+    if mode == "value":
+        return y
+    if mode == "abs":
+        return tf.abs(y)
+    return tf.ones_like(y)
+
+
+class Propagation(Analyzer):
+    """Relevance or (modified) gradient of one output unit, by one backward pass.
+
+    Args:
+        model: The Keras model.
+        composite: Rules per layer and the backward through activations.
+        seed: "value" (LRP: R = y_selected), "abs" (R = |y_selected|) or "one" (gradient).
+        multiply_by_input: Return x ⊙ result (input × gradient).
+        neuron_selection_unit: "unit" (flat index into the output) or "channel" (indices
+            select channels of a hidden layer; the seed covers every position).
+        postprocess: None, "abs" or "square" (iNNvestigate's gradient postprocessing).
+        use_tf_function: Compile the explain step (default); False runs eagerly.
+        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, ...).
+    """
+
+    def __init__(self, model: Any, composite: Composite, *, seed: str = "value",
+                 multiply_by_input: bool = False, postprocess: str | None = None,
+                 use_tf_function: bool = True, neuron_selection_unit: str = "unit",
+                 **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if neuron_selection_unit not in ("unit", "channel"):
+            raise ValueError(
+                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
+        self.channels = (int(self.output_shape[-1]) if neuron_selection_unit == "channel"
+                         else None)
+        n_units = self.n_outputs
+        if self.channels is not None:
+            self.n_outputs = self.channels
+        if seed not in SEED_MODES:
+            raise ValueError(f"seed={seed!r}; use one of {SEED_MODES}")
+        if postprocess not in (None, "abs", "square"):
+            raise ValueError(f"postprocess={postprocess!r}; use None, 'abs' or 'square'")
+        self.composite = composite
+        self.seed = seed
+        self.multiply_by_input = multiply_by_input
+        self.postprocess = postprocess
+        self.mirror = self._mirror(composite)
+        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        self._by_index = self._compile(self._backward_by_index, use_tf_function,
+                                       [spec, tf.TensorSpec((None,), tf.int32)])
+        self._by_seed = self._compile(self._backward_by_seed, use_tf_function,
+                                      [spec, tf.TensorSpec((None, n_units), tf.float32)])
+
+    @staticmethod
+    def _compile(fn: Any, use_tf_function: bool, signature: list[tf.TensorSpec]) -> Any:
+        return tf.function(fn, input_signature=signature) if use_tf_function else fn
+
+    # ------------------------------------------------------------------ backward
+    def _backward(self, x: tf.Tensor, make_seed: Any) -> tf.Tensor:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y = self.mirror(x)
+            y = tf.reshape(y, (tf.shape(y)[0], -1))
+        seed = make_seed(tf.stop_gradient(y))
+        result = tape.gradient(y, x, output_gradients=seed)
+        if result is None:
+            result = tf.zeros_like(x)
+        if self.multiply_by_input:
+            result = result * x
+        if self.postprocess == "abs":
+            result = tf.abs(result)
+        elif self.postprocess == "square":
+            result = tf.square(result)
+        return result
+
+    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return self._backward(
+            x, lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed))
+
+    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+        return self._backward(x, lambda y: seeds)
+
+    def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> np.ndarray:
+        if kwargs:
+            raise TypeError(f"unexpected analyze() arguments: {sorted(kwargs)}")
+        if selection.seeds is not None:
+            out = self._by_seed(tf.constant(x), tf.constant(selection.seeds))
+        else:
+            out = self._by_index(tf.constant(x), tf.constant(selection.indices))
+        return out.numpy().astype(np.float32)

@@ -1,0 +1,177 @@
+"""Composites: which rule each layer gets, as data.
+
+A ``Composite`` maps layer groups (``"dense"``, ``"convolution"``, ``"avg_pool"``, ``"add"``,
+``"batch_norm"``, ...) — or a layer's class name, or a layer's own name — to a rule, with an
+optional special rule for the first linear layer(s) after the input. It also says how the
+backward signal crosses elementwise non-linearities (``"pass"`` for LRP, ``"gradient"``,
+``"guided"``, ``"deconvnet"``). Named presets are registered in ``PRESETS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tf_clrp import rules
+from tf_clrp.rules import Rule
+
+#: Rules that every LRP composite uses unless it says otherwise.
+LRP_DEFAULTS: dict[str, Rule] = {
+    "avg_pool": rules.Norm(),
+    "add": rules.Norm(),
+    "batch_norm": rules.Pass(),
+    "layer_norm": rules.Pass(),
+    "rescaling": rules.Pass(),
+    "multiply": rules.Pass(),
+}
+
+ACTIVATION_MODES = ("pass", "gradient", "guided", "deconvnet")
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Assigns rules to layers.
+
+    Args:
+        layer_map: Group, layer class name or layer name -> rule. Layer names win over class
+            names, class names over groups. A group missing here falls back to ``defaults``.
+        first_layer: Rule for the first linear layer(s) seen from the input, or None.
+        activation: Backward through elementwise non-linearities (one of ACTIVATION_MODES).
+        defaults: Rules for groups not in ``layer_map`` (LRP_DEFAULTS for LRP composites,
+            empty for gradient methods: their layers keep the true gradient).
+        name: A label for messages.
+    """
+
+    layer_map: Mapping[str, Rule] = field(default_factory=dict)
+    first_layer: Rule | None = None
+    activation: str = "pass"
+    defaults: Mapping[str, Rule] = field(default_factory=lambda: dict(LRP_DEFAULTS))
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATION_MODES:
+            raise ValueError(
+                f"activation={self.activation!r} is not one of {ACTIVATION_MODES}"
+            )
+        for key, rule in self.layer_map.items():
+            if not isinstance(rule, Rule):
+                raise TypeError(f"layer_map[{key!r}] = {rule!r} is not a tf_clrp rule")
+
+    def rule_for(self, name: str, class_name: str, group: str | None,
+                 is_first: bool) -> Rule | None:
+        """The rule of one layer call, or None for the true gradient.
+
+        Args:
+            name: The layer's name (``outer/inner`` for nested models).
+            class_name: The layer's class name.
+            group: The layer's group.
+            is_first: True for a linear layer fed (only through reshapes) by the input.
+
+        Returns:
+            The rule, or None if the layer keeps its gradient.
+        """
+        short = name.rsplit("/", 1)[-1]
+        for key in (name, short, class_name):
+            if key in self.layer_map:
+                return self.layer_map[key]
+        if is_first and self.first_layer is not None:
+            return self.first_layer
+        if group in self.layer_map:
+            return self.layer_map[group]
+        return self.defaults.get(group) if group else None
+
+    def with_first_layer(self, rule: Rule | None) -> Composite:
+        """A copy with another first-layer rule."""
+        return Composite(dict(self.layer_map), rule, self.activation, dict(self.defaults),
+                         self.name)
+
+    def with_layer_rules(self, overrides: Mapping[str, Rule]) -> Composite:
+        """A copy with extra per-layer (name or class) rules, the escape hatch."""
+        merged = {**self.layer_map, **overrides}
+        return Composite(merged, self.first_layer, self.activation, dict(self.defaults),
+                         self.name)
+
+
+def uniform(rule: Rule, name: str = "uniform") -> Composite:
+    """The same rule on every Dense and convolution layer."""
+    return Composite({"dense": rule, "convolution": rule}, name=name)
+
+
+def gradient_composite(activation: str = "gradient") -> Composite:
+    """True gradients everywhere; ``activation`` picks plain / guided / deconvnet ReLUs."""
+    return Composite({}, None, activation, defaults={}, name=f"gradient[{activation}]")
+
+
+def input_layer_rule(spec: Any) -> Rule | None:
+    """iNNvestigate's ``input_layer_rule``: None, "Flat", "WSquare", (low, high) or a Rule.
+
+    Args:
+        spec: The user's value.
+
+    Returns:
+        The rule for the first layer, or None.
+    """
+    if spec is None or isinstance(spec, Rule):
+        return spec
+    if isinstance(spec, str):
+        named = {"flat": rules.Flat, "wsquare": rules.WSquare, "w_square": rules.WSquare,
+                 "zplus": rules.ZPlus, "z_plus": rules.ZPlus, "bounded": None}
+        key = spec.lower()
+        if key in named and named[key] is not None:
+            return named[key]()
+        raise ValueError(
+            f"input_layer_rule={spec!r} is not understood; use 'Flat', 'WSquare', "
+            "(low, high) bounds or a tf_clrp.rules.Rule"
+        )
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return rules.ZBox(spec[0], spec[1])
+    raise ValueError(
+        f"input_layer_rule={spec!r} is not understood; use 'Flat', 'WSquare', (low, high) "
+        "bounds or a tf_clrp.rules.Rule"
+    )
+
+
+# ----------------------------------------------------------------------------- presets
+def epsilon_plus(epsilon: float = 1e-6) -> Composite:
+    """Zennit's EpsilonPlus: ε on Dense, z⁺ on convolutions."""
+    return Composite({"dense": rules.Epsilon(epsilon), "convolution": rules.ZPlus()},
+                     name="epsilon_plus")
+
+
+def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
+    """Zennit's EpsilonPlusFlat: EpsilonPlus with the flat rule on the first layer."""
+    return epsilon_plus(epsilon).with_first_layer(rules.Flat())
+
+
+def epsilon_gamma_box(low: Any = -3.0, high: Any = 3.0, epsilon: float = 1e-6,
+                      gamma: float = 0.25) -> Composite:
+    """Zennit's EpsilonGammaBox: z^B first, γ on convolutions, ε on Dense."""
+    return Composite({"dense": rules.Epsilon(epsilon), "convolution": rules.Gamma(gamma)},
+                     first_layer=rules.ZBox(low, high), name="epsilon_gamma_box")
+
+
+def epsilon_alpha2_beta1(epsilon: float = 1e-6) -> Composite:
+    """Zennit's EpsilonAlpha2Beta1: ε on Dense, α2β1 on convolutions."""
+    return Composite({"dense": rules.Epsilon(epsilon),
+                      "convolution": rules.AlphaBeta(2.0, 1.0)}, name="epsilon_alpha2_beta1")
+
+
+def clrp_paper(low: Any = None, high: Any = None) -> Composite:
+    """The CLRP paper's rules: z^B on the first layer, z⁺ on every other conv and Dense layer.
+
+    Args:
+        low: First-layer lower bounds; None uses each sample's own per-channel minimum.
+        high: Upper bounds; None uses each sample's own per-channel maximum.
+    """
+    return Composite({"dense": rules.ZPlus(), "convolution": rules.ZPlus()},
+                     first_layer=rules.ZBox(low, high), name="clrp_paper")
+
+
+PRESETS: dict[str, Callable[..., Composite]] = {
+    "epsilon_plus": epsilon_plus,
+    "epsilon_plus_flat": epsilon_plus_flat,
+    "epsilon_gamma_box": epsilon_gamma_box,
+    "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
+    "clrp_paper": clrp_paper,
+}

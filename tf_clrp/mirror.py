@@ -1,0 +1,253 @@
+"""The mirrored relevance model.
+
+The same forward computation as the user's model, but every layer call that has a rule is
+a ``tf.custom_gradient`` op whose backward applies the rule, and elementwise
+non-linearities hand the signal back as the composite says. One ``tape.gradient`` of the
+seeded output then yields relevance (LRP) or a (modified) gradient at the input.
+
+Several seeds share one forward pass: the input is stacked ``replicas`` times along the
+batch axis, each ruled op computes its output on the first copy only and tiles it, and the
+rules' backward runs on all copies at once (see ``rules.BasicRule``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from tf_clrp import layers, rules
+from tf_clrp.composites import Composite
+from tf_clrp.errors import UnsupportedLayerError
+from tf_clrp.graph import Graph, Node
+
+#: Groups whose gradient moves relevance exactly (permutations, copies, routing).
+GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
+
+_warned_activations: set[str] = set()
+
+
+def _warn_non_rectifier(name: str, layer: str) -> None:
+    if name in _warned_activations:
+        return
+    _warned_activations.add(name)
+    warnings.warn(
+        f"layer {layer!r} uses the non-rectifier activation {name!r}; LRP hands relevance "
+        "through it unchanged, which is exact only for rectifiers (ReLU family). Maps are "
+        "still conservative but read them as an approximation.",
+        stacklevel=3,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """A node of the graph together with how its backward behaves."""
+
+    node: Node
+    rule: rules.Rule | None       # None: keep the node's own gradient
+    is_first: bool
+    nonnegative: tuple[bool, ...]
+
+
+def _site_forward(node: Node) -> Callable[[list[tf.Tensor], tf.Tensor | None], tf.Tensor]:
+    if node.linear is not None:
+        spec = node.linear
+        return lambda xs, kernel: spec.forward(xs[0], kernel)
+    if node.group == "add":
+        return lambda xs, kernel: tf.add_n(xs)
+    return lambda xs, kernel: tf.cast(node.run(list(xs))[0], tf.float32)
+
+
+def _gate_order(node: Node, graph: Graph) -> tuple[int, ...]:
+    """Input positions of a Multiply, main path first (the largest input), gates after."""
+    sizes = []
+    for t in node.inputs:
+        shape = graph.shapes.get(t, ())
+        sizes.append(int(np.prod([d for d in shape[1:] if d is not None] or [1])))
+    return tuple(sorted(range(len(node.inputs)), key=lambda i: -sizes[i]))
+
+
+class MirroredModel:
+    """Runs a canonical graph with rule-bearing custom-gradient ops.
+
+    Args:
+        graph: A canonical graph (see ``canonizers.canonize``).
+        composite: Which rule each layer gets.
+    """
+
+    def __init__(self, graph: Graph, composite: Composite) -> None:
+        self.graph = graph
+        self.composite = composite
+        self.steps = self._plan()
+        self.first_rules = [s.rule for s in self.steps if s.is_first and s.rule is not None]
+        self.needs_bounds = any(r.needs_bounds for r in self.first_rules)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self) -> list[Step]:
+        raw = {self.graph.input_id}
+        nonnegative: set[int] = set()
+        steps = []
+        for node in self.graph.nodes:
+            inputs_raw = all(t in raw for t in node.inputs)
+            is_first = node.linear is not None and node.group != "batch_norm" and inputs_raw
+            rule = self._rule(node, is_first)
+            steps.append(Step(node, rule, is_first, tuple(t in nonnegative for t in node.inputs)))
+            if node.group in ("reshape", "rescaling") and inputs_raw:
+                raw.update(node.outputs)
+            if self._output_nonnegative(node, nonnegative):
+                nonnegative.update(node.outputs)
+        return steps
+
+    @staticmethod
+    def _output_nonnegative(node: Node, nonnegative: set[int]) -> bool:
+        if node.group == "activation":
+            return node.activation in layers.NONNEGATIVE_ACTIVATIONS
+        if node.group in ("max_pool", "avg_pool", "reshape", "concatenate", "add", "multiply"):
+            return all(t in nonnegative for t in node.inputs)
+        return False
+
+    def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
+        rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
+        if rule is not None or node.group in GRADIENT_GROUPS or node.group == "activation":
+            if node.group == "activation" and node.activation not in layers.RECTIFIERS and (
+                    self.composite.activation == "pass"):
+                _warn_non_rectifier(node.activation or "?", node.name)
+            return rule
+        if node.group is None:
+            raise UnsupportedLayerError(
+                f"layer {node.name!r} of type {node.kind} has no relevance rule. If relevance "
+                "may pass through it unchanged, pass layer_rules={"
+                f"{node.kind!r}: tf_clrp.rules.Pass()}} (or rules.Gradient(), rules.Norm(), "
+                "any Rule) to create_analyzer"
+            )
+        if self.composite.defaults:  # an LRP composite without a rule for this group
+            raise UnsupportedLayerError(
+                f"composite {self.composite.name!r} has no rule for layer {node.name!r} "
+                f"({node.kind}, group {node.group!r}); add one with layer_rules="
+                f"{{{node.group!r}: <Rule>}}"
+            )
+        return None
+
+    # ------------------------------------------------------------------ running
+    def input_bounds(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor] | None:
+        """Lowest/highest input values for the first-layer rule, shaped like ``x``."""
+        if not self.needs_bounds:
+            return None
+        rule = next(r for r in self.first_rules if r.needs_bounds)
+        low = getattr(rule, "low", None)
+        high = getattr(rule, "high", None)
+        if low is None:
+            axes = list(range(1, len(x.shape) - 1))
+            low = tf.reduce_min(x, axis=axes, keepdims=True)
+            high = tf.reduce_max(x, axis=axes, keepdims=True)
+        return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
+                tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
+
+    def __call__(self, x: tf.Tensor, replicas: int = 1) -> tf.Tensor:
+        """Runs the mirrored forward.
+
+        Args:
+            x: Input batch (float32) of shape ``(replicas * batch, ...)``: ``replicas``
+                identical copies of the batch stacked along axis 0.
+            replicas: Number of stacked copies (each ruled op computes on the first only;
+                the backward runs on all, one seed per copy).
+
+        Returns:
+            The explained output, shape ``(replicas * batch, ...)``.
+        """
+        first_copy = x if replicas == 1 else x[: tf.shape(x)[0] // replicas]
+        bounds = self.input_bounds(first_copy)
+        values: dict[int, tf.Tensor] = {self.graph.input_id: x}
+        low_high: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
+        if bounds is not None:
+            low_high[self.graph.input_id] = bounds
+        for step in self.steps:
+            node = step.node
+            inputs = [values[t] for t in node.inputs]
+            if step.rule is not None:
+                site_bounds = low_high.get(node.inputs[0]) if step.is_first else None
+                outputs = [self._ruled(step, inputs, replicas, site_bounds)]
+            elif node.group == "activation":
+                outputs = [self._activation(node, inputs[0])]
+            else:
+                outputs = node.run(inputs)
+            if bounds is not None and node.group in ("reshape", "rescaling") and all(
+                    t in low_high for t in node.inputs):
+                lo = node.run([low_high[t][0] for t in node.inputs])[0]
+                hi = node.run([low_high[t][1] for t in node.inputs])[0]
+                low_high[node.outputs[0]] = (tf.minimum(lo, hi), tf.maximum(lo, hi))
+            for t, v in zip(node.outputs, outputs):
+                values[t] = v
+        return values[self.graph.output_id]
+
+    def _activation(self, node: Node, x: tf.Tensor) -> tf.Tensor:
+        backward = rules.ACTIVATION_BACKWARDS[self.composite.activation]
+        if backward is None:
+            return node.run([x])[0]
+
+        @tf.custom_gradient
+        def activation(x: tf.Tensor) -> tf.Tensor:
+            y = node.run([x])[0]
+
+            def grad(g: tf.Tensor) -> tf.Tensor:
+                return backward(x, y, g)
+
+            return y, grad
+
+        return activation(x)
+
+    def _ruled(self, step: Step, inputs: list[tf.Tensor], replicas: int,
+               bounds: tuple[tf.Tensor, tf.Tensor] | None) -> tf.Tensor:
+        node, rule = step.node, step.rule
+        assert rule is not None
+        inputs = [tf.cast(x, tf.float32) for x in inputs]
+        order = None
+        if node.group == "multiply":
+            order = _gate_order(node, self.graph)
+            inputs = [inputs[i] for i in order]
+        # Read parameters here, outside the custom gradient (Keras 3 variables must not be
+        # read inside it).
+        kernel = node.linear.read_kernel() if node.linear is not None else None
+        bias = node.linear.read_bias() if node.linear is not None else None
+        add_bias = node.linear.add_bias if node.linear is not None else (
+            lambda z, b: z if b is None else z + b)
+        forward = _site_forward(node)
+        if order is not None:
+            inverse = np.argsort(order)
+            base_forward = forward
+            forward = lambda xs, k: base_forward([xs[i] for i in inverse], k)  # noqa: E731
+        nonnegative = step.nonnegative if order is None else tuple(
+            step.nonnegative[i] for i in order)
+        if bounds is not None and rule.needs_bounds:
+            low, high = bounds
+        else:
+            low = high = None
+            if rule.needs_bounds:
+                raise UnsupportedLayerError(
+                    f"rule {rule!r} needs input bounds but layer {node.name!r} is not a first "
+                    "layer fed by the input through reshapes/preprocessing only"
+                )
+
+        @tf.custom_gradient
+        def ruled_op(*xs: tf.Tensor) -> tf.Tensor:
+            if replicas > 1:
+                first = [x[: tf.shape(x)[0] // replicas] for x in xs]
+                z = add_bias(forward(first, kernel), bias)
+                z = tf.tile(z, [replicas] + [1] * (len(z.shape) - 1))
+            else:
+                z = add_bias(forward(list(xs), kernel), bias)
+
+            def grad(relevance: tf.Tensor) -> list[tf.Tensor]:
+                site = rules.Site(
+                    inputs=list(xs), forward=forward, kernel=kernel, bias=bias,
+                    add_bias=add_bias, replicas=replicas, nonnegative=nonnegative,
+                    low=low, high=high, name=node.name,
+                )
+                return rule.relevance(site, tf.cast(relevance, tf.float32))
+
+            return z, grad
+
+        return ruled_op(*inputs)

@@ -1,0 +1,192 @@
+"""``create_analyzer``: iNNvestigate's names and keyword arguments, Zennit's presets, CLRP.
+
+Each entry is a small factory with an explicit signature; the table below *is* the list of
+analyzers. Keyword arguments are checked against the factory and the analyzer base, so a
+typo fails with the list of valid names instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from tf_clrp import composites, rules
+from tf_clrp.analyzers import CLRP, SGLRP, IntegratedGradients, Propagation, SmoothGrad
+from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.composites import Composite
+
+#: Options every analyzer accepts (see ``Analyzer`` and ``Propagation``).
+COMMON_OPTIONS = ("output_index", "layer_name", "neuron_selection_mode", "batch_size",
+                  "fold_batch_norm", "use_tf_function", "neuron_selection_unit")
+LRP_OPTIONS = ("input_layer_rule", "layer_rules")
+
+
+def _lrp(model: Any, composite: Composite, input_layer_rule: Any = None,
+         layer_rules: dict[str, rules.Rule] | None = None, **kwargs: Any) -> Propagation:
+    first = composites.input_layer_rule(input_layer_rule)
+    if first is not None:
+        composite = composite.with_first_layer(first)
+    if layer_rules:
+        composite = composite.with_layer_rules(layer_rules)
+    return Propagation(model, composite, seed="value", **kwargs)
+
+
+def _gradient_family(activation: str, multiply_by_input: bool = False) -> Callable[..., Analyzer]:
+    def factory(model: Any, postprocess: str | None = None,
+                layer_rules: dict[str, rules.Rule] | None = None, **kwargs: Any) -> Analyzer:
+        composite = composites.gradient_composite(activation)
+        if layer_rules:
+            composite = composite.with_layer_rules(layer_rules)
+        return Propagation(model, composite, seed="one", multiply_by_input=multiply_by_input,
+                           postprocess=postprocess, **kwargs)
+    return factory
+
+
+def _uniform(make_rule: Callable[..., rules.Rule], name: str) -> Callable[..., Analyzer]:
+    params = [p for p in inspect.signature(make_rule).parameters.values()
+              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    def factory(model: Any, **kwargs: Any) -> Analyzer:
+        rule_kwargs = {p.name: kwargs.pop(p.name) for p in params if p.name in kwargs}
+        return _lrp(model, composites.uniform(make_rule(**rule_kwargs), name), **kwargs)
+
+    factory.rule_parameters = tuple(p.name for p in params)  # type: ignore[attr-defined]
+    return factory
+
+
+def _preset(make_composite: Callable[..., Composite]) -> Callable[..., Analyzer]:
+    params = [p for p in inspect.signature(make_composite).parameters.values()
+              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    def factory(model: Any, **kwargs: Any) -> Analyzer:
+        comp_kwargs = {p.name: kwargs.pop(p.name) for p in params if p.name in kwargs}
+        return _lrp(model, make_composite(**comp_kwargs), **kwargs)
+
+    factory.rule_parameters = tuple(p.name for p in params)  # type: ignore[attr-defined]
+    return factory
+
+
+def _generic_lrp(model: Any, composite: Composite | None = None, rule: rules.Rule | None = None,
+                 **kwargs: Any) -> Analyzer:
+    if (composite is None) == (rule is None):
+        raise TypeError("'lrp' needs exactly one of composite=<Composite> or rule=<Rule>")
+    return _lrp(model, composite or composites.uniform(rule), **kwargs)  # type: ignore[arg-type]
+
+
+def _sequential(conv: rules.Rule, flat: bool) -> Callable[[float], Composite]:
+    def make(epsilon: float = 0.1) -> Composite:
+        comp = Composite({"dense": rules.Epsilon(epsilon), "convolution": conv},
+                         name="sequential_preset")
+        return comp.with_first_layer(rules.Flat()) if flat else comp
+    return make
+
+
+def _bounded_deep_taylor(low: Any = None, high: Any = None) -> Composite:
+    if low is None or high is None:
+        raise TypeError("'deep_taylor.bounded' needs low=<min input> and high=<max input>")
+    return composites.uniform(rules.ZPlus(), "deep_taylor").with_first_layer(
+        rules.ZBox(low, high))
+
+
+def _alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> rules.Rule:
+    return rules.AlphaBeta(alpha, beta, bias=bias)
+
+
+ANALYZERS: dict[str, Callable[..., Analyzer]] = {
+    # gradient family
+    "gradient": _gradient_family("gradient"),
+    "input_t_gradient": _gradient_family("gradient", multiply_by_input=True),
+    "deconvnet": _gradient_family("deconvnet"),
+    "guided_backprop": _gradient_family("guided"),
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    # LRP, iNNvestigate names
+    "lrp": _generic_lrp,
+    "lrp.z": _uniform(rules.Z, "z"),
+    "lrp.epsilon": _uniform(rules.Epsilon, "epsilon"),
+    "lrp.w_square": _uniform(rules.WSquare, "w_square"),
+    "lrp.flat": _uniform(rules.Flat, "flat"),
+    "lrp.alpha_beta": _uniform(_alpha_beta, "alpha_beta"),
+    "lrp.alpha_2_beta_1": _uniform(lambda: rules.AlphaBeta(2.0, 1.0), "alpha_2_beta_1"),
+    "lrp.alpha_2_beta_1_IB": _uniform(lambda: rules.AlphaBeta(2.0, 1.0, bias=False),
+                                      "alpha_2_beta_1_IB"),
+    "lrp.alpha_1_beta_0": _uniform(lambda: rules.AlphaBeta(1.0, 0.0), "alpha_1_beta_0"),
+    "lrp.alpha_1_beta_0_IB": _uniform(lambda: rules.AlphaBeta(1.0, 0.0, bias=False),
+                                      "alpha_1_beta_0_IB"),
+    "lrp.z_plus": _uniform(rules.ZPlus, "z_plus"),
+    "lrp.z_plus_fast": _uniform(rules.ZPlusFast, "z_plus_fast"),
+    "lrp.sequential_preset_a": _preset(_sequential(rules.AlphaBeta(1.0, 0.0), flat=False)),
+    "lrp.sequential_preset_b": _preset(_sequential(rules.AlphaBeta(2.0, 1.0), flat=False)),
+    "lrp.sequential_preset_a_flat": _preset(_sequential(rules.AlphaBeta(1.0, 0.0), flat=True)),
+    "lrp.sequential_preset_b_flat": _preset(_sequential(rules.AlphaBeta(2.0, 1.0), flat=True)),
+    "deep_taylor": _uniform(rules.ZPlus, "deep_taylor"),
+    "deep_taylor.bounded": _preset(_bounded_deep_taylor),
+    # LRP, Zennit presets
+    "lrp.epsilon_plus": _preset(composites.epsilon_plus),
+    "lrp.epsilon_plus_flat": _preset(composites.epsilon_plus_flat),
+    "lrp.epsilon_gamma_box": _preset(composites.epsilon_gamma_box),
+    "lrp.epsilon_alpha_2_beta_1": _preset(composites.epsilon_alpha2_beta1),
+    "lrp.gamma": _uniform(rules.Gamma, "gamma"),
+    # contrastive
+    "clrp": CLRP,
+    "sglrp": SGLRP,
+}
+
+
+def list_analyzers() -> list[str]:
+    """Names accepted by ``create_analyzer``, sorted."""
+    return sorted(ANALYZERS)
+
+
+def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
+    accepted: set[str] = set(COMMON_OPTIONS)
+    for fn in (factory, getattr(factory, "__init__", None)):
+        if fn is None:
+            continue
+        params = inspect.signature(fn).parameters
+        accepted.update(n for n, p in params.items() if p.kind is not p.VAR_KEYWORD)
+    accepted.update(getattr(factory, "rule_parameters", ()))
+    if factory in (CLRP, SGLRP):
+        accepted.update(("composite", "rule", "input_layer_rule", "layer_rules"))
+    elif factory is not IntegratedGradients and factory is not SmoothGrad:
+        accepted.update(LRP_OPTIONS)
+    if factory in (IntegratedGradients, SmoothGrad):
+        accepted.update(("postprocess", "layer_rules"))
+    accepted.discard("model")
+    accepted.discard("self")
+    return accepted
+
+
+def create_analyzer(name: str, model: Any, **kwargs: Any) -> Analyzer:
+    """Creates an analyzer by name, like ``innvestigate.create_analyzer``.
+
+    Args:
+        name: One of ``list_analyzers()`` (e.g. "lrp.z_plus", "clrp", "gradient").
+        model: A Keras 3 functional or Sequential model (never modified).
+        **kwargs: The analyzer's options (iNNvestigate's names: epsilon, alpha, beta,
+            input_layer_rule, low, high, steps, augment_by_n, noise_scale, ...).
+
+    Returns:
+        The analyzer; call ``.analyze(x, neuron_selection=...)``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+        TypeError: an option this analyzer does not take (the message lists the valid ones).
+    """
+    if name not in ANALYZERS:
+        close = difflib.get_close_matches(name, ANALYZERS, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown analyzer {name!r}.{hint} Valid names: {', '.join(list_analyzers())}"
+        )
+    factory = ANALYZERS[name]
+    accepted = _accepted_options(factory)
+    unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+    if unknown:
+        raise TypeError(
+            f"analyzer {name!r} got unknown option(s) {unknown}; it accepts: "
+            f"{', '.join(sorted(accepted))}"
+        )
+    return factory(model, **kwargs)

@@ -1,0 +1,409 @@
+"""LRP rules as small pure pieces.
+
+Every rule of the family has the form
+
+    R_j = Σ_k  c_jk / stabilize(Σ_j' c_j'k + b'_k) · R_k,
+
+with contributions c_jk = Σ_t m_t(a)_j · w_t,jk built from a few *terms* t (an input modifier
+m_t, a kernel modifier and a bias modifier). ``BasicRule`` evaluates any such set of terms
+with one vector-Jacobian product of the layer's own (modified) forward function, so a named
+rule is nothing but its terms and stabilizer. Rules act on a ``Site``: the layer's inputs,
+its pure forward function and its parameters, prepared by the mirrored model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+Tensor = tf.Tensor
+
+
+@dataclass
+class Site:
+    """One layer call as seen by a rule.
+
+    Attributes:
+        inputs: The layer's inputs, each of shape ``(replicas * batch, ...)``.
+        forward: ``forward(inputs, kernel)`` -> the layer's output without bias.
+        kernel: The (possibly BatchNorm-folded) kernel, or None for parameter-free layers.
+        bias: The bias, or None.
+        add_bias: Adds a bias to an output along the channel axis.
+        replicas: How many seed replicas are stacked along the batch axis.
+        nonnegative: Per input, True if it is known to be >= 0 (ReLU output, ...).
+        low: Lowest possible input values (first layer only), shape of ``inputs[0]``.
+        high: Highest possible input values (first layer only).
+        name: The layer's name, for error messages.
+    """
+
+    inputs: list[Tensor]
+    forward: Callable[[list[Tensor], Tensor | None], Tensor]
+    kernel: Tensor | None = None
+    bias: Tensor | None = None
+    add_bias: Callable[[Tensor, Tensor | None], Tensor] = lambda z, b: z if b is None else z + b
+    replicas: int = 1
+    nonnegative: tuple[bool, ...] = ()
+    low: Tensor | None = None
+    high: Tensor | None = None
+    name: str = ""
+
+
+class Rule:
+    """Maps the relevance at a layer's output to relevance at each of its inputs."""
+
+    #: True if the rule needs the input bounds (``Site.low`` / ``Site.high``).
+    needs_bounds: bool = False
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        """Args: site: the layer call; relevance: R at its output. Returns: R per input."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+# ----------------------------------------------------------------------------- modifiers
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def _positive(t: Tensor) -> Tensor:
+    return tf.maximum(t, 0.0)
+
+
+def _negative(t: Tensor) -> Tensor:
+    return tf.minimum(t, 0.0)
+
+
+def _ones(t: Tensor) -> Tensor:
+    return tf.ones_like(t)
+
+
+def _square(t: Tensor) -> Tensor:
+    return tf.square(t)
+
+
+def _drop(t: Tensor) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Term:
+    """One contribution m(a) · w' (+ b') of a rule.
+
+    Attributes:
+        inputs: Modifier of the layer input (or "low" / "high" for the box bounds).
+        kernel: Modifier of the kernel.
+        bias: Modifier of the bias (``_drop`` ignores the bias).
+        needs_negative_input: The term vanishes when the input is known to be >= 0.
+    """
+
+    inputs: Callable[[Tensor], Tensor] | str = _identity
+    kernel: Callable[[Tensor], Tensor] = _identity
+    bias: Callable[[Tensor], Tensor | None] = _identity
+    needs_negative_input: bool = False
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
+    return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
+
+
+def _take_batch(t: Tensor, site: Site) -> Tensor:
+    if site.replicas == 1:
+        return t
+    return t[: tf.shape(t)[0] // site.replicas]
+
+
+def _tile_batch(t: Tensor, site: Site) -> Tensor:
+    if site.replicas == 1:
+        return t
+    return tf.tile(t, [site.replicas] + [1] * (len(t.shape) - 1))
+
+
+@dataclass(repr=False)
+class BasicRule(Rule):
+    """The generic rule kernel: any set of terms and an ε-stabilizer.
+
+    Args:
+        terms: The contributions whose sum is the (modified) pre-activation.
+        epsilon: Stabilizer of the denominator.
+    """
+
+    terms: tuple[Term, ...] = (Term(),)
+    epsilon: float = 1e-9
+
+    @property
+    def needs_bounds(self) -> bool:  # type: ignore[override]
+        return any(isinstance(t.inputs, str) for t in self.terms)
+
+    def _modified_inputs(self, term: Term, site: Site) -> list[Tensor]:
+        if term.inputs == "low":
+            return [_tile_batch(site.low, site)]
+        if term.inputs == "high":
+            return [_tile_batch(site.high, site)]
+        return [term.inputs(x) for x in site.inputs]
+
+    def _active_terms(self, site: Site) -> list[Term]:
+        nonnegative = bool(site.nonnegative) and all(site.nonnegative)
+        return [t for t in self.terms if not (t.needs_negative_input and nonnegative)]
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        terms = self._active_terms(site)
+        modified = [self._modified_inputs(t, site) for t in terms]
+        kernels = [None if site.kernel is None else t.kernel(site.kernel) for t in terms]
+        biases = [None if site.bias is None else t.bias(site.bias) for t in terms]
+        flat = [x for xs in modified for x in xs]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(flat)
+            z_full = tf.add_n([site.forward(xs, k) for xs, k in zip(modified, kernels)])
+        if site.replicas == 1:
+            z = z_full
+        else:
+            z = tf.add_n([
+                site.forward([_take_batch(x, site) for x in xs], k)
+                for xs, k in zip(modified, kernels)
+            ])
+        for b in biases:
+            z = site.add_bias(z, b)
+        scaled = relevance / stabilize(_tile_batch(z, site), self.epsilon)
+        grads = tape.gradient(z_full, flat, output_gradients=scaled)
+        out: list[Tensor] = [tf.zeros_like(x) for x in site.inputs]
+        position = 0
+        for term, xs in zip(terms, modified):
+            for i, x in enumerate(xs):
+                g = grads[position]
+                position += 1
+                if isinstance(term.inputs, str):
+                    i = 0  # bounds terms belong to the (single) input
+                if g is not None:
+                    out[i] = out[i] + x * g
+        return out
+
+
+@dataclass(repr=False)
+class WeightedSum(Rule):
+    """Σ_p weight_p · R_p over several rules (AlphaBeta is α·R⁺ − β·R⁻)."""
+
+    parts: tuple[tuple[float, Rule], ...] = ()
+
+    @property
+    def needs_bounds(self) -> bool:  # type: ignore[override]
+        return any(rule.needs_bounds for _, rule in self.parts)
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        total: list[Tensor] | None = None
+        for weight, rule in self.parts:
+            part = [weight * r for r in rule.relevance(site, relevance)]
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+        return total or []
+
+
+# ----------------------------------------------------------------------------- named rules
+class Z(BasicRule):
+    """LRP-0: c_jk = a_j w_jk, bias in the denominator.
+
+    Args:
+        epsilon: Tiny stabilizer that only guards against division by zero.
+        bias: Include the bias in the denominator (relevance it absorbs is lost).
+    """
+
+    def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
+        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        self.bias = bias
+
+
+class Epsilon(BasicRule):
+    """LRP-ε: the z rule with denominator z_k + ε·sign(z_k).
+
+    Args:
+        epsilon: The stabilizer ε (iNNvestigate's default 1e-7; presets use 0.1).
+        bias: Include the bias in the denominator.
+    """
+
+    def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
+        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        self.bias = bias
+
+
+def _positive_part_terms(bias: bool) -> tuple[Term, ...]:
+    """Terms of (a·w)⁺: a⁺w⁺ + a⁻w⁻ (+ b⁺)."""
+    return (
+        Term(_positive, _positive, _positive if bias else _drop),
+        Term(_negative, _negative, _drop, needs_negative_input=True),
+    )
+
+
+def _negative_part_terms(bias: bool) -> tuple[Term, ...]:
+    """Terms of (a·w)⁻: a⁺w⁻ + a⁻w⁺ (+ b⁻)."""
+    return (
+        Term(_positive, _negative, _negative if bias else _drop),
+        Term(_negative, _positive, _drop, needs_negative_input=True),
+    )
+
+
+class ZPlus(BasicRule):
+    """z⁺ (= α1β0 ignoring the bias): only positive contributions (a·w)⁺ count.
+
+    Args:
+        epsilon: Stabilizer (the CLRP authors use 1e-9).
+    """
+
+    def __init__(self, epsilon: float = 1e-9) -> None:
+        super().__init__(_positive_part_terms(bias=False), epsilon)
+
+
+class ZPlusFast(BasicRule):
+    """iNNvestigate's fast z⁺ for non-negative inputs: c_jk = a_j w⁺_jk, no bias."""
+
+    def __init__(self, epsilon: float = 1e-9) -> None:
+        super().__init__((Term(_identity, _positive, _drop),), epsilon)
+
+
+class AlphaBeta(WeightedSum):
+    """LRP-αβ: α·R⁺ − β·R⁻, positive and negative parts normalised separately.
+
+    Args:
+        alpha: Weight of the positive part.
+        beta: Weight of the negative part (α − β = 1 conserves relevance).
+        bias: Include the bias's positive/negative part in each denominator.
+        epsilon: Stabilizer of both denominators.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, bias: bool = True,
+                 epsilon: float = 1e-7) -> None:
+        if not np.isclose(alpha - beta, 1.0):
+            raise ValueError(f"AlphaBeta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
+        parts: list[tuple[float, Rule]] = [(alpha, BasicRule(_positive_part_terms(bias), epsilon))]
+        if beta:
+            parts.append((-beta, BasicRule(_negative_part_terms(bias), epsilon)))
+        super().__init__(tuple(parts))
+        self.alpha, self.beta, self.bias = alpha, beta, bias
+
+
+class Gamma(BasicRule):
+    """LRP-γ: positive weights boosted, c_jk = a_j (w_jk + γ w⁺_jk).
+
+    For inputs of both signs the boost follows the sign of the contribution
+    (a⁺ gets w + γw⁺, a⁻ gets w + γw⁻), as in Zennit.
+
+    Args:
+        gamma: The boost γ ≥ 0.
+        bias: Boost and include the bias likewise.
+        epsilon: Stabilizer.
+    """
+
+    def __init__(self, gamma: float = 0.25, bias: bool = True, epsilon: float = 1e-6) -> None:
+        def boost_pos(w: Tensor) -> Tensor:
+            return w + gamma * tf.maximum(w, 0.0)
+
+        def boost_neg(w: Tensor) -> Tensor:
+            return w + gamma * tf.minimum(w, 0.0)
+
+        super().__init__(
+            (
+                Term(_positive, boost_pos, boost_pos if bias else _drop),
+                Term(_negative, boost_neg, _drop, needs_negative_input=True),
+            ),
+            epsilon,
+        )
+        self.gamma, self.bias = gamma, bias
+
+
+class WSquare(BasicRule):
+    """w²-rule: c_jk = w_jk², independent of the input (bias ignored)."""
+
+    def __init__(self, epsilon: float = 1e-9) -> None:
+        super().__init__((Term(_ones, _square, _drop),), epsilon)
+
+
+class Flat(BasicRule):
+    """Flat rule: c_jk = 1 for every connection (bias ignored)."""
+
+    def __init__(self, epsilon: float = 1e-9) -> None:
+        super().__init__((Term(_ones, _ones, _drop),), epsilon)
+
+
+class ZBox(BasicRule):
+    """z^B (bounded input): c_jk = a_j w_jk − l_j w⁺_jk − h_j w⁻_jk.
+
+    Args:
+        low: Lowest possible input value: a scalar or one value per input channel, given in
+            the model's input space (mapped through Rescaling/Normalization layers). None
+            (with ``high`` None) uses each sample's own per-channel minimum.
+        high: Highest possible input value, likewise.
+        bias: Include the bias in the denominator.
+        epsilon: Stabilizer.
+    """
+
+    def __init__(self, low: float | Sequence[float] | np.ndarray | None = None,
+                 high: float | Sequence[float] | np.ndarray | None = None, bias: bool = False,
+                 epsilon: float = 1e-9) -> None:
+        if (low is None) != (high is None):
+            raise ValueError("ZBox needs both low and high, or neither (per-sample bounds)")
+        self.low = None if low is None else np.asarray(low, dtype=np.float32)
+        self.high = None if high is None else np.asarray(high, dtype=np.float32)
+        if self.low is not None and np.any(self.low > self.high):
+            raise ValueError(f"ZBox needs low <= high, got low={low}, high={high}")
+        super().__init__(
+            (
+                Term(_identity, _identity, _identity if bias else _drop),
+                Term("low", lambda w: -tf.maximum(w, 0.0), _drop),
+                Term("high", lambda w: -tf.minimum(w, 0.0), _drop),
+            ),
+            epsilon,
+        )
+        self.bias = bias
+
+    def __repr__(self) -> str:
+        if self.low is None:
+            return "ZBox(per-sample bounds)"
+        return f"ZBox(low={self.low.tolist()}, high={self.high.tolist()})"
+
+
+class Pass(Rule):
+    """Hands relevance through unchanged (elementwise layers; the first input of a gate)."""
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        out = [relevance] + [tf.zeros_like(x) for x in site.inputs[1:]]
+        return out
+
+
+class Gradient(Rule):
+    """The plain gradient (vector-Jacobian product) of the layer."""
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        inputs = list(site.inputs)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(inputs)
+            z = site.add_bias(site.forward(inputs, site.kernel), site.bias)
+        grads = tape.gradient(z, inputs, output_gradients=relevance)
+        return [tf.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+
+
+@dataclass(repr=False)
+class Norm(BasicRule):
+    """Proportional split for parameter-free sums (Add, average pooling): the z rule."""
+
+    terms: tuple[Term, ...] = field(default=(Term(),))
+    epsilon: float = 1e-9
+
+
+# ----------------------------------------------------------------------------- activations
+#: How an elementwise non-linearity maps the backward signal. ``x`` is the layer's input,
+#: ``g`` the signal at its output.
+ACTIVATION_BACKWARDS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor] | None] = {
+    "pass": lambda x, y, g: g,                                  # LRP: relevance unchanged
+    "gradient": None,                                           # the true derivative
+    "guided": lambda x, y, g: g * tf.cast((x > 0) & (g > 0), g.dtype) * _slope(x, y),
+    "deconvnet": lambda x, y, g: tf.maximum(g, 0.0),
+}
+
+
+def _slope(x: Tensor, y: Tensor) -> Tensor:
+    """1 where the rectifier passes its input (y == x), else 0 (handles ReLU6 caps)."""
+    return tf.cast(tf.equal(x, y), x.dtype)
