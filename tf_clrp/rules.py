@@ -146,7 +146,9 @@ class BasicRule(Rule):
             return [_tile_batch(site.low, site)]
         if term.inputs == "high":
             return [_tile_batch(site.high, site)]
-        return [term.inputs(x) for x in site.inputs]
+        known = site.nonnegative or (False,) * len(site.inputs)
+        return [x if term.inputs is _positive and nonneg else term.inputs(x)
+                for x, nonneg in zip(site.inputs, known)]
 
     def _active_terms(self, site: Site) -> list[Term]:
         nonnegative = bool(site.nonnegative) and all(site.nonnegative)
@@ -170,19 +172,23 @@ class BasicRule(Rule):
             ])
         for b in biases:
             z = site.add_bias(z, b)
-        scaled = relevance / stabilize(_tile_batch(z, site), self.epsilon)
+        scaled = relevance / _tile_batch(self.stabilize(z), site)
         grads = tape.gradient(z_full, flat, output_gradients=scaled)
-        out: list[Tensor] = [tf.zeros_like(x) for x in site.inputs]
+        out: list[Tensor | None] = [None] * len(site.inputs)
         position = 0
         for term, xs in zip(terms, modified):
             for i, x in enumerate(xs):
                 g = grads[position]
                 position += 1
-                if isinstance(term.inputs, str):
-                    i = 0  # bounds terms belong to the (single) input
-                if g is not None:
-                    out[i] = out[i] + x * g
-        return out
+                if g is None:
+                    continue
+                target = 0 if isinstance(term.inputs, str) else i  # bounds: the single input
+                out[target] = x * g if out[target] is None else out[target] + x * g
+        return [tf.zeros_like(x) if r is None else r for x, r in zip(site.inputs, out)]
+
+    def stabilize(self, z: Tensor) -> Tensor:
+        """The stabilized denominator (ε·sign(z) added)."""
+        return stabilize(z, self.epsilon)
 
 
 @dataclass(repr=False)
@@ -255,6 +261,10 @@ class ZPlus(BasicRule):
 
     def __init__(self, epsilon: float = 1e-9) -> None:
         super().__init__(_positive_part_terms(bias=False), epsilon)
+
+    def stabilize(self, z: Tensor) -> Tensor:
+        """z⁺ denominators are never negative: z + ε."""
+        return z + self.epsilon
 
 
 class ZPlusFast(BasicRule):

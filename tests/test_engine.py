@@ -1,0 +1,263 @@
+"""Invariants of the engine: conservation, gradients, shapes, eager == graph, no mutation."""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import logits_of, mlp, small_cnn
+
+import tf_clrp
+
+RNG = np.random.default_rng(2)
+LRP_NAMES = [n for n in tf_clrp.list_analyzers() if n.startswith(("lrp.", "deep_taylor"))
+             and n != "deep_taylor.bounded"]
+ALL_NAMES = [n for n in tf_clrp.list_analyzers() if n not in ("lrp", "deep_taylor.bounded")]
+
+
+def _kwargs(name: str) -> dict:
+    return {"low": -1.0, "high": 1.0} if name in ("deep_taylor.bounded",
+                                                  "lrp.epsilon_gamma_box") else {}
+
+
+# Not listed: α2β1 (a unit without negative contributions passes on α·R), and w²/flat
+# (they give relevance to the zeros of "same" padding, which the crop then drops).
+@pytest.mark.parametrize("name", ["lrp.z", "lrp.epsilon", "lrp.z_plus", "lrp.alpha_1_beta_0",
+                                  "deep_taylor", "lrp.gamma", "lrp.epsilon_plus"])
+def test_bias_free_chains_conserve_the_logit(name: str) -> None:
+    model = small_cnn(bias=False)
+    x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    relevance = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
+    logit = model(x).numpy()[:, 1]
+    np.testing.assert_allclose(relevance.reshape(3, -1).sum(axis=1), logit, rtol=2e-3,
+                               atol=1e-6)
+
+
+def test_z_plus_maps_of_positive_logits_are_nonnegative() -> None:
+    model = small_cnn(bias=False)
+    x = RNG.uniform(0, 1, (4, 8, 8, 3)).astype("float32")
+    logits = model(x).numpy()
+    target = logits.argmax(axis=1)
+    relevance = tf_clrp.create_analyzer("lrp.z_plus", model).analyze(x)
+    for i in range(4):
+        if logits[i, target[i]] > 0:
+            assert relevance[i].min() >= -1e-7
+
+
+def test_gradient_equals_tape_gradient_of_the_users_model() -> None:
+    model = small_cnn(softmax=True)
+    x = RNG.normal(0, 1, (3, 8, 8, 3)).astype("float32")
+    logits_model = keras.Model(model.inputs, model.layers[-1].input)
+    kernel, bias = model.layers[-1].kernel, model.layers[-1].bias
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        z = logits_model(xt) @ kernel + bias
+        chosen = z[:, 3]
+    expected = tape.gradient(chosen, xt).numpy()
+    ours = tf_clrp.create_analyzer("gradient", model).analyze(x, neuron_selection=3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
+    ixg = tf_clrp.create_analyzer("input_t_gradient", model).analyze(x, neuron_selection=3)
+    np.testing.assert_allclose(ixg, expected * x, rtol=1e-4, atol=1e-6)
+
+
+def _naive_modified_backprop(model: keras.Model, x: np.ndarray, target: int,
+                             mode: str) -> np.ndarray:
+    dense = model.layers[1:]
+    pre = []
+    a = x
+    for layer in dense:
+        z = a @ layer.kernel.numpy() + layer.bias.numpy()
+        pre.append(z)
+        a = np.maximum(z, 0) if layer is not dense[-1] else z
+    g = np.zeros(pre[-1].shape)
+    g[target] = 1.0
+    for i in range(len(dense) - 1, -1, -1):
+        if i < len(dense) - 1:
+            if mode == "guided":
+                g = g * (pre[i] > 0) * (g > 0)
+            else:
+                g = np.maximum(g, 0)
+        g = g @ dense[i].kernel.numpy().T
+    return g
+
+
+@pytest.mark.parametrize("name,mode", [("guided_backprop", "guided"), ("deconvnet", "deconv")])
+def test_modified_backprop_matches_naive(name: str, mode: str) -> None:
+    model = mlp()
+    x = RNG.normal(0, 1, (3, 6)).astype("float32")
+    ours = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
+    ref = np.stack([_naive_modified_backprop(model, x[i], 1, mode) for i in range(3)])
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_integrated_gradients_completeness() -> None:
+    model = small_cnn()
+    x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    attribution = tf_clrp.create_analyzer("integrated_gradients", model, steps=256).analyze(
+        x, neuron_selection=0)
+    gap = model(x).numpy()[:, 0] - model(np.zeros_like(x)).numpy()[:, 0]
+    np.testing.assert_allclose(attribution.reshape(2, -1).sum(axis=1), gap, rtol=2e-2,
+                               atol=2e-3)
+
+
+def test_smoothgrad_without_noise_is_the_gradient() -> None:
+    model = small_cnn()
+    x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    smooth = tf_clrp.create_analyzer("smoothgrad", model, augment_by_n=3,
+                                     noise_scale=0.0).analyze(x, neuron_selection=2)
+    grad = tf_clrp.create_analyzer("gradient", model).analyze(x, neuron_selection=2)
+    np.testing.assert_allclose(smooth, grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_every_analyzer_finite_shape_and_deterministic(name: str) -> None:
+    model = small_cnn(batch_norm=True, softmax=True)
+    x = RNG.normal(0, 1, (3, 8, 8, 3)).astype("float32")
+    analyzer = tf_clrp.create_analyzer(name, model, **_kwargs(name))
+    first = analyzer.analyze(x)
+    assert first.shape == x.shape and first.dtype == np.float32
+    assert np.all(np.isfinite(first))
+    if name != "smoothgrad":
+        np.testing.assert_array_equal(first, analyzer.analyze(x))
+
+
+@pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.sequential_preset_b_flat", "clrp",
+                                  "guided_backprop", "sglrp"])
+def test_eager_equals_tf_function(name: str) -> None:
+    model = small_cnn(batch_norm=True)
+    x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
+    compiled = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
+    eager = tf_clrp.create_analyzer(name, model, use_tf_function=False).analyze(
+        x, neuron_selection=1)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-6)
+
+
+def _snapshot(model: keras.Model, x: np.ndarray) -> tuple:
+    return ([w.numpy().copy() for w in model.weights], [layer.name for layer in model.layers],
+            [layer.trainable for layer in model.layers], model(x).numpy(),
+            [id(layer) for layer in model.layers], len(model.operations))
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_users_model_is_unchanged(name: str) -> None:
+    model = small_cnn(batch_norm=True, softmax=True)
+    model.layers[2].trainable = False
+    x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
+    before = _snapshot(model, x)
+    tf_clrp.create_analyzer(name, model, **_kwargs(name)).analyze(x)
+    after = _snapshot(model, x)
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    assert before[1:3] == after[1:3] and before[4:] == after[4:]
+    np.testing.assert_array_equal(before[3], after[3])
+
+
+def test_no_retracing_across_calls_and_batch_sizes() -> None:
+    model = small_cnn()
+    analyzer = tf_clrp.create_analyzer("lrp.z_plus", model)
+    for n in (1, 3, 5, 3):
+        analyzer.analyze(RNG.normal(0, 1, (n, 8, 8, 3)).astype("float32"), neuron_selection=0)
+    assert analyzer._by_index.experimental_get_tracing_count() == 1
+
+
+def test_batch_size_chunks_give_the_same_maps() -> None:
+    model = small_cnn()
+    x = RNG.normal(0, 1, (7, 8, 8, 3)).astype("float32")
+    analyzer = tf_clrp.create_analyzer("clrp", model)
+    whole = analyzer.analyze(x, neuron_selection=[0, 1, 2, 3, 4, 0, 1])
+    chunked = analyzer.analyze(x, neuron_selection=[0, 1, 2, 3, 4, 0, 1], batch_size=3)
+    np.testing.assert_allclose(whole, chunked, rtol=1e-5, atol=1e-7)
+
+
+def test_selection_modes() -> None:
+    model = small_cnn(softmax=True)
+    x = RNG.normal(0, 1, (3, 8, 8, 3)).astype("float32")
+    logits = logits_of(model, x)
+    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model)
+    by_max = analyzer.analyze(x)
+    by_index = analyzer.analyze(x, neuron_selection=logits.argmax(axis=1))
+    np.testing.assert_allclose(by_max, by_index, rtol=1e-6)
+    seeds = np.zeros_like(logits)
+    seeds[np.arange(3), logits.argmax(axis=1)] = logits.max(axis=1)
+    np.testing.assert_allclose(analyzer.analyze(x, neuron_selection=seeds), by_max, rtol=1e-5,
+                               atol=1e-7)
+    every = analyzer.analyze(x, neuron_selection="all")
+    summed = sum(analyzer.analyze(x, neuron_selection=k) for k in range(5))
+    np.testing.assert_allclose(every, summed, rtol=1e-4, atol=1e-6)
+    index_mode = tf_clrp.create_analyzer("lrp.epsilon", model, neuron_selection_mode="index")
+    with pytest.raises(ValueError, match="neuron_selection"):
+        index_mode.analyze(x)
+
+
+def test_concurrent_use_from_two_threads() -> None:
+    model = small_cnn()
+    x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
+    expected = tf_clrp.create_analyzer("lrp.z_plus", model).analyze(x, neuron_selection=1)
+    results: list[np.ndarray] = []
+
+    def work() -> None:
+        results.append(tf_clrp.create_analyzer("lrp.z_plus", model).analyze(
+            x, neuron_selection=1))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2
+    for r in results:
+        np.testing.assert_allclose(r, expected, rtol=1e-6)
+
+
+def test_sequential_and_nested_models_equal_the_functional_one() -> None:
+    functional = small_cnn(bias=True)
+    x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
+    sequential = keras.Sequential([keras.Input((8, 8, 3))] + [
+        layer for layer in functional.layers[1:]])
+    outer = keras.Sequential([keras.Input((8, 8, 3)), functional])
+    reference = tf_clrp.create_analyzer("lrp.epsilon", functional).analyze(x, neuron_selection=2)
+    for model in (sequential, outer):
+        ours = tf_clrp.create_analyzer("lrp.epsilon", model).analyze(x, neuron_selection=2)
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
+
+
+def test_non_layer_operations_are_followed() -> None:
+    inp = keras.Input((6,))
+    a = keras.layers.Dense(5, use_bias=False)(inp)
+    b = keras.layers.Dense(5, use_bias=False)(inp)
+    h = keras.ops.relu(a + b)
+    out = keras.layers.Dense(3, use_bias=False)(h)
+    model = keras.Model(inp, out)
+    x = RNG.uniform(0, 1, (2, 6)).astype("float32")
+    relevance = tf_clrp.create_analyzer("lrp.epsilon", model).analyze(x, neuron_selection=0)
+    np.testing.assert_allclose(relevance.sum(axis=1), model(x).numpy()[:, 0], rtol=1e-4)
+
+
+def test_multi_output_needs_output_index() -> None:
+    inp = keras.Input((4,))
+    model = keras.Model(inp, [keras.layers.Dense(2)(inp), keras.layers.Dense(3)(inp)])
+    with pytest.raises(tf_clrp.ModelStructureError, match="output_index"):
+        tf_clrp.create_analyzer("lrp.z", model)
+    x = RNG.normal(0, 1, (2, 4)).astype("float32")
+    out = tf_clrp.create_analyzer("gradient", model, output_index=1).analyze(
+        x, neuron_selection=2)
+    np.testing.assert_allclose(out, np.tile(model.layers[2].kernel.numpy()[:, 2], (2, 1)),
+                               rtol=1e-6)
+
+
+def test_hidden_channel_relevance_sums_to_the_channel_activation() -> None:
+    model = small_cnn(bias=False)
+    x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
+    conv_name = model.layers[3].name  # second conv (followed by a ReLU layer)
+    relu_name = model.layers[4].name
+    analyzer = tf_clrp.create_analyzer("lrp.z_plus", model, layer_name=relu_name,
+                                       neuron_selection_unit="channel")
+    relevance = analyzer.analyze(x, neuron_selection=3)
+    activation = keras.Model(model.inputs, model.get_layer(relu_name).output)(x).numpy()
+    np.testing.assert_allclose(relevance.reshape(2, -1).sum(axis=1),
+                               activation[..., 3].reshape(2, -1).sum(axis=1), rtol=1e-3)
+    assert conv_name != relu_name
