@@ -1,0 +1,45 @@
+"""Evaluation metrics and model-agnostic baselines for explanation maps.
+
+Everything works on numpy batches: maps (N, H, W) or (N, H, W, C) (reduced by channel sum),
+images (N, H, W, C), regions as boolean masks or half-open boxes ``(y0, x0, y1, x1)``.
+See docs/metrics.md for the exact formulas.
+"""
+
+from .discriminativeness import (
+    DiscriminativenessReport,
+    discriminativeness_report,
+    map_correlation,
+    relevance_mass_in_region,
+)
+from .model_agnostic import Occlusion, PredictionDifference
+from .perturbation import PerturbationResult, patch_scores, region_perturbation
+from .pointing import (
+    PointingGame,
+    PointingGameResult,
+    center_baseline,
+    max_points,
+    pointing_game,
+)
+from .quantus import explain_func
+from .unit_ablation import rank_agreement, unit_ablation, unit_relevance
+
+__all__ = [
+    "DiscriminativenessReport",
+    "Occlusion",
+    "PerturbationResult",
+    "PointingGame",
+    "PointingGameResult",
+    "PredictionDifference",
+    "center_baseline",
+    "discriminativeness_report",
+    "explain_func",
+    "map_correlation",
+    "max_points",
+    "patch_scores",
+    "pointing_game",
+    "rank_agreement",
+    "region_perturbation",
+    "relevance_mass_in_region",
+    "unit_ablation",
+    "unit_relevance",
+]

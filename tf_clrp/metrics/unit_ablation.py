@@ -1,0 +1,161 @@
+"""Unit ablation: zero one hidden unit (channel) at a time and measure every class score.
+
+The model is split at the named layer without being modified: one clean pass stores the
+layer's output and every other tensor the rest of the graph needs (the "frontier", e.g. a skip
+connection that bypasses the layer); then only the nodes downstream of the layer are
+re-evaluated on the modified tensor. This works for any directed acyclic functional graph.
+
+Limits (a clear ``ValueError`` is raised): the layer must be called exactly once in the model's
+top-level graph (layers inside a nested sub-model are not searched; shared layers are
+ambiguous), must have a single output, must not be the model's output layer, and the model must
+be functional or a built Sequential model with a single output. Units are indices along the
+last (channels-last) axis of the layer's output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from ._common import ProgressArg, average_ranks, chunks, pearson, progress_iter
+from ._keras import GraphRunner
+
+
+def _split(runner: GraphRunner, layer: keras.layers.Layer) -> tuple[Any, list, list]:
+    """Return (layer output tensor, downstream nodes, frontier tensors) for ``layer``."""
+    own = [n for n in runner.nodes if n.operation is layer]
+    if not own:
+        raise ValueError(
+            f"layer {layer.name!r} is not called in the model's top-level graph "
+            "(layers inside nested sub-models are not searched)"
+        )
+    if len(own) > 1:
+        raise ValueError(f"layer {layer.name!r} is called {len(own)} times (shared); ambiguous")
+    node = own[0]
+    if len(node.outputs) != 1:
+        raise ValueError(f"layer {layer.name!r} has {len(node.outputs)} outputs; need one")
+    target = node.outputs[0]
+    if target is runner.output:
+        raise ValueError(f"layer {layer.name!r} is the model's output layer; nothing to ablate")
+    start = runner.nodes.index(node) + 1
+    dependent = {id(target)}
+    downstream = []
+    for n in runner.nodes[start:]:
+        if any(id(t) in dependent for t in n.input_tensors):
+            downstream.append(n)
+            dependent.update(id(t) for t in n.outputs)
+    if id(runner.output) not in dependent:
+        raise ValueError(f"the model's output does not depend on layer {layer.name!r}")
+    frontier: dict[int, Any] = {}
+    for n in downstream:
+        for t in n.input_tensors:
+            if id(t) not in dependent:
+                frontier[id(t)] = t
+    return target, downstream, list(frontier.values())
+
+
+def unit_ablation(
+    model: keras.Model,
+    x: Any,
+    layer_name: str,
+    units: Any = None,
+    batch_size: int = 64,
+    logits: bool = True,
+    progress: ProgressArg = False,
+) -> np.ndarray:
+    """Change of every class score when one unit of a hidden layer is set to zero.
+
+    Args:
+        model: functional or built Sequential Keras model (not modified).
+        x: input batch (N, ...), one model input.
+        layer_name: name of the layer whose output units are ablated.
+        units: indices along the layer output's last axis (default: all).
+        batch_size: rows per model call; ablated copies of several units share a call.
+        logits: score = pre-activation of a final softmax/sigmoid layer (default) instead
+            of the probabilities.
+        progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
+
+    Returns:
+        float64 array (n_units, N, n_classes): ``score(x | unit u zeroed) - score(x)``.
+        Negative entries mean the unit supported that class.
+    """
+    runner = GraphRunner(model, logits=logits)
+    layer = model.get_layer(layer_name)
+    if len(runner.inputs) != 1:
+        raise ValueError(f"only single-input models are supported, got {len(runner.inputs)}")
+    target, downstream, frontier = _split(runner, layer)
+    x = np.asarray(x)
+    n = len(x)
+    keep = [target, *frontier, runner.output]
+    cache: list[list[np.ndarray]] = [[] for _ in keep]
+    for s in chunks(n, batch_size):
+        values = runner.run({id(runner.inputs[0]): keras.ops.convert_to_tensor(x[s])}, runner.nodes)
+        for store, t in zip(cache, keep):
+            store.append(keras.ops.convert_to_numpy(values[id(t)]))
+    h, *front, clean = (np.concatenate(c, axis=0) for c in cache)
+    n_channels = h.shape[-1]
+    units = np.arange(n_channels) if units is None else np.atleast_1d(np.asarray(units, int))
+    if units.size and (units.min() < -n_channels or units.max() >= n_channels):
+        raise ValueError(f"units must lie in [0, {n_channels}), got {units}")
+    units = units % n_channels
+    out = np.empty((len(units), n, clean.shape[-1]), dtype=np.float64)
+    rows = len(units) * n
+    pieces = list(chunks(rows, batch_size))
+    for s in progress_iter(pieces, len(pieces), progress, "unit ablation"):
+        r = np.arange(s.start, s.stop)
+        u_idx, sample = r // n, r % n
+        mask = np.ones((len(r), n_channels), dtype=h.dtype)
+        mask[np.arange(len(r)), units[u_idx]] = 0
+        mask = mask.reshape((len(r),) + (1,) * (h.ndim - 2) + (n_channels,))
+        values = {id(target): keras.ops.convert_to_tensor(h[sample] * mask)}
+        for t, v in zip(frontier, front):
+            values[id(t)] = keras.ops.convert_to_tensor(v[sample])
+        values = runner.run(values, downstream)
+        scores = keras.ops.convert_to_numpy(values[id(runner.output)])
+        out[u_idx, sample] = scores.astype(np.float64) - clean[sample]
+    return out
+
+
+def unit_relevance(layer_relevance: Any) -> np.ndarray:
+    """Sum a layer's relevance over all but the batch and channel axes.
+
+    Args:
+        layer_relevance: array (N, ..., C) of relevance at a layer's output.
+
+    Returns:
+        float64 array (C, N): relevance per unit and sample, ordered like
+        :func:`unit_ablation`'s first two axes.
+    """
+    r = np.asarray(layer_relevance, dtype=np.float64)
+    if r.ndim < 2:
+        raise ValueError(f"expected (N, ..., C), got shape {r.shape}")
+    return r.reshape(r.shape[0], -1, r.shape[-1]).sum(axis=1).T
+
+
+def rank_agreement(ablation_effect: Any, relevance_per_unit: Any) -> Any:
+    """Spearman correlation between the score drop of ablating a unit and its relevance.
+
+    ρ = Pearson(rank(−Δ), rank(R)) with average ranks for ties, where Δ is the score change
+    returned by :func:`unit_ablation` for one class. ρ = 1: the more relevance an explanation
+    gives a unit, the more the score falls when the unit is removed.
+
+    Args:
+        ablation_effect: Δ of shape (n_units,) or (n_units, N), e.g. ``effect[:, :, c]``.
+        relevance_per_unit: relevance of the same shape (see :func:`unit_relevance`).
+
+    Returns:
+        A float for 1-D input, else an array (N,) with one ρ per sample (NaN if constant).
+    """
+    a = np.asarray(ablation_effect, dtype=np.float64)
+    b = np.asarray(relevance_per_unit, dtype=np.float64)
+    if a.shape != b.shape or a.ndim not in (1, 2):
+        raise ValueError(
+            f"shapes must match and be (n_units,) or (n_units, N): {a.shape}, {b.shape}"
+        )
+    if a.ndim == 1:
+        return pearson(average_ranks(-a), average_ranks(b))
+    return np.array(
+        [pearson(average_ranks(-a[:, i]), average_ranks(b[:, i])) for i in range(a.shape[1])]
+    )
