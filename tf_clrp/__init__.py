@@ -7,7 +7,7 @@ Quick start::
     heatmaps = analyzer.analyze(images, neuron_selection=class_index)
 """
 
-from tf_clrp import composites, rules
+from tf_clrp import bounds, composites, rules
 from tf_clrp.analyzers import (
     CLRP,
     SGLRP,
@@ -41,6 +41,7 @@ __all__ = [
     "SmoothGrad",
     "TfClrpError",
     "UnsupportedLayerError",
+    "bounds",
     "composites",
     "create_analyzer",
     "list_analyzers",

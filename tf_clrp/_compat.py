@@ -82,20 +82,31 @@ def node_output_tensors(node: Any) -> list[Any]:
     return list(node.outputs)
 
 
-def call_node(node: Any, values: Sequence[Any]) -> list[Any]:
+def call_node(node: Any, values: Sequence[Any], autocast: bool = True) -> list[Any]:
     """Calls a node's operation on concrete tensors, keeping its other arguments.
 
     Args:
         node: A Keras graph node.
         values: One concrete tensor per KerasTensor in ``node_input_tensors(node)``.
+        autocast: False calls a layer's ``call`` directly, skipping the cast of its inputs
+            to the layer's compute dtype (keeps float32 under mixed precision).
 
     Returns:
         The flattened outputs of the call.
     """
     tensor_dict = {id(t): v for t, v in zip(node.arguments.keras_tensors, values, strict=True)}
     args, kwargs = node.arguments.fill_in(tensor_dict)
-    outputs = node.operation(*args, **kwargs)
+    operation = node.operation
+    if not autocast and isinstance(operation, keras.layers.Layer):
+        outputs = operation.call(*args, **kwargs)
+    else:
+        outputs = operation(*args, **kwargs)
     return list(keras.tree.flatten(outputs))
+
+
+def compute_dtype(op: Any) -> str:
+    """The dtype a layer computes in ("float32" for non-Layer operations)."""
+    return str(getattr(op, "compute_dtype", None) or "float32")
 
 
 def tensor_shape(tensor: Any) -> tuple[int | None, ...]:

@@ -113,7 +113,12 @@ class Graph:
 
 
 def _node_runner(node: Any) -> Run:
-    return lambda values: _compat.call_node(node, values)
+    if _compat.compute_dtype(_compat.node_operation(node)) == "float32":
+        return lambda values: _compat.call_node(node, values)
+    # Mixed precision: run the layer's computation in float32 (relevance values are far
+    # below float16's range), skipping Keras' cast of the inputs.
+    return lambda values: [tf.cast(v, tf.float32) if v.dtype.is_floating else v
+                           for v in _compat.call_node(node, values, autocast=False)]
 
 
 def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node],

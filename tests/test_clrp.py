@@ -1,0 +1,162 @@
+"""CLRP / SGLRP properties: non-negativity, conservation of parts, contrasts, hidden units."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import mlp, small_cnn
+
+import tf_clrp
+from tf_clrp.bounds import input_bounds
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    return small_cnn(bias=False, softmax=True)
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return RNG.uniform(0, 1, (4, 8, 8, 3)).astype("float32")
+
+
+def _logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    last = model.layers[-1]
+    return keras.Model(model.inputs, last.input)(x).numpy() @ last.kernel.numpy()
+
+
+def _reaches_input(model: keras.Model, x: np.ndarray, sign: float = 1.0) -> np.ndarray:
+    """1 where class k's z⁺ denominator is positive: only then does its seed pass the last
+    layer (z⁺ drops the relevance of a unit without positive contributions)."""
+    last = model.layers[-1]
+    h = keras.Model(model.inputs, last.input)(x).numpy()
+    return (h @ np.maximum(sign * last.kernel.numpy(), 0) > 0).astype(float)
+
+
+@pytest.mark.parametrize("contrast", ["others", "others_uniform", "negated", 3])
+def test_clrp_is_nonnegative_and_parts_conserve_their_seed(model, x, contrast) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model, contrast=contrast)
+    parts = analyzer.analyze(x, neuron_selection=1, return_parts=True)
+    assert parts.contrastive.min() >= 0.0
+    np.testing.assert_allclose(parts.contrastive, np.maximum(parts.difference, 0))
+    z = np.abs(_logits(model, x))
+    passes = _reaches_input(model, x)
+    assert passes[:, 1].all()
+    target_sum = parts.target.reshape(4, -1).sum(axis=1)
+    dual_sum = parts.dual.reshape(4, -1).sum(axis=1)
+    np.testing.assert_allclose(target_sum, z[:, 1], rtol=1e-3)
+    others = (z * passes).sum(axis=1) - z[:, 1]
+    uniform = z[:, 1] / 4 * (passes.sum(axis=1) - 1)
+    negated = z[:, 1] * _reaches_input(model, x, sign=-1.0)[:, 1]
+    expected_dual = {"others": others, "others_uniform": uniform, "negated": negated,
+                     3: z[:, 3] * passes[:, 3]}[contrast]
+    np.testing.assert_allclose(dual_sum, expected_dual, rtol=1e-3, atol=1e-6)
+
+
+def test_contrast_with_the_target_itself_is_all_zero(model, x) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model, contrast=2)
+    assert np.abs(analyzer.analyze(x, neuron_selection=2)).max() == 0.0
+
+
+def test_swapping_target_and_rival_swaps_the_signed_difference(model, x) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model)
+    jk = analyzer.analyze(x, neuron_selection=0, contrast=4, return_parts=True)
+    kj = analyzer.analyze(x, neuron_selection=4, contrast=0, return_parts=True)
+    np.testing.assert_allclose(jk.difference, -kj.difference, atol=1e-6)
+
+
+def test_per_sample_targets_and_contrasts(model, x) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model)
+    targets, rivals = [0, 1, 2, 3], [1, 2, 3, 4]
+    batch = analyzer.analyze(x, neuron_selection=targets, contrast=rivals)
+    for i in range(4):
+        single = analyzer.analyze(x[i:i + 1], neuron_selection=targets[i], contrast=rivals[i])
+        np.testing.assert_allclose(batch[i:i + 1], single, rtol=1e-5, atol=1e-8)
+
+
+def test_others_dual_is_the_sum_of_the_other_classes_lrp(model, x) -> None:
+    parts = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=2,
+                                                           return_parts=True)
+    lrp = tf_clrp.create_analyzer("clrp", model)
+    summed = sum(lrp.analyze(x, neuron_selection=2, contrast=k, return_parts=True).dual
+                 for k in range(5) if k != 2)
+    np.testing.assert_allclose(parts.dual, summed, rtol=1e-4, atol=1e-7)
+
+
+def test_target_map_equals_the_papers_lrp(model, x) -> None:
+    low, high = np.zeros(3), np.ones(3)
+    clrp = tf_clrp.create_analyzer("clrp", model, input_layer_rule=(low, high))
+    lrp = tf_clrp.create_analyzer("lrp.z_plus", model, input_layer_rule=(low, high))
+    target = clrp.analyze(x, neuron_selection=1, return_parts=True).target
+    plain = lrp.analyze(x, neuron_selection=1)
+    z = _logits(model, x)[:, 1]
+    np.testing.assert_allclose(target, plain * np.sign(z)[:, None, None, None], rtol=1e-4,
+                               atol=1e-7)
+
+
+def test_default_bounds_are_per_sample(model, x) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model)
+    together = analyzer.analyze(x, neuron_selection=1)
+    alone = np.concatenate([analyzer.analyze(x[i:i + 1], neuron_selection=1) for i in range(4)])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-8)
+
+
+def test_clrp_with_another_composite(model, x) -> None:
+    parts = tf_clrp.create_analyzer("clrp", model, composite=tf_clrp.composites.epsilon_plus()
+                                    ).analyze(x, neuron_selection=1, return_parts=True)
+    assert np.isfinite(parts.contrastive).all() and parts.contrastive.min() >= 0
+
+
+def test_sglrp_seeds_follow_the_softmax_gradient(model, x) -> None:
+    parts = tf_clrp.create_analyzer("sglrp", model).analyze(x, neuron_selection=1,
+                                                            return_parts=True)
+    z = _logits(model, x)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    passes = _reaches_input(model, x)
+    np.testing.assert_allclose(parts.target.reshape(4, -1).sum(axis=1), p[:, 1] * (1 - p[:, 1]),
+                               rtol=2e-3)
+    dual_seed = (p[:, 1:2] * p * passes).sum(axis=1) - p[:, 1] ** 2
+    np.testing.assert_allclose(parts.dual.reshape(4, -1).sum(axis=1), dual_seed, rtol=2e-3)
+    np.testing.assert_allclose(parts.difference.reshape(4, -1).sum(axis=1), 0, atol=1e-6)
+
+
+def test_hidden_unit_contrast() -> None:
+    model = mlp(bias=False)
+    x = RNG.uniform(0, 1, (3, 6)).astype("float32")
+    hidden = model.layers[2].name
+    analyzer = tf_clrp.create_analyzer("clrp", model, layer_name=hidden, contrast=1,
+                                       input_layer_rule=(0.0, 1.0))
+    parts = analyzer.analyze(x, neuron_selection=4, return_parts=True)
+    activation = keras.Model(model.inputs, model.get_layer(hidden).output)(x).numpy()
+    np.testing.assert_allclose(parts.target.sum(axis=1), activation[:, 4], rtol=1e-3,
+                               atol=1e-6)
+    np.testing.assert_allclose(parts.dual.sum(axis=1), activation[:, 1], rtol=1e-3, atol=1e-6)
+
+
+def test_bad_contrasts_are_named() -> None:
+    model = small_cnn()
+    with pytest.raises(tf_clrp.SelectionError, match="contrast"):
+        tf_clrp.create_analyzer("clrp", model, contrast="everyone")
+    with pytest.raises(tf_clrp.SelectionError, match="out of range"):
+        tf_clrp.create_analyzer("clrp", model, contrast=9)
+    analyzer = tf_clrp.create_analyzer("clrp", model)
+    with pytest.raises(tf_clrp.SelectionError, match="entries"):
+        analyzer.analyze(np.zeros((2, 8, 8, 3), "float32"), contrast=[1, 2, 3])
+    hidden = tf_clrp.create_analyzer("clrp", model, layer_name=model.layers[4].name)
+    with pytest.raises(tf_clrp.SelectionError, match="negated"):
+        hidden.analyze(np.zeros((1, 8, 8, 3), "float32"), contrast="negated")
+
+
+@pytest.mark.parametrize("name", ["raw", "unit", "symmetric", "torch", "caffe", "effnet_lite"])
+def test_bounds_helper(name: str) -> None:
+    low, high = input_bounds(name)
+    assert np.all(low < high)
+    if name == "torch":
+        np.testing.assert_allclose(low.min(), -2.1179, atol=1e-4)
+        np.testing.assert_allclose(high.max(), 2.64, atol=1e-3)
+    with pytest.raises(ValueError, match="known"):
+        input_bounds("imagenet-ish")
