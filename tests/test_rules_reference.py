@@ -48,9 +48,14 @@ def naive_rule(name: str, a: np.ndarray, m: np.ndarray, b: np.ndarray, r: np.nda
         neg = ap[:, None] * mn + an[:, None] * mp
         return (alpha * spread(pos, bp if use_bias else zero)
                 - beta * spread(neg, bn if use_bias else zero))
-    if name == "gamma":
-        c = ap[:, None] * (m + gamma * mp) + an[:, None] * (m + gamma * mn)
-        return spread(c, (b + gamma * bp) if use_bias else zero, 1e-6)
+    if name == "gamma":  # boost the contributions of each unit's own sign (Zennit)
+        z = a @ m + b
+        up = ap[:, None] * (m + gamma * mp) + an[:, None] * (m + gamma * mn)
+        down = ap[:, None] * (m + gamma * mn) + an[:, None] * (m + gamma * mp)
+        r_up, r_down = r * (z > 0), r * (z < 0)
+        zu, zd = up.sum(0) + b + gamma * bp, down.sum(0) + b + gamma * bn
+        return ((up / stab(zu, 1e-6)[None, :] * r_up[None, :]).sum(axis=1)
+                + (down / stab(zd, 1e-6)[None, :] * r_down[None, :]).sum(axis=1))
     if name == "w_square":
         return spread(m ** 2 + 0 * a[:, None], zero, 1e-9)
     if name == "flat":

@@ -10,7 +10,7 @@ backward signal crosses elementwise non-linearities (``"pass"`` for LRP, ``"grad
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tf_clrp import rules
@@ -41,6 +41,8 @@ class Composite:
         defaults: Rules for groups not in ``layer_map`` (LRP_DEFAULTS for LRP composites,
             empty for gradient methods: their layers keep the true gradient).
         name: A label for messages.
+        first_layer_groups: Groups the first-layer rule applies to (None: any linear layer;
+            Zennit's EpsilonGammaBox uses ("convolution",)).
     """
 
     layer_map: Mapping[str, Rule] = field(default_factory=dict)
@@ -48,6 +50,7 @@ class Composite:
     activation: str = "pass"
     defaults: Mapping[str, Rule] = field(default_factory=lambda: dict(LRP_DEFAULTS))
     name: str = "custom"
+    first_layer_groups: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATION_MODES:
@@ -75,22 +78,20 @@ class Composite:
         for key in (name, short, class_name):
             if key in self.layer_map:
                 return self.layer_map[key]
-        if is_first and self.first_layer is not None:
+        if is_first and self.first_layer is not None and (
+                self.first_layer_groups is None or group in self.first_layer_groups):
             return self.first_layer
         if group in self.layer_map:
             return self.layer_map[group]
         return self.defaults.get(group) if group else None
 
     def with_first_layer(self, rule: Rule | None) -> Composite:
-        """A copy with another first-layer rule."""
-        return Composite(dict(self.layer_map), rule, self.activation, dict(self.defaults),
-                         self.name)
+        """A copy with another first-layer rule (applying to any linear first layer)."""
+        return replace(self, first_layer=rule, first_layer_groups=None)
 
     def with_layer_rules(self, overrides: Mapping[str, Rule]) -> Composite:
-        """A copy with extra per-layer (name or class) rules, the escape hatch."""
-        merged = {**self.layer_map, **overrides}
-        return Composite(merged, self.first_layer, self.activation, dict(self.defaults),
-                         self.name)
+        """A copy with extra per-layer (name, class or group) rules, the escape hatch."""
+        return replace(self, layer_map={**self.layer_map, **overrides})
 
 
 def uniform(rule: Rule, name: str = "uniform") -> Composite:
@@ -134,9 +135,9 @@ def input_layer_rule(spec: Any) -> Rule | None:
 
 # ----------------------------------------------------------------------------- presets
 def epsilon_plus(epsilon: float = 1e-6) -> Composite:
-    """Zennit's EpsilonPlus: ε on Dense, z⁺ on convolutions."""
-    return Composite({"dense": rules.Epsilon(epsilon), "convolution": rules.ZPlus()},
-                     name="epsilon_plus")
+    """Zennit's EpsilonPlus: ε on Dense, z⁺ (with b⁺ in the denominator) on convolutions."""
+    return Composite({"dense": rules.Epsilon(epsilon),
+                      "convolution": rules.ZPlus(epsilon, bias=True)}, name="epsilon_plus")
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
@@ -146,15 +147,17 @@ def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
 
 def epsilon_gamma_box(low: Any = -3.0, high: Any = 3.0, epsilon: float = 1e-6,
                       gamma: float = 0.25) -> Composite:
-    """Zennit's EpsilonGammaBox: z^B first, γ on convolutions, ε on Dense."""
+    """Zennit's EpsilonGammaBox: z^B on a first convolution, γ on convolutions, ε on Dense."""
     return Composite({"dense": rules.Epsilon(epsilon), "convolution": rules.Gamma(gamma)},
-                     first_layer=rules.ZBox(low, high), name="epsilon_gamma_box")
+                     first_layer=rules.ZBox(low, high), first_layer_groups=("convolution",),
+                     name="epsilon_gamma_box")
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6) -> Composite:
     """Zennit's EpsilonAlpha2Beta1: ε on Dense, α2β1 on convolutions."""
     return Composite({"dense": rules.Epsilon(epsilon),
-                      "convolution": rules.AlphaBeta(2.0, 1.0)}, name="epsilon_alpha2_beta1")
+                      "convolution": rules.AlphaBeta(2.0, 1.0, epsilon=epsilon)},
+                     name="epsilon_alpha2_beta1")
 
 
 def clrp_paper(low: Any = None, high: Any = None) -> Composite:

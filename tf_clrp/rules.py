@@ -253,14 +253,17 @@ def _negative_part_terms(bias: bool) -> tuple[Term, ...]:
 
 
 class ZPlus(BasicRule):
-    """z⁺ (= α1β0 ignoring the bias): only positive contributions (a·w)⁺ count.
+    """z⁺ (= α1β0): only positive contributions (a·w)⁺ count.
 
     Args:
         epsilon: Stabilizer (the CLRP authors use 1e-9).
+        bias: Add the bias's positive part to the denominator (Zennit's ZPlus); the default
+            ignores the bias, as iNNvestigate's z⁺ and the CLRP authors' code do.
     """
 
-    def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__(_positive_part_terms(bias=False), epsilon)
+    def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
+        super().__init__(_positive_part_terms(bias=bias), epsilon)
+        self.bias = bias
 
     def stabilize(self, z: Tensor) -> Tensor:
         """z⁺ denominators are never negative: z + ε."""
@@ -295,11 +298,13 @@ class AlphaBeta(WeightedSum):
         self.alpha, self.beta, self.bias = alpha, beta, bias
 
 
-class Gamma(BasicRule):
-    """LRP-γ: positive weights boosted, c_jk = a_j (w_jk + γ w⁺_jk).
+class Gamma(Rule):
+    """LRP-γ: contributions of the unit's own sign boosted by γ (Zennit's Gamma).
 
-    For inputs of both signs the boost follows the sign of the contribution
-    (a⁺ gets w + γw⁺, a⁻ gets w + γw⁻), as in Zennit.
+    For a unit with z_k > 0: c_jk = a⁺_j (w + γw⁺)_jk + a⁻_j (w + γw⁻)_jk, bias b + γb⁺;
+    for z_k < 0 the boosts swap (a⁺ gets w + γw⁻, a⁻ gets w + γw⁺, bias b + γb⁻);
+    a unit with z_k = 0 passes no relevance. For non-negative inputs and z_k > 0 this is
+    c_jk = a_j (w_jk + γ w⁺_jk).
 
     Args:
         gamma: The boost γ ≥ 0.
@@ -308,27 +313,44 @@ class Gamma(BasicRule):
     """
 
     def __init__(self, gamma: float = 0.25, bias: bool = True, epsilon: float = 1e-6) -> None:
-        def boost_pos(w: Tensor) -> Tensor:
-            return w + gamma * tf.maximum(w, 0.0)
+        def boost(part: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+            return lambda w: w + gamma * part(w)
 
-        def boost_neg(w: Tensor) -> Tensor:
-            return w + gamma * tf.minimum(w, 0.0)
+        def branch(same: Callable[[Tensor], Tensor], other: Callable[[Tensor], Tensor]
+                   ) -> BasicRule:
+            return BasicRule((
+                Term(_positive, boost(same), boost(same) if bias else _drop),
+                Term(_negative, boost(other), _drop, needs_negative_input=True),
+            ), epsilon)
 
-        super().__init__(
-            (
-                Term(_positive, boost_pos, boost_pos if bias else _drop),
-                Term(_negative, boost_neg, _drop, needs_negative_input=True),
-            ),
-            epsilon,
-        )
-        self.gamma, self.bias = gamma, bias
+        self.gamma, self.bias, self.epsilon = gamma, bias, epsilon
+        self._positive_units = branch(_positive, _negative)
+        self._negative_units = branch(_negative, _positive)
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        first = [_take_batch(x, site) for x in site.inputs]
+        z = site.add_bias(site.forward(first, site.kernel),
+                          site.bias if self.bias else None)
+        z = _tile_batch(z, site)
+        up = relevance * tf.cast(z > 0, relevance.dtype)
+        down = relevance * tf.cast(z < 0, relevance.dtype)
+        positive = self._positive_units.relevance(site, up)
+        negative = self._negative_units.relevance(site, down)
+        return [p + n for p, n in zip(positive, negative)]
 
 
 class WSquare(BasicRule):
-    """w²-rule: c_jk = w_jk², independent of the input (bias ignored)."""
+    """w²-rule: c_jk = w_jk², independent of the input.
 
-    def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__((Term(_ones, _square, _drop),), epsilon)
+    Args:
+        epsilon: Stabilizer.
+        bias: Add b_k² to the denominator (Zennit); the default ignores the bias
+            (iNNvestigate).
+    """
+
+    def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
+        super().__init__((Term(_ones, _square, _square if bias else _drop),), epsilon)
+        self.bias = bias
 
 
 class Flat(BasicRule):
