@@ -26,7 +26,7 @@ from tf_clrp.metrics import (
     unit_relevance,
 )
 from tf_clrp.metrics._common import box_to_mask
-from tf_clrp.metrics._keras import score_function
+from tf_clrp.metrics._keras import CanonicalModel, score_function
 from tf_clrp.metrics.model_agnostic import log_probs, sliding_windows
 from tf_clrp.metrics.perturbation import replacement_images
 
@@ -300,6 +300,35 @@ def test_score_function_strips_final_activation(head):
     assert_unchanged(model, before)
 
 
+def test_score_function_strips_softmax_inside_nested_model_and_compiles_once():
+    keras.utils.set_random_seed(0)
+    head_in = keras.Input((6,))
+    head = keras.Model(head_in, keras.layers.Dense(3, activation="softmax", name="cls")(head_in),
+                       name="head")
+    inp = keras.Input((3, 2))
+    model = keras.Model(inp, head(keras.layers.Flatten()(inp)))
+    before = weights_of(model)
+    k, b = head.get_layer("cls").get_weights()
+    net = CanonicalModel(model)
+    for n in (1, 4, 2):
+        x = np.random.default_rng(n).normal(size=(n, 3, 2)).astype(np.float32)
+        assert np.allclose(net(x), x.reshape(n, -1) @ k + b, atol=1e-5)
+    assert net._forward.experimental_get_tracing_count() == 1
+    assert np.allclose(score_function(model)(x), x.reshape(len(x), -1) @ k + b, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        net(np.zeros((2, 6), np.float32))
+    assert_unchanged(model, before)
+
+
+def test_score_function_calls_subclassed_models_as_they_are():
+    class Scaled(keras.Model):
+        def call(self, x):
+            return 2.0 * x
+
+    x = np.ones((2, 3), np.float32)
+    assert np.array_equal(score_function(Scaled())(x), 2.0 * x)
+
+
 # ----------------------------------------------------------------------------- discriminativeness
 
 
@@ -431,6 +460,34 @@ def test_unit_ablation_errors():
         unit_ablation(m2, x, "shared")
 
 
+def body(name: str = "body") -> keras.Model:
+    sub_in = keras.Input((4,))
+    return keras.Model(sub_in, keras.layers.Dense(5, activation="relu", name="inner")(sub_in),
+                       name=name)
+
+
+def test_unit_ablation_layer_inside_nested_model():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(3, activation="softmax", name="out")(body()(inp))
+    model = keras.Model(inp, out)
+    before = weights_of(model)
+    x = np.random.default_rng(4).normal(size=(5, 4)).astype(np.float32)
+    w1, b1 = model.get_layer("body").get_layer("inner").get_weights()
+    wo = model.get_layer("out").get_weights()[0]
+    a = np.maximum(x @ w1 + b1, 0)
+    expected = -a.T[:, :, None] * wo[:, None, :]  # (units, N, classes)
+    for name in ("inner", "body/inner"):
+        assert np.allclose(unit_ablation(model, x, name, batch_size=3), expected, atol=1e-5)
+    assert_unchanged(model, before)
+    # a sub-model called twice shares its layers: ambiguous
+    shared = body("shared_body")
+    inp = keras.Input((4,))
+    twice = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Add()([shared(inp), shared(inp)])))
+    with pytest.raises(ValueError, match="shared"):
+        unit_ablation(twice, x, "inner")
+
+
 def test_rank_agreement_and_unit_relevance():
     rel = np.array([3.0, 1.0, 2.0])
     assert rank_agreement(-rel, rel) == pytest.approx(1.0)
@@ -544,6 +601,30 @@ def test_pda_marginal_needs_two_images():
         np.random.default_rng(0).normal(size=(2, 4, 4, 1))
     )
     assert r.shape == (2, 4, 4, 1) and np.all(np.isfinite(r))
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "options"),
+    [
+        ("occlusion", Occlusion, dict(window=4, stride=2, baseline=0.25)),
+        ("prediction_difference", PredictionDifference, dict(window=4, stride=4, n_samples=3)),
+    ],
+)
+def test_create_analyzer_model_agnostic(name, cls, options):
+    import tf_clrp
+
+    assert name in tf_clrp.list_analyzers()
+    model = linear_keras((8, 8, 1), classes=3, seed=6)
+    x = np.random.default_rng(6).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    analyzer = tf_clrp.create_analyzer(name, model, **options)
+    assert isinstance(analyzer, cls)
+    assert np.array_equal(analyzer.analyze(x, neuron_selection=[0, 2, 1]),
+                          cls(model, **options).analyze(x, neuron_selection=[0, 2, 1]))
+    with pytest.raises(TypeError, match="window") as err:
+        tf_clrp.create_analyzer(name, model, windw=4)
+    assert "windw" in str(err.value)
+    with pytest.raises(TypeError, match="fold_batch_norm"):  # engine options are not taken
+        tf_clrp.create_analyzer(name, model, fold_batch_norm=False)
 
 
 # ----------------------------------------------------------------------------- quantus adapter

@@ -16,6 +16,7 @@ from tf_clrp import composites, rules
 from tf_clrp.analyzers import CLRP, SGLRP, IntegratedGradients, Propagation, SmoothGrad
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.composites import Composite
+from tf_clrp.metrics.model_agnostic import Occlusion, PredictionDifference
 
 #: Options every analyzer accepts (see ``Analyzer`` and ``Propagation``).
 COMMON_OPTIONS = ("output_index", "layer_name", "neuron_selection_mode", "batch_size",
@@ -94,7 +95,7 @@ def _alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> rul
     return rules.AlphaBeta(alpha, beta, bias=bias)
 
 
-ANALYZERS: dict[str, Callable[..., Analyzer]] = {
+ANALYZERS: dict[str, Callable[..., Any]] = {
     # gradient family
     "gradient": _gradient_family("gradient"),
     "input_t_gradient": _gradient_family("gradient", multiply_by_input=True),
@@ -132,6 +133,9 @@ ANALYZERS: dict[str, Callable[..., Analyzer]] = {
     # contrastive
     "clrp": CLRP,
     "sglrp": SGLRP,
+    # model-agnostic baselines (tf_clrp.metrics)
+    "occlusion": Occlusion,
+    "prediction_difference": PredictionDifference,
 }
 
 
@@ -141,6 +145,11 @@ def list_analyzers() -> list[str]:
 
 
 def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
+    if inspect.isclass(factory) and not issubclass(factory, Analyzer):
+        # not an engine analyzer (e.g. Occlusion): only its own constructor parameters
+        params = inspect.signature(factory).parameters
+        return {n for n, p in params.items()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"model", "self"}
     accepted: set[str] = set(COMMON_OPTIONS)
     for fn in (factory, getattr(factory, "__init__", None)):
         if fn is None:

@@ -1,15 +1,17 @@
 """Unit ablation: zero one hidden unit (channel) at a time and measure every class score.
 
-The model is split at the named layer without being modified: one clean pass stores the
+The model is split at the named layer without being modified. Its canonical graph (see
+``tf_clrp.graph``; nested models are inlined) is evaluated once on the clean batch, storing the
 layer's output and every other tensor the rest of the graph needs (the "frontier", e.g. a skip
 connection that bypasses the layer); then only the nodes downstream of the layer are
-re-evaluated on the modified tensor. This works for any directed acyclic functional graph.
+re-evaluated on the modified tensor. Both passes are compiled with ``tf.function``. This works
+for any directed acyclic functional graph.
 
-Limits (a clear ``ValueError`` is raised): the layer must be called exactly once in the model's
-top-level graph (layers inside a nested sub-model are not searched; shared layers are
-ambiguous), must have a single output, must not be the model's output layer, and the model must
-be functional or a built Sequential model with a single output. Units are indices along the
-last (channels-last) axis of the layer's output.
+Limits (a clear ``ValueError`` is raised): the layer must be called exactly once (a layer of a
+nested sub-model is found by its own name or ``"outer/inner"``; shared layers, including layers
+of a sub-model called several times, are ambiguous), must have a single output, must not be the
+model's output layer, and the model must be functional or a built Sequential model with a single
+input and output. Units are indices along the last (channels-last) axis of the layer's output.
 """
 
 from __future__ import annotations
@@ -18,42 +20,42 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from tf_clrp.graph import Node
 
 from ._common import ProgressArg, average_ranks, chunks, pearson, progress_iter
-from ._keras import GraphRunner
+from ._keras import CanonicalModel, batch_spec, compile_nodes
 
 
-def _split(runner: GraphRunner, layer: keras.layers.Layer) -> tuple[Any, list, list]:
-    """Return (layer output tensor, downstream nodes, frontier tensors) for ``layer``."""
-    own = [n for n in runner.nodes if n.operation is layer]
-    if not own:
+def _split(net: CanonicalModel, layer_name: str) -> tuple[int, list[Node], list[int]]:
+    """Return (layer output tensor id, downstream nodes, frontier tensor ids) for a layer."""
+    node = net.traced.find(layer_name)
+    calls = [n for n in net.traced.nodes if n.op is node.op]
+    if len(calls) > 1:
         raise ValueError(
-            f"layer {layer.name!r} is not called in the model's top-level graph "
-            "(layers inside nested sub-models are not searched)"
+            f"layer {layer_name!r} is called {len(calls)} times (shared); ambiguous"
         )
-    if len(own) > 1:
-        raise ValueError(f"layer {layer.name!r} is called {len(own)} times (shared); ambiguous")
-    node = own[0]
     if len(node.outputs) != 1:
-        raise ValueError(f"layer {layer.name!r} has {len(node.outputs)} outputs; need one")
+        raise ValueError(f"layer {layer_name!r} has {len(node.outputs)} outputs; need one")
     target = node.outputs[0]
-    if target is runner.output:
-        raise ValueError(f"layer {layer.name!r} is the model's output layer; nothing to ablate")
-    start = runner.nodes.index(node) + 1
-    dependent = {id(target)}
+    if target == net.traced.output_id:
+        raise ValueError(f"layer {layer_name!r} is the model's output layer; nothing to ablate")
+    graph = net.graph
+    producer = graph.producer().get(target)
+    start = graph.nodes.index(producer) + 1 if producer is not None else 0
+    dependent = {target}
     downstream = []
-    for n in runner.nodes[start:]:
-        if any(id(t) in dependent for t in n.input_tensors):
+    for n in graph.nodes[start:]:
+        if dependent.intersection(n.inputs):
             downstream.append(n)
-            dependent.update(id(t) for t in n.outputs)
-    if id(runner.output) not in dependent:
-        raise ValueError(f"the model's output does not depend on layer {layer.name!r}")
-    frontier: dict[int, Any] = {}
-    for n in downstream:
-        for t in n.input_tensors:
-            if id(t) not in dependent:
-                frontier[id(t)] = t
-    return target, downstream, list(frontier.values())
+            dependent.update(n.outputs)
+    if graph.output_id not in dependent:
+        raise ValueError(f"the model's output does not depend on layer {layer_name!r}")
+    frontier = list(dict.fromkeys(
+        t for n in downstream for t in n.inputs if t not in dependent
+    ))
+    return target, downstream, frontier
 
 
 def unit_ablation(
@@ -70,7 +72,8 @@ def unit_ablation(
     Args:
         model: functional or built Sequential Keras model (not modified).
         x: input batch (N, ...), one model input.
-        layer_name: name of the layer whose output units are ablated.
+        layer_name: name of the layer whose output units are ablated (a layer of a nested
+            sub-model: its own name or ``"outer/inner"``).
         units: indices along the layer output's last axis (default: all).
         batch_size: rows per model call; ablated copies of several units share a call.
         logits: score = pre-activation of a final softmax/sigmoid layer (default) instead
@@ -81,20 +84,22 @@ def unit_ablation(
         float64 array (n_units, N, n_classes): ``score(x | unit u zeroed) - score(x)``.
         Negative entries mean the unit supported that class.
     """
-    runner = GraphRunner(model, logits=logits)
-    layer = model.get_layer(layer_name)
-    if len(runner.inputs) != 1:
-        raise ValueError(f"only single-input models are supported, got {len(runner.inputs)}")
-    target, downstream, frontier = _split(runner, layer)
+    net = CanonicalModel(model, logits=logits)
+    graph = net.graph
+    target, downstream, frontier = _split(net, layer_name)
     x = np.asarray(x)
     n = len(x)
-    keep = [target, *frontier, runner.output]
+    keep = [target, *frontier, graph.output_id]
+    clean_pass = compile_nodes(graph.nodes, [graph.input_id], keep, [net.input_spec])
     cache: list[list[np.ndarray]] = [[] for _ in keep]
     for s in chunks(n, batch_size):
-        values = runner.run({id(runner.inputs[0]): keras.ops.convert_to_tensor(x[s])}, runner.nodes)
-        for store, t in zip(cache, keep):
-            store.append(keras.ops.convert_to_numpy(values[id(t)]))
+        for store, value in zip(cache, clean_pass(net.as_input(x[s]))):
+            store.append(value.numpy())
     h, *front, clean = (np.concatenate(c, axis=0) for c in cache)
+    resume = compile_nodes(
+        downstream, [target, *frontier], [graph.output_id],
+        [batch_spec(a.shape, a.dtype) for a in (h, *front)],
+    )
     n_channels = h.shape[-1]
     units = np.arange(n_channels) if units is None else np.atleast_1d(np.asarray(units, int))
     if units.size and (units.min() < -n_channels or units.max() >= n_channels):
@@ -109,11 +114,8 @@ def unit_ablation(
         mask = np.ones((len(r), n_channels), dtype=h.dtype)
         mask[np.arange(len(r)), units[u_idx]] = 0
         mask = mask.reshape((len(r),) + (1,) * (h.ndim - 2) + (n_channels,))
-        values = {id(target): keras.ops.convert_to_tensor(h[sample] * mask)}
-        for t, v in zip(frontier, front):
-            values[id(t)] = keras.ops.convert_to_tensor(v[sample])
-        values = runner.run(values, downstream)
-        scores = keras.ops.convert_to_numpy(values[id(runner.output)])
+        inputs = [h[sample] * mask, *(v[sample] for v in front)]
+        scores = resume(*(tf.convert_to_tensor(v) for v in inputs))[0].numpy()
         out[u_idx, sample] = scores.astype(np.float64) - clean[sample]
     return out
 
