@@ -231,23 +231,59 @@ class MirroredModel:
                     "layer fed by the input through reshapes/preprocessing only"
                 )
 
+        fused = None
+        if isinstance(rule, rules.BasicRule) and kernel is not None and len(inputs) == 1:
+            fused = rule.fused_parameters(kernel, bias, nonnegative)
+
+        def first_copy(xs: tuple[tf.Tensor, ...]) -> list[tf.Tensor]:
+            if replicas == 1:
+                return list(xs)
+            return [x[: tf.shape(x)[0] // replicas] for x in xs]
+
+        def tile(z: tf.Tensor) -> tf.Tensor:
+            return z if replicas == 1 else tf.tile(z, [replicas] + [1] * (len(z.shape) - 1))
+
         @tf.custom_gradient
         def ruled_op(*xs: tf.Tensor) -> tf.Tensor:
-            if replicas > 1:
-                first = [x[: tf.shape(x)[0] // replicas] for x in xs]
+            first = first_copy(xs)
+            denominator = None
+            if fused is None:
                 z = add_bias(forward(first, kernel), bias)
-                z = tf.tile(z, [replicas] + [1] * (len(z.shape) - 1))
             else:
-                z = add_bias(forward(list(xs), kernel), bias)
+                z, denominator = _forward_with_denominator(node, first[0], kernel, bias, fused)
+            site_kernel = kernel if fused is None else fused[0]
 
             def grad(relevance: tf.Tensor) -> list[tf.Tensor]:
                 site = rules.Site(
-                    inputs=list(xs), forward=forward, kernel=kernel, bias=bias,
+                    inputs=list(xs), forward=forward, kernel=site_kernel, bias=bias,
                     add_bias=add_bias, replicas=replicas, nonnegative=nonnegative,
-                    low=low, high=high, name=node.name,
+                    low=low, high=high, name=node.name, denominator=denominator,
                 )
                 return rule.relevance(site, tf.cast(relevance, tf.float32))
 
-            return z, grad
+            return tile(z), grad
 
         return ruled_op(*inputs)
+
+
+def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
+                              bias: tf.Tensor | None,
+                              fused: tuple[tf.Tensor, tf.Tensor | None]
+                              ) -> tuple[tf.Tensor, tf.Tensor]:
+    """The layer output and a rule's denominator f(x, K') + b', in one call when possible.
+
+    When K' is the kernel itself (z and ε rules) the output is the denominator; otherwise
+    both kernels run as one layer call with twice the output channels (one pass over x).
+    """
+    spec = node.linear
+    assert spec is not None
+    fused_kernel, fused_bias = fused
+    if fused_kernel is kernel and fused_bias is bias:
+        z = spec.add_bias(spec.forward(x, kernel), bias)
+        return z, z
+    if spec.depthwise_multiplier is not None:
+        return (spec.add_bias(spec.forward(x, kernel), bias),
+                spec.add_bias(spec.forward(x, fused_kernel), fused_bias))
+    both = spec.forward(x, tf.concat([kernel, fused_kernel], axis=spec.out_channel_kernel_axis))
+    z, denominator = tf.split(both, 2, axis=spec.channel_axis)
+    return spec.add_bias(z, bias), spec.add_bias(denominator, fused_bias)

@@ -49,6 +49,9 @@ class Site:
     low: Tensor | None = None
     high: Tensor | None = None
     name: str = ""
+    #: The rule's denominator Σ_j c_jk + b'_k for the first copy, when the mirrored model
+    #: computed it in the forward pass (see ``BasicRule.fused_parameters``).
+    denominator: Tensor | None = None
 
 
 class Rule:
@@ -154,7 +157,36 @@ class BasicRule(Rule):
         nonnegative = bool(site.nonnegative) and all(site.nonnegative)
         return [t for t in self.terms if not (t.needs_negative_input and nonnegative)]
 
+    def fused_parameters(self, kernel: Tensor, bias: Tensor | None,
+                         nonnegative: tuple[bool, ...]
+                         ) -> tuple[Tensor, Tensor | None] | None:
+        """(K', b') when every term reads the plain input: then Σ_t f(m_t(a), w_t) equals
+        f(a, K') with K' = Σ_t w_t, and the denominator can be computed in the forward pass.
+
+        Args:
+            kernel: The layer's kernel.
+            bias: The layer's bias (or None).
+            nonnegative: Per input, whether it is known to be >= 0.
+
+        Returns:
+            (K', b'), or None if some term modifies the input.
+        """
+        if len(nonnegative) != 1:
+            return None
+        site = Site(inputs=[], forward=lambda xs, k: xs[0], nonnegative=nonnegative)
+        terms = self._active_terms(site)
+        if not all(t.inputs is _identity or (t.inputs is _positive and nonnegative[0])
+                   for t in terms):
+            return None
+        kernels = [t.kernel(kernel) for t in terms]
+        biases = [] if bias is None else [b for b in (t.bias(bias) for t in terms)
+                                           if b is not None]
+        fused_bias = None if not biases else biases[0] if len(biases) == 1 else tf.add_n(biases)
+        return (kernels[0] if len(kernels) == 1 else tf.add_n(kernels)), fused_bias
+
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        if site.denominator is not None:
+            return self._fused_relevance(site, relevance)
         terms = self._active_terms(site)
         modified = [self._modified_inputs(t, site) for t in terms]
         kernels = [None if site.kernel is None else t.kernel(site.kernel) for t in terms]
@@ -185,6 +217,15 @@ class BasicRule(Rule):
                 target = 0 if isinstance(term.inputs, str) else i  # bounds: the single input
                 out[target] = x * g if out[target] is None else out[target] + x * g
         return [tf.zeros_like(x) if r is None else r for x, r in zip(site.inputs, out)]
+
+    def _fused_relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
+        (x,) = site.inputs
+        scaled = relevance / _tile_batch(self.stabilize(site.denominator), site)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            z = site.forward([x], site.kernel)  # only its backward runs in a tf.function
+        return [x * tape.gradient(z, x, output_gradients=scaled)]
 
     def stabilize(self, z: Tensor) -> Tensor:
         """The stabilized denominator (ε·sign(z) added)."""
