@@ -251,8 +251,8 @@ def linear_spec(layer: Any) -> LinearSpec:
     if isinstance(layer, keras.layers.Dense):
         return LinearSpec(_dense_forward, lambda: as_float32(layer.kernel), read_bias)
     axis = _channel_axis(layer)
-    strides = list(layer.strides)
-    dilation = list(getattr(layer, "dilation_rate", [1] * len(strides)))
+    strides = tuple(layer.strides)
+    dilation = tuple(getattr(layer, "dilation_rate", (1,) * len(strides)))
     if "DepthwiseConv" in type(layer).__name__:
         def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             return keras.ops.depthwise_conv(
@@ -283,9 +283,9 @@ def linear_spec(layer: Any) -> LinearSpec:
 def separable_specs(layer: Any) -> tuple[LinearSpec, LinearSpec]:
     """Splits a SeparableConv layer into a depthwise and a pointwise LinearSpec."""
     axis = _channel_axis(layer)
-    strides = list(layer.strides)
-    dilation = list(layer.dilation_rate)
-    ones = [1] * len(strides)
+    strides = tuple(layer.strides)
+    dilation = tuple(layer.dilation_rate)
+    ones = (1,) * len(strides)
 
     def depthwise(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return keras.ops.depthwise_conv(
