@@ -95,7 +95,7 @@ def files(folder: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- layout
-def test_shards_manifest_and_reader(lrp: Any, tmp_path: Path) -> None:
+def test_shards_manifest_and_reader(lrp: Any, model: keras.Model, tmp_path: Path) -> None:
     x = images(70)
     y = np.arange(70) % N_CLASSES
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # batches straddle shards
@@ -109,6 +109,7 @@ def test_shards_manifest_and_reader(lrp: Any, tmp_path: Path) -> None:
     assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 32), (32, 64),
                                                                       (64, 70)]
     assert manifest["analyzer"]["class"] == "Propagation"
+    assert manifest["analyzer"]["name"] == "lrp.z_plus"
     assert manifest["analyzer"]["options"]["seed"] == "value"
     assert manifest["sample_shape"] == [6, 6, 2] and manifest["dtype"] == "float32"
     assert manifest["fields"] == ["maps", "selection", "index"]
@@ -118,7 +119,9 @@ def test_shards_manifest_and_reader(lrp: Any, tmp_path: Path) -> None:
         assert set(shard.files) == {"maps", "selection", "index", "metadata"}
         assert shard["maps"].shape == (32, 6, 6, 2)
         np.testing.assert_array_equal(shard["index"], np.arange(32, 64))
-        np.testing.assert_array_equal(shard["selection"], -1)  # arg-max code
+        # "max_activation" is stored as the class it resolved to
+        np.testing.assert_array_equal(shard["selection"],
+                                      np.asarray(model(x[32:64])).argmax(axis=1))
         assert json.loads(str(shard["metadata"]))["start"] == 32
 
     loaded = load_explanations(tmp_path)
@@ -187,7 +190,84 @@ def test_any_object_with_analyze(model: keras.Model, tmp_path: Path) -> None:
     np.testing.assert_allclose(result.maps, occlusion.analyze(x, neuron_selection=y),
                                atol=1e-6)
     np.testing.assert_array_equal(result.concatenate()["selection"], y)
-    assert result.manifest["analyzer"]["class"] == "Occlusion"
+    description = result.manifest["analyzer"]
+    assert description["class"] == "Occlusion" and description["name"] == "occlusion"
+    assert description["options"]["window"] == 3 and description["options"]["stride"] == 3
+    # an object that cannot resolve "max_activation" keeps the arg-max code
+    result = explain_dataset(occlusion, x, tmp_path / "argmax", progress=False)
+    np.testing.assert_array_equal(result.concatenate()["selection"], -1)
+
+
+@pytest.mark.parametrize("name, options, kwargs", [
+    ("lrp.z_plus", {}, {}),
+    ("clrp", {}, {"return_parts": True}),
+    ("integrated_gradients", {"steps": 3}, {}),
+    ("lrp.epsilon", {"neuron_selection_unit": "channel", "layer_name": "conv"}, {}),
+])
+def test_engine_hooks(name: str, options: dict[str, Any], kwargs: dict[str, Any],
+                      tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(N_CLASSES),
+    ])
+    analyzer = tf_clrp.create_analyzer(name, model, **options)
+    assert analyzer.name == name and analyzer.options == options
+    x = images(5, seed=9)
+    array, selection = analyzer.prepare(x, "max_activation")
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(selection.indices, -1)
+    resolved = analyzer.resolve_max_activation(array, selection)
+    if "layer_name" in options:  # channel units: the channel with the largest sum
+        hidden = keras.Model(model.inputs, model.get_layer("conv").output)
+        expected = np.asarray(hidden(x)).sum(axis=(1, 2)).argmax(axis=1)
+    else:
+        expected = np.asarray(model(x)).argmax(axis=1)
+    np.testing.assert_array_equal(resolved.indices, expected)
+    assert analyzer.resolve_max_activation(array, resolved) is resolved
+
+    reference = analyzer.analyze(x, **kwargs)
+    step = analyzer.replica_step(array, selection, **kwargs)
+    explicit = analyzer.analyze(x, neuron_selection=resolved.indices, **kwargs)
+    for result in (step.run(), explicit):
+        for field in ("target", "dual", "contrastive", "difference") if kwargs else [None]:
+            got = getattr(result, field) if field else result
+            want = getattr(reference, field) if field else reference
+            np.testing.assert_allclose(got, want, atol=1e-6)
+
+    stored = explain_dataset(analyzer, x, tmp_path, shard_size=4, batch_size=2,
+                             progress=False, analyze_kwargs=kwargs)
+    data = stored.concatenate()
+    np.testing.assert_array_equal(data["selection"], expected)
+    maps = reference.contrastive if kwargs else reference
+    np.testing.assert_allclose(data["maps"], maps, atol=1e-6)
+    assert stored.manifest["analyzer"]["options"]["neuron_selection_mode"] == "max_activation"
+    compiled = analyzer._parts if name == "clrp" else analyzer._by_index
+    assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_unsplittable_analyzer(model: keras.Model) -> None:
+    class Constant(tf_clrp.Analyzer):
+        def _explain(self, x: np.ndarray, selection: Any, **kwargs: Any) -> np.ndarray:
+            return np.ones_like(x)
+
+    analyzer = Constant(model)
+    x = images(2)
+    array, selection = analyzer.prepare(x, 1)
+    with pytest.raises(NotImplementedError):
+        analyzer.replica_step(array, selection)
+    with pytest.raises(NotImplementedError):
+        analyzer.resolve_max_activation(*analyzer.prepare(x))
+    assert analyzer.resolve_max_activation(array, selection) is selection
+    np.testing.assert_array_equal(analyzer.analyze(x), 1.0)
+
+    from tf_clrp._distribute import DistributedRunner
+    runner = DistributedRunner(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    with pytest.warns(RuntimeWarning, match="cannot be split"):
+        np.testing.assert_array_equal(runner.analyze(analyzer, x, None), 1.0)
+    assert runner.analyze(analyzer, x[:0], None).shape == (0, 6, 6, 2)
 
 
 # ---------------------------------------------------------------------------- resume
@@ -344,7 +424,7 @@ DISTRIBUTED = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import numpy as np
     import tf_clrp
-    from tf_clrp._distribute import DistributedRunner, prepare_input, replica_step
+    from tf_clrp._distribute import DistributedRunner
     from tf_clrp.datasets import explain_dataset
     from test_datasets import images, tiny_model
 
@@ -369,7 +449,7 @@ DISTRIBUTED = textwrap.dedent("""
     # the replica computation is placed on both devices of the strategy
     analyzer = tf_clrp.create_analyzer("lrp.z_plus", model)
     runner = DistributedRunner(strategy)
-    step = replica_step(analyzer, *prepare_input(analyzer, x[:4], "max_activation"))
+    step = analyzer.replica_step(*analyzer.prepare(x[:4], "max_activation"))
     runner.run_step(step)
     args = [runner._distribute(a, 2) for a in step.inputs]
     graph = runner._compile(step).get_concrete_function(*args).graph

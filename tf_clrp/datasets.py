@@ -435,6 +435,28 @@ def _chunk_selection(neuron_selection: Any, images: np.ndarray, labels: np.ndarr
         "per dataset sample, or a callable (images, labels, index) -> selection")
 
 
+def _explained_selection(analyzer: Any, images: np.ndarray, selection: Any
+                         ) -> tuple[Any, np.ndarray]:
+    """The selection to pass to ``analyze`` and the per-sample codes to store.
+
+    For tf_clrp analyzers "max_activation" is resolved here (``resolve_max_activation``):
+    the chunk is explained for, and stores, the real arg-max indices.
+    """
+    if not isinstance(analyzer, Analyzer):
+        return selection, _selection_codes(selection, analyzer, len(images))
+    array, prepared = analyzer.prepare(images, selection)
+    try:
+        resolved = analyzer.resolve_max_activation(array, prepared)
+    except NotImplementedError:  # an Analyzer subclass without a forward: keep the code -1
+        resolved = prepared
+    if resolved.seeds is not None:
+        return selection, np.full(len(array), EXPLICIT_SEEDS, np.int32)
+    assert resolved.indices is not None and prepared.indices is not None
+    codes = resolved.indices.astype(np.int32)
+    changed = not np.array_equal(codes, prepared.indices)
+    return (codes if changed else selection), codes
+
+
 def _selection_codes(selection: Any, analyzer: Any, n: int) -> np.ndarray:
     """The stored per-sample selection: the unit index, -1 arg-max, -2 all, -3 seeds."""
     if selection is None:
@@ -481,8 +503,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _analyzer_description(analyzer: Any) -> dict[str, Any]:
-    """Class, registry name and options of an analyzer, as far as they are visible."""
-    skip = {"model", "graph", "mirror", "rng"}
+    """Class, registry name and options of an analyzer, as far as they are visible.
+
+    ``name`` and ``options`` are the ones ``create_analyzer`` records on the analyzer; the
+    options are completed by the analyzer's public attributes.
+    """
+    skip = {"model", "graph", "mirror", "rng", "name", "options"}
     options = {k: _jsonable(v) for k, v in sorted(vars(analyzer).items())
                if not k.startswith("_") and k not in skip and not callable(v)}
     explicit = getattr(analyzer, "options", None)
@@ -760,12 +786,13 @@ def _run(analyzer: Any, data: Any, writer: _ShardWriter, runner: Any,
         index = np.arange(next_index, next_index + len(images), dtype=np.int64)
         selection = _chunk_selection(neuron_selection, images, labels, index,
                                      getattr(analyzer, "n_outputs", None))
+        selection, codes = _explained_selection(analyzer, images, selection)
         if runner is None:
             result = analyzer.analyze(images, neuron_selection=selection,
                                       batch_size=batch_size, **analyze_kwargs)
         else:
             result = runner.analyze(analyzer, images, selection, **analyze_kwargs)
-        writer.add(result, _selection_codes(selection, analyzer, len(images)), index)
+        writer.add(result, codes, index)
         next_index += len(images)
         pending, pending_n = [], 0
         progress.update(len(images))

@@ -178,7 +178,9 @@ def create_analyzer(name: str, model: Any, **kwargs: Any) -> Analyzer:
             input_layer_rule, low, high, steps, augment_by_n, noise_scale, ...).
 
     Returns:
-        The analyzer; call ``.analyze(x, neuron_selection=...)``.
+        The analyzer; call ``.analyze(x, neuron_selection=...)``. Its ``name`` attribute is
+        ``name`` and its ``options`` attribute a copy of ``kwargs`` (recorded, e.g., in
+        ``explain_dataset``'s manifest).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones).
@@ -198,4 +200,7 @@ def create_analyzer(name: str, model: Any, **kwargs: Any) -> Analyzer:
             f"analyzer {name!r} got unknown option(s) {unknown}; it accepts: "
             f"{', '.join(sorted(accepted))}"
         )
-    return factory(model, **kwargs)
+    analyzer = factory(model, **kwargs)
+    analyzer.name = name
+    analyzer.options = dict(kwargs)
+    return analyzer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,55 @@ from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError
 from tf_clrp.graph import Graph, trace_model
 from tf_clrp.mirror import MirroredModel
-from tf_clrp.selection import Selection, resolve_selection
+from tf_clrp.selection import MAX_ACTIVATION, Selection, resolve_selection
+
+StepOutput = tf.Tensor | tuple[tf.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class ReplicaStep:
+    """One chunk's computation, split so that its middle part can run on several replicas.
+
+    ``Analyzer._explain`` runs it locally (``step.run()``); ``explain_dataset`` with a
+    ``tf.distribute.Strategy`` spreads the rows of ``inputs`` over the replicas, runs ``fn``
+    through ``strategy.run`` and gives the gathered outputs to ``finish``.
+
+    Attributes:
+        key: Identifies ``fn`` (a compiled distributed step is cached per key).
+        fn: Graph-traceable, row-wise: output row i depends only on input row i of each input.
+            Takes tensors, returns a tensor or a tuple of tensors, each with the row axis
+            first. Usually the analyzer's compiled ``tf.function``; a distributed run
+            traces its Python function inside its own ``tf.function``.
+        inputs: Numpy arrays with the same number of rows (the first axis).
+        finish: Host-side; takes the outputs (numpy, same structure as ``fn``'s) for all
+            rows and returns what ``analyzer.analyze`` returns for the chunk.
+    """
+
+    key: Hashable
+    fn: Callable[..., StepOutput]
+    inputs: tuple[np.ndarray, ...]
+    finish: Callable[[Any], Any]
+
+    def run(self) -> Any:
+        """Runs the whole step on the default device: ``finish(fn(*inputs))``."""
+        outputs = self.fn(*(tf.constant(a) for a in self.inputs))
+        return self.finish(tf.nest.map_structure(lambda t: t.numpy(), outputs))
+
+
+def selection_scores(y: tf.Tensor, channels: int | None = None) -> tf.Tensor:
+    """The scores whose arg-max "max_activation" selects, per row of ``y`` (B, n).
+
+    Args:
+        y: Flattened output values (B, n).
+        channels: If set, units are channels (the last axis of the unflattened output,
+            n = positions × channels) scored by their sum over the positions.
+
+    Returns:
+        (B, n) or, with channels, (B, channels).
+    """
+    if channels is None:
+        return y
+    return tf.reduce_sum(tf.reshape(y, (tf.shape(y)[0], -1, channels)), axis=1)
 
 
 def build_graph(model: Any, output_index: int | None = None, layer_name: str | None = None,
@@ -98,6 +148,9 @@ class Analyzer:
                 "'index' or 'all'"
             )
         self.model = model
+        #: Registry name and options; ``create_analyzer`` sets them.
+        self.name: str | None = None
+        self.options: dict[str, Any] = {}
         self.neuron_selection_mode = neuron_selection_mode
         self.batch_size = batch_size
         self.layer_name = layer_name
@@ -105,6 +158,8 @@ class Analyzer:
         shape = [d for d in self.graph.output_shape[1:]]
         self.output_shape = tuple(shape)
         self.n_outputs = int(np.prod([d for d in shape if d is not None])) if shape else 1
+        #: Compiled forward to the arg-max scores (see ``_compile_forward``), if any.
+        self._forward: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     # ------------------------------------------------------------------ public
     def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
@@ -121,6 +176,26 @@ class Analyzer:
         Returns:
             A float32 numpy array with the shape of ``x``.
         """
+        array, selection = self.prepare(x, neuron_selection)
+        return self._run_chunked(array, selection, batch_size or self.batch_size, **kwargs)
+
+    def prepare(self, x: Any, neuron_selection: Any = None) -> tuple[np.ndarray, Selection]:
+        """Validates a batch and its selection exactly as ``analyze`` does.
+
+        Args:
+            x: Input batch, shape ``(batch, *model_input_shape)``.
+            neuron_selection: As for ``analyze`` (None: the analyzer's
+                ``neuron_selection_mode``).
+
+        Returns:
+            The float32 input and the resolved Selection ("max_activation" is left as the
+            code -1; see ``resolve_max_activation``).
+
+        Raises:
+            InputError: the batch does not fit the model.
+            SelectionError: the selection does not fit the batch or the output.
+            ValueError: no selection for an analyzer made with neuron_selection_mode="index".
+        """
         array = check_input(x, self.graph)
         if neuron_selection is None and self.neuron_selection_mode == "index":
             raise ValueError(
@@ -131,7 +206,52 @@ class Analyzer:
             neuron_selection = "all"
         selection = resolve_selection(neuron_selection, len(array), self.n_outputs,
                                       self.output_shape)
-        return self._run_chunked(array, selection, batch_size or self.batch_size, **kwargs)
+        return array, selection
+
+    def resolve_max_activation(self, x: np.ndarray, selection: Selection) -> Selection:
+        """Replaces the arg-max code (-1) by the index of the largest explained output.
+
+        The output is the one the analyzer explains (its mirrored model's, without a
+        stripped final softmax; per-channel sums for ``neuron_selection_unit="channel"``),
+        so passing the returned indices to ``analyze`` gives the same maps as -1 (barring two
+        outputs equal up to float rounding).
+
+        Args:
+            x: Validated float32 batch (from ``prepare``).
+            selection: Its Selection (from ``prepare``).
+
+        Returns:
+            A Selection without -1 entries; ``selection`` itself if it has none (seeds,
+            "all", explicit indices).
+
+        Raises:
+            NotImplementedError: the analyzer cannot compute its output on its own.
+        """
+        if selection.indices is None:
+            return selection
+        chosen = selection.indices == MAX_ACTIVATION
+        if not np.any(chosen):
+            return selection
+        scores = np.asarray(self._selection_scores(x))
+        return Selection(indices=np.where(chosen, scores.argmax(axis=1),
+                                          selection.indices).astype(np.int32))
+
+    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+                     ) -> ReplicaStep:
+        """The split of one chunk's computation (what ``_explain`` runs), for distribution.
+
+        Args:
+            x: Validated float32 chunk (from ``prepare``), not empty.
+            selection: Its Selection (from ``prepare``).
+            **analyze_kwargs: Analyzer-specific ``analyze`` options.
+
+        Returns:
+            The ReplicaStep; ``step.run()`` returns what ``analyze`` returns for the chunk.
+
+        Raises:
+            NotImplementedError: this analyzer class cannot be split.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be split into a ReplicaStep")
 
     def _run_chunked(self, array: np.ndarray, selection: Selection, batch_size: int | None,
                      **kwargs: Any) -> Any:
@@ -148,7 +268,37 @@ class Analyzer:
 
     # ------------------------------------------------------------------ subclass hooks
     def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        return self.replica_step(x, selection, **kwargs).run()
+
+    def _selection_scores(self, x: np.ndarray) -> Any:
+        """(batch, n_outputs) scores of ``x`` whose arg-max "max_activation" selects."""
+        if self._forward is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot compute its explained output on its own")
+        return self._forward(tf.constant(x)).numpy()
+
+    def _compile_forward(self, mirror: MirroredModel, channels: int | None,
+                         columns: int | None = None, use_tf_function: bool = True
+                         ) -> Callable[[tf.Tensor], tf.Tensor]:
+        """A (compiled) forward of ``mirror`` returning the ``selection_scores``.
+
+        Args:
+            mirror: The mirrored model whose output is explained.
+            channels: Units are channels (see ``selection_scores``).
+            columns: Keep only the first ``columns`` flat outputs (drops virtual outputs).
+            use_tf_function: Compile it (one trace: the batch axis is left open).
+        """
+        def forward(x: tf.Tensor) -> tf.Tensor:
+            y = mirror(x)
+            y = tf.reshape(y, (tf.shape(y)[0], -1))
+            if columns is not None:
+                y = y[:, :columns]
+            return selection_scores(y, channels)
+
+        if not use_tf_function:
+            return forward
+        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        return tf.function(forward, input_signature=[spec])
 
     def _empty(self, x: np.ndarray, **kwargs: Any) -> Any:
         return np.zeros_like(x, dtype=np.float32)

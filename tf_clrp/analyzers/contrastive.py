@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp import composites
-from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import SelectionError
@@ -119,8 +119,11 @@ class _TwoSeedAnalyzer(Analyzer):
         self.n_real = n_real
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         index = tf.TensorSpec((None,), tf.int32)
-        self._parts = (tf.function(self._backward, input_signature=[spec, index, index])
+        self._parts = (tf.function(self._backward, input_signature=[spec, index, index],
+                                   autograph=False)
                        if use_tf_function else self._backward)
+        self._forward = self._compile_forward(self.mirror, self.channels, columns=n_real,
+                                              use_tf_function=use_tf_function)
 
     # ------------------------------------------------------------------ seeds
     def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
@@ -170,19 +173,25 @@ class _TwoSeedAnalyzer(Analyzer):
     def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
 
-    def _explain(self, x: np.ndarray, selection: Selection, contrast: Any = None,
-                 return_parts: bool = False) -> Any:
+    def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None,
+                     return_parts: bool = False) -> ReplicaStep:
+        """Both seeds' backward and their combination (see ``Analyzer.replica_step``)."""
         if selection.seeds is not None:
             raise SelectionError(
                 f"{type(self).__name__} takes target indices, not seed arrays, as "
                 "neuron_selection (the seeds are defined by the method)")
         codes = self._contrast_codes(contrast, len(x))
-        parts = self._parts(tf.constant(x), tf.constant(selection.indices), tf.constant(codes))
-        target, dual = parts[0], parts[1]
-        difference, contrastive = self._combine(target, dual)
-        explanation = ContrastiveExplanation(
-            target.numpy(), dual.numpy(), contrastive.numpy(), difference.numpy())
-        return explanation if return_parts else explanation.contrastive
+
+        def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            parts = self._parts(xs, target, code)
+            difference, contrastive = self._combine(parts[0], parts[1])
+            return parts[0], parts[1], contrastive, difference
+
+        def finish(out: tuple[np.ndarray, ...]) -> Any:
+            explanation = ContrastiveExplanation(*out)
+            return explanation if return_parts else explanation.contrastive
+
+        return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes), finish)
 
     def _empty(self, x: np.ndarray, contrast: Any = None, return_parts: bool = False) -> Any:
         zeros = np.zeros_like(x, dtype=np.float32)

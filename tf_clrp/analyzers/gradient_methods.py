@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
+from tf_clrp.analyzers.base import ReplicaStep
 from tf_clrp.analyzers.propagation import Propagation
 from tf_clrp.composites import gradient_composite
-from tf_clrp.selection import MAX_ACTIVATION, Selection
+from tf_clrp.selection import Selection
 
 
 class _AveragedGradient(Propagation):
@@ -25,9 +25,6 @@ class _AveragedGradient(Propagation):
     def __init__(self, model: Any, **kwargs: Any) -> None:
         kwargs.setdefault("composite", gradient_composite())
         super().__init__(model, seed="one", **kwargs)
-        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
-        self._forward = tf.function(lambda x: tf.reshape(self.mirror(x), (tf.shape(x)[0], -1)),
-                                    input_signature=[spec])
 
     def _points(self, x: np.ndarray) -> np.ndarray:
         """(n_points, batch, ...) inputs at which the gradient is taken."""
@@ -36,24 +33,29 @@ class _AveragedGradient(Propagation):
     def _finish(self, x: np.ndarray, mean_gradient: np.ndarray) -> np.ndarray:
         return mean_gradient
 
-    def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> np.ndarray:
-        if kwargs:
-            raise TypeError(f"unexpected analyze() arguments: {sorted(kwargs)}")
-        if selection.indices is not None and np.any(selection.indices == MAX_ACTIVATION):
-            logits = self._forward(tf.constant(x)).numpy()
-            selection = Selection(indices=np.where(
-                selection.indices == MAX_ACTIVATION, logits.argmax(axis=1),
-                selection.indices).astype(np.int32))
+    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+                     ) -> ReplicaStep:
+        """All points of the chunk in one backward pass (see ``Analyzer.replica_step``).
+
+        The arg-max is fixed at the real input (one forward on the host device) before the
+        points are made; the ``n_points × batch`` gradients are the distributable part.
+        """
+        if analyze_kwargs:
+            raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
+        selection = self.resolve_max_activation(x, selection)
         points = self._points(x)
         n = points.shape[0]
         flat = points.reshape((-1,) + x.shape[1:]).astype(np.float32)
+
+        def finish(grads: np.ndarray) -> np.ndarray:
+            mean = grads.reshape(points.shape).mean(axis=0)
+            return self._finish(x, mean).astype(np.float32)
+
         if selection.seeds is not None:
-            grads = self._by_seed(tf.constant(flat), tf.constant(np.tile(selection.seeds,
-                                                                         (n, 1))))
-        else:
-            grads = self._by_index(tf.constant(flat), tf.constant(np.tile(selection.indices, n)))
-        mean = grads.numpy().reshape(points.shape).mean(axis=0)
-        return self._finish(x, mean).astype(np.float32)
+            return ReplicaStep((id(self), "by_seed"), self._by_seed,
+                               (flat, np.tile(selection.seeds, (n, 1))), finish)
+        return ReplicaStep((id(self), "by_index"), self._by_index,
+                           (flat, np.tile(selection.indices, n)), finish)
 
 
 class IntegratedGradients(_AveragedGradient):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
 from tf_clrp.composites import Composite
 from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
 
@@ -32,10 +32,7 @@ def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = N
     Returns:
         A (B, n) mask.
     """
-    if channels is None:
-        scores = y
-    else:
-        scores = tf.reduce_sum(tf.reshape(y, (tf.shape(y)[0], -1, channels)), axis=1)
+    scores = selection_scores(y, channels)
     chosen = tf.where(indices == MAX_ACTIVATION, tf.cast(tf.argmax(scores, axis=1), tf.int32),
                       indices)
     mask = tf.one_hot(tf.maximum(chosen, 0), tf.shape(scores)[1], dtype=y.dtype)
@@ -96,10 +93,13 @@ class Propagation(Analyzer):
                                        [spec, tf.TensorSpec((None,), tf.int32)])
         self._by_seed = self._compile(self._backward_by_seed, use_tf_function,
                                       [spec, tf.TensorSpec((None, n_units), tf.float32)])
+        self._forward = self._compile_forward(self.mirror, self.channels,
+                                              use_tf_function=use_tf_function)
 
     @staticmethod
     def _compile(fn: Any, use_tf_function: bool, signature: list[tf.TensorSpec]) -> Any:
-        return tf.function(fn, input_signature=signature) if use_tf_function else fn
+        return (tf.function(fn, input_signature=signature, autograph=False) if use_tf_function
+                else fn)
 
     # ------------------------------------------------------------------ backward
     def _backward(self, x: tf.Tensor, make_seed: Any) -> tf.Tensor:
@@ -126,11 +126,18 @@ class Propagation(Analyzer):
     def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
         return self._backward(x, lambda y: seeds)
 
-    def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> np.ndarray:
-        if kwargs:
-            raise TypeError(f"unexpected analyze() arguments: {sorted(kwargs)}")
+    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+                     ) -> ReplicaStep:
+        """One backward pass of the chunk (see ``Analyzer.replica_step``)."""
+        if analyze_kwargs:
+            raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
+        finish = _as_float32
         if selection.seeds is not None:
-            out = self._by_seed(tf.constant(x), tf.constant(selection.seeds))
-        else:
-            out = self._by_index(tf.constant(x), tf.constant(selection.indices))
-        return out.numpy().astype(np.float32)
+            return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds),
+                               finish)
+        return ReplicaStep((id(self), "by_index"), self._by_index, (x, selection.indices),
+                           finish)
+
+
+def _as_float32(out: np.ndarray) -> np.ndarray:
+    return out.astype(np.float32)
