@@ -24,7 +24,8 @@ def stab(z: np.ndarray, eps: float) -> np.ndarray:
 
 def naive_rule(name: str, a: np.ndarray, m: np.ndarray, b: np.ndarray, r: np.ndarray,
                low: float = -1.0, high: float = 1.0, eps: float = 1e-7, gamma: float = 0.25,
-               alpha: float = 2.0, beta: float = 1.0, use_bias: bool = True) -> np.ndarray:
+               alpha: float = 2.0, beta: float = 1.0, use_bias: bool = True,
+               full_bias: bool = False) -> np.ndarray:
     """R at the input of z = a @ m + b for one sample (a: (n,), m: (n, k), r: (k,))."""
     ap, an = np.maximum(a, 0), np.minimum(a, 0)
     mp, mn = np.maximum(m, 0), np.minimum(m, 0)
@@ -46,6 +47,8 @@ def naive_rule(name: str, a: np.ndarray, m: np.ndarray, b: np.ndarray, r: np.nda
     if name == "alpha_beta":
         pos = ap[:, None] * mp + an[:, None] * mn
         neg = ap[:, None] * mn + an[:, None] * mp
+        if full_bias:  # iNNvestigate: the whole bias in both denominators
+            bp = bn = b
         return (alpha * spread(pos, bp if use_bias else zero)
                 - beta * spread(neg, bn if use_bias else zero))
     if name == "gamma":  # boost the contributions of each unit's own sign (Zennit)
@@ -73,6 +76,7 @@ RULES = {
     "alpha_beta": (rules.AlphaBeta(2.0, 1.0), {}),
     "alpha_beta_ib": (rules.AlphaBeta(2.0, 1.0, bias=False), {"use_bias": False}),
     "alpha_1_beta_0": (rules.AlphaBeta(1.0, 0.0), {"alpha": 1.0, "beta": 0.0}),
+    "alpha_beta_full": (rules.AlphaBeta(2.0, 1.0, bias="full"), {"full_bias": True}),
     "gamma": (rules.Gamma(0.25), {}),
     "w_square": (rules.WSquare(), {}),
     "flat": (rules.Flat(), {}),
@@ -82,7 +86,7 @@ RULES = {
 
 def _naive_name(key: str) -> str:
     return {"epsilon_no_bias": "epsilon", "alpha_beta_ib": "alpha_beta",
-            "alpha_1_beta_0": "alpha_beta"}.get(key, key)
+            "alpha_1_beta_0": "alpha_beta", "alpha_beta_full": "alpha_beta"}.get(key, key)
 
 
 def _conv_matrix(layer: keras.layers.Conv2D, shape: tuple[int, ...]) -> np.ndarray:
@@ -145,7 +149,7 @@ def naive_chain(model: keras.Model, x: np.ndarray, target: int, name: str,
     ("lrp.z", "z", {}),
     ("lrp.epsilon", "epsilon", {}),
     ("lrp.z_plus", "z_plus", {}),
-    ("lrp.alpha_2_beta_1", "alpha_beta", {}),
+    ("lrp.alpha_2_beta_1", "alpha_beta", {"full_bias": True}),
     ("lrp.w_square", "w_square", {}),
     ("lrp.flat", "flat", {}),
     ("lrp.gamma", "gamma", {}),

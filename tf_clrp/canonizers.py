@@ -39,7 +39,8 @@ def _linear_node(node: Node, spec: LinearSpec, outputs: tuple[int, ...], name: s
 def _activation_node(node: Node, name: str, fn: Any, inputs: tuple[int, ...],
                      outputs: tuple[int, ...]) -> Node:
     return Node(name=name, op=node.op, group="activation", inputs=inputs, outputs=outputs,
-                run=lambda values: [fn(values[0])], activation=layers.activation_name(fn))
+                run=lambda values: [fn(values[0])], activation=layers.activation_name(fn),
+                fused=True)
 
 
 def split_linear_layers(graph: Graph) -> Graph:

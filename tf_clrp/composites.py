@@ -43,6 +43,9 @@ class Composite:
         name: A label for messages.
         first_layer_groups: Groups the first-layer rule applies to (None: any linear layer;
             Zennit's EpsilonGammaBox uses ("convolution",)).
+        fused_activation: Backward through activations fused into Dense/Conv layers, if it
+            differs from ``activation`` (iNNvestigate's Deep Taylor passes relevance through
+            fused ReLUs but masks with standalone ReLU layers).
     """
 
     layer_map: Mapping[str, Rule] = field(default_factory=dict)
@@ -51,12 +54,12 @@ class Composite:
     defaults: Mapping[str, Rule] = field(default_factory=lambda: dict(LRP_DEFAULTS))
     name: str = "custom"
     first_layer_groups: tuple[str, ...] | None = None
+    fused_activation: str | None = None
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATION_MODES:
-            raise ValueError(
-                f"activation={self.activation!r} is not one of {ACTIVATION_MODES}"
-            )
+        for mode in (self.activation, self.fused_activation or self.activation):
+            if mode not in ACTIVATION_MODES:
+                raise ValueError(f"activation mode {mode!r} is not one of {ACTIVATION_MODES}")
         for key, rule in self.layer_map.items():
             if not isinstance(rule, Rule):
                 raise TypeError(f"layer_map[{key!r}] = {rule!r} is not a tf_clrp rule")
@@ -84,6 +87,10 @@ class Composite:
         if group in self.layer_map:
             return self.layer_map[group]
         return self.defaults.get(group) if group else None
+
+    def activation_mode(self, fused: bool) -> str:
+        """Backward mode through an activation (fused into a linear layer or standalone)."""
+        return (self.fused_activation or self.activation) if fused else self.activation
 
     def with_first_layer(self, rule: Rule | None) -> Composite:
         """A copy with another first-layer rule (applying to any linear first layer)."""

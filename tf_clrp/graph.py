@@ -40,6 +40,7 @@ class Node:
         run: Computes the outputs from concrete inputs (the original computation).
         linear: The pure-function view of a linear layer (set by the canonizers).
         activation: Name of the non-linearity of an activation node.
+        fused: True for an activation split off a Dense/Conv layer by the canonizers.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Node:
     run: Run
     linear: layers.LinearSpec | None = None
     activation: str | None = None
+    fused: bool = False
 
     @property
     def kind(self) -> str:

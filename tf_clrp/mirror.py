@@ -184,7 +184,7 @@ class MirroredModel:
         return values[self.graph.output_id]
 
     def _activation(self, node: Node, x: tf.Tensor) -> tf.Tensor:
-        backward = rules.ACTIVATION_BACKWARDS[self.composite.activation]
+        backward = rules.ACTIVATION_BACKWARDS[self.composite.activation_mode(node.fused)]
         if backward is None:
             return node.run([x])[0]
 

@@ -34,14 +34,18 @@ def _lrp(model: Any, composite: Composite, input_layer_rule: Any = None,
     return Propagation(model, composite, seed="value", **kwargs)
 
 
-def _gradient_family(activation: str, multiply_by_input: bool = False) -> Callable[..., Analyzer]:
+def _gradient_family(activation: str, multiply_by_input: bool = False,
+                     seed: str = "one") -> Callable[..., Analyzer]:
+    """Gradient-type analyzers. DeConvNet and Guided Backprop seed the selected logit's value,
+    as iNNvestigate does (their maps scale with it)."""
     def factory(model: Any, postprocess: str | None = None,
                 layer_rules: dict[str, rules.Rule] | None = None, **kwargs: Any) -> Analyzer:
         composite = composites.gradient_composite(activation)
         if layer_rules:
             composite = composite.with_layer_rules(layer_rules)
-        return Propagation(model, composite, seed="one", multiply_by_input=multiply_by_input,
+        return Propagation(model, composite, seed=seed, multiply_by_input=multiply_by_input,
                            postprocess=postprocess, **kwargs)
+    factory.lrp = False  # type: ignore[attr-defined]
     return factory
 
 
@@ -84,23 +88,51 @@ def _sequential(conv: rules.Rule, flat: bool) -> Callable[[float], Composite]:
     return make
 
 
-def _bounded_deep_taylor(low: Any = None, high: Any = None) -> Composite:
-    if low is None or high is None:
+def _alpha_beta(alpha: float | None = None, beta: float | None = None) -> rules.Rule:
+    """iNNvestigate's αβ: one of alpha/beta suffices (α − β = 1; neither: α1β0); the full
+    bias in both parts."""
+    if alpha is None and beta is None:
+        alpha = 1.0
+    alpha = beta + 1.0 if alpha is None else alpha
+    beta = alpha - 1.0 if beta is None else beta
+    return rules.AlphaBeta(alpha, beta, bias="full")
+
+
+def _innvestigate_alpha_beta(alpha: float, beta: float, bias: bool) -> Callable[[], rules.Rule]:
+    return lambda: rules.AlphaBeta(alpha, beta, bias="full" if bias else False)
+
+
+def _deep_taylor(first_layer: rules.Rule | None = None) -> Composite:
+    """iNNvestigate's Deep Taylor: z⁺ on Dense/Conv, true gradients elsewhere."""
+    return Composite({"dense": rules.ZPlus(1e-7), "convolution": rules.ZPlus(1e-7),
+                      "avg_pool": rules.Gradient(), "add": rules.Gradient()},
+                     first_layer=first_layer, activation="gradient", fused_activation="pass",
+                     name="deep_taylor")
+
+
+def _deep_taylor_factory(model: Any, low: Any = None, high: Any = None, *, bounded: bool = False,
+                         **kwargs: Any) -> Analyzer:
+    if bounded and (low is None or high is None):
         raise TypeError("'deep_taylor.bounded' needs low=<min input> and high=<max input>")
-    return composites.uniform(rules.ZPlus(), "deep_taylor").with_first_layer(
-        rules.ZBox(low, high))
+    first = rules.ZBox(low, high) if bounded else None
+    layer_rules = kwargs.pop("layer_rules", None)
+    composite = _deep_taylor(first)
+    if layer_rules:
+        composite = composite.with_layer_rules(layer_rules)
+    return Propagation(model, composite, seed="relu", **kwargs)
 
 
-def _alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = True) -> rules.Rule:
-    return rules.AlphaBeta(alpha, beta, bias=bias)
+def _bounded_deep_taylor_factory(model: Any, low: Any = None, high: Any = None,
+                                 **kwargs: Any) -> Analyzer:
+    return _deep_taylor_factory(model, low, high, bounded=True, **kwargs)
 
 
 ANALYZERS: dict[str, Callable[..., Any]] = {
     # gradient family
     "gradient": _gradient_family("gradient"),
     "input_t_gradient": _gradient_family("gradient", multiply_by_input=True),
-    "deconvnet": _gradient_family("deconvnet"),
-    "guided_backprop": _gradient_family("guided"),
+    "deconvnet": _gradient_family("deconvnet", seed="value"),
+    "guided_backprop": _gradient_family("guided", seed="value"),
     "integrated_gradients": IntegratedGradients,
     "smoothgrad": SmoothGrad,
     # LRP, iNNvestigate names
@@ -110,20 +142,25 @@ ANALYZERS: dict[str, Callable[..., Any]] = {
     "lrp.w_square": _uniform(rules.WSquare, "w_square"),
     "lrp.flat": _uniform(rules.Flat, "flat"),
     "lrp.alpha_beta": _uniform(_alpha_beta, "alpha_beta"),
-    "lrp.alpha_2_beta_1": _uniform(lambda: rules.AlphaBeta(2.0, 1.0), "alpha_2_beta_1"),
-    "lrp.alpha_2_beta_1_IB": _uniform(lambda: rules.AlphaBeta(2.0, 1.0, bias=False),
+    "lrp.alpha_2_beta_1": _uniform(_innvestigate_alpha_beta(2.0, 1.0, True),
+                                   "alpha_2_beta_1"),
+    "lrp.alpha_2_beta_1_IB": _uniform(_innvestigate_alpha_beta(2.0, 1.0, False),
                                       "alpha_2_beta_1_IB"),
-    "lrp.alpha_1_beta_0": _uniform(lambda: rules.AlphaBeta(1.0, 0.0), "alpha_1_beta_0"),
-    "lrp.alpha_1_beta_0_IB": _uniform(lambda: rules.AlphaBeta(1.0, 0.0, bias=False),
+    "lrp.alpha_1_beta_0": _uniform(_innvestigate_alpha_beta(1.0, 0.0, True), "alpha_1_beta_0"),
+    "lrp.alpha_1_beta_0_IB": _uniform(_innvestigate_alpha_beta(1.0, 0.0, False),
                                       "alpha_1_beta_0_IB"),
     "lrp.z_plus": _uniform(rules.ZPlus, "z_plus"),
     "lrp.z_plus_fast": _uniform(rules.ZPlusFast, "z_plus_fast"),
-    "lrp.sequential_preset_a": _preset(_sequential(rules.AlphaBeta(1.0, 0.0), flat=False)),
-    "lrp.sequential_preset_b": _preset(_sequential(rules.AlphaBeta(2.0, 1.0), flat=False)),
-    "lrp.sequential_preset_a_flat": _preset(_sequential(rules.AlphaBeta(1.0, 0.0), flat=True)),
-    "lrp.sequential_preset_b_flat": _preset(_sequential(rules.AlphaBeta(2.0, 1.0), flat=True)),
-    "deep_taylor": _uniform(rules.ZPlus, "deep_taylor"),
-    "deep_taylor.bounded": _preset(_bounded_deep_taylor),
+    "lrp.sequential_preset_a": _preset(_sequential(_innvestigate_alpha_beta(1.0, 0.0, True)(),
+                                                   flat=False)),
+    "lrp.sequential_preset_b": _preset(_sequential(_innvestigate_alpha_beta(2.0, 1.0, True)(),
+                                                   flat=False)),
+    "lrp.sequential_preset_a_flat": _preset(_sequential(
+        _innvestigate_alpha_beta(1.0, 0.0, True)(), flat=True)),
+    "lrp.sequential_preset_b_flat": _preset(_sequential(
+        _innvestigate_alpha_beta(2.0, 1.0, True)(), flat=True)),
+    "deep_taylor": _deep_taylor_factory,
+    "deep_taylor.bounded": _bounded_deep_taylor_factory,
     # LRP, Zennit presets
     "lrp.epsilon_plus": _preset(composites.epsilon_plus),
     "lrp.epsilon_plus_flat": _preset(composites.epsilon_plus_flat),
@@ -159,9 +196,10 @@ def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
     accepted.update(getattr(factory, "rule_parameters", ()))
     if factory in (CLRP, SGLRP):
         accepted.update(("composite", "rule", "input_layer_rule", "layer_rules"))
-    elif factory is not IntegratedGradients and factory is not SmoothGrad:
+    elif (factory is not IntegratedGradients and factory is not SmoothGrad
+          and getattr(factory, "lrp", True)):
         accepted.update(LRP_OPTIONS)
-    if factory in (IntegratedGradients, SmoothGrad):
+    if factory in (IntegratedGradients, SmoothGrad) or not getattr(factory, "lrp", True):
         accepted.update(("postprocess", "layer_rules"))
     accepted.discard("model")
     accepted.discard("self")

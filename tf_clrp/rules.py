@@ -277,18 +277,20 @@ class Epsilon(BasicRule):
         self.bias = bias
 
 
-def _positive_part_terms(bias: bool) -> tuple[Term, ...]:
-    """Terms of (a·w)⁺: a⁺w⁺ + a⁻w⁻ (+ b⁺)."""
+def _positive_part_terms(bias: bool | str) -> tuple[Term, ...]:
+    """Terms of (a·w)⁺: a⁺w⁺ + a⁻w⁻, plus b⁺ (``bias=True``) or the full b (``"full"``)."""
+    bias_fn = {True: _positive, "full": _identity}.get(bias, _drop)
     return (
-        Term(_positive, _positive, _positive if bias else _drop),
+        Term(_positive, _positive, bias_fn),
         Term(_negative, _negative, _drop, needs_negative_input=True),
     )
 
 
-def _negative_part_terms(bias: bool) -> tuple[Term, ...]:
-    """Terms of (a·w)⁻: a⁺w⁻ + a⁻w⁺ (+ b⁻)."""
+def _negative_part_terms(bias: bool | str) -> tuple[Term, ...]:
+    """Terms of (a·w)⁻: a⁺w⁻ + a⁻w⁺, plus b⁻ (``bias=True``) or the full b (``"full"``)."""
+    bias_fn = {True: _negative, "full": _identity}.get(bias, _drop)
     return (
-        Term(_positive, _negative, _negative if bias else _drop),
+        Term(_positive, _negative, bias_fn),
         Term(_negative, _positive, _drop, needs_negative_input=True),
     )
 
@@ -324,12 +326,15 @@ class AlphaBeta(WeightedSum):
     Args:
         alpha: Weight of the positive part.
         beta: Weight of the negative part (α − β = 1 conserves relevance).
-        bias: Include the bias's positive/negative part in each denominator.
+        bias: True adds b⁺ to the positive and b⁻ to the negative denominator (Zennit);
+            "full" adds the whole bias to both (iNNvestigate 2.1.2); False ignores it.
         epsilon: Stabilizer of both denominators.
     """
 
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, bias: bool = True,
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, bias: bool | str = True,
                  epsilon: float = 1e-7) -> None:
+        if bias not in (True, False, "full"):
+            raise ValueError(f"AlphaBeta bias must be True, False or 'full', got {bias!r}")
         if not np.isclose(alpha - beta, 1.0):
             raise ValueError(f"AlphaBeta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
         parts: list[tuple[float, Rule]] = [(alpha, BasicRule(_positive_part_terms(bias), epsilon))]

@@ -64,11 +64,12 @@ class IntegratedGradients(_AveragedGradient):
     Args:
         model: The Keras model.
         reference_inputs: Baseline x₀ (scalar or array broadcastable to one sample); 0.
-        steps: Number of points on the path x₀ + k/steps·(x − x₀), k = 1..steps.
+        steps: Number of points on the path x₀ + k/steps·(x − x₀), k = 0..steps−1 (the left
+            Riemann sum, as iNNvestigate; it includes x₀ and excludes x).
         **kwargs: ``Analyzer`` options.
     """
 
-    def __init__(self, model: Any, reference_inputs: Any = 0.0, steps: int = 16,
+    def __init__(self, model: Any, reference_inputs: Any = 0.0, steps: int = 64,
                  **kwargs: Any) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -77,7 +78,7 @@ class IntegratedGradients(_AveragedGradient):
         super().__init__(model, **kwargs)
 
     def _points(self, x: np.ndarray) -> np.ndarray:
-        alphas = np.arange(1, self.steps + 1, dtype=np.float32) / self.steps
+        alphas = np.arange(0, self.steps, dtype=np.float32) / self.steps
         shape = (-1,) + (1,) * x.ndim
         return self.reference_inputs + alphas.reshape(shape) * (x - self.reference_inputs)
 
@@ -91,23 +92,28 @@ class SmoothGrad(_AveragedGradient):
     Args:
         model: The Keras model.
         augment_by_n: Number of noisy copies per sample.
-        noise_scale: Standard deviation of the Gaussian noise, as a fraction of each
-            sample's value range (max − min).
+        noise_scale: Standard deviation of the Gaussian noise (absolute, in input units; 1.0
+            is what iNNvestigate 2.1.2 always uses).
+        noise_relative: Scale the noise by each sample's value range (max − min), as in
+            Smilkov et al. (who suggest noise_scale 0.1–0.2).
         seed: Seed of the noise generator (reproducible maps).
         **kwargs: ``Analyzer`` options (e.g. ``postprocess``).
     """
 
     def __init__(self, model: Any, augment_by_n: int = 64, noise_scale: float = 1.0,
-                 seed: int | None = 0, **kwargs: Any) -> None:
+                 noise_relative: bool = False, seed: int | None = 0, **kwargs: Any) -> None:
         if augment_by_n < 1:
             raise ValueError(f"augment_by_n must be >= 1, got {augment_by_n}")
         self.augment_by_n = int(augment_by_n)
         self.noise_scale = float(noise_scale)
+        self.noise_relative = bool(noise_relative)
         self.rng = np.random.default_rng(seed)
         super().__init__(model, **kwargs)
 
     def _points(self, x: np.ndarray) -> np.ndarray:
-        axes = tuple(range(1, x.ndim))
-        spread = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
+        scale = np.float32(self.noise_scale)
+        if self.noise_relative:
+            axes = tuple(range(1, x.ndim))
+            scale = scale * (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
         noise = self.rng.standard_normal((self.augment_by_n,) + x.shape).astype(np.float32)
-        return x + noise * self.noise_scale * spread
+        return x + noise * scale

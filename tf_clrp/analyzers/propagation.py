@@ -15,8 +15,9 @@ from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
 from tf_clrp.composites import Composite
 from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
 
-#: How the selected output unit is seeded: its value, its absolute value, or 1.
-SEED_MODES = ("value", "abs", "one")
+#: How the selected output unit is seeded: its value, its absolute value, its positive part
+#: (iNNvestigate's Deep Taylor), or 1 (gradients).
+SEED_MODES = ("value", "abs", "relu", "one")
 
 
 def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = None
@@ -48,6 +49,8 @@ def seed_values(y: tf.Tensor, mode: str) -> tf.Tensor:
         return y
     if mode == "abs":
         return tf.abs(y)
+    if mode == "relu":
+        return tf.nn.relu(y)
     return tf.ones_like(y)
 
 
@@ -57,7 +60,8 @@ class Propagation(Analyzer):
     Args:
         model: The Keras model.
         composite: Rules per layer and the backward through activations.
-        seed: "value" (LRP: R = y_selected), "abs" (R = |y_selected|) or "one" (gradient).
+        seed: "value" (LRP: R = y_selected), "abs" (R = |y_selected|), "relu"
+            (R = max(0, y_selected)) or "one" (gradient).
         multiply_by_input: Return x ⊙ result (input × gradient).
         neuron_selection_unit: "unit" (flat index into the output) or "channel" (indices
             select channels of a hidden layer; the seed covers every position).
