@@ -68,6 +68,7 @@ GROUP_OF_CLASS: dict[str, str] = {
     # affine preprocessing inside the model
     "Rescaling": "rescaling",
     "Normalization": "rescaling",
+    "LayerScale": "rescaling",
     # relevance moves exactly with the gradient (permutations, copies, routing, identity)
     "InputLayer": "reshape",
     "Flatten": "reshape",
@@ -272,9 +273,19 @@ def linear_spec(layer: Any) -> LinearSpec:
             )
         return LinearSpec(forward, lambda: as_float32(layer.kernel), read_bias, axis, -2)
 
+    padding = layer.padding
+    causal_pad = None
+    if padding == "causal":  # Conv1D: pad the start of the time axis, then "valid"
+        time_axis = 2 if axis == 1 else 1
+        causal_pad = [[0, 0]] * 3
+        causal_pad[time_axis] = [dilation[0] * (layer.kernel_size[0] - 1), 0]
+        padding = "valid"
+
     def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        if causal_pad is not None:
+            x = tf.pad(x, causal_pad)
         return keras.ops.conv(
-            x, kernel, strides=strides, padding=layer.padding,
+            x, kernel, strides=strides, padding=padding,
             data_format=layer.data_format, dilation_rate=dilation,
         )
     return LinearSpec(forward, lambda: as_float32(layer.kernel), read_bias, axis)

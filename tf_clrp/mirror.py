@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,8 +37,8 @@ def _warn_non_rectifier(name: str, layer: str) -> None:
     _warned_activations.add(name)
     warnings.warn(
         f"layer {layer!r} uses the non-rectifier activation {name!r}; LRP hands relevance "
-        "through it unchanged, which is exact only for rectifiers (ReLU family). Maps are "
-        "still conservative but read them as an approximation.",
+        "through it unchanged, which is exact only for rectifiers (ReLU family): read the "
+        "maps as an approximation.",
         stacklevel=3,
     )
 
@@ -56,7 +57,7 @@ def _site_forward(node: Node) -> Callable[[list[tf.Tensor], tf.Tensor | None], t
     if node.linear is not None:
         spec = node.linear
         return lambda xs, kernel: spec.forward(xs[0], kernel)
-    if node.group == "add":
+    if node.group == "add" and len(node.inputs) > 1:
         return lambda xs, kernel: tf.add_n(xs)
     return lambda xs, kernel: tf.cast(node.run(list(xs))[0], tf.float32)
 
@@ -95,11 +96,17 @@ class MirroredModel:
             is_first = node.linear is not None and node.group != "batch_norm" and inputs_raw
             rule = self._rule(node, is_first)
             steps.append(Step(node, rule, is_first, tuple(t in nonnegative for t in node.inputs)))
-            if node.group in ("reshape", "rescaling") and inputs_raw:
+            if self._is_preprocessing(node) and inputs_raw:
                 raw.update(node.outputs)
             if self._output_nonnegative(node, nonnegative):
                 nonnegative.update(node.outputs)
         return steps
+
+    @staticmethod
+    def _is_preprocessing(node: Node) -> bool:
+        """Layers between the input and the first linear layer that keep it "the input":
+        reshapes, Rescaling/Normalization and an input BatchNorm (elementwise affine)."""
+        return node.group in ("reshape", "rescaling", "batch_norm")
 
     @staticmethod
     def _output_nonnegative(node: Node, nonnegative: set[int]) -> bool:
@@ -174,7 +181,7 @@ class MirroredModel:
                 outputs = [self._activation(node, inputs[0])]
             else:
                 outputs = node.run(inputs)
-            if bounds is not None and node.group in ("reshape", "rescaling") and all(
+            if bounds is not None and self._is_preprocessing(node) and all(
                     t in low_high for t in node.inputs):
                 lo = node.run([low_high[t][0] for t in node.inputs])[0]
                 hi = node.run([low_high[t][1] for t in node.inputs])[0]
@@ -184,7 +191,10 @@ class MirroredModel:
         return values[self.graph.output_id]
 
     def _activation(self, node: Node, x: tf.Tensor) -> tf.Tensor:
-        backward = rules.ACTIVATION_BACKWARDS[self.composite.activation_mode(node.fused)]
+        mode = self.composite.activation_mode(node.fused)
+        if mode in ("guided", "deconvnet") and node.activation not in layers.RECTIFIERS:
+            mode = "gradient"  # guided/deconv ReLU rules are defined for rectifiers only
+        backward = rules.ACTIVATION_BACKWARDS[mode]
         if backward is None:
             return node.run([x])[0]
 
@@ -192,8 +202,9 @@ class MirroredModel:
         def activation(x: tf.Tensor) -> tf.Tensor:
             y = node.run([x])[0]
 
-            def grad(g: tf.Tensor) -> tf.Tensor:
-                return backward(x, y, g)
+            def grad(g: tf.Tensor, variables: list | None = None) -> Any:
+                out = backward(x, y, g)
+                return out if variables is None else (out, [None] * len(variables))
 
             return y, grad
 
@@ -253,13 +264,16 @@ class MirroredModel:
                 z, denominator = _forward_with_denominator(node, first[0], kernel, bias, fused)
             site_kernel = kernel if fused is None else fused[0]
 
-            def grad(relevance: tf.Tensor) -> list[tf.Tensor]:
+            def grad(relevance: tf.Tensor, variables: list | None = None) -> Any:
+                # ``variables``: weights a layer reads inside its own call (LayerNorm, ...);
+                # relevance does not flow into them.
                 site = rules.Site(
                     inputs=list(xs), forward=forward, kernel=site_kernel, bias=bias,
                     add_bias=add_bias, replicas=replicas, nonnegative=nonnegative,
                     low=low, high=high, name=node.name, denominator=denominator,
                 )
-                return rule.relevance(site, tf.cast(relevance, tf.float32))
+                result = rule.relevance(site, tf.cast(relevance, tf.float32))
+                return result if variables is None else (result, [None] * len(variables))
 
             return tile(z), grad
 
