@@ -1,0 +1,547 @@
+"""Shared machinery of the paper-claims benchmarks (``paper_pointing_game.py``, ``paper_mnist.py``).
+
+A *scene* is one image showing several classes, each with its ground-truth boxes. Every
+(scene, class) pair is a *row*; every method explains every row, the maps are reduced to
+(H, W) and scored with ``tf_clrp.metrics`` (Pointing Game, class-discriminativeness,
+region perturbation / AOPC). Not a library module: it lives next to the scripts that use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import tf_clrp
+from tf_clrp.metrics import PointingGame, discriminativeness_report, region_perturbation
+
+Box = tuple[int, int, int, int]
+
+#: Maps of these analyzers are saliency magnitudes: |map| max over channels (TorchRay's
+#: ``gradient_to_saliency``); all others are summed over channels (signed relevance).
+ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet"})
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One benchmarked method: a registry analyzer, its options and per-call options.
+
+    Attributes:
+        analyzer: name for ``tf_clrp.create_analyzer``.
+        options: constructor keyword arguments.
+        contrast: CLRP's contrast for this method; ``"rival"`` = the other present class
+            with the highest logit (per row).
+        parts: also keep CLRP's target and dual maps (for the investigation).
+    """
+
+    analyzer: str
+    options: tuple[tuple[str, Any], ...] = ()
+    contrast: Any = None
+    parts: bool = False
+
+    @property
+    def reduce(self) -> str:
+        """"absmax" for gradient-type saliency, else "sum"."""
+        return "absmax" if self.analyzer in ABS_MAX else "sum"
+
+    @property
+    def model_agnostic(self) -> bool:
+        """True for occlusion / prediction difference (they call the model, not the engine)."""
+        return self.analyzer in ("occlusion", "prediction_difference")
+
+    def key(self) -> tuple[str, str]:
+        """Analyzers with equal keys are created once and shared (e.g. CLRP contrasts)."""
+        return self.analyzer, repr(self.options)
+
+
+def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
+                  prediction_difference: dict[str, Any]) -> dict[str, MethodSpec]:
+    """The compared methods, keyed by their table name.
+
+    Args:
+        bounds: (low, high) of the model's input (z^B first-layer rule).
+        occlusion: Occlusion options (window, stride, ...).
+        prediction_difference: PredictionDifference options.
+
+    Returns:
+        name -> MethodSpec, in table order.
+    """
+    zb = (("input_layer_rule", tuple(float(b) for b in bounds)),)
+    return {
+        "gradient": MethodSpec("gradient"),
+        "input_t_gradient": MethodSpec("input_t_gradient"),
+        "guided_backprop": MethodSpec("guided_backprop"),
+        "deconvnet": MethodSpec("deconvnet"),
+        "lrp.z_plus": MethodSpec("lrp.z_plus", zb),
+        "lrp.epsilon_plus": MethodSpec("lrp.epsilon_plus"),
+        "lrp.sequential_preset_a": MethodSpec("lrp.sequential_preset_a"),
+        "clrp (others)": MethodSpec("clrp", zb, "others", parts=True),
+        "clrp (negated)": MethodSpec("clrp", zb, "negated"),
+        "clrp (rival)": MethodSpec("clrp", zb, "rival"),
+        "sglrp": MethodSpec("sglrp", zb),
+        "occlusion": MethodSpec("occlusion", tuple(sorted(occlusion.items()))),
+        "prediction_difference": MethodSpec(
+            "prediction_difference", tuple(sorted(prediction_difference.items()))),
+    }
+
+
+def ablation_methods() -> dict[str, MethodSpec]:
+    """Variants that isolate the z^B input rule (Pointing Game / discriminativeness only)."""
+    return {
+        "lrp.z_plus (no z^B)": MethodSpec("lrp.z_plus"),
+        "clrp (others, per-image z^B)": MethodSpec("clrp", (), "others"),
+    }
+
+
+# ----------------------------------------------------------------------------- model calls
+class Scorer:
+    """``images -> logits`` (numpy) through a compiled forward, with an optional memo.
+
+    The memo (keyed by a hash of the batch bytes) lets occlusion / prediction difference
+    explain several classes of one scene from one set of model calls: their perturbed
+    batches do not depend on the class.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 64) -> None:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self.batch_size = batch_size
+        self.memo: dict[bytes, np.ndarray] | None = None
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        key = hashlib.blake2b(x.tobytes(), digest_size=16).digest() + bytes(str(x.shape), "ascii")
+        if self.memo is not None and key in self.memo:
+            return self.memo[key]
+        outs = [np.asarray(self._fn(x[i:i + self.batch_size]), dtype=np.float64)
+                for i in range(0, len(x), self.batch_size)]
+        out = np.concatenate(outs) if outs else np.zeros((0,))
+        self.calls += len(x)
+        if self.memo is not None:
+            self.memo[key] = out
+        return out
+
+
+def reduce_map(maps: np.ndarray, how: str) -> np.ndarray:
+    """(N, H, W, C) -> (N, H, W): channel sum, or max of |.| over channels."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim == 3:
+        return maps
+    return np.abs(maps).max(axis=-1) if how == "absmax" else maps.sum(axis=-1)
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar (or a no-op stand-in when disabled / tqdm missing)."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, leave=False)
+        except ImportError:  # pragma: no cover - tqdm is a test dependency
+            pass
+
+    class _Null:
+        def update(self, n: int = 1) -> None:
+            """No-op."""
+
+        def set_description(self, text: str) -> None:
+            """No-op."""
+
+        def close(self) -> None:
+            """No-op."""
+
+    return _Null()
+
+
+@dataclass
+class Rows:
+    """The explained (scene, class) pairs of a run.
+
+    Attributes:
+        x: model inputs (R, H, W, C), one per row (the scene's image, repeated).
+        classes: explained class per row.
+        rivals: the other present class with the highest logit, per row.
+        scene: scene index per row.
+        regions: ground-truth boxes of the row's class.
+    """
+
+    x: np.ndarray
+    classes: np.ndarray
+    rivals: np.ndarray
+    scene: np.ndarray
+    regions: list[list[Box]]
+
+
+def build_rows(images: Sequence[np.ndarray], regions: Sequence[dict[int, list[Box]]],
+               logits: np.ndarray) -> Rows:
+    """One row per (scene, present class); ``images`` are model inputs (H, W, C)."""
+    xs, cls, riv, scene, regs = [], [], [], [], []
+    for s, (img, reg) in enumerate(zip(images, regions)):
+        present = list(reg)
+        for c in present:
+            others = [d for d in present if d != c]
+            rival = max(others, key=lambda d: logits[s, d]) if others else c
+            xs.append(img)
+            cls.append(c)
+            riv.append(rival)
+            scene.append(s)
+            regs.append(list(reg[c]))
+    return Rows(np.stack(xs).astype(np.float32), np.array(cls), np.array(riv),
+                np.array(scene), regs)
+
+
+@dataclass
+class MethodMaps:
+    """Reduced maps (R, H, W) per method, CLRP parts and the time each method took."""
+
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, MethodSpec],
+                 batch_size: int = 8, reference: np.ndarray | None = None,
+                 analyzers: dict[tuple[str, str], Any] | None = None,
+                 progress: bool = False) -> MethodMaps:
+    """Explain every row with every method.
+
+    Engine analyzers (``use_tf_function=True``) are created once per key and reused across
+    rows; model-agnostic ones run per scene with the scorer's memo so that all classes of a
+    scene share the perturbed forward passes.
+
+    Args:
+        model: the Keras model.
+        scorer: compiled forward of ``model`` (model-agnostic methods call it).
+        rows: the rows to explain.
+        methods: name -> MethodSpec.
+        batch_size: rows per engine call.
+        reference: reference images for prediction difference ("marginal" sampling).
+        analyzers: cache of created analyzers (shared between calls), filled in place.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`MethodMaps`.
+    """
+    analyzers = {} if analyzers is None else analyzers
+    out = MethodMaps()
+    n = len(rows.classes)
+    chunks = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    scenes = sorted(set(rows.scene.tolist()))
+    total = sum(len(scenes) if s.model_agnostic else len(chunks) for s in methods.values())
+    bar = progress_bar(total, "explain", progress)
+    for name, spec in methods.items():
+        bar.set_description(name)
+        start = time.perf_counter()
+        key = spec.key()
+        if key not in analyzers:
+            options = dict(spec.options)
+            if spec.model_agnostic:
+                if spec.analyzer == "prediction_difference" and reference is not None:
+                    options["reference"] = reference
+                analyzers[key] = tf_clrp.create_analyzer(spec.analyzer, scorer, **options)
+            else:
+                analyzers[key] = tf_clrp.create_analyzer(spec.analyzer, model,
+                                                         use_tf_function=True, **options)
+        analyzer = analyzers[key]
+        reduced = np.empty(rows.x.shape[:3], np.float32)
+        if spec.model_agnostic:
+            scorer.memo = {}
+            for s in scenes:
+                idx = np.flatnonzero(rows.scene == s)
+                scorer.memo.clear()
+                for i in idx:
+                    m = analyzer.analyze(rows.x[i:i + 1], neuron_selection=int(rows.classes[i]))
+                    reduced[i] = reduce_map(m, spec.reduce)[0]
+                bar.update(1)
+            scorer.memo = None
+        else:
+            parts: dict[str, list[np.ndarray]] = {"target": [], "dual": []}
+            for ch in chunks:
+                kwargs: dict[str, Any] = {}
+                if spec.contrast is not None:
+                    kwargs["contrast"] = (rows.rivals[ch].astype(np.int64)
+                                          if spec.contrast == "rival" else spec.contrast)
+                if spec.parts:
+                    res = analyzer.analyze(rows.x[ch], neuron_selection=rows.classes[ch],
+                                           return_parts=True, **kwargs)
+                    parts["target"].append(reduce_map(res.target, "sum"))
+                    parts["dual"].append(reduce_map(res.dual, "sum"))
+                    m = res.contrastive
+                else:
+                    m = analyzer.analyze(rows.x[ch], neuron_selection=rows.classes[ch], **kwargs)
+                reduced[ch] = reduce_map(m, spec.reduce)
+                bar.update(1)
+            if spec.parts:
+                out.parts[name] = {k: np.concatenate(v) for k, v in parts.items()}
+        out.maps[name] = reduced
+        out.seconds[name] = time.perf_counter() - start
+    bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- metrics
+def random_point_rate(regions: Sequence[Box], shape: tuple[int, int], tol: float) -> float:
+    """Probability that a uniformly random pixel lies within ``tol`` px of a box."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    near = np.zeros(shape, bool)
+    for y0, x0, y1, x1 in regions:
+        dy = np.maximum(np.maximum(y0 - yy, yy - (y1 - 1)), 0)
+        dx = np.maximum(np.maximum(x0 - xx, xx - (x1 - 1)), 0)
+        near |= dy**2 + dx**2 <= tol**2 + 1e-9
+    return float(near.mean())
+
+
+def pointing_table(maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray,
+                   tolerance: float = 15.0) -> dict[str, dict[str, float]]:
+    """Pointing Game per method on the rows selected by ``mask``, plus baselines.
+
+    Returns:
+        method -> {"accuracy": mean over classes (τ = tolerance, scaled), "strict": the same
+        with τ = 0 (the point must lie inside a box), "n": rows}; plus "(center)" and
+        "(random point)" (expected accuracy of a uniform random pixel) baselines.
+    """
+    idx = np.flatnonzero(mask)
+    regions = [rows.regions[i] for i in idx]
+    cls = rows.classes[idx]
+    shape = rows.x.shape[1:3]
+    table: dict[str, dict[str, float]] = {}
+    for name, m in maps.items():
+        game = PointingGame(tolerance=tolerance)
+        strict = PointingGame(tolerance=0.0, scale_tolerance=False)
+        game.update(m[idx], regions, cls)
+        strict.update(m[idx], regions, cls)
+        table[name] = {"accuracy": game.result().mean, "strict": strict.result().mean,
+                       "n": float(len(idx))}
+    center = PointingGame(tolerance=tolerance, baseline="center")
+    center.update(np.zeros((len(idx), *shape), np.float32), regions, cls)
+    tol = tolerance * max(shape) / 224.0
+    per_class: dict[int, list[tuple[float, float]]] = {}
+    for c, reg in zip(cls, regions):
+        per_class.setdefault(int(c), []).append(
+            (random_point_rate(reg, shape, tol), random_point_rate(reg, shape, 0.0)))
+    rand, rand0 = np.mean([np.mean(v, axis=0) for v in per_class.values()], axis=0)
+    table["(center)"] = {"accuracy": center.result().mean, "strict": float("nan"),
+                         "n": float(len(idx))}
+    table["(random point)"] = {"accuracy": float(rand), "strict": float(rand0),
+                               "n": float(len(idx))}
+    return table
+
+
+def row_hits(maps: dict[str, np.ndarray], rows: Rows,
+             tolerance: float = 15.0) -> dict[str, np.ndarray]:
+    """Hit (1/0) of every row for every method (τ = tolerance, scaled)."""
+    out = {}
+    for name, m in maps.items():
+        game = PointingGame(tolerance=tolerance)
+        out[name] = game.update(m, rows.regions, rows.classes)
+    return out
+
+
+def discriminativeness(maps: dict[str, np.ndarray], rows: Rows,
+                       scenes: Iterable[int]) -> dict[str, dict[str, float]]:
+    """Per method: mean over scenes of the pairwise map correlation between the classes of
+    a scene, the share of positive relevance in the own boxes and in the other classes' boxes.
+    """
+    result: dict[str, dict[str, float]] = {}
+    scenes = list(scenes)
+    for name, m in maps.items():
+        corr, own, other = [], [], []
+        for s in scenes:
+            idx = np.flatnonzero(rows.scene == s)
+            if len(idx) < 2:
+                continue
+            rep = discriminativeness_report(
+                {int(rows.classes[i]): m[i:i + 1] for i in idx},
+                {int(rows.classes[i]): [rows.regions[i]] for i in idx})
+            summary = rep.summary()
+            corr.append(summary["correlation"])
+            own.append(summary["own_mass"])
+            other.append(summary["other_mass"])
+        result[name] = {"correlation": _nanmean(corr), "own_mass": _nanmean(own),
+                        "other_mass": _nanmean(other), "scenes": float(len(corr))}
+    return result
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+@dataclass
+class AopcResult:
+    """AOPC per method and order, and the mean perturbation curves."""
+
+    aopc: dict[str, dict[str, float]]
+    curves: dict[str, dict[str, list[float]]]
+    n: int
+
+
+def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+               maps: dict[str, np.ndarray], targets: np.ndarray,
+               orders: Sequence[str] = ("morf", "lerf"), patch_size: int = 16, steps: int = 20,
+               perturbation: str = "mean", batch_size: int = 64,
+               progress: bool = False) -> AopcResult:
+    """Region perturbation of all methods in one batched run per order, plus a random order.
+
+    Args:
+        scorer: images -> logits.
+        x: images (N, H, W, C).
+        maps: method -> reduced maps (N, H, W) for ``x``.
+        targets: class per image.
+        orders: orders evaluated per method ("random" is added once, method-independent).
+        patch_size, steps, perturbation, batch_size: see ``region_perturbation``.
+        progress: tqdm bars.
+
+    Returns:
+        :class:`AopcResult`; ``curves[method][order]`` is the mean curve f(x_k) − f(x_0).
+    """
+    names = list(maps)
+    n = len(x)
+    big_x = np.concatenate([x] * len(names))
+    big_maps = np.concatenate([maps[m] for m in names])
+    big_t = np.concatenate([targets] * len(names))
+    aopc: dict[str, dict[str, float]] = {m: {} for m in names}
+    curves: dict[str, dict[str, list[float]]] = {m: {} for m in names}
+    for order in orders:
+        res = region_perturbation(scorer, big_x, big_maps, targets=big_t, order=order,
+                                  patch_size=patch_size, steps=steps, perturbation=perturbation,
+                                  batch_size=batch_size, progress=progress)
+        for k, m in enumerate(names):
+            sl = slice(k * n, (k + 1) * n)
+            aopc[m][order] = float(res.aopc[sl].mean())
+            curves[m][order] = (res.curves[sl] - res.curves[sl, :1]).mean(axis=0).tolist()
+    res = region_perturbation(scorer, x, maps[names[0]], targets=targets, order="random",
+                              patch_size=patch_size, steps=steps, perturbation=perturbation,
+                              batch_size=batch_size, seed=0, progress=progress)
+    aopc["(random order)"] = {"random": float(res.aopc.mean())}
+    curves["(random order)"] = {"random": (res.curves - res.curves[:, :1]).mean(axis=0).tolist()}
+    return AopcResult(aopc, curves, n)
+
+
+def clrp_parts_stats(parts: dict[str, np.ndarray], contrastive: np.ndarray,
+                     rows: Rows, mask: np.ndarray) -> dict[str, float]:
+    """How CLRP's dual relates to its target: correlation of the target and dual maps, the sum
+    of the CLRP map (Σ max(0, t/Σt − d/Σd): 0 if the normalised maps are equal, 1 if they do
+    not overlap) and the Pointing Game of the target part (= LRP with the paper's rules) and
+    of the dual part alone."""
+    idx = np.flatnonzero(mask)
+    corr = []
+    for i in idx:
+        t, d = parts["target"][i].ravel(), parts["dual"][i].ravel()
+        if t.std() > 0 and d.std() > 0:
+            corr.append(float(np.corrcoef(t, d)[0, 1]))
+    kept = [float(contrastive[i].sum()) for i in idx]
+    game = PointingGame()
+    game.update(parts["target"][idx], [rows.regions[i] for i in idx], rows.classes[idx])
+    dual_game = PointingGame()
+    dual_game.update(parts["dual"][idx], [rows.regions[i] for i in idx], rows.classes[idx])
+    return {"corr_target_dual": _nanmean(corr), "contrastive_sum": _nanmean(kept),
+            "pointing_target_part": game.result().mean,
+            "pointing_dual_part": dual_game.result().mean}
+
+
+# ----------------------------------------------------------------------------- reporting
+def fmt(v: float, digits: int = 3) -> str:
+    """A table cell: NaN as an en dash."""
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def write_csv(path: str, header: Sequence[str], body: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV file (no pandas)."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for r in body:
+            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+
+
+def example_figure(images: Sequence[np.ndarray], maps: dict[str, np.ndarray],
+                   row_idx: Sequence[int], rows: Rows, labels: Sequence[str], path: str,
+                   tolerance: float = 15.0, cell: float = 1.25) -> None:
+    """Rows = explained (scene, class) rows, columns = the scene (``images``, one per row:
+    uint8 RGB or a 2-D grey image) then one map per method.
+
+    Each map is drawn with its own colour scale (signed: blue-white-red around 0; saliency
+    magnitudes: white-red), the explained class's box in green and the map's arg-max as a
+    black cross (circle: hit radius).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    names = list(maps)
+    n_r, n_c = len(row_idx), len(names) + 1
+    fig, axes = plt.subplots(n_r, n_c, figsize=(cell * n_c, cell * n_r + 0.4), squeeze=False)
+    h, w = images[0].shape[:2]
+    tol = tolerance * max(h, w) / 224.0
+    for r, i in enumerate(row_idx):
+        ax = axes[r, 0]
+        ax.imshow(images[r], cmap=None if images[r].ndim == 3 else "gray")
+        ax.set_ylabel(labels[r], fontsize=7)
+        for c, name in enumerate(names, start=1):
+            ax = axes[r, c]
+            m = maps[name][i]
+            vmax = float(np.abs(m).max()) or 1.0
+            if m.min() >= 0:
+                ax.imshow(m, cmap="Reds", vmin=0, vmax=vmax)
+            else:
+                ax.imshow(m, cmap="bwr", vmin=-vmax, vmax=vmax)
+            for y0, x0, y1, x1 in rows.regions[i]:
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                       ec="limegreen", lw=1.0))
+            py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+            ax.plot(px, py, "x", color="black", ms=5, mew=1.2)
+            ax.add_patch(Circle((px, py), tol, fill=False, ec="black", lw=0.6))
+            if r == 0:
+                ax.set_title(name, fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[float]]], str]],
+                  path: str, ylabel: str = "f(x_k) − f(x_0)  (target logit)") -> None:
+    """Mean perturbation curves, one panel per (title, curves, order)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, (title, curves, order) in zip(axes[0], panels):
+        for k, (name, by_order) in enumerate(curves.items()):
+            if order in by_order:
+                style = "-" if name.startswith("clrp") or name == "sglrp" else "--"
+                ax.plot(by_order[order], style, color=cmap(k % 20), label=name, lw=1.4)
+            elif name == "(random order)":
+                ax.plot(by_order["random"], ":", color="black", label=name, lw=1.6)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("patches removed")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

