@@ -284,20 +284,17 @@ def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
                               bias: tf.Tensor | None,
                               fused: tuple[tf.Tensor, tf.Tensor | None]
                               ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The layer output and a rule's denominator f(x, K') + b', in one call when possible.
+    """The layer output and a rule's denominator f(x, K') + b', both from the forward pass.
 
-    When K' is the kernel itself (z and ε rules) the output is the denominator; otherwise
-    both kernels run as one layer call with twice the output channels (one pass over x).
+    When K' is the kernel itself (z and ε rules) the output is the denominator. Otherwise the
+    two kernels run as two calls: one call with both kernels concatenated along the output
+    channels was measured slower on CPU (the doubled convolution costs 2.06× a single one,
+    plus the split copies; BENCHMARKS.md, "Profile").
     """
     spec = node.linear
     assert spec is not None
     fused_kernel, fused_bias = fused
+    z = spec.add_bias(spec.forward(x, kernel), bias)
     if fused_kernel is kernel and fused_bias is bias:
-        z = spec.add_bias(spec.forward(x, kernel), bias)
         return z, z
-    if spec.depthwise_multiplier is not None:
-        return (spec.add_bias(spec.forward(x, kernel), bias),
-                spec.add_bias(spec.forward(x, fused_kernel), fused_bias))
-    both = spec.forward(x, tf.concat([kernel, fused_kernel], axis=spec.out_channel_kernel_axis))
-    z, denominator = tf.split(both, 2, axis=spec.channel_axis)
-    return spec.add_bias(z, bias), spec.add_bias(denominator, fused_bias)
+    return z, spec.add_bias(spec.forward(x, fused_kernel), fused_bias)
