@@ -87,7 +87,8 @@ def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str
             print_records(records[-1:])
         for method in methods:
             start = time.perf_counter()
-            analyzer = tf_clrp.create_analyzer(method, model)
+            name, _, precision = method.partition("@")
+            analyzer = tf_clrp.create_analyzer(name, model, precision=precision or "float32")
             setup = time.perf_counter() - start
             for b in batches:
                 x = inputs[b]
@@ -125,7 +126,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds of timed runs per measurement before stopping early")
     parser.add_argument("--threads", type=int, default=THREADS, help="TF intra-op threads")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="analyzer names; NAME@bfloat16 uses precision='bfloat16'")
     parser.add_argument("--json", default=None, help="write the records to this JSON file")
     args = parser.parse_args()
 

@@ -264,3 +264,24 @@ def test_hidden_channel_relevance_sums_to_the_channel_activation() -> None:
     np.testing.assert_allclose(relevance.reshape(2, -1).sum(axis=1),
                                activation[..., 3].reshape(2, -1).sum(axis=1), rtol=1e-3)
     assert conv_name != relu_name
+
+
+@pytest.mark.parametrize("name", ["lrp.z_plus", "lrp.epsilon_plus", "lrp.sequential_preset_a"])
+def test_bfloat16_precision_stays_close_to_float32(name: str) -> None:
+    model = small_cnn(bias=False)
+    x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    exact = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
+    fast = tf_clrp.create_analyzer(name, model, precision="bfloat16").analyze(
+        x, neuron_selection=1)
+    assert fast.dtype == np.float32 and np.isfinite(fast).all()
+    assert np.abs(fast - exact).max() <= 3e-2 * np.abs(exact).max()
+    for a, b in zip(fast, exact):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+    with pytest.raises(ValueError, match="precision"):
+        tf_clrp.create_analyzer(name, model, precision="float8")
+
+
+@pytest.mark.parametrize("name", ["clrp", "sglrp"])
+def test_contrastive_analyzers_refuse_bfloat16(name: str) -> None:
+    with pytest.raises(ValueError, match="float32"):
+        tf_clrp.create_analyzer(name, small_cnn(), precision="bfloat16")

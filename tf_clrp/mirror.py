@@ -30,6 +30,9 @@ GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
 
 _warned_activations: set[str] = set()
 
+#: Accepted ``precision`` values and the dtype of the rules' extra convolutions.
+PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+
 
 def _warn_non_rectifier(name: str, layer: str) -> None:
     if name in _warned_activations:
@@ -77,11 +80,17 @@ class MirroredModel:
     Args:
         graph: A canonical graph (see ``canonizers.canonize``).
         composite: Which rule each layer gets.
+        precision: "float32" (default) or "bfloat16": the dtype of the extra convolutions of
+            rules whose terms read the plain input (their denominators and transposed
+            products); everything else, and every value handed between layers, stays float32.
     """
 
-    def __init__(self, graph: Graph, composite: Composite) -> None:
+    def __init__(self, graph: Graph, composite: Composite, precision: str = "float32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")
         self.graph = graph
         self.composite = composite
+        self.compute_dtype = PRECISIONS[precision]
         self.steps = self._plan()
         self.first_rules = [s.rule for s in self.steps if s.is_first and s.rule is not None]
         self.needs_bounds = any(r.needs_bounds for r in self.first_rules)
@@ -261,7 +270,8 @@ class MirroredModel:
             if fused is None:
                 z = add_bias(forward(first, kernel), bias)
             else:
-                z, denominator = _forward_with_denominator(node, first[0], kernel, bias, fused)
+                z, denominator = _forward_with_denominator(node, first[0], kernel, bias, fused,
+                                                           self.compute_dtype)
             site_kernel = kernel if fused is None else fused[0]
 
             def grad(relevance: tf.Tensor, variables: list | None = None) -> Any:
@@ -271,6 +281,7 @@ class MirroredModel:
                     inputs=list(xs), forward=forward, kernel=site_kernel, bias=bias,
                     add_bias=add_bias, replicas=replicas, nonnegative=nonnegative,
                     low=low, high=high, name=node.name, denominator=denominator,
+                    compute_dtype=self.compute_dtype,
                 )
                 result = rule.relevance(site, tf.cast(relevance, tf.float32))
                 return result if variables is None else (result, [None] * len(variables))
@@ -282,8 +293,8 @@ class MirroredModel:
 
 def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
                               bias: tf.Tensor | None,
-                              fused: tuple[tf.Tensor, tf.Tensor | None]
-                              ) -> tuple[tf.Tensor, tf.Tensor]:
+                              fused: tuple[tf.Tensor, tf.Tensor | None],
+                              dtype: tf.DType = tf.float32) -> tuple[tf.Tensor, tf.Tensor]:
     """The layer output and a rule's denominator f(x, K') + b', both from the forward pass.
 
     When K' is the kernel itself (z and ε rules) the output is the denominator. Otherwise the
@@ -297,4 +308,7 @@ def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
     z = spec.add_bias(spec.forward(x, kernel), bias)
     if fused_kernel is kernel and fused_bias is bias:
         return z, z
+    if dtype != tf.float32:
+        low = spec.forward(tf.cast(x, dtype), tf.cast(fused_kernel, dtype))
+        return z, spec.add_bias(tf.cast(low, tf.float32), fused_bias)
     return z, spec.add_bias(spec.forward(x, fused_kernel), fused_bias)

@@ -52,6 +52,8 @@ class Site:
     #: The rule's denominator Σ_j c_jk + b'_k for the first copy, when the mirrored model
     #: computed it in the forward pass (see ``BasicRule.fused_parameters``).
     denominator: Tensor | None = None
+    #: dtype of the rules' convolutions (float32, or bfloat16 with ``precision="bfloat16"``).
+    compute_dtype: tf.DType = tf.float32
 
 
 class Rule:
@@ -222,10 +224,14 @@ class BasicRule(Rule):
         """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
         (x,) = site.inputs
         scaled = relevance / _tile_batch(self.stabilize(site.denominator), site)
+        dtype = site.compute_dtype
+        low_x = x if dtype == tf.float32 else tf.cast(x, dtype)
+        kernel = site.kernel if dtype == tf.float32 else tf.cast(site.kernel, dtype)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            z = site.forward([x], site.kernel)  # only its backward runs in a tf.function
-        return [x * tape.gradient(z, x, output_gradients=scaled)]
+            tape.watch(low_x)
+            z = site.forward([low_x], kernel)  # only its backward runs in a tf.function
+        grad = tape.gradient(z, low_x, output_gradients=tf.cast(scaled, dtype))
+        return [x * tf.cast(grad, tf.float32)]
 
     def stabilize(self, z: Tensor) -> Tensor:
         """The stabilized denominator (ε·sign(z) added)."""
