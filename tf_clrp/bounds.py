@@ -10,7 +10,8 @@ import numpy as np
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+#: ImageNet mean pixel (B, G, R) that Keras' "caffe" preprocessing subtracts.
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 #: name -> (low, high) as scalars or per-channel arrays, with a description.
 PREPROCESSINGS: dict[str, tuple[object, object, str]] = {
@@ -19,7 +20,7 @@ PREPROCESSINGS: dict[str, tuple[object, object, str]] = {
     "symmetric": (-1.0, 1.0, "x / 127.5 - 1 (Keras 'tf' mode: MobileNet, Inception, Xception)"),
     "torch": ((0.0 - _IMAGENET_MEAN) / _IMAGENET_STD, (1.0 - _IMAGENET_MEAN) / _IMAGENET_STD,
               "(x / 255 - mean) / std, ImageNet mean/std per RGB channel (torchvision)"),
-    "caffe": (-_CAFFE_MEAN_BGR, 255.0 - _CAFFE_MEAN_BGR,
+    "caffe": (-CAFFE_MEAN_BGR, 255.0 - CAFFE_MEAN_BGR,
               "RGB→BGR, minus the ImageNet BGR mean (Keras 'caffe' mode: VGG, ResNet50)"),
     "effnet_lite": ((0.0 - 127.0) / 128.0, (255.0 - 127.0) / 128.0,
                     "(x - 127) / 128 (EfficientNet-Lite, tf_clrp.zoo)"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tf_clrp import layers
@@ -226,8 +225,3 @@ def canonize(graph: Graph, *, strip_output: bool = True, fold_bn: bool = True) -
     if fold_bn:
         graph = fold_batch_norm(graph)
     return graph
-
-
-def is_keras_layer(op: Any) -> bool:
-    """True for Keras layers (as opposed to non-Layer operations such as ``x + y``)."""
-    return isinstance(op, keras.layers.Layer)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from tf_clrp.bounds import CAFFE_MEAN_BGR
+
 #: Image file extensions read from folders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Methods used when ``--methods`` is not given.
@@ -70,7 +72,6 @@ class Preprocessing:
         return input_bounds(self.bounds_name)[1]
 
 
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -87,7 +88,7 @@ PREPROCESSING: dict[str, Preprocessing] = {
     "symmetric": Preprocessing("x / 127.5 - 1 -> [-1, 1] (Keras 'tf' mode)",
                                lambda x: x.astype(np.float32) / 127.5 - 1.0, "symmetric"),
     "caffe": Preprocessing("RGB->BGR, minus ImageNet BGR mean (Keras 'caffe': VGG, ResNet50)",
-                           lambda x: x[..., ::-1].astype(np.float32) - _CAFFE_MEAN_BGR,
+                           lambda x: x[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR,
                            "caffe", rgb_only=True),
     "torch": Preprocessing("(x / 255 - ImageNet mean) / std (torchvision)",
                            lambda x: (x.astype(np.float32) / 255.0 - _TORCH_MEAN) / _TORCH_STD,

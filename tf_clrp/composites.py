@@ -4,12 +4,13 @@ A ``Composite`` maps layer groups (``"dense"``, ``"convolution"``, ``"avg_pool"`
 ``"batch_norm"``, ...) — or a layer's class name, or a layer's own name — to a rule, with an
 optional special rule for the first linear layer(s) after the input. It also says how the
 backward signal crosses elementwise non-linearities (``"pass"`` for LRP, ``"gradient"``,
-``"guided"``, ``"deconvnet"``). Named presets are registered in ``PRESETS``.
+``"guided"``, ``"deconvnet"``). Named presets are the
+functions at the end of this module (``create_analyzer`` exposes them as ``lrp.*`` names).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -176,12 +177,3 @@ def clrp_paper(low: Any = None, high: Any = None) -> Composite:
     """
     return Composite({"dense": rules.ZPlus(), "convolution": rules.ZPlus()},
                      first_layer=rules.ZBox(low, high), name="clrp_paper")
-
-
-PRESETS: dict[str, Callable[..., Composite]] = {
-    "epsilon_plus": epsilon_plus,
-    "epsilon_plus_flat": epsilon_plus_flat,
-    "epsilon_gamma_box": epsilon_gamma_box,
-    "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
-    "clrp_paper": clrp_paper,
-}

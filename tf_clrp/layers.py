@@ -180,13 +180,6 @@ def fused_activation(op: Any) -> str:
     return "linear" if fn is None else activation_name(fn)
 
 
-def apply_activation(name: str, op: Any | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A function applying the named activation (used after splitting it off a layer)."""
-    if op is not None and getattr(op, "activation", None) is not None:
-        return op.activation
-    return keras.activations.get(name)
-
-
 def as_float32(value: Any) -> tf.Tensor:
     """Reads a Keras variable (or array) as a float32 tensor."""
     value = getattr(value, "value", value)
