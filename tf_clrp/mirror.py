@@ -5,9 +5,9 @@ a ``tf.custom_gradient`` op whose backward applies the rule, and elementwise
 non-linearities hand the signal back as the composite says. One ``tape.gradient`` of the
 seeded output then yields relevance (LRP) or a (modified) gradient at the input.
 
-Several seeds share one forward pass: the input is stacked ``replicas`` times along the
-batch axis, each ruled op computes its output on the first copy only and tiles it, and the
-rules' backward runs on all copies at once (see ``rules.BasicRule``).
+Several seeds share one forward pass: rule denominators are computed in the forward, so
+each further ``tape.gradient`` of a persistent tape (one per seed) costs only the rules'
+transposed products.
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
 
 _warned_activations: set[str] = set()
 
-#: Accepted ``precision`` values and the dtype of the rules' extra convolutions.
-PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+#: Accepted ``precision`` values -> (dtype of the rules' denominators, dtype of their
+#: transposed products). Denominators are shared by every seed of a call; transposed
+#: products carry each seed's relevance.
+PRECISIONS = {
+    "float32": (tf.float32, tf.float32),
+    "mixed": (tf.bfloat16, tf.float32),
+    "bfloat16": (tf.bfloat16, tf.bfloat16),
+}
 
 
 def _warn_non_rectifier(name: str, layer: str) -> None:
@@ -80,9 +86,10 @@ class MirroredModel:
     Args:
         graph: A canonical graph (see ``canonizers.canonize``).
         composite: Which rule each layer gets.
-        precision: "float32" (default) or "bfloat16": the dtype of the extra convolutions of
-            rules whose terms read the plain input (their denominators and transposed
-            products); everything else, and every value handed between layers, stays float32.
+        precision: "float32" (default), "mixed" or "bfloat16": the dtype of the extra
+            convolutions of rules whose terms read the plain input — "mixed" runs their
+            denominators in bfloat16 and their transposed products in float32, "bfloat16"
+            both; everything else, and every value handed between layers, stays float32.
     """
 
     def __init__(self, graph: Graph, composite: Composite, precision: str = "float32") -> None:
@@ -90,7 +97,7 @@ class MirroredModel:
             raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")
         self.graph = graph
         self.composite = composite
-        self.compute_dtype = PRECISIONS[precision]
+        self.denominator_dtype, self.compute_dtype = PRECISIONS[precision]
         self.steps = self._plan()
         self.first_rules = [s.rule for s in self.steps if s.is_first and s.rule is not None]
         self.needs_bounds = any(r.needs_bounds for r in self.first_rules)
@@ -162,20 +169,16 @@ class MirroredModel:
         return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
                 tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
 
-    def __call__(self, x: tf.Tensor, replicas: int = 1) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """Runs the mirrored forward.
 
         Args:
-            x: Input batch (float32) of shape ``(replicas * batch, ...)``: ``replicas``
-                identical copies of the batch stacked along axis 0.
-            replicas: Number of stacked copies (each ruled op computes on the first only;
-                the backward runs on all, one seed per copy).
+            x: Input batch (float32).
 
         Returns:
-            The explained output, shape ``(replicas * batch, ...)``.
+            The explained output.
         """
-        first_copy = x if replicas == 1 else x[: tf.shape(x)[0] // replicas]
-        bounds = self.input_bounds(first_copy)
+        bounds = self.input_bounds(x)
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
         low_high: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
         if bounds is not None:
@@ -185,7 +188,7 @@ class MirroredModel:
             inputs = [values[t] for t in node.inputs]
             if step.rule is not None:
                 site_bounds = low_high.get(node.inputs[0]) if step.is_first else None
-                outputs = [self._ruled(step, inputs, replicas, site_bounds)]
+                outputs = [self._ruled(step, inputs, site_bounds)]
             elif node.group == "activation":
                 outputs = [self._activation(node, inputs[0])]
             else:
@@ -219,7 +222,7 @@ class MirroredModel:
 
         return activation(x)
 
-    def _ruled(self, step: Step, inputs: list[tf.Tensor], replicas: int,
+    def _ruled(self, step: Step, inputs: list[tf.Tensor],
                bounds: tuple[tf.Tensor, tf.Tensor] | None) -> tf.Tensor:
         node, rule = step.node, step.rule
         assert rule is not None
@@ -255,38 +258,32 @@ class MirroredModel:
         if isinstance(rule, rules.BasicRule) and kernel is not None and len(inputs) == 1:
             fused = rule.fused_parameters(kernel, bias, nonnegative)
 
-        def first_copy(xs: tuple[tf.Tensor, ...]) -> list[tf.Tensor]:
-            if replicas == 1:
-                return list(xs)
-            return [x[: tf.shape(x)[0] // replicas] for x in xs]
-
-        def tile(z: tf.Tensor) -> tf.Tensor:
-            return z if replicas == 1 else tf.tile(z, [replicas] + [1] * (len(z.shape) - 1))
+        def site(xs: list[tf.Tensor], **extra: Any) -> rules.Site:
+            return rules.Site(
+                inputs=xs, forward=forward, kernel=kernel, bias=bias, add_bias=add_bias,
+                nonnegative=nonnegative, low=low, high=high, name=node.name,
+                compute_dtype=self.compute_dtype, **extra)
 
         @tf.custom_gradient
         def ruled_op(*xs: tf.Tensor) -> tf.Tensor:
-            first = first_copy(xs)
-            denominator = None
-            if fused is None:
-                z = add_bias(forward(first, kernel), bias)
+            if fused is not None:
+                z, denominator = _forward_with_denominator(node, xs[0], kernel, bias, fused,
+                                                           self.denominator_dtype)
             else:
-                z, denominator = _forward_with_denominator(node, first[0], kernel, bias, fused,
-                                                           self.compute_dtype)
-            site_kernel = kernel if fused is None else fused[0]
+                z = add_bias(forward(list(xs), kernel), bias)
+                denominator = (rule.denominator(site(list(xs)))
+                               if isinstance(rule, rules.BasicRule) else None)
 
             def grad(relevance: tf.Tensor, variables: list | None = None) -> Any:
                 # ``variables``: weights a layer reads inside its own call (LayerNorm, ...);
                 # relevance does not flow into them.
-                site = rules.Site(
-                    inputs=list(xs), forward=forward, kernel=site_kernel, bias=bias,
-                    add_bias=add_bias, replicas=replicas, nonnegative=nonnegative,
-                    low=low, high=high, name=node.name, denominator=denominator,
-                    compute_dtype=self.compute_dtype,
-                )
-                result = rule.relevance(site, tf.cast(relevance, tf.float32))
+                result = rule.relevance(
+                    site(list(xs), denominator=denominator, output=z,
+                         fused_kernel=None if fused is None else fused[0]),
+                    tf.cast(relevance, tf.float32))
                 return result if variables is None else (result, [None] * len(variables))
 
-            return tile(z), grad
+            return z, grad
 
         return ruled_op(*inputs)
 
@@ -308,7 +305,7 @@ def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
     z = spec.add_bias(spec.forward(x, kernel), bias)
     if fused_kernel is kernel and fused_bias is bias:
         return z, z
-    if dtype != tf.float32:
+    if rules.product_dtype(dtype, fused_kernel) != tf.float32:
         low = spec.forward(tf.cast(x, dtype), tf.cast(fused_kernel, dtype))
         return z, spec.add_bias(tf.cast(low, tf.float32), fused_bias)
     return z, spec.add_bias(spec.forward(x, fused_kernel), fused_bias)

@@ -27,12 +27,11 @@ class Site:
     """One layer call as seen by a rule.
 
     Attributes:
-        inputs: The layer's inputs, each of shape ``(replicas * batch, ...)``.
+        inputs: The layer's inputs.
         forward: ``forward(inputs, kernel)`` -> the layer's output without bias.
         kernel: The (possibly BatchNorm-folded) kernel, or None for parameter-free layers.
         bias: The bias, or None.
         add_bias: Adds a bias to an output along the channel axis.
-        replicas: How many seed replicas are stacked along the batch axis.
         nonnegative: Per input, True if it is known to be >= 0 (ReLU output, ...).
         low: Lowest possible input values (first layer only), shape of ``inputs[0]``.
         high: Highest possible input values (first layer only).
@@ -44,14 +43,19 @@ class Site:
     kernel: Tensor | None = None
     bias: Tensor | None = None
     add_bias: Callable[[Tensor, Tensor | None], Tensor] = lambda z, b: z if b is None else z + b
-    replicas: int = 1
     nonnegative: tuple[bool, ...] = ()
     low: Tensor | None = None
     high: Tensor | None = None
     name: str = ""
-    #: The rule's denominator Σ_j c_jk + b'_k for the first copy, when the mirrored model
-    #: computed it in the forward pass (see ``BasicRule.fused_parameters``).
+    #: The rule's denominator Σ_j c_jk + b'_k (unstabilized), when the mirrored model computed
+    #: it in the forward pass (``BasicRule.denominator``), so that several backward passes
+    #: over one forward share it.
     denominator: Tensor | None = None
+    #: K' = Σ_t w_t when every term reads the plain input (``BasicRule.fused_parameters``):
+    #: the backward is then one transposed product with K'.
+    fused_kernel: Tensor | None = None
+    #: The layer's own output f(inputs, kernel) + bias, from the forward pass.
+    output: Tensor | None = None
     #: dtype of the rules' convolutions (float32, or bfloat16 with ``precision="bfloat16"``).
     compute_dtype: tf.DType = tf.float32
 
@@ -113,21 +117,15 @@ class Term:
     needs_negative_input: bool = False
 
 
+def product_dtype(dtype: tf.DType, kernel: Tensor) -> tf.DType:
+    """``dtype`` for convolutions; float32 for Dense kernels (2-D), whose matrix products are
+    memory-bound, so casting the kernel costs more than a bfloat16 product saves."""
+    return dtype if len(kernel.shape) > 2 else tf.float32
+
+
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
     return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
-
-
-def _take_batch(t: Tensor, site: Site) -> Tensor:
-    if site.replicas == 1:
-        return t
-    return t[: tf.shape(t)[0] // site.replicas]
-
-
-def _tile_batch(t: Tensor, site: Site) -> Tensor:
-    if site.replicas == 1:
-        return t
-    return tf.tile(t, [site.replicas] + [1] * (len(t.shape) - 1))
 
 
 @dataclass(repr=False)
@@ -148,9 +146,9 @@ class BasicRule(Rule):
 
     def _modified_inputs(self, term: Term, site: Site) -> list[Tensor]:
         if term.inputs == "low":
-            return [_tile_batch(site.low, site)]
+            return [site.low]
         if term.inputs == "high":
-            return [_tile_batch(site.high, site)]
+            return [site.high]
         known = site.nonnegative or (False,) * len(site.inputs)
         return [x if term.inputs is _positive and nonneg else term.inputs(x)
                 for x, nonneg in zip(site.inputs, known)]
@@ -186,28 +184,35 @@ class BasicRule(Rule):
         fused_bias = None if not biases else biases[0] if len(biases) == 1 else tf.add_n(biases)
         return (kernels[0] if len(kernels) == 1 else tf.add_n(kernels)), fused_bias
 
+    def denominator(self, site: Site) -> Tensor:
+        """The unstabilized denominator Σ_t f(m_t(a), w_t) + Σ_t b_t of ``site``."""
+        terms = self._active_terms(site)
+        z = tf.add_n([site.forward(self._modified_inputs(t, site),
+                                   None if site.kernel is None else t.kernel(site.kernel))
+                      for t in terms])
+        for t in terms:
+            z = site.add_bias(z, None if site.bias is None else t.bias(site.bias))
+        return z
+
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        if site.denominator is not None:
+        if site.fused_kernel is not None and site.denominator is not None:
             return self._fused_relevance(site, relevance)
         terms = self._active_terms(site)
         modified = [self._modified_inputs(t, site) for t in terms]
         kernels = [None if site.kernel is None else t.kernel(site.kernel) for t in terms]
-        biases = [None if site.bias is None else t.bias(site.bias) for t in terms]
         flat = [x for xs in modified for x in xs]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(flat)
-            z_full = tf.add_n([site.forward(xs, k) for xs, k in zip(modified, kernels)])
-        if site.replicas == 1:
-            z = z_full
-        else:
-            z = tf.add_n([
-                site.forward([_take_batch(x, site) for x in xs], k)
-                for xs, k in zip(modified, kernels)
-            ])
-        for b in biases:
-            z = site.add_bias(z, b)
-        scaled = relevance / _tile_batch(self.stabilize(z), site)
-        grads = tape.gradient(z_full, flat, output_gradients=scaled)
+            z = tf.add_n([site.forward(xs, k) for xs, k in zip(modified, kernels)])
+        denominator = site.denominator
+        if denominator is None:
+            denominator = z
+            for t in terms:
+                denominator = site.add_bias(
+                    denominator, None if site.bias is None else t.bias(site.bias))
+        scaled = relevance / self.stabilize(denominator)
+        # With a precomputed denominator z's value is unused: graph mode prunes the forward.
+        grads = tape.gradient(z, flat, output_gradients=scaled)
         out: list[Tensor | None] = [None] * len(site.inputs)
         position = 0
         for term, xs in zip(terms, modified):
@@ -223,10 +228,10 @@ class BasicRule(Rule):
     def _fused_relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
         (x,) = site.inputs
-        scaled = relevance / _tile_batch(self.stabilize(site.denominator), site)
-        dtype = site.compute_dtype
+        scaled = relevance / self.stabilize(site.denominator)
+        dtype = product_dtype(site.compute_dtype, site.fused_kernel)
         low_x = x if dtype == tf.float32 else tf.cast(x, dtype)
-        kernel = site.kernel if dtype == tf.float32 else tf.cast(site.kernel, dtype)
+        kernel = site.fused_kernel if dtype == tf.float32 else tf.cast(site.fused_kernel, dtype)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(low_x)
             z = site.forward([low_x], kernel)  # only its backward runs in a tf.function
@@ -380,10 +385,11 @@ class Gamma(Rule):
         self._negative_units = branch(_negative, _positive)
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        first = [_take_batch(x, site) for x in site.inputs]
-        z = site.add_bias(site.forward(first, site.kernel),
-                          site.bias if self.bias else None)
-        z = _tile_batch(z, site)
+        if site.output is not None and (self.bias or site.bias is None):
+            z = site.output
+        else:
+            z = site.add_bias(site.forward(site.inputs, site.kernel),
+                              site.bias if self.bias else None)
         up = relevance * tf.cast(z > 0, relevance.dtype)
         down = relevance * tf.cast(z < 0, relevance.dtype)
         positive = self._positive_units.relevance(site, up)

@@ -138,10 +138,13 @@ class Analyzer:
             or "all" (used when ``analyze`` gets no ``neuron_selection``).
         batch_size: Default chunk size for ``analyze`` (None: the whole batch at once).
         fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
-        precision: "float32" (default) or "bfloat16": run the LRP rules' extra convolutions
-            in bfloat16 (≈ 1.4× faster on CPUs with bf16 units; VGG16 maps within 0.5 % of
-            float32, r > 0.99998). Relevance handed between layers stays float32. CLRP and
-            SGLRP refuse it (their maps are small differences of nearly equal maps).
+        precision: "float32" (default), "mixed" or "bfloat16". "bfloat16" runs the LRP
+            rules' extra convolutions (denominators and transposed products) in bfloat16
+            (≈ 1.4× faster on CPUs with bf16 units; VGG16 maps within 0.5 % of float32,
+            r > 0.99998); "mixed" only the denominators, which every seed shares. Relevance
+            handed between layers stays float32. CLRP and SGLRP accept "float32" and
+            "mixed" (their maps are small differences of nearly equal maps: per-seed
+            bfloat16 products would swamp them).
     """
 
     def __init__(self, model: Any, *, output_index: int | None = None,

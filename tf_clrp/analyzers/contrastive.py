@@ -1,7 +1,8 @@
 """Contrastive LRP (Gu, Yang & Tresp 2018) and softmax-gradient LRP (Iwana et al. 2019).
 
-The target and its *dual virtual class* are two seeds of one mirrored model: the input is
-stacked twice, the forward runs once, and one batched backward yields both maps. For
+The target and its *dual virtual class* are two seeds of one mirrored model: the forward
+(with every rule's denominator) runs once, and two backward passes of one persistent tape
+yield both maps. For
 ``contrast="negated"`` the dual is a virtual output neuron appended to the mirrored model
 (the last linear layer's kernel extended by its negation), never an edit of user weights.
 """
@@ -86,18 +87,20 @@ def _normalize(r: tf.Tensor) -> tf.Tensor:
 
 
 class _TwoSeedAnalyzer(Analyzer):
-    """Target and dual seeds through one forward and one batched backward."""
+    """Target and dual seeds through one forward and two backward passes."""
 
     def __init__(self, model: Any, *, composite: Composite | None = None,
                  rule: Rule | None = None, input_layer_rule: Any = None,
                  layer_rules: dict[str, Rule] | None = None,
                  neuron_selection_unit: str = "unit", use_tf_function: bool = True,
                  **kwargs: Any) -> None:
-        if kwargs.get("precision", "float32") != "float32":
+        if kwargs.get("precision", "float32") == "bfloat16":
             raise ValueError(
-                f"{type(self).__name__} needs precision='float32': its map is the difference of "
-                "two nearly equal normalised maps, and bfloat16's ~0.3 % error per map can exceed "
-                "that difference (measured on VGG16: Pearson r 0.04 against float32)")
+                f"{type(self).__name__} does not accept precision='bfloat16': its map is the "
+                "difference of two nearly equal normalised maps, and bfloat16's ~0.3 % error "
+                "in each seed's products can exceed that difference (measured on VGG16: "
+                "Pearson r 0.04 against float32). Use precision='mixed' (bfloat16 only for "
+                "the denominators both seeds share) or 'float32'")
         super().__init__(model, **kwargs)
         if composite is None:
             composite = (composites.uniform(rule) if rule is not None
@@ -141,18 +144,17 @@ class _TwoSeedAnalyzer(Analyzer):
         return one_hot_selection(y[:, :self.n_real], indices, self.channels)
 
     def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-        stacked = tf.concat([x, x], axis=0)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(stacked)
-            y = self.mirror(stacked, replicas=2)
+        """Both seeds' relevance, stacked: one forward, two backward passes sharing it."""
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+            tape.watch(x)
+            y = self.mirror(x)
             y = tf.reshape(y, (tf.shape(y)[0], -1))
-        first = tf.stop_gradient(y[: tf.shape(x)[0]])
-        pad = tf.zeros_like(first[:, self.n_real:])
-        target_seed = tf.concat([self._target_seed(first, target), pad], axis=1)
-        dual_seed = self._dual_seed(first, target, contrast)
-        relevance = tape.gradient(y, stacked,
-                                  output_gradients=tf.concat([target_seed, dual_seed], axis=0))
-        return tf.reshape(relevance, tf.concat([[2], tf.shape(x)], axis=0))
+        logits = tf.stop_gradient(y)
+        pad = tf.zeros_like(logits[:, self.n_real:])
+        target_seed = tf.concat([self._target_seed(logits, target), pad], axis=1)
+        dual_seed = self._dual_seed(logits, target, contrast)
+        return tf.stack([tape.gradient(y, x, output_gradients=target_seed),
+                         tape.gradient(y, x, output_gradients=dual_seed)])
 
     # ------------------------------------------------------------------ public
     def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
