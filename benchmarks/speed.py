@@ -44,8 +44,8 @@ import tensorflow as tf  # noqa: E402
 
 import tf_clrp  # noqa: E402
 
-DEFAULT_METHODS = ("gradient", "lrp.z_plus", "lrp.epsilon_plus", "lrp.sequential_preset_a",
-                   "clrp", "sglrp")
+DEFAULT_METHODS = ("gradient", "lrp.z_plus", "lrp.z_plus@mixed", "lrp.z_plus@bfloat16",
+                   "lrp.epsilon_plus", "lrp.sequential_preset_a", "clrp", "clrp@mixed", "sglrp")
 TARGET_CLASS = 1
 
 
@@ -127,7 +127,7 @@ def main() -> None:
                         help="seconds of timed runs per measurement before stopping early")
     parser.add_argument("--threads", type=int, default=THREADS, help="TF intra-op threads")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="analyzer names; NAME@bfloat16 uses precision='bfloat16'")
+                        help="analyzer names; NAME@PRECISION (mixed, bfloat16) sets precision=")
     parser.add_argument("--json", default=None, help="write the records to this JSON file")
     args = parser.parse_args()
 

@@ -12,12 +12,9 @@ Variants (each best-of-N after warm-up, same process, same input):
 * ``tf_clrp gradient``, ``lrp.epsilon`` (the rule's denominator is the layer output: no
   extra convolution), ``lrp.z_plus`` and ``clrp`` as shipped;
 * ``... [unfused]``: the same with ``BasicRule.fused_parameters`` patched to return None,
-  so denominators are recomputed in the backward pass instead of by one forward call with
-  [kernel, modified kernel] concatenated;
-* ``... [dense unfused]``: only Dense layers unfused (no concatenated Dense kernel copy);
-* ``clrp [2 backward passes]``: CLRP's two seeds through one forward on the batch and two
-  ``tape.gradient`` calls of a persistent tape, instead of the shipped stacked-replica
-  forward (``replicas=2``) with one backward on the doubled batch;
+  so every rule takes the general per-term path (its denominator still comes from the
+  forward pass) instead of one transposed product with the summed kernel K';
+* ``... [dense unfused]``: only Dense layers unfused;
 * ``lrp.z_plus [XLA]``: the explain step compiled with ``jit_compile=True``;
 * ``conv fwd`` / ``conv bwd-input`` of one mid-size VGG layer: raw op cost ratio (and the
   same conv in bfloat16, the hardware has AVX512_BF16);
@@ -83,33 +80,6 @@ def fused_parameters_patched(mode: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def two_pass_clrp() -> Iterator[None]:
-    """CLRP/SGLRP: one forward on the batch, one backward per seed (persistent tape)."""
-    from tf_clrp.analyzers.contrastive import _TwoSeedAnalyzer
-
-    original = _TwoSeedAnalyzer._backward
-
-    def backward(self: Any, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor
-                 ) -> tf.Tensor:
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            y = self.mirror(x)
-            y = tf.reshape(y, (tf.shape(y)[0], -1))
-        first = tf.stop_gradient(y)
-        pad = tf.zeros_like(first[:, self.n_real:])
-        target_seed = tf.concat([self._target_seed(first, target), pad], axis=1)
-        dual_seed = self._dual_seed(first, target, contrast)
-        return tf.stack([tape.gradient(y, x, output_gradients=target_seed),
-                         tape.gradient(y, x, output_gradients=dual_seed)])
-
-    _TwoSeedAnalyzer._backward = backward  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        _TwoSeedAnalyzer._backward = original  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
 def xla_compiled() -> Iterator[None]:
     """Propagation's explain step compiled by XLA (``jit_compile=True``)."""
     from tf_clrp.analyzers.propagation import Propagation
@@ -129,8 +99,6 @@ def xla_compiled() -> Iterator[None]:
 def _patch(patch: str | None) -> contextlib.AbstractContextManager[None]:
     if patch in ("all", "dense"):
         return fused_parameters_patched(patch)
-    if patch == "two_pass":
-        return two_pass_clrp()
     if patch == "xla":
         return xla_compiled()
     return contextlib.nullcontext()
@@ -235,7 +203,6 @@ def run(model_name: str, batch: int, size: int, repeats: int,
     for name in ("lrp.z_plus", "clrp"):
         add(f"{name} [unfused]", _analyzer_fn(name, model, x, "all"))
         add(f"{name} [dense unfused]", _analyzer_fn(name, model, x, "dense"))
-    add("clrp [2 backward passes]", _analyzer_fn("clrp", model, x, "two_pass"))
     add("lrp.z_plus [XLA]", _analyzer_fn("lrp.z_plus", model, x, "xla"))
     ops = conv_ops(batch, size, repeats)
     for name, timing in ops:  # ratios to the plain conv
