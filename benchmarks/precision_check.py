@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--photos", action="store_true", help="bundled photos, not noise")
     parser.add_argument("--methods", default="lrp.z_plus@bfloat16,lrp.z_plus@mixed,"
                         "lrp.epsilon_plus@bfloat16,lrp.sequential_preset_a@bfloat16,"
-                        "clrp@mixed,sglrp@mixed")
+                        "clrp@mixed,clrp@bfloat16,sglrp@mixed,sglrp@bfloat16")
     args = parser.parse_args()
     model, x = _model_and_input(args.model, args.batch, args.photos)
     print(f"model={args.model} batch={len(x)} input={'photos' if args.photos else 'noise'}")

@@ -45,7 +45,8 @@ import tensorflow as tf  # noqa: E402
 import tf_clrp  # noqa: E402
 
 DEFAULT_METHODS = ("gradient", "lrp.z_plus", "lrp.z_plus@mixed", "lrp.z_plus@bfloat16",
-                   "lrp.epsilon_plus", "lrp.sequential_preset_a", "clrp", "clrp@mixed", "sglrp")
+                   "lrp.epsilon_plus", "lrp.sequential_preset_a", "clrp", "clrp@mixed",
+                   "clrp@bfloat16", "sglrp", "sglrp@bfloat16")
 TARGET_CLASS = 1
 
 

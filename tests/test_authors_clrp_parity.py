@@ -183,3 +183,20 @@ def test_clrp_parts_match_authors(
     difference = normalised(refs["lrp"]) - normalised(dual)
     assert_maps_match(parts.difference, difference, f"{what}/difference")
     assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive")
+
+
+@pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
+@pytest.mark.parametrize("kind", list(CONTRASTS))
+def test_reduced_precision_clrp_still_matches_authors(
+    tfc: ModuleType, refs: dict[str, np.ndarray], model: keras.Model, kind: str,
+    precision: str
+) -> None:
+    """bfloat16 denominators/products (contrast basis) stay within the parity bound."""
+    analyzer = tfc.create_analyzer(
+        "clrp", model, contrast=CONTRASTS[kind], input_layer_rule=_bounds(refs),
+        precision=precision)
+    targets = [int(j) for j in refs["targets"]]
+    parts = analyzer.analyze(refs["x"], neuron_selection=targets, return_parts=True)
+    what = f"clrp/{CONTRASTS[kind]}@{precision}"
+    assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive")
+    assert_maps_match(parts.dual, refs[f"dual_{kind}"], f"{what}/dual")

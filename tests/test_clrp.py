@@ -56,8 +56,28 @@ def test_clrp_is_nonnegative_and_parts_conserve_their_seed(model, x, contrast) -
     np.testing.assert_allclose(dual_sum, expected_dual, rtol=1e-3, atol=1e-6)
 
 
-def test_contrast_with_the_target_itself_is_all_zero(model, x) -> None:
-    analyzer = tf_clrp.create_analyzer("clrp", model, contrast=2)
+@pytest.mark.parametrize("contrast", ["others", "negated", [3, 0, 2, 4]])
+def test_bfloat16_passes_in_the_contrast_basis_keep_every_part_close(model, x, contrast
+                                                                     ) -> None:
+    """Reduced precision runs the passes for v = s_t/m_t − s_d/m_d and s_t, and rebuilds the
+    dual: every part must still match float32 (the dual within bfloat16 error of its own
+    scale, the contrast within bfloat16 error of *its* scale)."""
+    exact = tf_clrp.create_analyzer("clrp", model).analyze(
+        x, neuron_selection=1, contrast=contrast, return_parts=True)
+    for precision in ("mixed", "bfloat16"):
+        low = tf_clrp.create_analyzer("clrp", model, precision=precision).analyze(
+            x, neuron_selection=1, contrast=contrast, return_parts=True)
+        for part in ("target", "dual", "difference"):
+            a, b = getattr(exact, part), getattr(low, part)
+            scale = np.abs(a).reshape(4, -1).max(axis=1) + 1e-12
+            err = np.abs(a - b).reshape(4, -1).max(axis=1) / scale
+            assert err.max() < 2e-2, (precision, part, err)
+        np.testing.assert_allclose(low.contrastive, np.maximum(low.difference, 0))
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_contrast_with_the_target_itself_is_all_zero(model, x, precision) -> None:
+    analyzer = tf_clrp.create_analyzer("clrp", model, contrast=2, precision=precision)
     assert np.abs(analyzer.analyze(x, neuron_selection=2)).max() == 0.0
 
 
