@@ -410,10 +410,12 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
         out.append((text, f"{value:.2f}×", value <= need if at_most else value >= need))
 
     zp_bf, cl_mx = _find(records, seg, "lrp.z_plus@bfloat16"), _find(records, seg, "clrp@mixed")
+    cl_bf = _find(records, seg, "clrp@bfloat16")
     for text, r, need in (("lrp.z_plus ≤ 3.0× Keras forward", zp, 3.0),
                           ("(same, precision='bfloat16')", zp_bf, 3.0),
                           ("clrp (both maps) ≤ 4.0× Keras forward", cl, 4.0),
-                          ("(same, precision='mixed')", cl_mx, 4.0)):
+                          ("(same, precision='mixed')", cl_mx, 4.0),
+                          ("(same, precision='bfloat16')", cl_bf, 4.0)):
         out.append((text, "–", None) if r is None else
                    (text, f"{r['ratio_to_forward']:.2f}×", r["ratio_to_forward"] <= need))
     ratio("lrp.sequential_preset_a ≥ 1.5× faster than iNNvestigate's", inn, pa, 1.5)
@@ -421,6 +423,7 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
     ratio("clrp ≥ 10× faster per image than the authors' code (tf_clrp batch 8)", aut, cl, 10.0)
     ratio("(same, tf_clrp at batch 1 as well)", aut, cl1, 10.0)
     ratio("(same, precision='mixed', batch 8)", aut, cl_mx, 10.0)
+    ratio("(same, precision='bfloat16', batch 8)", aut, cl_bf, 10.0)
     return out
 
 

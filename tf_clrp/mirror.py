@@ -257,18 +257,21 @@ class MirroredModel:
         fused = None
         if isinstance(rule, rules.BasicRule) and kernel is not None and len(inputs) == 1:
             fused = rule.fused_parameters(kernel, bias, nonnegative)
+        reduced = _reduced_precision_pays(node)
+        denominator_dtype = self.denominator_dtype if reduced else tf.float32
+        product_dtype = self.compute_dtype if reduced else tf.float32
 
         def site(xs: list[tf.Tensor], **extra: Any) -> rules.Site:
             return rules.Site(
                 inputs=xs, forward=forward, kernel=kernel, bias=bias, add_bias=add_bias,
                 nonnegative=nonnegative, low=low, high=high, name=node.name,
-                compute_dtype=self.compute_dtype, **extra)
+                compute_dtype=product_dtype, **extra)
 
         @tf.custom_gradient
         def ruled_op(*xs: tf.Tensor) -> tf.Tensor:
             if fused is not None:
                 z, denominator = _forward_with_denominator(node, xs[0], kernel, bias, fused,
-                                                           self.denominator_dtype)
+                                                           denominator_dtype)
             else:
                 z = add_bias(forward(list(xs), kernel), bias)
                 denominator = (rule.denominator(site(list(xs)))
@@ -288,6 +291,16 @@ class MirroredModel:
         return ruled_op(*inputs)
 
 
+def _reduced_precision_pays(node: Node) -> bool:
+    """Whether bfloat16 speeds up this layer's rule convolutions: full convolutions only.
+    Dense products are memory-bound (casting the kernel costs more than it saves) and
+    depthwise convolutions have no fast bfloat16 kernel on CPU (measured slower on
+    EfficientNet-Lite0)."""
+    spec = node.linear
+    return (spec is not None and spec.depthwise_multiplier is None
+            and node.group != "dense")
+
+
 def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
                               bias: tf.Tensor | None,
                               fused: tuple[tf.Tensor, tf.Tensor | None],
@@ -305,7 +318,7 @@ def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
     z = spec.add_bias(spec.forward(x, kernel), bias)
     if fused_kernel is kernel and fused_bias is bias:
         return z, z
-    if rules.product_dtype(dtype, fused_kernel) != tf.float32:
+    if dtype != tf.float32:
         low = spec.forward(tf.cast(x, dtype), tf.cast(fused_kernel, dtype))
         return z, spec.add_bias(tf.cast(low, tf.float32), fused_bias)
     return z, spec.add_bias(spec.forward(x, fused_kernel), fused_bias)

@@ -117,12 +117,6 @@ class Term:
     needs_negative_input: bool = False
 
 
-def product_dtype(dtype: tf.DType, kernel: Tensor) -> tf.DType:
-    """``dtype`` for convolutions; float32 for Dense kernels (2-D), whose matrix products are
-    memory-bound, so casting the kernel costs more than a bfloat16 product saves."""
-    return dtype if len(kernel.shape) > 2 else tf.float32
-
-
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
     return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
@@ -229,7 +223,7 @@ class BasicRule(Rule):
         """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
         (x,) = site.inputs
         scaled = relevance / self.stabilize(site.denominator)
-        dtype = product_dtype(site.compute_dtype, site.fused_kernel)
+        dtype = site.compute_dtype
         low_x = x if dtype == tf.float32 else tf.cast(x, dtype)
         kernel = site.fused_kernel if dtype == tf.float32 else tf.cast(site.fused_kernel, dtype)
         with tf.GradientTape(watch_accessed_variables=False) as tape:

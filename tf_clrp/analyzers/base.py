@@ -141,10 +141,9 @@ class Analyzer:
         precision: "float32" (default), "mixed" or "bfloat16". "bfloat16" runs the LRP
             rules' extra convolutions (denominators and transposed products) in bfloat16
             (≈ 1.4× faster on CPUs with bf16 units; VGG16 maps within 0.5 % of float32,
-            r > 0.99998); "mixed" only the denominators, which every seed shares. Relevance
-            handed between layers stays float32. CLRP and SGLRP accept "float32" and
-            "mixed" (their maps are small differences of nearly equal maps: per-seed
-            bfloat16 products would swamp them).
+            r > 0.99998); "mixed" only the denominators. Dense layers and the relevance
+            handed between layers stay float32. CLRP and SGLRP run their two passes in a
+            contrast basis then (see ``CLRP``), keeping r > 0.9999 against float32.
     """
 
     def __init__(self, model: Any, *, output_index: int | None = None,

@@ -264,7 +264,9 @@ class CLRP(_TwoSeedAnalyzer):
         rule: One rule for every linear layer instead of the paper's.
         layer_rules: Per-layer (name or class) rule overrides.
         neuron_selection_unit: "unit" (flat index) or "channel" (hidden conv channels).
-        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, ...).
+        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, precision...).
+            With ``precision`` "mixed" or "bfloat16" the backward passes run for the contrast
+            seed and the target seed, and the dual is rebuilt by linearity (docs/clrp.md).
     """
 
     def __init__(self, model: Any, contrast: Any = "others", **kwargs: Any) -> None:
