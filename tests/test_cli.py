@@ -100,6 +100,25 @@ def test_explain_writes_png_and_npz(workspace, tmp_path, capsys) -> None:
     np.testing.assert_array_equal(np.load(out / "im0.npz")["classes"], [3, 4])
 
 
+def test_explain_precision_option(workspace, tmp_path) -> None:
+    maps = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert cli.main(["explain", str(workspace / "tiny.keras"),
+                         str(workspace / "images" / "im0.png"), "--methods",
+                         "clrp,lrp.z_plus,occlusion", "--classes", "1", "--out", str(out),
+                         "-q", "--precision", precision]) == 0
+        maps[precision] = np.load(out / "im0.npz")
+    for method in ("clrp", "lrp.z_plus"):
+        exact, low = maps["float32"][method], maps["bfloat16"][method]
+        assert np.abs(exact - low).max() <= 5e-2 * np.abs(exact).max()
+    model = keras.models.load_model(workspace / "tiny.keras")
+    assert cli._create("clrp", model, None, False, "bfloat16").precision == "bfloat16"
+    assert cli._create("occlusion", model, None, False, "bfloat16") is not None  # no option
+    assert cli.main(["explain", str(workspace / "tiny.keras"),
+                     str(workspace / "images" / "im0.png"), "--precision", "fp8"]) == 2
+
+
 def test_explain_folder_and_duplicate_names(workspace, tmp_path) -> None:
     other = tmp_path / "other"
     other.mkdir()
