@@ -435,9 +435,10 @@ DISTRIBUTED = textwrap.dedent("""
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
     report = {{"replicas": strategy.num_replicas_in_sync, "errors": {{}}}}
     cases = [("lrp.z_plus", {{}}, {{}}), ("clrp", {{}}, {{"return_parts": True}}),
+             ("clrp@bfloat16", {{"precision": "bfloat16"}}, {{"return_parts": True}}),
              ("integrated_gradients", {{"steps": 3}}, {{}})]
     for name, options, kwargs in cases:
-        analyzer = tf_clrp.create_analyzer(name, model, **options)
+        analyzer = tf_clrp.create_analyzer(name.split("@")[0], model, **options)
         single = explain_dataset(analyzer, ds, os.path.join(out, name + "-1"), shard_size=8,
                                  batch_size=7, neuron_selection="labels", progress=False,
                                  analyze_kwargs=kwargs).concatenate()
