@@ -10,7 +10,8 @@ Variants (each best-of-N after warm-up, same process, same input):
 * ``keras forward`` / ``keras input-gradient``: ``model(x)`` and ``tape.gradient`` of the
   selected logit w.r.t. x on the plain Keras model (the cost floor of any backward method);
 * ``tf_clrp gradient``, ``lrp.epsilon`` (the rule's denominator is the layer output: no
-  extra convolution), ``lrp.z_plus`` and ``clrp`` as shipped;
+  extra convolution), ``lrp.z_plus`` and ``clrp`` as shipped, and ``NAME@PRECISION`` rows with
+  ``precision="mixed"`` / ``"bfloat16"``;
 * ``... [unfused]``: the same with ``BasicRule.fused_parameters`` patched to return None,
   so every rule takes the general per-term path (its denominator still comes from the
   forward pass) instead of one transposed product with the summed kernel K';
@@ -108,8 +109,9 @@ def _analyzer_fn(name: str, model: keras.Model, x: np.ndarray,
                  patch: str | None) -> Callable[[], Any]:
     """Creates the analyzer (under the patch: the mirror is planned at creation, the
     kernels at tracing, so the warm-up call is made under the patch as well)."""
+    name, _, precision = name.partition("@")
     with _patch(patch):
-        analyzer = tf_clrp.create_analyzer(name, model)
+        analyzer = tf_clrp.create_analyzer(name, model, precision=precision or "float32")
         analyzer.analyze(x[:1], neuron_selection=TARGET_CLASS)  # traces under the patch
     return lambda: analyzer.analyze(x, neuron_selection=TARGET_CLASS)
 
@@ -198,7 +200,8 @@ def run(model_name: str, batch: int, size: int, repeats: int,
         print_records(rec[-1:])
 
     add("keras input-gradient", lambda: input_gradient(xt).numpy())
-    for name in ("gradient", "lrp.epsilon", "lrp.z_plus", "clrp"):
+    for name in ("gradient", "lrp.epsilon", "lrp.z_plus", "lrp.z_plus@bfloat16", "clrp",
+                 "clrp@mixed", "clrp@bfloat16"):
         add(name, _analyzer_fn(name, model, x, None))
     for name in ("lrp.z_plus", "clrp"):
         add(f"{name} [unfused]", _analyzer_fn(name, model, x, "all"))
@@ -228,7 +231,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=THREADS)
-    parser.add_argument("--trace", default="forward,lrp.z_plus,clrp",
+    parser.add_argument("--trace", default="forward,lrp.z_plus,clrp,clrp@bfloat16",
                         help="methods to run once under tf.profiler ('' for none)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
