@@ -164,6 +164,11 @@ class _TwoSeedAnalyzer(Analyzer):
         if self.precision == "float32":
             return tf.stack([tape.gradient(y, x, output_gradients=target_seed),
                              tape.gradient(y, x, output_gradients=dual_seed)])
+        return self._parts_in_contrast_basis(tape, y, x, target_seed, dual_seed)
+
+    def _parts_in_contrast_basis(self, tape: tf.GradientTape, y: tf.Tensor, x: tf.Tensor,
+                                 target_seed: tf.Tensor, dual_seed: tf.Tensor) -> tf.Tensor:
+        """Target and dual maps from passes for v = s_t/m_t − s_d/m_d and s_t (stacked)."""
         target_mass = tf.reduce_sum(target_seed, axis=1, keepdims=True)
         dual_mass = tf.reduce_sum(dual_seed, axis=1, keepdims=True)
         contrast_seed = (tf.math.divide_no_nan(target_seed, target_mass)
