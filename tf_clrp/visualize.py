@@ -682,8 +682,12 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
         column_titles: Optional labels of the method columns (default: the mapping's keys).
         title: Optional line at the top.
         cell: Side of one cell in pixels.
-        overlay_alpha, reduce, signed, cmap, percentile, backend: As in
-            :func:`comparison_grid`.
+        overlay_alpha: None: plain heatmaps; a float: heatmaps blended over the image.
+        reduce: Channel reduction of the maps.
+        signed: Diverging (True) / sequential (False) colormap; None: per column.
+        cmap: Colormap name (None: "bwr" for signed maps, "hot" otherwise).
+        percentile: Percentile of |R| that gets full colour (per map).
+        backend: "matplotlib" or "opencv" colormaps.
 
     Returns:
         uint8 array (H, W, 3) with W = (1 + methods) * (cell + 4) + 4 and
