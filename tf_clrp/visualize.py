@@ -473,7 +473,8 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         column_titles: Optional labels of the method columns (default: the mapping's keys).
         overlay_alpha: None: plain heatmaps; a float: heatmaps blended over the image.
         reduce: Channel reduction of the maps.
-        signed: Diverging (True) / sequential (False) colormap; None: per map.
+        signed: Diverging (True) / sequential (False) colormap; None: per column (diverging
+            if any map of the column is signed).
         cmap: Colormap name (None: "bwr" for signed maps, "hot" otherwise).
         percentile: Percentile of |R| that gets full colour (per map).
         backend: "matplotlib" or "opencv" colormaps.
@@ -682,12 +683,12 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
         column_titles: Optional labels of the method columns (default: the mapping's keys).
         title: Optional line at the top.
         cell: Side of one cell in pixels.
-        overlay_alpha: None: plain heatmaps; a float: heatmaps blended over the image.
-        reduce: Channel reduction of the maps.
-        signed: Diverging (True) / sequential (False) colormap; None: per column.
-        cmap: Colormap name (None: "bwr" for signed maps, "hot" otherwise).
-        percentile: Percentile of |R| that gets full colour (per map).
-        backend: "matplotlib" or "opencv" colormaps.
+        overlay_alpha: As in :func:`comparison_grid`.
+        reduce: As in :func:`comparison_grid`.
+        signed: As in :func:`comparison_grid`.
+        cmap: As in :func:`comparison_grid`.
+        percentile: As in :func:`comparison_grid`.
+        backend: As in :func:`comparison_grid`.
 
     Returns:
         uint8 array (H, W, 3) with W = (1 + methods) * (cell + 4) + 4 and
