@@ -6,7 +6,9 @@ class, then explains a cat+coffee mosaic for both classes (CLRP is class-discrim
 each class's map sits on its own tile) and writes ``quickstart.png``.
 
 Usage:
-    python examples/quickstart.py [--out quickstart.png]
+    python examples/quickstart.py [--out quickstart.png] [--force] [--fast]
+
+``--fast`` (used by the tests) explains the mosaic only, with CLRP and the gradient.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="quickstart.png")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
+    parser.add_argument("--fast", action="store_true",
+                        help="explain the mosaic only, with CLRP and the gradient (for tests)")
     args = parser.parse_args()
 
     model = efficientnet_lite0()  # Keras 3 functional model, outputs logits
@@ -46,6 +50,9 @@ def main() -> None:
     mosaic, _ = make_mosaic([photos[0], photos[1], photos[1], photos[0]], grid=(2, 2), tile=112)
     inputs = np.concatenate([x, np.repeat(preprocess_input(mosaic[None]), 2, axis=0)])
     targets = classes + classes
+    shown, titles = [*photos, mosaic, mosaic], ["chelsea", "coffee", "mosaic", "mosaic"]
+    if args.fast:
+        inputs, targets, shown, titles = inputs[2:], targets[2:], shown[2:], titles[2:]
 
     # use_tf_function=False: one-off explanations are faster without tracing a graph.
     options = {"input_layer_rule": PREPROCESSING_BOUNDS, "use_tf_function": False}
@@ -54,6 +61,8 @@ def main() -> None:
         "lrp.epsilon_plus": tf_clrp.create_analyzer("lrp.epsilon_plus", model, **options),
         "clrp": tf_clrp.create_analyzer("clrp", model, **options),
     }
+    if args.fast:
+        del maps["lrp.epsilon_plus"]
     maps = {name: an.analyze(inputs, neuron_selection=targets) for name, an in maps.items()}
 
     # CLRP's parts: relevance of the target, of its dual (all other classes) and the clipped
@@ -65,8 +74,7 @@ def main() -> None:
 
     names = [imagenet_class_names(short=True)[c] for c in classes]
     fig = visualize.comparison_grid(
-        [*photos, mosaic, mosaic], maps, titles=["chelsea", "coffee", "mosaic", "mosaic"],
-        class_names=names + names, show_sums=True)
+        shown, maps, titles=titles, class_names=(names + names)[-len(titles):], show_sums=True)
     print("wrote", visualize.save_png(fig, args.out, overwrite=args.force))
 
 

@@ -8,7 +8,9 @@ installed: ``tensorboard --logdir tf_clrp_callback_logs``). Early grids are nois
 model has learnt the task, the LRP/CLRP relevance sits on the shape's outline.
 
 Usage:
-    python examples/training_callback.py [--epochs 6] [--log-dir tf_clrp_callback_logs]
+    python examples/training_callback.py [--epochs 6] [--log-dir tf_clrp_callback_logs] [--fast]
+
+``--fast`` (used by the tests) trains one epoch on 256 images.
 """
 
 from __future__ import annotations
@@ -65,23 +67,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--log-dir", default="tf_clrp_callback_logs")
+    parser.add_argument("--fast", action="store_true",
+                        help="one epoch on 256 images (for tests)")
     args = parser.parse_args()
+    epochs = 1 if args.fast else args.epochs
 
     keras.utils.set_random_seed(0)  # the training's own seed; the callback draws no RNG
-    x_train, y_train = make_shapes(1200, seed=0)
+    x_train, y_train = make_shapes(256 if args.fast else 1200, seed=0)
     x_val, y_val = make_shapes(200, seed=1)
     model = build_model()
     callback = HeatmapCallback(
         x_val[:4],                       # fixed samples, in the model's input space
         classes=None,                    # explain the model's current prediction
+        labels=y_val[:4],                # and show the true class next to it
         methods=["gradient", "lrp.epsilon_plus", "clrp"],
         log_dir=args.log_dir,
         every_n_epochs=1,
         tensorboard="auto",
         class_names=CLASSES,
+        use_tf_function=not args.fast,   # one event: eager beats tracing a graph
         verbose=1,
     )
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=32,
+    model.fit(x_train, y_train, epochs=epochs, batch_size=32,
               validation_data=(x_val, y_val), callbacks=[callback], verbose=2)
     for epoch, _batch, seconds in callback.timings:
         print(f"epoch {epoch}: explained and saved in {seconds:.2f} s")

@@ -57,8 +57,9 @@ def test_writes_grids_and_tensorboard(tmp_path) -> None:
     files = sorted(os.path.basename(p) for p in glob.glob(str(log_dir / "*.png")))
     assert files == ["heatmaps_epoch0001.png", "heatmaps_epoch0002.png"]
     grid = cv2.imread(str(log_dir / "heatmaps_epoch0002.png"))
-    # grid_image layout: title 20 + header 18 + 2 rows of (128 + 16 + 4); 3 columns of 132 + 4
-    assert grid.shape == (20 + 18 + 2 * 148, 3 * 132 + 4, 3)
+    # grid_image layout: title 20 + header 18 + 2 rows of (128 + 16 + 4) + scale footer 44;
+    # 3 columns of 132 + 4
+    assert grid.shape == (20 + 18 + 2 * 148 + 44, 3 * 132 + 4, 3)
     assert len(cb.timings) == 2 and all(t > 0 for *_, t in cb.timings)
     assert cb.failed == {}
     if cbmod.tensorboard_available():
@@ -186,3 +187,70 @@ def test_argument_validation(monkeypatch) -> None:
     labels = [m[0] for m in HeatmapCallback(x, methods=["clrp", "clrp"]).methods]
     assert labels == ["clrp", "clrp #2"]
     assert HeatmapCallback(x, methods="gradient").methods == [("gradient", "gradient", {})]
+
+
+def test_notice_when_tensorboard_is_missing(monkeypatch, tmp_path) -> None:
+    x = np.zeros((2, *SHAPE), np.float32)
+    monkeypatch.setattr(cbmod, "tensorboard_available", lambda: False)
+    with pytest.warns(UserWarning, match="not installed.*pip install tensorboard") as record:
+        HeatmapCallback(x, tensorboard="auto", log_dir=tmp_path)
+    assert len(record) == 1 and str(tmp_path) in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HeatmapCallback(x, tensorboard=False)  # asked for no TensorBoard: no notice
+    monkeypatch.setattr(cbmod, "tensorboard_available", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert HeatmapCallback(x, tensorboard="auto").use_tensorboard is True
+
+
+def test_rows_show_true_and_explained_class_and_titles_are_whole(monkeypatch, tmp_path) -> None:
+    x, _ = _data()
+    seen = {}
+    original = cbmod.visualize.grid_image
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        grid = original(*args, **kwargs)
+        seen["grid"] = grid
+        return grid
+
+    monkeypatch.setattr(cbmod.visualize, "grid_image", recording)
+    cb = HeatmapCallback(x[:2], classes=[2, 0], labels=[1, 0],
+                         methods=[("lrp.epsilon", {"epsilon": 0.01})], log_dir=tmp_path,
+                         tensorboard=False, class_names=["a", "b", "c"], use_tf_function=False)
+    cb.set_model(_model())
+    cb.on_epoch_end(0)
+    assert seen["row_labels"] == ["sample 0: true b (1), explains c (2)",
+                                  "sample 1: true a (0), explains a (0)"]
+    lines = cbmod.visualize.wrap_text("lrp.epsilon(epsilon=0.01)", 128)
+    assert "".join(lines) == "lrp.epsilon(epsilon=0.01)" and len(lines) == 2
+    # the header grows by one line for the wrapped title instead of cutting it
+    assert seen["grid"].shape[0] == 20 + (4 + 14 * 2) + 2 * (128 + 16 + 4) + 44
+    with pytest.raises(ValueError, match="got 3 labels for 2 images"):
+        HeatmapCallback(x[:2], labels=[0, 1, 2], tensorboard=False)
+
+
+def test_small_inputs_are_upscaled_for_tensorboard(monkeypatch, tmp_path) -> None:
+    import tensorflow as tf
+
+    written = {}
+
+    def fake_image(tag, data, step, max_outputs=3):
+        written[tag] = np.asarray(data)
+
+    monkeypatch.setattr(tf.summary, "image", fake_image, raising=False)
+    x, _ = _data()
+    cb = HeatmapCallback(x[:2], methods=["gradient"], log_dir=tmp_path, tensorboard=False,
+                         use_tf_function=False)
+    cb.use_tensorboard = True  # the summaries path without the tensorboard package
+    cb.set_model(_model())
+    cb.on_epoch_end(0)
+    cb.on_train_end()
+    pictures = written["epoch/gradient"]
+    assert pictures.shape == (2, 130, 130, 3)  # 10 px × ceil(128 / 10)
+    blocks = pictures.reshape(2, 10, 13, 10, 13, 3)
+    assert (blocks == blocks[:, :, :1, :, :1]).all()  # nearest neighbour: 13×13 blocks
+    assert written["epoch/grid"].shape[1:3] == cv2.imread(cb.written[0]).shape[:2]
+    assert cbmod.upscale_nearest(np.zeros((1, 200, 300, 3), np.uint8), 128).shape == (
+        1, 200, 300, 3)

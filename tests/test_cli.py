@@ -229,7 +229,7 @@ def test_demo_pipeline_with_a_small_model(monkeypatch, tmp_path, capsys) -> None
     assert cli.main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert str(out / "comparison.png") in printed
-    assert sorted(os.listdir(out)) == ["comparison.png", "report.txt"]
+    assert sorted(os.listdir(out)) == ["comparison.png", "demo_mosaic.png", "report.txt"]
     report = (out / "report.txt").read_text()
     for text in ("Top-5 predictions", "chelsea", "mosaic", "clrp", "Pointing Game", "total"):
         assert text in report

@@ -161,7 +161,7 @@ def test_comparison_grid_layout() -> None:
     fig = vis.comparison_grid(images, maps, titles=["a", "b", "c"],
                               class_names=["cat", "dog", "cup"], show_sums=True,
                               overlay_alpha=0.5, suptitle="t")
-    axes = fig.get_axes()
+    axes = [ax for ax in fig.get_axes() if ax.images]  # the cells, not the colour bars
     assert len(axes) == 3 * 3
     assert axes[1].get_title() == "gradient" and axes[2].get_title() == "clrp"
     assert axes[0].get_title() == "a\n→ cat"
@@ -178,14 +178,14 @@ def test_comparison_grid_errors() -> None:
     with pytest.raises(TypeError, match="mapping"):
         vis.comparison_grid(images, [np.zeros((2, 8, 8))])
     one = vis.comparison_grid(np.zeros((8, 8, 3)), {"x": np.zeros((1, 8, 8))})  # single image
-    assert len(one.get_axes()) == 2
+    assert len([ax for ax in one.get_axes() if ax.images]) == 2
 
 
 def test_grid_image_layout_and_content() -> None:
     images = np.zeros((2, 8, 8, 3), np.uint8)
     maps = {"pos": np.ones((2, 8, 8)), "neg": -np.ones((2, 8, 8, 3))}
     grid = vis.grid_image(images, maps, row_labels=["a", "b"], title="t", cell=32)
-    assert grid.shape == (20 + 18 + 2 * (32 + 16 + 4), 3 * (32 + 4) + 4, 3)
+    assert grid.shape == (20 + 18 + 2 * (32 + 16 + 4) + 44, 3 * (32 + 4) + 4, 3)
     y = 20 + 18 + 16 + 16  # middle of the first row's cells
     assert tuple(grid[y, 4 + 16]) == (0, 0, 0)  # the black image
     assert tuple(grid[y, 4 + 36 + 16]) == (255, 255, 255)  # constant positive: 'hot' top
@@ -194,6 +194,104 @@ def test_grid_image_layout_and_content() -> None:
         vis.grid_image(images, {"x": np.zeros((1, 8, 8))})
     with pytest.raises(ValueError, match="row_labels"):
         vis.grid_image(images, maps, row_labels=["a"])
+
+
+def _colour_bars(fig) -> list:
+    """The colour-bar axes of a figure (children of the bar-row holders)."""
+    return [child for ax in fig.get_axes() for child in ax.child_axes]
+
+
+def _tick_texts(cax) -> list[str]:
+    return [t.get_text() for t in cax.get_xticklabels()]
+
+
+def test_comparison_grid_colour_bars_show_the_drawn_colours() -> None:
+    rng = np.random.default_rng(2)
+    signed = rng.normal(size=(2, 8, 8))
+    signed[:, 0, 0] = 0.0
+    positive = np.abs(rng.normal(size=(2, 8, 8)))
+    positive[:, 0, 0] = 0.0
+    fig = vis.comparison_grid(np.zeros((2, 8, 8, 3)), {"grad": signed, "lrp": positive},
+                              show_sums=True)
+    bars = _colour_bars(fig)
+    assert [_tick_texts(b) for b in bars] == [["−s", "0", "+s"], ["0", "s"]]
+    assert all("99.5th percentile of |R|" in b.get_xlabel() for b in bars)
+    cells = [ax for ax in fig.get_axes() if ax.images]
+    for bar, cell, maps, centre in ((bars[0], cells[1], signed, 0.5),
+                                    (bars[1], cells[2], positive, 0.0)):
+        cmap = next(c for c in bar.collections if type(c).__name__ == "QuadMesh").cmap
+        drawn = cell.images[0].get_array()
+        peak = np.unravel_index(np.argmax(np.abs(maps[0])), maps[0].shape)
+        end = 1.0 if maps[0][peak] > 0 else 0.0  # the largest |R| saturates its end
+        top = np.round(np.asarray(cmap(end)[:3]) * 255)
+        zero = np.round(np.asarray(cmap(centre)[:3]) * 255)
+        np.testing.assert_array_equal(drawn[peak], top)  # max |R| is at the ±s end
+        np.testing.assert_array_equal(drawn[0, 0], zero)  # zero relevance is the 0 tick
+    assert any("ΣR = sum of the map" in t.get_text() for t in fig.texts)
+
+
+def test_wrap_text_breaks_lines_without_dropping_characters() -> None:
+    text = "lrp.epsilon(epsilon=0.1, bias=True)"
+    lines = vis.wrap_text(text, 64)
+    assert len(lines) > 1
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    for line in lines:
+        assert cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] <= 64
+    assert vis.wrap_text("short", 128) == ["short"]
+
+
+def test_grid_image_wraps_titles_and_states_its_scale() -> None:
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    maps = {"lrp.epsilon(epsilon=0.1, bias=True)": np.ones((1, 8, 8)),
+            "neg": -np.ones((1, 8, 8))}
+    grid = vis.grid_image(images, maps, cell=64)
+    lines = len(vis.wrap_text("lrp.epsilon(epsilon=0.1, bias=True)", 64))
+    header = 4 + 14 * lines
+    assert grid.shape == (header + (64 + 16 + 4) + 44, 3 * (64 + 4) + 4, 3)
+    ramp_y = header + 64 + 16 + 4 + 6
+    x_pos, x_neg = 4 + 68, 4 + 2 * 68
+    import matplotlib
+
+    hot_bottom = np.round(np.asarray(matplotlib.colormaps["hot"](0.0)[:3]) * 255)
+    np.testing.assert_array_equal(grid[ramp_y, x_pos], hot_bottom)  # 'hot' 0 end
+    assert tuple(grid[ramp_y, x_pos + 63]) == (255, 255, 255)  # 'hot' s end: white
+    assert tuple(grid[ramp_y, x_neg]) == (0, 0, 255)  # bwr −s end: blue
+    assert tuple(grid[ramp_y, x_neg + 63]) == (255, 0, 0)  # bwr +s end: red
+    assert grid[ramp_y, x_neg + 32].min() >= 245  # the middle (≈ 0) is white
+
+
+def test_class_contrast_figure_titles_boxes_and_family_bars() -> None:
+    from matplotlib.patches import Rectangle
+
+    from tf_clrp import figures
+
+    rng = np.random.default_rng(3)
+    image = rng.random((16, 16, 3))
+    grad = rng.normal(size=(2, 16, 16))
+    guided = np.abs(rng.normal(size=(2, 16, 16)))  # non-negative, but in the signed family
+    guided[:, 0, 0] = 0.0
+    clrp = np.abs(rng.normal(size=(2, 16, 16)))
+    fig = figures.class_contrast_figure(
+        image, {"gradient": grad, "guided_backprop": guided, "clrp": clrp},
+        ["cat (1)", "cup (2)"], boxes=[(0, 0, 8, 8), (0, 8, 8, 16)], title="t", caption="c")
+    cells = [ax for ax in fig.get_axes() if ax.images]
+    assert [ax.get_title() for ax in cells[:4]] == ["input", "Gradient", "Guided Backprop",
+                                                    "CLRP"]
+    assert cells[0].get_ylabel() == "explains\ncat (1)"
+    assert cells[4].get_ylabel() == "explains\ncup (2)"
+    boxes = [p for p in cells[4].patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 1 and boxes[0].get_xy() == (7.5, -0.5)
+    bars = _colour_bars(fig)
+    assert [b.get_xlabel().split(";")[0] for b in bars] == ["gradient family",
+                                                           "LRP family (CLRP included)"]
+    assert _tick_texts(bars[0]) == ["−s", "0", "+s"] and _tick_texts(bars[1]) == ["0", "s"]
+    # the family's bar is diverging, so the non-negative Guided Backprop map is drawn with
+    # it: zero is white (bwr centre), not black ('hot' bottom)
+    assert cells[2].images[0].get_array()[0, 0].min() >= 250
+    clrp_zero = cells[3].images[0].get_array()[np.unravel_index(np.argmin(clrp[0]), (16, 16))]
+    assert clrp_zero.max() <= 20  # CLRP alone in its family: 'hot', low end dark
+    with pytest.raises(ValueError, match="expected 2 maps"):
+        figures.class_contrast_figure(image, {"clrp": clrp[:1]}, ["a", "b"])
 
 
 # ----------------------------------------------------------------------------- files

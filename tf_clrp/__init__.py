@@ -7,7 +7,7 @@ Quick start::
     heatmaps = analyzer.analyze(images, neuron_selection=class_index)
 """
 
-from tf_clrp import bounds, composites, rules
+from tf_clrp import analyzer, bounds, composites, rules
 from tf_clrp.analyzers import (
     CLRP,
     SGLRP,
@@ -24,6 +24,7 @@ from tf_clrp.errors import (
     TfClrpError,
     UnsupportedLayerError,
 )
+from tf_clrp.logits import model_wo_output_activation, model_wo_softmax
 from tf_clrp.registry import create_analyzer, list_analyzers
 
 __version__ = "0.1.0"
@@ -41,9 +42,12 @@ __all__ = [
     "SmoothGrad",
     "TfClrpError",
     "UnsupportedLayerError",
+    "analyzer",
     "bounds",
     "composites",
     "create_analyzer",
     "list_analyzers",
+    "model_wo_output_activation",
+    "model_wo_softmax",
     "rules",
 ]

@@ -27,9 +27,33 @@ DEFAULT_METHODS = ("gradient", "lrp.epsilon_plus", "clrp")
 MethodSpec = str | tuple[str, dict[str, Any]]
 
 
+#: The notice given once when ``tensorboard="auto"`` finds no TensorBoard.
+NO_TENSORBOARD_NOTICE = (
+    "HeatmapCallback: the tensorboard package is not installed (TensorFlow >= 2.21 no longer "
+    "installs it), so heatmaps go to PNG files in {log_dir} only. For TensorBoard images: "
+    "pip install tensorboard (or 'tf_clrp[tensorboard]'); tensorboard=False silences this.")
+
+
 def tensorboard_available() -> bool:
     """True if the ``tensorboard`` package (needed by ``tf.summary.image``) is importable."""
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def upscale_nearest(images: np.ndarray, min_side: int) -> np.ndarray:
+    """Enlarges a batch of uint8 images by an integer factor (nearest neighbour) so that
+    their shorter side reaches ``min_side``; larger images are returned unchanged.
+
+    Args:
+        images: uint8 (N, H, W, 3).
+        min_side: Wanted length of the shorter side in pixels.
+
+    Returns:
+        uint8 (N, H·f, W·f, 3) with f = ceil(min_side / min(H, W)), or ``images``.
+    """
+    factor = -(-int(min_side) // min(images.shape[1:3]))
+    if factor <= 1:
+        return images
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
 
 
 def _parse_methods(methods: Sequence[MethodSpec]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -61,6 +85,20 @@ def _parse_methods(methods: Sequence[MethodSpec]) -> list[tuple[str, str, dict[s
     return parsed
 
 
+def _per_sample_ints(values: int | Sequence[int] | None, n: int, what: str
+                     ) -> np.ndarray | None:
+    """None, or one int per sample (a single int is repeated)."""
+    if values is None:
+        return None
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be ints, got {values!r}")
+    array = np.broadcast_to(array, (n,)) if array.ndim == 0 else array
+    if array.shape != (n,):
+        raise ValueError(f"got {array.size} {what} for {n} images")
+    return array.astype(np.int64)
+
+
 class HeatmapCallback(keras.callbacks.Callback):
     """Saves relevance heatmaps of fixed samples during ``model.fit``.
 
@@ -83,8 +121,10 @@ class HeatmapCallback(keras.callbacks.Callback):
         every_n_batches: Explain after every n-th training batch, counted over the whole
             run (None: never at batch ends).
         tensorboard: True (require the ``tensorboard`` package), False, or "auto" (use it
-            when importable).
+            when importable; a one-time warning says so when it is not installed).
         class_names: Optional names of the model's classes for the grid labels.
+        labels: Optional true class per sample (one int or N ints), shown next to the
+            explained class in the grid's row labels.
         display_images: Optional images to show in the grid instead of ``images`` (e.g. the
             uint8 photos before preprocessing); default: ``images`` min-max scaled.
         overlay_alpha: None: plain heatmaps; a float: heatmaps blended over the images.
@@ -93,7 +133,8 @@ class HeatmapCallback(keras.callbacks.Callback):
         use_tf_function: Compile the analyzers with ``tf.function`` (the first event pays the
             tracing, later events are fast; False runs eagerly, better for few events).
             A method's own ``use_tf_function`` kwarg wins.
-        cell_size: Side of one grid cell in pixels (small inputs are enlarged).
+        cell_size: Side of one grid cell in pixels (small inputs are enlarged, in the grid
+            and in the TensorBoard images).
         verbose: Print the written file names.
 
     Attributes:
@@ -107,7 +148,8 @@ class HeatmapCallback(keras.callbacks.Callback):
                  log_dir: str | os.PathLike[str] = "heatmaps",
                  every_n_epochs: int | None = 1, every_n_batches: int | None = None,
                  tensorboard: bool | str = "auto", class_names: Sequence[str] | None = None,
-                 display_images: Any = None, overlay_alpha: float | None = None,
+                 labels: int | Sequence[int] | None = None, display_images: Any = None,
+                 overlay_alpha: float | None = None,
                  percentile: float | None = visualize.DEFAULT_PERCENTILE,
                  batch_size: int | None = None, use_tf_function: bool = True,
                  cell_size: int = 128, verbose: int = 0) -> None:
@@ -120,16 +162,8 @@ class HeatmapCallback(keras.callbacks.Callback):
             raise TypeError(f"images must be numeric, got dtype {array.dtype}")
         self.images = array
         n = len(array)
-        if classes is not None:
-            labels = np.asarray(classes)
-            if labels.dtype.kind not in "iu":
-                raise TypeError(f"classes must be ints, got {classes!r}")
-            labels = np.broadcast_to(labels, (n,)) if labels.ndim == 0 else labels
-            if labels.shape != (n,):
-                raise ValueError(f"got {labels.size} classes for {n} images")
-            self.classes: np.ndarray | None = labels.astype(np.int64)
-        else:
-            self.classes = None
+        self.classes: np.ndarray | None = _per_sample_ints(classes, n, "classes")
+        self.labels: np.ndarray | None = _per_sample_ints(labels, n, "labels")
         self.methods = _parse_methods(methods)
         for what, value in (("every_n_epochs", every_n_epochs),
                             ("every_n_batches", every_n_batches)):
@@ -148,6 +182,9 @@ class HeatmapCallback(keras.callbacks.Callback):
         self.use_tensorboard = tensorboard is True or (
             tensorboard == "auto" and tensorboard_available())
         self.log_dir = os.fspath(log_dir)
+        if tensorboard == "auto" and not self.use_tensorboard:
+            warnings.warn(NO_TENSORBOARD_NOTICE.format(log_dir=self.log_dir), UserWarning,
+                          stacklevel=2)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         if display_images is not None:
             shown = np.asarray(display_images)
@@ -261,13 +298,19 @@ class HeatmapCallback(keras.callbacks.Callback):
             return f"{self.class_names[index]} ({index})"
         return f"class {index}"
 
+    def _row_label(self, sample: int, explained: int) -> str:
+        if self.labels is None:
+            return f"sample {sample}: {self._class_label(explained)}"
+        return (f"sample {sample}: true {self._class_label(int(self.labels[sample]))}, "
+                f"explains {self._class_label(explained)}")
+
     def _write(self, maps: dict[str, np.ndarray], targets: np.ndarray, epoch: int,
                batch: int | None) -> None:
         stem = f"heatmaps_epoch{epoch + 1:04d}" + ("" if batch is None else f"_batch{batch + 1}")
         title = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
         grid = visualize.grid_image(
             self.display_images, maps, row_labels=[
-                f"sample {i}: {self._class_label(int(t))}" for i, t in enumerate(targets)],
+                self._row_label(i, int(t)) for i, t in enumerate(targets)],
             title=title, cell=self.cell_size, overlay_alpha=self.overlay_alpha,
             percentile=self.percentile)
         path = self._free_path(stem)
@@ -302,12 +345,13 @@ class HeatmapCallback(keras.callbacks.Callback):
         with self._writer.as_default():
             tf.summary.image(f"{prefix}/grid", grid[None], step=step)
             for label, relevance in maps.items():
-                pictures = np.stack([
+                pictures = upscale_nearest(np.stack([
                     visualize.overlay(img, rel, self.overlay_alpha or 0.6,
                                       percentile=self.percentile)
-                    for img, rel in zip(shown, relevance)])
+                    for img, rel in zip(shown, relevance)]), self.cell_size)
                 tf.summary.image(f"{prefix}/{label}", pictures, step=step,
                                  max_outputs=len(pictures))
         self._writer.flush()
 
-__all__ = ["DEFAULT_METHODS", "HeatmapCallback", "tensorboard_available"]
+__all__ = ["DEFAULT_METHODS", "NO_TENSORBOARD_NOTICE", "HeatmapCallback",
+           "tensorboard_available", "upscale_nearest"]

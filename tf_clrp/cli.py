@@ -501,8 +501,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = args.out
     figure_path = os.path.join(out, "comparison.png")
+    hero_path = os.path.join(out, "demo_mosaic.png")
     report_path = os.path.join(out, "report.txt")
-    _check_outputs([figure_path, report_path], args.force)
+    _check_outputs([figure_path, hero_path, report_path], args.force)
     methods = _parse_methods(args.methods)
     started = time.perf_counter()
     model = _efficientnet()
@@ -540,6 +541,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shown, maps, titles=titles, class_names=labels, show_sums=True, cell_size=2.2,
         suptitle="tf_clrp demo: EfficientNet-Lite0 (ImageNet), relevance of the named class")
     visualize.save_png(fig, figure_path, overwrite=args.force, dpi=90)
+    from tf_clrp.figures import demo_mosaic_figure
+
+    visualize.save_png(demo_mosaic_figure(
+        mosaic, {m: v[len(names):] for m, v in maps.items()}, labels[len(names):],
+        mosaic_scores[selection[len(names):]], [boxes[p] for p in pair]),
+        hero_path, overwrite=args.force, dpi=100)
     lines = ["tf_clrp demo — EfficientNet-Lite0 with ImageNet weights (offline)", "",
              f"model build + photos: {t_model:.1f} s", "", "Top-5 predictions:"]
     for name, preds in zip(names, top):
@@ -573,6 +580,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("\n".join(lines))
         print(f"wrote {os.path.abspath(figure_path)}")
+        print(f"wrote {os.path.abspath(hero_path)}")
         print(f"wrote {os.path.abspath(report_path)}")
     return 0
 

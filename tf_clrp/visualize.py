@@ -375,6 +375,83 @@ def _image_batch(images: Any, n_maps: int | None) -> list[np.ndarray]:
     return list(array)
 
 
+#: Footnote of figures that show ΣR: why the sums of different methods differ so much.
+SUM_NOTE = ("ΣR = sum of the map. Gradient-type maps (gradient, Guided Backprop, DeConvNet) "
+            "are not relevance: their sum has no meaning and scales with the input size. "
+            "LRP maps sum to the explained logit minus what biases, ε and the input-layer "
+            "rule absorb, which in deep BatchNorm networks can be most of it. CLRP is the "
+            "positive part of the difference of two maps that each sum to 1, so its sum lies "
+            "between 0 and about 1.")
+
+
+def scale_label(percentile: float | None = DEFAULT_PERCENTILE) -> str:
+    """States the colour scale s of maps normalised by :func:`normalize`.
+
+    Args:
+        percentile: The normalisation percentile (None: max |R|).
+
+    Returns:
+        e.g. "s = 99.5th percentile of |R|, per map".
+    """
+    which = ("max |R|" if percentile is None or float(percentile) >= 100
+             else f"{float(percentile):g}th percentile of |R|")
+    return f"s = {which}, per map"
+
+
+def column_is_signed(maps: Any, reduce: str = "sum") -> bool:
+    """Whether a batch of maps should share a diverging colormap (any map is signed).
+
+    Args:
+        maps: (N, H, W) or (N, H, W, C) maps.
+        reduce: Channel reduction applied to (N, H, W, C) maps.
+
+    Returns:
+        True if :func:`is_signed` holds for at least one reduced map.
+    """
+    array = _as_float(maps)
+    if array.ndim == 4:
+        array = reduce_channels(array, reduce)
+    return any(is_signed(m) for m in array)
+
+
+def draw_colorbar(fig: Any, cax: Any, *, signed: bool, cmap: str | None = None,
+                  backend: str = "matplotlib", percentile: float | None = DEFAULT_PERCENTILE,
+                  title: str | None = None, fontsize: float = 7) -> Any:
+    """Draws the horizontal colour bar of normalised maps into ``cax``.
+
+    The bar uses exactly the lookup table the heatmaps use (:func:`colormap_lut`); its ticks
+    are −s, 0, +s (signed) or 0, s (non-negative) and its label states s
+    (:func:`scale_label`), optionally after ``title``.
+
+    Args:
+        fig: The matplotlib Figure.
+        cax: The axes to fill.
+        signed: Diverging (True) or sequential (False).
+        cmap: Colormap name (None: the default for ``signed``).
+        backend: Colormap backend, as for :func:`heatmap`.
+        percentile: The normalisation percentile, for the label.
+        title: Optional text before the scale (e.g. the method family).
+        fontsize: Font size of ticks and label.
+
+    Returns:
+        The matplotlib Colorbar.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    name = cmap or (DEFAULT_SIGNED_CMAP if signed else DEFAULT_UNSIGNED_CMAP)
+    colors = ListedColormap(colormap_lut(name, backend) / 255.0)
+    low = -1.0 if signed else 0.0
+    bar = fig.colorbar(ScalarMappable(Normalize(low, 1.0), colors), cax=cax,
+                       orientation="horizontal")
+    ticks = [-1.0, 0.0, 1.0] if signed else [0.0, 1.0]
+    bar.set_ticks(ticks, labels=["−s", "0", "+s"] if signed else ["0", "s"])
+    bar.ax.tick_params(labelsize=fontsize, length=2, pad=1)
+    text = scale_label(percentile)
+    bar.set_label(f"{title}; {text}" if title else text, fontsize=fontsize, labelpad=2)
+    return bar
+
+
 def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
                     titles: Sequence[str] | None = None,
                     class_names: Sequence[str] | None = None,
@@ -396,13 +473,17 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         column_titles: Optional labels of the method columns (default: the mapping's keys).
         overlay_alpha: None: plain heatmaps; a float: heatmaps blended over the image.
         reduce: Channel reduction of the maps.
-        signed: Diverging (True) / sequential (False) colormap; None: per map.
+        signed: Diverging (True) / sequential (False) colormap; None: per column (diverging
+            if any map of the column is signed).
         cmap: Colormap name (None: "bwr" for signed maps, "hot" otherwise).
         percentile: Percentile of |R| that gets full colour (per map).
         backend: "matplotlib" or "opencv" colormaps.
-        show_sums: Write ΣR under each map.
+        show_sums: Write ΣR under each map (and :data:`SUM_NOTE` under the figure).
         cell_size: Size of one cell in inches.
         suptitle: Optional figure title.
+
+    Each method column ends in a colour bar stating its scale (:func:`draw_colorbar`); with
+    ``signed=None`` a column is diverging when any of its maps is signed.
 
     Returns:
         A ``matplotlib.figure.Figure`` (not registered with pyplot); save it with
@@ -432,11 +513,16 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         if seq is not None and len(seq) != n:
             raise ValueError(f"got {len(seq)} {what} for {n} image(s)")
     shown = [to_rgb_uint8(img) for img in rows]
-    options = {"reduce": reduce, "signed": signed, "cmap": cmap, "percentile": percentile,
-               "backend": backend}
+    options = {"reduce": reduce, "cmap": cmap, "percentile": percentile, "backend": backend}
+    column_signed = [column_is_signed(maps, reduce) if signed is None else bool(signed)
+                     for _, maps in columns]
     n_cols = 1 + len(columns)
-    fig = Figure(figsize=(cell_size * n_cols, cell_size * n + (0.4 if suptitle else 0.0)))
-    axes = fig.subplots(n, n_cols, squeeze=False)
+    bar_height = 0.45
+    note_height = 0.45 if show_sums else 0.0
+    fig = Figure(figsize=(cell_size * n_cols, cell_size * n + bar_height + note_height
+                          + (0.4 if suptitle else 0.0)))
+    grid = fig.add_gridspec(n + 1, n_cols, height_ratios=[cell_size] * n + [bar_height])
+    axes = [[fig.add_subplot(grid[i, j]) for j in range(n_cols)] for i in range(n)]
     for i in range(n):
         row_label = [str(titles[i])] if titles is not None else []
         if class_names is not None:
@@ -450,23 +536,37 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         for j, (_, maps) in enumerate(columns, start=1):
             ax = axes[i][j]
             rel = maps[i]
+            style = {**options, "signed": column_signed[j - 1]}
             if overlay_alpha is None:
-                picture = heatmap(rel, size=shown[i].shape[:2], **options)
+                picture = heatmap(rel, size=shown[i].shape[:2], **style)
             else:
-                picture = overlay(shown[i], rel, overlay_alpha, **options)
+                picture = overlay(shown[i], rel, overlay_alpha, **style)
             ax.imshow(picture)
             if i == 0:
                 ax.set_title(labels[j - 1], fontsize=9)
             if show_sums:
                 ax.set_xlabel(f"ΣR = {float(rel.sum()):.3g}", fontsize=7)
-    for ax in axes.flat:
+    for ax in (a for row in axes for a in row):
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
+    for j, is_signed_column in enumerate(column_signed, start=1):
+        holder = fig.add_subplot(grid[n, j])
+        holder.set_axis_off()
+        cax = holder.inset_axes([0.08, 0.62, 0.84, 0.22])
+        draw_colorbar(fig, cax, signed=is_signed_column, cmap=cmap, backend=backend,
+                      percentile=percentile, fontsize=5.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+    bottom = 0.0
+    if show_sums:
+        import textwrap
+
+        bottom = note_height / fig.get_figheight()
+        fig.text(0.01, 0.005, "\n".join(textwrap.wrap(SUM_NOTE, int(18 * cell_size * n_cols))),
+                 fontsize=6, va="bottom", ha="left")
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -484,6 +584,66 @@ def _put_text(canvas: np.ndarray, text: str, x: int, y: int, width: int,
               scale: float = 0.4) -> None:
     cv2.putText(canvas, _fit_text(text, width, scale), (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale,
                 (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+
+
+def wrap_text(text: str, width: int, scale: float = 0.4) -> list[str]:
+    """Breaks ``text`` into lines that fit ``width`` pixels in OpenCV's Hershey font.
+
+    Lines break after spaces, commas, "(" and "="; a word longer than a line is cut
+    into pieces. Nothing is dropped: joining the lines gives ``text`` back (ASCII).
+
+    Args:
+        text: The label.
+        width: Available width in pixels.
+        scale: OpenCV font scale.
+
+    Returns:
+        The lines (at least one).
+    """
+    text = text.encode("ascii", "replace").decode("ascii")
+    pieces, current = [], ""
+    for char in text:
+        current += char
+        if char in " ,(=":
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    lines: list[str] = []
+    line = ""
+    for piece in pieces:
+        if _text_width(line + piece, scale) <= width:
+            line += piece
+            continue
+        if line:
+            lines.append(line)
+            line = ""
+        while _text_width(piece, scale) > width and len(piece) > 1:
+            cut = len(piece) - 1
+            while cut > 1 and _text_width(piece[:cut], scale) > width:
+                cut -= 1
+            lines.append(piece[:cut])
+            piece = piece[cut:]
+        line = piece
+    lines.append(line)
+    return [ln.rstrip() if ln.strip() else ln for ln in lines]
+
+
+def _put_lines(canvas: np.ndarray, lines: Sequence[str], x: int, y_top: int,
+               scale: float = 0.4, line_height: int = 14) -> None:
+    for k, line in enumerate(lines):
+        cv2.putText(canvas, line, (x, y_top + (k + 1) * line_height - 3),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _scale_strip(signed: bool, cmap: str | None, backend: str, width: int) -> np.ndarray:
+    """A (10, width, 3) colour ramp of the normalised range [-1, 1] or [0, 1]."""
+    ramp = np.linspace(-1.0 if signed else 0.0, 1.0, max(width, 2), dtype=np.float32)
+    return colorize(np.repeat(ramp[None], 10, axis=0), signed, cmap, backend)
 
 
 def _fit_cell(picture: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -511,7 +671,10 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
     Same layout as :func:`comparison_grid` (rows = samples, columns = image + methods), drawn
     directly: about 100x faster, meant for training callbacks and TensorBoard. Small inputs
     are enlarged with nearest-neighbour interpolation so single pixels stay visible. Labels
-    use OpenCV's ASCII font (other characters become "?").
+    use OpenCV's ASCII font (other characters become "?") and wrap onto more lines instead
+    of being cut. A footer shows each column's colour ramp (−s … 0 … +s or 0 … s) and
+    states s (:func:`scale_label`); with ``signed=None`` a column is diverging when any of
+    its maps is signed.
 
     Args:
         images: N images (see :func:`comparison_grid`).
@@ -520,12 +683,17 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
         column_titles: Optional labels of the method columns (default: the mapping's keys).
         title: Optional line at the top.
         cell: Side of one cell in pixels.
-        overlay_alpha, reduce, signed, cmap, percentile, backend: As in
-            :func:`comparison_grid`.
+        overlay_alpha: As in :func:`comparison_grid`.
+        reduce: As in :func:`comparison_grid`.
+        signed: As in :func:`comparison_grid`.
+        cmap: As in :func:`comparison_grid`.
+        percentile: As in :func:`comparison_grid`.
+        backend: As in :func:`comparison_grid`.
 
     Returns:
-        uint8 array (H, W, 3) with H = [20 if title] + 18 + N * (cell + 16 + 4) and
-        W = (1 + methods) * (cell + 4) + 4.
+        uint8 array (H, W, 3) with W = (1 + methods) * (cell + 4) + 4 and
+        H = [20 if title] + (4 + 14 * header lines) + Σ_rows (cell + 2 + 14 * label lines
+        + 4) + 44 (scale footer); one line each without wrapping.
     """
     if not isinstance(maps_by_method, Mapping):
         raise TypeError("maps_by_method must be a mapping {method name: (N, H, W[, C]) maps}")
@@ -548,31 +716,50 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
         raise ValueError(f"got {len(labels)} column_titles for {len(columns)} methods")
     if row_labels is not None and len(row_labels) != n:
         raise ValueError(f"got {len(row_labels)} row_labels for {n} image(s)")
-    gap, band, header = 4, 16, 18
-    top = (20 if title else 0) + header
+    column_signed = [column_is_signed(maps, reduce) if signed is None else bool(signed)
+                     for maps in columns]
+    gap, line, footer = 4, 14, 44
     width = (1 + len(columns)) * (cell + gap) + gap
-    height = top + n * (cell + band + gap)
+    headers = [wrap_text(str(label), cell) for label in ["input", *labels]]
+    header = 4 + line * max(len(h) for h in headers)
+    row_lines = [wrap_text(str(label), width - 2 * gap) if row_labels is not None else [""]
+                 for label in (row_labels if row_labels is not None else [""] * n)]
+    bands = [2 + line * len(lines) for lines in row_lines]
+    top = (20 if title else 0) + header
+    height = top + sum(cell + band + gap for band in bands) + footer
     canvas = np.full((height, width, 3), 255, np.uint8)
     if title:
         _put_text(canvas, title, gap, 15, width - 2 * gap, 0.45)
-    for j, label in enumerate(["input", *labels]):
-        _put_text(canvas, str(label), gap + j * (cell + gap), top - 5, cell)
-    options = {"reduce": reduce, "signed": signed, "cmap": cmap, "percentile": percentile,
-               "backend": backend}
+    for j, lines in enumerate(headers):
+        _put_lines(canvas, lines, gap + j * (cell + gap), top - header + 2)
+    options = {"reduce": reduce, "cmap": cmap, "percentile": percentile, "backend": backend}
+    y = top
     for i, raw in enumerate(rows):
         image = to_rgb_uint8(raw)
-        y = top + i * (cell + band + gap)
+        band = bands[i]
         if row_labels is not None:
-            _put_text(canvas, str(row_labels[i]), gap, y + band - 4, width - 2 * gap)
+            _put_lines(canvas, row_lines[i], gap, y)
         pictures = [image]
-        for maps in columns:
+        for maps, is_signed_column in zip(columns, column_signed):
+            style = {**options, "signed": is_signed_column}
             if overlay_alpha is None:
-                pictures.append(heatmap(maps[i], size=image.shape[:2], **options))
+                pictures.append(heatmap(maps[i], size=image.shape[:2], **style))
             else:
-                pictures.append(overlay(image, maps[i], overlay_alpha, **options))
+                pictures.append(overlay(image, maps[i], overlay_alpha, **style))
         for j, picture in enumerate(pictures):
             x = gap + j * (cell + gap)
             canvas[y + band:y + band + cell, x:x + cell] = _fit_cell(picture, cell, cell)
+        y += cell + band + gap
+    for j, is_signed_column in enumerate(column_signed, start=1):
+        x = gap + j * (cell + gap)
+        canvas[y + 2:y + 12, x:x + cell] = _scale_strip(is_signed_column, cmap, backend, cell)
+        ticks = ["-s", "0", "+s"] if is_signed_column else ["0", "s"]
+        for k, tick in enumerate(ticks):
+            position = x + round(k * (cell - 1) / (len(ticks) - 1))
+            offset = _text_width(tick, 0.35) * k // (len(ticks) - 1)
+            cv2.putText(canvas, tick, (position - offset, y + 24), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    _put_text(canvas, scale_label(percentile), gap, y + 40, width - 2 * gap, 0.35)
     return canvas
 
 
@@ -690,10 +877,13 @@ __all__ = [
     "BACKENDS",
     "CUSTOM_CMAPS",
     "REDUCTIONS",
+    "SUM_NOTE",
     "atomic_write",
     "colorize",
     "colormap_lut",
+    "column_is_signed",
     "comparison_grid",
+    "draw_colorbar",
     "figure_to_array",
     "grid_image",
     "heatmap",
@@ -703,5 +893,7 @@ __all__ = [
     "overlay",
     "reduce_channels",
     "save_png",
+    "scale_label",
     "to_rgb_uint8",
+    "wrap_text",
 ]

@@ -263,15 +263,19 @@ class CLRP(_TwoSeedAnalyzer):
             |z_k|, the authors' code "type1"), "others_uniform" (z_j/(C−1) on each other
             class, the paper's wording), "negated" (the target's last-layer weights negated,
             "type2"), an int k (one rival class: "why j and not k"), or one int per sample.
-        input_layer_rule: First-layer rule; default z^B with each sample's own per-channel
+        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, precision...)
+            and the keyword arguments below. With ``precision`` "mixed" or "bfloat16" the
+            backward passes run for the contrast seed and the target seed, and the dual is
+            rebuilt by linearity (docs/clrp.md).
+
+    Keyword Args:
+        input_layer_rule (Any): First-layer rule; default z^B with each sample's own per-channel
             min/max as bounds. (low, high) gives fixed bounds (see ``tf_clrp.bounds``).
-        composite: Any composite instead of the paper's rules (z^B first, z⁺ elsewhere).
-        rule: One rule for every linear layer instead of the paper's.
-        layer_rules: Per-layer (name or class) rule overrides.
-        neuron_selection_unit: "unit" (flat index) or "channel" (hidden conv channels).
-        **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, precision...).
-            With ``precision`` "mixed" or "bfloat16" the backward passes run for the contrast
-            seed and the target seed, and the dual is rebuilt by linearity (docs/clrp.md).
+        composite (Composite): Any composite instead of the paper's rules (z^B first, z⁺ elsewhere).
+        rule (Rule): One rule for every linear layer instead of the paper's.
+        layer_rules (dict): Per-layer (name or class) rule overrides.
+        neuron_selection_unit (str): "unit" (flat index) or "channel" (hidden conv
+            channels).
     """
 
     def __init__(self, model: Any, contrast: Any = "others", **kwargs: Any) -> None:
