@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tf_clrp import cli
+from tf_clrp.cli import common, demo, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +114,8 @@ def test_explain_precision_option(workspace, tmp_path) -> None:
         exact, low = maps["float32"][method], maps["bfloat16"][method]
         assert np.abs(exact - low).max() <= 5e-2 * np.abs(exact).max()
     model = keras.models.load_model(workspace / "tiny.keras")
-    assert cli._create("clrp", model, None, False, "bfloat16").precision == "bfloat16"
-    assert cli._create("occlusion", model, None, False, "bfloat16") is not None  # no option
+    assert common._create("clrp", model, None, False, "bfloat16").precision == "bfloat16"
+    assert common._create("occlusion", model, None, False, "bfloat16") is not None  # no option
     assert cli.main(["explain", str(workspace / "tiny.keras"),
                      str(workspace / "images" / "im0.png"), "--precision", "fp8"]) == 2
 
@@ -214,7 +215,7 @@ def test_evaluate_errors(workspace, tmp_path, capsys) -> None:
 
 
 def test_evaluate_builtin_mosaics(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(evaluate, "_efficientnet", _tiny_imagenet_model)
     assert cli.main(["evaluate", "--n", "1", "--methods", "gradient,lrp.epsilon_plus",
                      "-q"]) == 0
     out = capsys.readouterr().out
@@ -224,7 +225,7 @@ def test_evaluate_builtin_mosaics(monkeypatch, capsys) -> None:
 
 # ----------------------------------------------------------------------------- demo
 def test_demo_pipeline_with_a_small_model(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setattr(cli, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(demo, "_efficientnet", _tiny_imagenet_model)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
