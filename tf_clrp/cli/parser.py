@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_shared_flags(suppress=False)])
     parser.add_argument("--version", action="version", version=f"tf_clrp {__version__}",
                         help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="run 'tf-clrp COMMAND --help' for its options")
 
     demo = sub.add_parser("demo", parents=[shared], help="explain bundled photos with the "
                           "offline EfficientNet-Lite0 (figure + report)")

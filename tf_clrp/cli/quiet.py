@@ -17,7 +17,7 @@ import tempfile
 #: What TensorFlow's C++ logging prints: absl/glog lines ("I0000 00:00:17.5  123 port.cc:153]
 #: ...") at levels I, W and E, the absl notice before them, and cpu_feature_guard's second line.
 TF_LOG_LINE = re.compile(
-    r"^(?:[IWE]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w./-]+:\d+\] "
+    r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] [\w./-]+:\d+\] "
     r"|To enable the following instructions: .* rebuild TensorFlow)")
