@@ -242,6 +242,17 @@ def test_demo_pipeline_with_a_small_model(monkeypatch, tmp_path, capsys) -> None
                      "--methods", "gradient"]) == 0
 
 
+def test_demo_out_that_is_a_file_is_a_one_line_error(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setattr(demo, "_efficientnet", _tiny_imagenet_model)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    assert cli.main(["demo", "--out", str(a_file), "--methods", "gradient", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and str(a_file) in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err and "run with --debug" not in err
+    assert a_file.read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_demo_with_efficientnet(tmp_path) -> None:
     assert cli.main(["demo", "--out", str(tmp_path), "--force", "-q"]) == 0

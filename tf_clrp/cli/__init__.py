@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from tf_clrp.cli.common import CliError, UsageError
+from tf_clrp.cli.outputs import check_out_folder
 from tf_clrp.cli.parser import MODEL_COMMANDS, build_parser
 from tf_clrp.cli.quiet import import_tensorflow
 
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "out", None) is not None:
+            check_out_folder(args.out)  # before any work, for every command writing files
         if args.command in MODEL_COMMANDS:
             import_tensorflow(verbose=args.verbose)
         return int(args.func(args))
@@ -49,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tf-clrp: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a file problem the command did not word itself
+        if args.debug:
+            raise
+        print(f"tf-clrp: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # noqa: BLE001 - last resort, no traceback unless --debug
         if args.debug:
             raise

@@ -25,7 +25,6 @@ from tf_clrp.cli.common import (
 )
 from tf_clrp.cli.images import collect_images, read_image
 from tf_clrp.cli.outputs import (
-    check_out_folder,
     figure_png_bytes,
     npz_bytes,
     prepare_out_folder,
@@ -52,7 +51,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = args.out
     targets = [os.path.join(out, f"{s}{ext}") for s in stems for ext in (".png", ".npz")]
     _check_outputs(targets, args.force)
-    check_out_folder(out)
     model = _load_user_model(args.model)
     size, channels = _input_geometry(model, args.size)
     prep = PREPROCESSING[args.preprocess]
