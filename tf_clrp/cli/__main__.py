@@ -1,0 +1,7 @@
+"""``python -m tf_clrp.cli``."""
+
+import sys
+
+from tf_clrp.cli import main
+
+sys.exit(main())
