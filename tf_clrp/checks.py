@@ -120,13 +120,12 @@ def _non_finite_parameters(node: Any) -> list[tuple[str, int]]:
                  for w in getattr(node.op, "weights", None) or ()]
     bad = []
     for label, value in named:
-        if value is None:
+        value = None if value is None else tf.convert_to_tensor(getattr(value, "value", value))
+        if value is None or not value.dtype.is_floating:
             continue
-        values = np.asarray(value)
-        if values.dtype.kind == "f":
-            count = int(values.size - np.count_nonzero(np.isfinite(values)))
-            if count:
-                bad.append((label, count))
+        finite = tf.math.is_finite(value)
+        if not bool(tf.reduce_all(finite)):
+            bad.append((label, int(tf.size(finite)) - int(tf.math.count_nonzero(finite))))
     return bad
 
 
