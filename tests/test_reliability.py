@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tf_clrp
-from tf_clrp import mirror
 
 RNG = np.random.default_rng(4)
 
@@ -114,8 +113,7 @@ def test_unsupported_layer_names_the_layer_and_the_escape_hatch() -> None:
     assert np.isfinite(relevance).all()
 
 
-def test_non_rectifier_activation_warns_once() -> None:
-    mirror._warned_activations.clear()
+def test_non_rectifier_activation_warns_once_per_model() -> None:
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh")(inp)))
     with warnings.catch_warnings(record=True) as caught:
@@ -124,6 +122,16 @@ def test_non_rectifier_activation_warns_once() -> None:
         tf_clrp.create_analyzer("lrp.z", model)
     messages = [str(w.message) for w in caught if "non-rectifier" in str(w.message)]
     assert len(messages) == 1 and "tanh" in messages[0]
+    # Another model with the same activation is warned about again (once per model, not
+    # once per process).
+    inp = keras.Input((4,))
+    other = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh",
+                                                                       name="other")(inp)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tf_clrp.create_analyzer("lrp.epsilon", other)
+    messages = [str(w.message) for w in caught if "non-rectifier" in str(w.message)]
+    assert len(messages) == 1 and "'other/activation'" in messages[0] and "tanh" in messages[0]
 
 
 def test_binary_sigmoid_model_sign_of_the_seed() -> None:

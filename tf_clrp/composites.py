@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tf_clrp import rules
+from tf_clrp import layers, rules
 from tf_clrp.rules import Rule
 
 #: Rules that every LRP composite uses unless it says otherwise.
@@ -30,13 +30,20 @@ LRP_DEFAULTS: dict[str, Rule] = {
 ACTIVATION_MODES = ("pass", "gradient", "guided", "deconvnet")
 
 
+def _group_names() -> frozenset[str]:
+    """Every layer group a composite can key (read when rules are assigned)."""
+    return frozenset(layers.GROUP_OF_CLASS.values()) | {"separable", "activation"}
+
+
 @dataclass(frozen=True)
 class Composite:
     """Assigns rules to layers.
 
     Args:
         layer_map: Group, layer class name or layer name -> rule. Layer names win over class
-            names, class names over groups. A group missing here falls back to ``defaults``.
+            names, class names over groups; a key that is a group name ("dense", "add")
+            always means the group, even for a layer of that name (Keras names the first
+            Dense "dense"). A group missing here falls back to ``defaults``.
         first_layer: Rule for the first linear layer(s) seen from the input, or None.
         activation: Backward through elementwise non-linearities (one of ACTIVATION_MODES).
         defaults: Rules for groups not in ``layer_map`` (LRP_DEFAULTS for LRP composites,
@@ -64,6 +71,8 @@ class Composite:
         for key, rule in self.layer_map.items():
             if not isinstance(rule, Rule):
                 raise TypeError(f"layer_map[{key!r}] = {rule!r} is not a tf_clrp rule")
+        if self.first_layer is not None and not isinstance(self.first_layer, Rule):
+            raise TypeError(f"first_layer = {self.first_layer!r} is not a tf_clrp rule")
 
     def rule_for(self, name: str, class_name: str, group: str | None,
                  is_first: bool) -> Rule | None:
@@ -80,7 +89,9 @@ class Composite:
         """
         short = name.rsplit("/", 1)[-1]
         for key in (name, short, class_name):
-            if key in self.layer_map:
+            # A layer named like a group ("dense", "add", ...: Keras' default names) is
+            # matched as that group, so the first-layer rule still applies to it.
+            if key in self.layer_map and key not in _group_names():
                 return self.layer_map[key]
         if is_first and self.first_layer is not None and (
                 self.first_layer_groups is None or group in self.first_layer_groups):

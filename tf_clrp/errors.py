@@ -21,3 +21,7 @@ class InputError(TfClrpError):
 
 class SelectionError(TfClrpError):
     """``neuron_selection`` or ``contrast`` does not fit the explained output."""
+
+
+class NonFiniteError(TfClrpError):
+    """Weights or a computed map hold NaN/Inf; the message names the layer and the samples."""

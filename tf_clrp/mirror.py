@@ -13,6 +13,7 @@ transposed products.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,9 @@ from tf_clrp.graph import Graph, Node
 #: Groups whose gradient moves relevance exactly (permutations, copies, routing).
 GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
 
-_warned_activations: set[str] = set()
+#: Layers already covered by a non-rectifier warning (weak: forgotten with their model), so
+#: that the warning comes once per model and activation, not once per analyzer or process.
+_WARNED_LAYERS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 #: Accepted ``precision`` values -> (dtype of the rules' denominators, dtype of their
 #: transposed products). Denominators are shared by every seed of a call; transposed
@@ -40,16 +43,23 @@ PRECISIONS = {
 }
 
 
-def _warn_non_rectifier(name: str, layer: str) -> None:
-    if name in _warned_activations:
-        return
-    _warned_activations.add(name)
-    warnings.warn(
-        f"layer {layer!r} uses the non-rectifier activation {name!r}; LRP hands relevance "
-        "through it unchanged, which is exact only for rectifiers (ReLU family): read the "
-        "maps as an approximation.",
-        stacklevel=3,
-    )
+def _warn_non_rectifiers(nodes: list[Node]) -> None:
+    """One warning per activation name for the not yet warned layers among ``nodes``."""
+    by_activation: dict[str, list[Node]] = {}
+    for node in nodes:
+        by_activation.setdefault(node.activation or "?", []).append(node)
+    for name, group in by_activation.items():
+        fresh = [n for n in group if n.op is None or n.op not in _WARNED_LAYERS]
+        if not fresh:
+            continue
+        _WARNED_LAYERS.update(n.op for n in group if n.op is not None)
+        others = f" (and {len(group) - 1} more)" if len(group) > 1 else ""
+        warnings.warn(
+            f"layer {group[0].name!r}{others} uses the non-rectifier activation {name!r}; LRP "
+            "hands relevance through it unchanged, which is exact only for rectifiers (ReLU "
+            "family): read the maps as an approximation.",
+            stacklevel=4,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,9 @@ class MirroredModel:
                 raw.update(node.outputs)
             if self._output_nonnegative(node, nonnegative):
                 nonnegative.update(node.outputs)
+        if self.composite.activation == "pass":
+            _warn_non_rectifiers([s.node for s in steps if s.node.group == "activation"
+                                  and s.node.activation not in layers.RECTIFIERS])
         return steps
 
     @staticmethod
@@ -135,9 +148,6 @@ class MirroredModel:
     def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
         rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
         if rule is not None or node.group in GRADIENT_GROUPS or node.group == "activation":
-            if node.group == "activation" and node.activation not in layers.RECTIFIERS and (
-                    self.composite.activation == "pass"):
-                _warn_non_rectifier(node.activation or "?", node.name)
             return rule
         if node.group is None:
             raise UnsupportedLayerError(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from tf_clrp.checks import finite_bounds, finite_parameter
+
 Tensor = tf.Tensor
 
 
@@ -117,6 +119,11 @@ class Term:
     needs_negative_input: bool = False
 
 
+def _stabiliser(rule: str, epsilon: object) -> float:
+    """ε as a float; refuses NaN, Inf, ε <= 0 and non-numbers, naming the rule."""
+    return finite_parameter(f"{rule} epsilon", epsilon, minimum=0.0, strict=True)
+
+
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
     return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
@@ -133,6 +140,9 @@ class BasicRule(Rule):
 
     terms: tuple[Term, ...] = (Term(),)
     epsilon: float = 1e-9
+
+    def __post_init__(self) -> None:
+        self.epsilon = _stabiliser(type(self).__name__, self.epsilon)
 
     @property
     def needs_bounds(self) -> bool:  # type: ignore[override]
@@ -340,6 +350,9 @@ class AlphaBeta(WeightedSum):
                  epsilon: float = 1e-7) -> None:
         if bias not in (True, False, "full"):
             raise ValueError(f"AlphaBeta bias must be True, False or 'full', got {bias!r}")
+        alpha = finite_parameter("AlphaBeta alpha", alpha, minimum=0.0)
+        beta = finite_parameter("AlphaBeta beta", beta, minimum=0.0)
+        epsilon = _stabiliser("AlphaBeta", epsilon)
         if not np.isclose(alpha - beta, 1.0):
             raise ValueError(f"AlphaBeta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
         parts: list[tuple[float, Rule]] = [(alpha, BasicRule(_positive_part_terms(bias), epsilon))]
@@ -364,6 +377,9 @@ class Gamma(Rule):
     """
 
     def __init__(self, gamma: float = 0.25, bias: bool = True, epsilon: float = 1e-6) -> None:
+        gamma = finite_parameter("Gamma gamma", gamma, minimum=0.0)
+        epsilon = _stabiliser("Gamma", epsilon)
+
         def boost(part: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
             return lambda w: w + gamma * part(w)
 
@@ -429,8 +445,8 @@ class ZBox(BasicRule):
                  epsilon: float = 1e-9) -> None:
         if (low is None) != (high is None):
             raise ValueError("ZBox needs both low and high, or neither (per-sample bounds)")
-        self.low = None if low is None else np.asarray(low, dtype=np.float32)
-        self.high = None if high is None else np.asarray(high, dtype=np.float32)
+        self.low = None if low is None else finite_bounds("ZBox low", low)
+        self.high = None if high is None else finite_bounds("ZBox high", high)
         if self.low is not None and np.any(self.low > self.high):
             raise ValueError(f"ZBox needs low <= high, got low={low}, high={high}")
         super().__init__(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import canonizers
+from tf_clrp import canonizers, checks
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError
 from tf_clrp.graph import Graph, trace_model
@@ -101,9 +101,7 @@ def check_input(x: Any, graph: Graph) -> np.ndarray:
     Raises:
         InputError: wrong rank or shape, non-numeric dtype, NaN/Inf values.
     """
-    if isinstance(x, tf.Tensor):
-        x = x.numpy()
-    array = np.asarray(x)
+    array = np.asarray(checks.as_float_array(x))
     if array.dtype.kind not in "fiub":
         raise InputError(f"input has dtype {array.dtype}; expected a numeric array")
     expected = tuple(graph.input_shape)
@@ -136,7 +134,8 @@ class Analyzer:
         layer_name: Explain this (hidden) layer's output instead of the model output.
         neuron_selection_mode: iNNvestigate's default selection: "max_activation", "index"
             or "all" (used when ``analyze`` gets no ``neuron_selection``).
-        batch_size: Default chunk size for ``analyze`` (None: the whole batch at once).
+        batch_size: Default chunk size for ``analyze`` (None: the whole batch at once; else
+            a whole number >= 1).
         fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
         precision: "float32" (default), "mixed" or "bfloat16". "bfloat16" runs the LRP
             rules' extra convolutions (denominators and transposed products) in bfloat16
@@ -161,9 +160,10 @@ class Analyzer:
         self.name: str | None = None
         self.options: dict[str, Any] = {}
         self.neuron_selection_mode = neuron_selection_mode
-        self.batch_size = batch_size
+        self.batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
         self.layer_name = layer_name
         self.graph = build_graph(model, output_index, layer_name, fold_batch_norm)
+        checks.check_finite_weights(self.graph)
         shape = [d for d in self.graph.output_shape[1:]]
         self.output_shape = tuple(shape)
         self.n_outputs = int(np.prod([d for d in shape if d is not None])) if shape else 1
@@ -179,14 +179,24 @@ class Analyzer:
             x: Input batch, shape ``(batch, *model_input_shape)``.
             neuron_selection: "max_activation" (default), "all", an int, one int per sample,
                 or a float seed array of the output's shape (the initial relevance).
-            batch_size: Process the batch in chunks of this size.
+            batch_size: Process the batch in chunks of this size (a whole number >= 1;
+                None: the analyzer's ``batch_size``).
             **kwargs: Analyzer-specific options.
 
         Returns:
             A float32 numpy array with the shape of ``x``.
+
+        Raises:
+            NonFiniteError: a map came out NaN/Inf (the message names the samples and the
+                first layer with non-finite weights or an overflowing output).
         """
+        batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
         array, selection = self.prepare(x, neuron_selection)
-        return self._run_chunked(array, selection, batch_size or self.batch_size, **kwargs)
+        result = self._run_chunked(array, selection,
+                                   self.batch_size if batch_size is None else batch_size,
+                                   **kwargs)
+        checks.check_finite_maps(result, self.graph, array)
+        return result
 
     def prepare(self, x: Any, neuron_selection: Any = None) -> tuple[np.ndarray, Selection]:
         """Validates a batch and its selection exactly as ``analyze`` does.
@@ -266,9 +276,7 @@ class Analyzer:
                      **kwargs: Any) -> Any:
         if len(array) == 0:
             return self._empty(array, **kwargs)
-        size = batch_size or len(array)
-        if size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        size = len(array) if batch_size is None else batch_size
         parts = [
             self._explain(array[i:i + size], selection.chunk(i, i + size), **kwargs)
             for i in range(0, len(array), size)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tf_clrp import checks
 from tf_clrp.analyzers.base import ReplicaStep
 from tf_clrp.analyzers.propagation import Propagation
 from tf_clrp.composites import gradient_composite
@@ -47,8 +48,8 @@ class _AveragedGradient(Propagation):
         n = points.shape[0]
         flat = points.reshape((-1,) + x.shape[1:]).astype(np.float32)
 
-        def finish(grads: np.ndarray) -> np.ndarray:
-            mean = grads.reshape(points.shape).mean(axis=0)
+        def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            mean = out[0].reshape(points.shape).mean(axis=0)
             return self._finish(x, mean).astype(np.float32)
 
         if selection.seeds is not None:
@@ -71,10 +72,8 @@ class IntegratedGradients(_AveragedGradient):
 
     def __init__(self, model: Any, reference_inputs: Any = 0.0, steps: int = 64,
                  **kwargs: Any) -> None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.reference_inputs = np.asarray(reference_inputs, dtype=np.float32)
-        self.steps = int(steps)
+        self.steps = checks.positive_count("steps", steps)
+        self.reference_inputs = checks.finite_bounds("reference_inputs", reference_inputs)
         super().__init__(model, **kwargs)
 
     def _points(self, x: np.ndarray) -> np.ndarray:
@@ -102,10 +101,8 @@ class SmoothGrad(_AveragedGradient):
 
     def __init__(self, model: Any, augment_by_n: int = 64, noise_scale: float = 1.0,
                  noise_relative: bool = False, seed: int | None = 0, **kwargs: Any) -> None:
-        if augment_by_n < 1:
-            raise ValueError(f"augment_by_n must be >= 1, got {augment_by_n}")
-        self.augment_by_n = int(augment_by_n)
-        self.noise_scale = float(noise_scale)
+        self.augment_by_n = checks.positive_count("augment_by_n", augment_by_n)
+        self.noise_scale = checks.finite_parameter("noise_scale", noise_scale, minimum=0.0)
         self.noise_relative = bool(noise_relative)
         self.rng = np.random.default_rng(seed)
         super().__init__(model, **kwargs)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tf_clrp import checks
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
 from tf_clrp.composites import Composite
 from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
@@ -92,6 +93,8 @@ class Propagation(Analyzer):
         self.multiply_by_input = multiply_by_input
         self.postprocess = postprocess
         self.mirror = self._mirror(composite)
+        #: (layer, ε) of the output layer's rule: LRP seeds below ε are absorbed (warned).
+        self._absorbing = None if seed == "one" else checks.output_stabiliser(self.mirror.steps)
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         self._by_index = self._compile(self._backward_by_index, use_tf_function,
                                        [spec, tf.TensorSpec((None,), tf.int32)])
@@ -106,7 +109,8 @@ class Propagation(Analyzer):
                 else fn)
 
     # ------------------------------------------------------------------ backward
-    def _backward(self, x: tf.Tensor, make_seed: Any) -> tf.Tensor:
+    def _backward(self, x: tf.Tensor, make_seed: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """(the map, each sample's total initial relevance Σ seed)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             y = self.mirror(x)
@@ -121,13 +125,15 @@ class Propagation(Analyzer):
             result = tf.abs(result)
         elif self.postprocess == "square":
             result = tf.square(result)
-        return result
+        return result, tf.reduce_sum(seed, axis=1)
 
-    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor
+                           ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._backward(
             x, lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed))
 
-    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor
+                          ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._backward(x, lambda y: seeds)
 
     def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
@@ -135,13 +141,17 @@ class Propagation(Analyzer):
         """One backward pass of the chunk (see ``Analyzer.replica_step``)."""
         if analyze_kwargs:
             raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
-        finish = _as_float32
+        finish = self._finish_maps
         if selection.seeds is not None:
             return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds),
                                finish)
         return ReplicaStep((id(self), "by_index"), self._by_index, (x, selection.indices),
                            finish)
 
-
-def _as_float32(out: np.ndarray) -> np.ndarray:
-    return out.astype(np.float32)
+    def _finish_maps(self, out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """The float32 maps; warns about seeds the output rule's stabiliser absorbed."""
+        maps, seed_totals = out
+        if self._absorbing is not None:
+            layer, epsilon = self._absorbing
+            checks.warn_absorbed_seeds(seed_totals, maps, epsilon, layer)
+        return maps.astype(np.float32)
