@@ -29,6 +29,7 @@ _EXPORTS = {
     "SmoothGrad": "tf_clrp.analyzers",
     "InputError": "tf_clrp.errors",
     "ModelStructureError": "tf_clrp.errors",
+    "NonFiniteError": "tf_clrp.errors",
     "SelectionError": "tf_clrp.errors",
     "TfClrpError": "tf_clrp.errors",
     "UnsupportedLayerError": "tf_clrp.errors",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from tf_clrp.errors import (
         InputError,
         ModelStructureError,
+        NonFiniteError,
         SelectionError,
         TfClrpError,
         UnsupportedLayerError,
@@ -84,6 +86,7 @@ __all__ = [
     "InputError",
     "IntegratedGradients",
     "ModelStructureError",
+    "NonFiniteError",
     "Propagation",
     "SelectionError",
     "SmoothGrad",
