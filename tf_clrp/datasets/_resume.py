@@ -1,0 +1,125 @@
+"""Deciding whether a stored run can be continued with the settings given now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tf_clrp.datasets._common import FORMAT_VERSION, ResumeMismatchError
+
+#: Manifest entries that must be equal to resume (``neuron_selection`` is compared apart).
+COMPARED = ("format", "shard_size", "analyzer", "model", "analyze_kwargs", "input_shape",
+            "n_samples_expected")
+#: Selection kinds that stand for one unit index per sample (comparable by their values).
+INDEX_SELECTIONS = ("labels", "unit", "per_sample")
+_MAX_SHOWN = 8
+_MAX_VALUE = 60
+
+
+def selection_kind(description: Any) -> str:
+    """"labels", "unit", "per_sample", "callable", or the selection string itself."""
+    if isinstance(description, dict):
+        return next(iter(description))
+    return str(description)
+
+
+def differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """The leaves (path, old, new) where two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += differences(old.get(key), new.get(key), f"{path}.{key}")
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            found += differences(a, b, f"{path}[{i}]")
+        return found
+    return [] if old == new else [(path, old, new)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 3] + "..."
+
+
+def _leaf_name(path: str) -> str:
+    """The readable part of a leaf path (hash-only leaves are named by their owner)."""
+    for suffix in (".weights", ".architecture"):
+        if path.endswith(suffix):
+            return path[:-len(suffix)] + suffix
+    return path
+
+
+def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMismatchError:
+    """A short ResumeMismatchError listing only the differing settings."""
+    lines = []
+    for path, old, new in found[:_MAX_SHOWN]:
+        if path.endswith((".weights", ".architecture", ".code")):
+            lines.append(f"  {_leaf_name(path)}: differs")
+        else:
+            lines.append(f"  {path}: stored {_short(old)}, now {_short(new)}")
+    if len(found) > _MAX_SHOWN:
+        lines.append(f"  ... and {len(found) - _MAX_SHOWN} more")
+    return ResumeMismatchError(
+        f"{out_dir} holds a run made with other settings:\n" + "\n".join(lines) +
+        "\nUse another out_dir, or resume=False to discard the stored run.")
+
+
+def check_version(old: dict[str, Any], out_dir: Path) -> None:
+    """Refuses to resume a folder written with another layout version."""
+    version = old.get("format_version")
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        raise ResumeMismatchError(
+            f"{out_dir} was written by an older tf_clrp (folder format {version}; this "
+            f"version writes format {FORMAT_VERSION}, with model fingerprints and shard "
+            "checksums) and cannot be resumed. load_explanations still reads it; to "
+            "recompute, use another out_dir or resume=False.")
+    raise ResumeMismatchError(
+        f"{out_dir} was written by a newer tf_clrp (folder format {version!r}; this version "
+        f"knows format {FORMAT_VERSION}). Upgrade tf_clrp or use another out_dir.")
+
+
+def check_fingerprintable(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
+    """Refuses to resume when either run has settings that could not be fingerprinted."""
+    problems = list(new.get("unverifiable") or []) + [
+        f"{p} (stored run)" for p in old.get("unverifiable") or []]
+    if problems:
+        shown = "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "")
+        raise ResumeMismatchError(
+            f"cannot resume {out_dir}: some settings cannot be fingerprinted reliably, so "
+            f"tf_clrp cannot tell whether they match the stored run ({shown}). Use another "
+            "out_dir or resume=False, or pass a plain function / array / string instead.")
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
+    """Checks ``new`` settings against the stored ones.
+
+    Returns:
+        True if the selections differ in form but are both per-sample unit indices
+        ("labels", an int, one int per sample): the caller must then compare their values
+        for the finished samples.
+
+    Raises:
+        ResumeMismatchError: a setting differs (only the differing ones are listed).
+    """
+    check_version(old, out_dir)
+    check_fingerprintable(old, new, out_dir)
+    found = []
+    for key in COMPARED:
+        if key == "n_samples_expected" and None in (old.get(key), new.get(key)):
+            continue  # a length is compared only when both runs know it
+        found += differences(old.get(key), new.get(key), key)
+    old_selection, new_selection = old.get("neuron_selection"), new.get("neuron_selection")
+    by_values = False
+    if old_selection != new_selection:
+        kinds = {selection_kind(old_selection), selection_kind(new_selection)}
+        if kinds <= set(INDEX_SELECTIONS):
+            by_values = True
+        else:
+            found += differences(old_selection, new_selection, "neuron_selection")
+    if found:
+        raise mismatch_error(out_dir, found)
+    return by_values
