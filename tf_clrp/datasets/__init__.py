@@ -161,7 +161,8 @@ def _analyzer_description(analyzer: Any, fingerprinter: Fingerprinter) -> dict[s
         options.update(explicit)
     return {"class": type(analyzer).__qualname__, "module": type(analyzer).__module__,
             "name": getattr(analyzer, "name", None),
-            "options": fingerprinter.describe(options, "analyzer option")}
+            "options": fingerprinter.describe(options, "analyzer option"),
+            "given": sorted(explicit) if isinstance(explicit, dict) else []}
 
 
 def _model_description(analyzer: Any, fingerprinter: Fingerprinter) -> dict[str, Any] | None:

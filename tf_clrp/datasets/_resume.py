@@ -12,6 +12,9 @@ COMPARED = ("format", "shard_size", "analyzer", "model", "analyze_kwargs", "inpu
             "n_samples_expected")
 #: Selection kinds that stand for one unit index per sample (comparable by their values).
 INDEX_SELECTIONS = ("labels", "unit", "per_sample")
+#: Informative entries, never compared (auto-generated names differ between sessions).
+_IGNORED = ("model.name", "analyzer.given")
+_OPTIONS = "analyzer.options."
 _MAX_SHOWN = 8
 _MAX_VALUE = 60
 
@@ -36,6 +39,19 @@ def differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
             found += differences(a, b, f"{path}[{i}]")
         return found
     return [] if old == new else [(path, old, new)]
+
+
+def _user_settings_first(found: list[tuple[str, Any, Any]], given: set[str]
+                         ) -> list[tuple[str, Any, Any]]:
+    """Drops differences in derived analyzer attributes when a given option explains them."""
+
+    def option(path: str) -> str | None:
+        return path[len(_OPTIONS):].split(".")[0].split("[")[0] \
+            if path.startswith(_OPTIONS) else None
+
+    if not any(option(path) in given for path, _, _ in found):
+        return found
+    return [f for f in found if option(f[0]) is None or option(f[0]) in given]
 
 
 def _short(value: Any) -> str:
@@ -111,7 +127,8 @@ def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
     for key in COMPARED:
         if key == "n_samples_expected" and None in (old.get(key), new.get(key)):
             continue  # a length is compared only when both runs know it
-        found += differences(old.get(key), new.get(key), key)
+        found += [f for f in differences(old.get(key), new.get(key), key)
+                  if f[0] not in _IGNORED]
     old_selection, new_selection = old.get("neuron_selection"), new.get("neuron_selection")
     by_values = False
     if old_selection != new_selection:
@@ -121,5 +138,6 @@ def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
         else:
             found += differences(old_selection, new_selection, "neuron_selection")
     if found:
-        raise mismatch_error(out_dir, found)
+        given = set((new.get("analyzer") or {}).get("given") or [])
+        raise mismatch_error(out_dir, _user_settings_first(found, given))
     return by_values

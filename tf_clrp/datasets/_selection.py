@@ -57,7 +57,7 @@ def check_units(selection: Any, index: np.ndarray, n_outputs: int | None, source
     if bad.any():
         i = int(np.argmax(bad))
         raise SelectionError(
-            f"{source} {values[i]!r} at sample {int(index[i])} of the dataset is out of "
+            f"{source} {values[i].item()!r} at sample {int(index[i])} of the dataset is out of "
             f"range: the explained output has {n_outputs} units (valid 0..{n_outputs - 1})")
 
 
