@@ -407,3 +407,16 @@ def test_no_integer_selection_codes_on_disk(model: keras.Model, tmp_path: Path) 
     text = (tmp_path / "mixed" / "manifest.json").read_text()
     assert "-3" not in text and "-2" not in text
 
+
+
+def test_verify_false_checks_sizes_only(lrp: Any, tmp_path: Path) -> None:
+    x = images(8, seed=25)
+    run(lrp, x, tmp_path, format="npy")
+    flip_byte(tmp_path / "shard_00001" / "maps.npy")
+    fast = load_explanations(tmp_path, verify=False)
+    assert not np.array_equal(fast.maps, run(lrp, x, tmp_path / "clean").maps)  # unchecked
+    with pytest.raises(ValueError, match=r"shard_00001/maps\.npy is damaged.*CRC-32"):
+        fast.verify()
+    truncate(tmp_path / "shard_00000" / "index.npy")
+    with pytest.raises(ValueError, match=r"shard_00000/index\.npy.*truncated"):
+        list(fast.iter_shards(["maps"]))
