@@ -67,7 +67,8 @@ def model_fingerprint(model: keras.Model) -> dict[str, Any]:
     """Name (informative only), architecture hash and weights hash of a Keras model."""
     weights = hashlib.sha256()
     for variable in model.weights:
-        array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        # np.asarray of the backing tensor avoids the copy convert_to_numpy makes
+        array = np.ascontiguousarray(np.asarray(getattr(variable, "value", variable)))
         weights.update(f"{array.dtype.str}{array.shape};".encode())
         weights.update(memoryview(array).cast("B"))
     try:
