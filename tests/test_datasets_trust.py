@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import resource
 import signal
 import socket
@@ -420,3 +421,11 @@ def test_verify_false_checks_sizes_only(lrp: Any, tmp_path: Path) -> None:
     truncate(tmp_path / "shard_00000" / "index.npy")
     with pytest.raises(ValueError, match=r"shard_00000/index\.npy.*truncated"):
         list(fast.iter_shards(["maps"]))
+
+
+def test_lock_of_an_earlier_process_with_this_pid_is_stale(lrp: Any, tmp_path: Path) -> None:
+    """Containers often restart with the same pid: that lock is not this process's."""
+    (tmp_path / ".tf_clrp.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "token": "an earlier run"}))
+    assert run(lrp, images(4), tmp_path).complete
+    assert ".tf_clrp.lock" not in files(tmp_path)

@@ -355,8 +355,11 @@ def _resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
     if not by_values or not shards:
         return state, None
     stored = _stored_units(out, {**old, **state})
-    given = unit_values(neuron_selection, len(stored))
-    if given is not None:
+    if not (isinstance(neuron_selection, str) and neuron_selection == "labels"):
+        given = unit_values(neuron_selection, len(stored))
+        if given is None:
+            raise _mismatch(out, f"neuron_selection: gives no unit for all of the "
+                                 f"{len(stored)} finished samples")
         _check_units_agree(out, stored, given, 0)
         return state, None
 

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 LOCK = ".tf_clrp.lock"
+#: Tokens of the locks this process holds (a lock with this pid but another token was left
+#: by an earlier process that had the same pid, e.g. in a restarted container: stale).
+_HELD: set[str] = set()
 
 
 class LockHeld(Exception):
@@ -71,6 +74,8 @@ def _held_reason(owner: dict[str, Any]) -> str | None:
         return (f"held by pid {pid} on host {host!r}, which cannot be checked from "
                 f"{socket.gethostname()!r}")
     if pid == os.getpid():
+        if owner.get("token") not in _HELD:
+            return None
         return f"held by this process (pid {pid}): another explain_dataset call is writing"
     if _pid_alive(pid):
         return f"held by the running process {pid} on this host"
@@ -100,7 +105,8 @@ class FolderLock:
                 file.write(content)
             for _ in range(3):
                 try:
-                    os.link(tmp, self.path)
+                    _link_or_create(tmp, self.path, content)
+                    _HELD.add(self.token)
                     return
                 except FileExistsError:
                     owner = _read_owner(self.path)
@@ -124,7 +130,26 @@ class FolderLock:
 
     def release(self) -> None:
         """Gives the lock back (only if it is still this holder's)."""
+        _HELD.discard(self.token)
         owner = _read_owner(self.path)
         if owner is not None and owner.get("token") == self.token:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+
+def _link_or_create(tmp: str, path: Path, content: str) -> None:
+    """Creates ``path`` with ``content`` atomically; FileExistsError if it exists.
+
+    A hard link of the complete temporary file where the file system allows it, else an
+    exclusive create (``O_EXCL``) followed by the write.
+    """
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network / FUSE file systems)
+        pass
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(content)
