@@ -40,13 +40,9 @@ LOCK_MODULE = Path(__file__).resolve().parents[1] / "tf_clrp" / "datasets" / "_l
 
 
 @pytest.fixture(scope="module")
-def model() -> keras.Model:
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def lrp(model: keras.Model) -> tf_clrp.Analyzer:
-    return tf_clrp.create_analyzer("lrp.z_plus", model)
+def lrp() -> tf_clrp.Analyzer:
+    """LRP-z+ of the tiny test model (which is ``lrp.model``)."""
+    return tf_clrp.create_analyzer("lrp.z_plus", tiny_model())
 
 
 def run(analyzer: Any, data: Any, out: Path, **kwargs: Any) -> Any:
@@ -66,7 +62,8 @@ def interrupted(analyzer: Any, data: Any, out: Path, fail_at: int = 1, **kwargs:
 
 
 # ---------------------------------------------------------------------------- fingerprints
-def test_retrained_model_does_not_resume(model: keras.Model, tmp_path: Path) -> None:
+def test_retrained_model_does_not_resume(lrp: Any, tmp_path: Path) -> None:
+    model = lrp.model
     x = images(12, seed=10)
     interrupted(tf_clrp.create_analyzer("lrp.z_plus", model), x, tmp_path, fail_at=1)
     assert load_explanations(tmp_path).n_samples == 4
@@ -86,7 +83,8 @@ def test_retrained_model_does_not_resume(model: keras.Model, tmp_path: Path) -> 
     assert result.complete and result.skipped_shards == 1 and result.computed_shards == 2
 
 
-def test_architecture_change_does_not_resume(model: keras.Model, tmp_path: Path) -> None:
+def test_architecture_change_does_not_resume(lrp: Any, tmp_path: Path) -> None:
+    model = lrp.model
     x = images(8, seed=11)
     run(tf_clrp.create_analyzer("lrp.z_plus", model), x, tmp_path)
     keras.utils.set_random_seed(0)
@@ -133,8 +131,9 @@ def test_unfingerprintable_callable_refuses_resume(lrp: Any, tmp_path: Path) -> 
     assert result.complete and result.n_samples == 8
 
 
-def test_mismatch_lists_only_the_differing_settings(model: keras.Model, tmp_path: Path
+def test_mismatch_lists_only_the_differing_settings(lrp: Any, tmp_path: Path
                                                     ) -> None:
+    model = lrp.model
     x = images(6, seed=14)
     run(tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.1), x, tmp_path)
     with pytest.raises(ResumeMismatchError) as info:
@@ -208,8 +207,8 @@ def hold_lock(folder: Path) -> subprocess.Popen[str]:
     return process
 
 
-def test_second_run_on_a_locked_folder_is_refused(model: keras.Model, lrp: Any,
-                                                 tmp_path: Path) -> None:
+def test_second_run_on_a_locked_folder_is_refused(lrp: Any, tmp_path: Path) -> None:
+    model = lrp.model
     x = images(12, seed=18)
     gradient = tf_clrp.create_analyzer("gradient", model)
     refused: list[BaseException] = []
@@ -387,7 +386,8 @@ def test_partial_write_on_npy_keeps_the_errno(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- on disk
-def test_no_integer_selection_codes_on_disk(model: keras.Model, tmp_path: Path) -> None:
+def test_no_integer_selection_codes_on_disk(lrp: Any, tmp_path: Path) -> None:
+    model = lrp.model
     analyzer = tf_clrp.create_analyzer("gradient", model)
     x = images(6, seed=24)
     result = run(analyzer, x, tmp_path / "all", neuron_selection="all")
