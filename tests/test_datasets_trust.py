@@ -305,24 +305,24 @@ def test_foreign_files_are_never_deleted(lrp: Any, tmp_path: Path) -> None:
     (tmp_path / "shard_1.tfrecord").write_bytes(b"user data")
     (tmp_path / "shard_imgs").mkdir()
     (tmp_path / "shard_imgs" / "a.png").write_bytes(b"png")
-    (tmp_path / "shard_00000").mkdir()  # our name, but holds a file tf_clrp never writes
-    (tmp_path / "shard_00000" / "notes.txt").write_text("mine")
+    (tmp_path / "shard_00005").mkdir()  # our name, but holds a file tf_clrp never writes
+    (tmp_path / "shard_00005" / "notes.txt").write_text("mine")
     x = images(8, seed=22)
     with pytest.raises(TfClrpError, match="not empty .* has no manifest.json"):
         run(lrp, x, tmp_path)
-    mine = ["shard_00000", "shard_1.tfrecord", "shard_imgs"]
+    mine = ["shard_00005", "shard_1.tfrecord", "shard_imgs"]
     assert files(tmp_path) == mine
 
-    (tmp_path / "shard_00000" / "notes.txt").unlink()
-    (tmp_path / "shard_00000").rmdir()
     (tmp_path / "shard_00007.npz").write_bytes(b"an old tf_clrp shard")  # our pattern
     result = run(lrp, x, tmp_path, overwrite=True)
     assert result.complete
-    assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz",
-                               "shard_1.tfrecord", "shard_imgs"]
-    run(lrp, x, tmp_path, resume=False)  # starting over deletes only tf_clrp's files
+    assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz", *mine]
+    for fmt in ("npy", "npz"):  # starting over deletes only tf_clrp's files
+        run(lrp, x, tmp_path, resume=False, format=fmt)
+    assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz", *mine]
     assert (tmp_path / "shard_1.tfrecord").read_bytes() == b"user data"
     assert (tmp_path / "shard_imgs" / "a.png").exists()
+    assert (tmp_path / "shard_00005" / "notes.txt").read_text() == "mine"
 
 
 # ---------------------------------------------------------------------------- clear errors
