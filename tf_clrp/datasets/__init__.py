@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,8 +52,6 @@ from tf_clrp.datasets._selection import (
     chunk_selection,
     describe_selection,
     explained_selection,
-    labels_to_indices,
-    unit_values,
 )
 
 
@@ -303,73 +300,6 @@ class _ShardWriter:
             raise storage_error(exc, path, self.completed) from exc
 
 
-# ---------------------------------------------------------------------------- resuming
-def _verified_prefix(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The leading shards whose files pass the size and checksum checks."""
-    kept = []
-    for record in records:
-        try:
-            _integrity.verify_shard(out / record["file"], record["files"])
-        except ShardIntegrityError as exc:
-            warnings.warn(f"{exc}. Resuming recomputes shard {record['file']} and the "
-                          f"{len(records) - len(kept) - 1} shard(s) after it.",
-                          RuntimeWarning, stacklevel=3)
-            break
-        kept.append(record)
-    return kept
-
-
-def _stored_units(out: Path, manifest: dict[str, Any]) -> np.ndarray:
-    """The stored per-sample unit indices of the kept shards."""
-    reader = DatasetExplanation(out, manifest)
-    parts = [shard["selection"] for shard in reader.iter_shards(["selection"])]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-
-def _mismatch(out: Path, message: str) -> ResumeMismatchError:
-    return ResumeMismatchError(f"{out} holds a run made with other settings:\n  {message}\n"
-                               "Use another out_dir, or resume=False to discard the stored run.")
-
-
-def _check_units_agree(out: Path, stored: np.ndarray, given: np.ndarray, first: int) -> None:
-    differ = np.flatnonzero(stored != given)
-    if differ.size:
-        i = int(differ[0])
-        raise _mismatch(out, f"neuron_selection: sample {first + i} was explained for unit "
-                             f"{int(stored[i])}, the selection now gives {int(given[i])}")
-
-
-def _resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
-                 neuron_selection: Any, n_outputs: int | None
-                 ) -> tuple[dict[str, Any], Callable[..., None] | None]:
-    """The manifest state to continue from, and a check for the skipped samples' labels."""
-    by_values = _resume.compare(old, config, out)
-    known = config["n_samples_expected"]
-    if old["complete"] and known is not None and known != old["completed"]:
-        raise _mismatch(out, f"data length: the stored run is complete with "
-                             f"n={old['completed']} samples, the data now has {known}")
-    shards = _verified_prefix(out, old["shards"])
-    state = {k: old.get(k) for k in ("fields", "sample_shape", "dtype")}
-    state.update(shards=shards, completed=shards[-1]["stop"] if shards else 0,
-                 complete=bool(old["complete"]) and len(shards) == len(old["shards"]))
-    if not by_values or not shards:
-        return state, None
-    stored = _stored_units(out, {**old, **state})
-    if not (isinstance(neuron_selection, str) and neuron_selection == "labels"):
-        given = unit_values(neuron_selection, len(stored))
-        if given is None:
-            raise _mismatch(out, f"neuron_selection: gives no unit for all of the "
-                                 f"{len(stored)} finished samples")
-        _check_units_agree(out, stored, given, 0)
-        return state, None
-
-    def check_skipped(labels: np.ndarray | None, index: np.ndarray) -> None:
-        units = labels_to_indices(labels, n_outputs)
-        _check_units_agree(out, stored[index], np.asarray(units), int(index[0]))
-
-    return state, check_skipped
-
-
 def _open_folder(out: Path, config: dict[str, Any], resume: bool, overwrite: bool,
                  neuron_selection: Any, n_outputs: int | None
                  ) -> tuple[dict[str, Any], Callable[..., None] | None]:
@@ -381,7 +311,8 @@ def _open_folder(out: Path, config: dict[str, Any], resume: bool, overwrite: boo
     if old is None:
         _folder.check_new_folder(out, overwrite)
     elif resume:
-        state, check_skipped = _resume_from(out, old, config, neuron_selection, n_outputs)
+        state, check_skipped = _resume.resume_from(out, old, config, neuron_selection,
+                                                   n_outputs)
     _folder.remove_unrecorded(out, {r["file"] for r in state["shards"]})
     return state, check_skipped
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tf_clrp.datasets._common import FORMAT_VERSION, ResumeMismatchError
+import numpy as np
+
+from tf_clrp.datasets import _integrity
+from tf_clrp.datasets._common import FORMAT_VERSION, ResumeMismatchError, ShardIntegrityError
+from tf_clrp.datasets._reader import DatasetExplanation
+from tf_clrp.datasets._selection import labels_to_indices, unit_values
 
 #: Manifest entries that must be equal to resume (``neuron_selection`` is compared apart).
 COMPARED = ("format", "shard_size", "analyzer", "model", "analyze_kwargs", "input_shape",
@@ -72,13 +79,18 @@ def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMi
     lines = []
     for path, old, new in found[:_MAX_SHOWN]:
         if path.endswith((".weights", ".architecture", ".code")):
-            lines.append(f"  {_leaf_name(path)}: differs")
+            lines.append(f"{_leaf_name(path)}: differs")
         else:
-            lines.append(f"  {path}: stored {_short(old)}, now {_short(new)}")
+            lines.append(f"{path}: stored {_short(old)}, now {_short(new)}")
     if len(found) > _MAX_SHOWN:
-        lines.append(f"  ... and {len(found) - _MAX_SHOWN} more")
+        lines.append(f"... and {len(found) - _MAX_SHOWN} more")
+    return _mismatch_message(out_dir, lines)
+
+
+def _mismatch_message(out_dir: Path, lines: list[str]) -> ResumeMismatchError:
     return ResumeMismatchError(
-        f"{out_dir} holds a run made with other settings:\n" + "\n".join(lines) +
+        f"{out_dir} holds a run made with other settings:\n" +
+        "\n".join(f"  {line}" for line in lines) +
         "\nUse another out_dir, or resume=False to discard the stored run.")
 
 
@@ -141,3 +153,72 @@ def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
         given = set((new.get("analyzer") or {}).get("given") or [])
         raise mismatch_error(out_dir, _user_settings_first(found, given))
     return by_values
+
+
+def _verified_prefix(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leading shards whose files pass the size and checksum checks."""
+    kept = []
+    for record in records:
+        try:
+            _integrity.verify_shard(out / record["file"], record["files"])
+        except ShardIntegrityError as exc:
+            warnings.warn(f"{exc}. Resuming recomputes shard {record['file']} and the "
+                          f"{len(records) - len(kept) - 1} shard(s) after it.",
+                          RuntimeWarning, stacklevel=6)  # the caller of explain_dataset
+            break
+        kept.append(record)
+    return kept
+
+
+def _stored_units(out: Path, manifest: dict[str, Any]) -> np.ndarray:
+    """The stored per-sample unit indices of the kept shards."""
+    reader = DatasetExplanation(out, manifest)
+    parts = [shard["selection"] for shard in reader.iter_shards(["selection"])]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _mismatch(out: Path, line: str) -> ResumeMismatchError:
+    return _mismatch_message(out, [line])
+
+
+def _check_units_agree(out: Path, stored: np.ndarray, given: np.ndarray, first: int) -> None:
+    differ = np.flatnonzero(stored != given)
+    if differ.size:
+        i = int(differ[0])
+        raise _mismatch(out, f"neuron_selection: sample {first + i} was explained for unit "
+                             f"{int(stored[i])}, the selection now gives {int(given[i])}")
+
+
+def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
+                 neuron_selection: Any, n_outputs: int | None
+                 ) -> tuple[dict[str, Any], Callable[..., None] | None]:
+    """The manifest state to continue from, and a check for the skipped samples' labels.
+
+    Raises:
+        ResumeMismatchError: settings, data length or the selection's values differ.
+    """
+    by_values = compare(old, config, out)
+    known = config["n_samples_expected"]
+    if old["complete"] and known is not None and known != old["completed"]:
+        raise _mismatch(out, f"data length: the stored run is complete with "
+                             f"n={old['completed']} samples, the data now has {known}")
+    shards = _verified_prefix(out, old["shards"])
+    state = {k: old.get(k) for k in ("fields", "sample_shape", "dtype")}
+    state.update(shards=shards, completed=shards[-1]["stop"] if shards else 0,
+                 complete=bool(old["complete"]) and len(shards) == len(old["shards"]))
+    if not by_values or not shards:
+        return state, None
+    stored = _stored_units(out, {**old, **state})
+    if not (isinstance(neuron_selection, str) and neuron_selection == "labels"):
+        given = unit_values(neuron_selection, len(stored))
+        if given is None:
+            raise _mismatch(out, f"neuron_selection: gives no unit for all of the "
+                                 f"{len(stored)} finished samples")
+        _check_units_agree(out, stored, given, 0)
+        return state, None
+
+    def check_skipped(labels: np.ndarray | None, index: np.ndarray) -> None:
+        units = labels_to_indices(labels, n_outputs)
+        _check_units_agree(out, stored[index], np.asarray(units), int(index[0]))
+
+    return state, check_skipped
