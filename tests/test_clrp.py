@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import mlp, small_cnn
 
 import tf_clrp
@@ -187,3 +188,124 @@ def test_bounds_helper(name: str) -> None:
         np.testing.assert_allclose(high.max(), 2.64, atol=1e-3)
     with pytest.raises(ValueError, match="known"):
         input_bounds("imagenet-ish")
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_all_units_as_the_target_are_refused(model, x) -> None:
+    """Seeding every unit leaves no dual: the map would silently be plain LRP."""
+    for method in ("clrp", "sglrp"):
+        analyzer = tf_clrp.create_analyzer(method, model)
+        with pytest.raises(tf_clrp.SelectionError, match="'all' has no dual"):
+            analyzer.analyze(x, neuron_selection="all")
+        with pytest.raises(tf_clrp.SelectionError, match="'all' has no dual"):
+            tf_clrp.create_analyzer(method, model, neuron_selection_mode="all")
+
+
+def test_a_single_logit_needs_the_negated_dual(x) -> None:
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    single = keras.Model(inp, keras.layers.Dense(1)(h))
+    for contrast in ("others", "others_uniform"):
+        with pytest.raises(tf_clrp.SelectionError, match="at least two output units"):
+            tf_clrp.create_analyzer("clrp", single, contrast=contrast)
+    with pytest.raises(tf_clrp.SelectionError, match="at least two output units"):
+        tf_clrp.create_analyzer("sglrp", single)
+    parts = tf_clrp.create_analyzer("clrp", single, contrast="negated").analyze(
+        x, neuron_selection=0, return_parts=True)
+    assert np.abs(parts.difference).max() > 0
+
+
+SYMMETRIC_HEAD_RULES = {
+    "epsilon": tf_clrp.rules.Epsilon(0.1), "z": tf_clrp.rules.Z(),
+    "w_square": tf_clrp.rules.WSquare(), "flat": tf_clrp.rules.Flat(),
+    "gamma": tf_clrp.rules.Gamma(0.25),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SYMMETRIC_HEAD_RULES))
+def test_negated_dual_under_a_weight_symmetric_head_rule_is_refused(model, x, name) -> None:
+    """Such a rule propagates the negated unit like the target: a silent all-zero map."""
+    head = model.layers[-1].name
+    rule = SYMMETRIC_HEAD_RULES[name]
+    with pytest.raises(tf_clrp.SelectionError, match=f"{head}.*normalises to the target"):
+        tf_clrp.create_analyzer("clrp", model, contrast="negated", layer_rules={head: rule})
+    analyzer = tf_clrp.create_analyzer("clrp", model, layer_rules={head: rule})
+    with pytest.raises(tf_clrp.SelectionError, match="normalises to the target"):
+        analyzer.analyze(x, neuron_selection=1, contrast="negated")
+    # the same composite with z⁺ on the head (the paper's choice) is fine
+    epsilon_plus = tf_clrp.composites.epsilon_plus()
+    with pytest.raises(tf_clrp.SelectionError, match="normalises to the target"):
+        tf_clrp.create_analyzer("clrp", model, contrast="negated", composite=epsilon_plus)
+    fixed = tf_clrp.create_analyzer("clrp", model, contrast="negated", composite=epsilon_plus,
+                                    layer_rules={head: tf_clrp.rules.ZPlus()})
+    assert fixed.analyze(x, neuron_selection=1).max() > 0
+
+
+def _dense_site(kernel: np.ndarray, bias: np.ndarray, a: np.ndarray) -> tf_clrp.rules.Site:
+    return tf_clrp.rules.Site(
+        inputs=[tf.constant(a)], forward=lambda xs, k: tf.matmul(xs[0], k),
+        kernel=tf.constant(kernel), bias=tf.constant(bias), name="probe",
+        low=tf.constant(np.full_like(a, -3.0)), high=tf.constant(np.full_like(a, 3.0)))
+
+
+DECLARED_RULES = [
+    tf_clrp.rules.Z(), tf_clrp.rules.Epsilon(0.1), tf_clrp.rules.ZPlus(),
+    tf_clrp.rules.ZPlus(bias=True), tf_clrp.rules.ZPlusFast(), tf_clrp.rules.AlphaBeta(2, 1),
+    tf_clrp.rules.AlphaBeta(1, 0), tf_clrp.rules.Gamma(0.25), tf_clrp.rules.WSquare(),
+    tf_clrp.rules.Flat(), tf_clrp.rules.ZBox(-3.0, 3.0), tf_clrp.rules.Gradient(),
+]
+
+
+@pytest.mark.parametrize("rule", DECLARED_RULES, ids=repr)
+def test_declared_negation_invariance_is_what_the_rule_does(rule) -> None:
+    """``negation_invariant`` (declared per rule class) against the rule's own numbers."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(0, 1, (3, 6)).astype("float32")
+    kernel = rng.normal(0, 1, (6, 4)).astype("float32")
+    bias = rng.normal(0, 0.3, 4).astype("float32")
+    r = rng.uniform(0.1, 1, (3, 4)).astype("float32")
+    plain = rule.relevance(_dense_site(kernel, bias, a), tf.constant(r))[0].numpy()
+    negated = rule.relevance(_dense_site(-kernel, -bias, a), tf.constant(r))[0].numpy()
+    same_up_to_sign = (np.allclose(plain, negated, rtol=1e-4, atol=1e-6)
+                       or np.allclose(plain, -negated, rtol=1e-4, atol=1e-6))
+    assert same_up_to_sign == rule.negation_invariant
+    assert rule.linear_in_relevance
+    doubled = rule.relevance(_dense_site(kernel, bias, a), tf.constant(2 * r - 0.5))[0]
+    np.testing.assert_allclose(doubled.numpy(), 2 * plain - 0.5 * rule.relevance(
+        _dense_site(kernel, bias, a), tf.ones_like(r))[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _ClippedZPlus(tf_clrp.rules.Rule):
+    """A user rule that is not linear in the relevance (and does not declare anything)."""
+
+    def relevance(self, site, relevance):
+        return tf_clrp.rules.ZPlus().relevance(site, tf.maximum(relevance, 0.0))
+
+
+NON_LINEAR_COMPOSITES = {
+    "deconvnet": tf_clrp.composites.Composite(
+        {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
+        first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="deconvnet"),
+    "guided": tf_clrp.composites.Composite(
+        {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
+        first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="guided"),
+    "user_rule": tf_clrp.composites.clrp_paper(0.0, 1.0).with_layer_rules(
+        {"Dense": _ClippedZPlus()}),
+}
+
+
+@pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(NON_LINEAR_COMPOSITES))
+def test_reduced_precision_with_a_non_linear_backward_runs_the_dual_itself(model, x, name,
+                                                                           precision) -> None:
+    """The dual cannot be rebuilt by linearity then: it gets its own pass."""
+    composite = NON_LINEAR_COMPOSITES[name]
+    exact = tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
+        x, neuron_selection=1, return_parts=True)
+    low = tf_clrp.create_analyzer("clrp", model, composite=composite, precision=precision)
+    assert not low.dual_by_linearity
+    parts = low.analyze(x, neuron_selection=1, return_parts=True)
+    for part in ("target", "dual"):
+        a, b = getattr(exact, part), getattr(parts, part)
+        err = np.abs(a - b).reshape(4, -1).max(axis=1) / np.abs(a).reshape(4, -1).max(axis=1)
+        assert err.max() < 2e-2, (part, err)

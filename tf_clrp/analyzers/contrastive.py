@@ -95,9 +95,9 @@ def _negated_head(graph: Graph) -> Graph | None:
                           axis=1)]
 
     doubled = new_tensor_id()
-    head = last.evolve(linear=extended, run=run, name=last.name + "+negated",
-                       outputs=(doubled,))
-    order = Node(name=last.name + "+negated/real_then_virtual", op=None, group="reshape",
+    # The head keeps its name: layer_rules keyed by it must still apply.
+    head = last.evolve(linear=extended, run=run, outputs=(doubled,))
+    order = Node(name=last.name + "/real_then_virtual", op=None, group="reshape",
                  inputs=(doubled,), outputs=(graph.output_id,), run=real_then_virtual)
     return Graph(nodes=graph.nodes[:-1] + [head, order], input_id=graph.input_id,
                  output_id=graph.output_id, input_shape=graph.input_shape,
@@ -137,8 +137,9 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
 
 
 def _negated_head_step(mirror: MirroredModel) -> Step:
-    """The step of the mirrored model's head (the layer extended by its negation)."""
-    return next(s for s in mirror.steps if s.node.name.endswith("+negated"))
+    """The step of the mirrored model's head (the layer extended by its negation): the
+    last step but the reordering one (see ``_negated_head``)."""
+    return mirror.steps[-2]
 
 
 class _TwoSeedAnalyzer(Analyzer):
