@@ -289,7 +289,7 @@ NON_LINEAR_COMPOSITES = {
     "guided": tf_clrp.composites.Composite(
         {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
         first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="guided"),
-    "user_rule": tf_clrp.composites.clrp_paper(0.0, 1.0).with_layer_rules(
+    "user_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
         {"Dense": _AbsZPlus()}),
 }
 
@@ -309,3 +309,14 @@ def test_reduced_precision_with_a_non_linear_backward_runs_the_dual_itself(model
         a, b = getattr(exact, part), getattr(parts, part)
         err = np.abs(a - b).reshape(4, -1).max(axis=1) / np.abs(a).reshape(4, -1).max(axis=1)
         assert err.max() < 2e-2, (part, err)
+
+
+def test_clrp_paper_is_a_deprecated_alias_of_zbox_zplus(model, x) -> None:
+    """The default composite's maps are unchanged by the rename."""
+    with pytest.warns(DeprecationWarning, match="zbox_zplus"):
+        old = tf_clrp.composites.clrp_paper()
+    default = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=1)
+    for composite in (old, tf_clrp.composites.zbox_zplus()):
+        np.testing.assert_array_equal(
+            tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
+                x, neuron_selection=1), default)

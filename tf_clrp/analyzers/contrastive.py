@@ -153,7 +153,7 @@ class _TwoSeedAnalyzer(Analyzer):
         super().__init__(model, **kwargs)
         if composite is None:
             composite = (composites.uniform(rule) if rule is not None
-                         else composites.clrp_paper())
+                         else composites.zbox_zplus())
             first = composites.input_layer_rule(input_layer_rule)
             if input_layer_rule is not None or rule is not None:
                 composite = composite.with_first_layer(first)
@@ -361,8 +361,8 @@ class CLRP(_TwoSeedAnalyzer):
     Args:
         model: The Keras model.
         contrast: The dual virtual class: "others" (every other class seeded with its own
-            |z_k|, the authors' code "type1"), "others_uniform" (z_j/(C−1) on each other
-            class, the paper's wording), "negated" (the target's last-layer weights negated,
+            |z_k|, the authors' code "type1"), "others_uniform" (|z_j|/(C−1) on each other
+            class, the paper's wording with the authors' abs), "negated" (the target's last-layer weights negated,
             "type2"), an int k (one rival class: "why j and not k"), or one int per sample.
         input_layer_rule: First-layer rule; default z^B with each sample's own per-channel
             min/max as bounds. (low, high) gives fixed bounds (see ``tf_clrp.bounds``).
