@@ -362,8 +362,10 @@ class CLRP(_TwoSeedAnalyzer):
         model: The Keras model.
         contrast: The dual virtual class: "others" (every other class seeded with its own
             |z_k|, the authors' code "type1"), "others_uniform" (|z_j|/(C−1) on each other
-            class, the paper's wording with the authors' abs), "negated" (the target's last-layer weights negated,
-            "type2"), an int k (one rival class: "why j and not k"), or one int per sample.
+            class, the paper's wording with the authors' abs), "negated" (the target's
+            last-layer weights negated, "type2"), an int k (one rival class: "why j and not
+            k"), or one int per sample. Contrasts whose dual cannot differ from the target
+            are refused (docs/clrp.md, "Refused").
         input_layer_rule: First-layer rule; default z^B with each sample's own per-channel
             min/max as bounds. (low, high) gives fixed bounds (see ``tf_clrp.bounds``).
         composite: Any composite instead of the paper's rules (z^B first, z⁺ elsewhere).
