@@ -26,22 +26,24 @@ def _randomize(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-def dense_head() -> keras.Model:
+def _stem() -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Input (8, 8, 3) -> Conv2D(4, 3, relu) -> MaxPooling2D: (input, 4×4×4 features)."""
     inp = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    h = keras.layers.MaxPooling2D()(h)
+    return inp, keras.layers.MaxPooling2D()(h)
+
+
+def dense_head() -> keras.Model:
+    inp, h = _stem()
     h = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(h)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Flatten()(h)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D()(h))
     h = keras.layers.Dense(8, activation="relu")(h)
     return _randomize(keras.Model(inp, keras.layers.Dense(5)(h)), 1)
 
 
 def conv_head(kernel: int) -> keras.Model:
     """A Conv2D(3, kernel) output of shape (4, 4, 3): 48 units, channels last."""
-    inp = keras.Input((8, 8, 3))
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    h = keras.layers.MaxPooling2D()(h)
+    inp, h = _stem()
     h = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(h)
     out = keras.layers.Conv2D(3, kernel, padding="same")(h)
     return _randomize(keras.Model(inp, out), 2 + kernel)
@@ -49,12 +51,9 @@ def conv_head(kernel: int) -> keras.Model:
 
 def hidden_conv() -> keras.Model:
     """A classifier whose hidden Conv "hidden" has no fused activation."""
-    inp = keras.Input((8, 8, 3))
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    h = keras.layers.MaxPooling2D()(h)
+    inp, h = _stem()
     h = keras.layers.Conv2D(3, 3, padding="same", name="hidden")(h)
-    h = keras.layers.ReLU()(h)
-    h = keras.layers.Flatten()(h)
+    h = keras.layers.Flatten()(keras.layers.ReLU()(h))
     return _randomize(keras.Model(inp, keras.layers.Dense(4)(h)), 7)
 
 
