@@ -49,6 +49,13 @@ def conv_head(kernel: int) -> keras.Model:
     return _randomize(keras.Model(inp, out), 2 + kernel)
 
 
+def dense_on_features() -> keras.Model:
+    """A Dense(3) applied to every position of 4×4×5 features: output (4, 4, 3)."""
+    inp, h = _stem()
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(h)
+    return _randomize(keras.Model(inp, keras.layers.Dense(3)(h)), 14)
+
+
 def hidden_conv() -> keras.Model:
     """A classifier whose hidden Conv "hidden" has no fused activation."""
     inp, h = _stem()
@@ -117,6 +124,11 @@ def test_dense_head_matches_the_reference(x, contrast, fixed_bounds) -> None:
 def test_conv_head_matches_the_reference(x, contrast, kernel) -> None:
     """Several positions × channels: real and virtual (negated) units must not interleave."""
     _check_clrp(conv_head(kernel), x, [5, 17, 34, 46], contrast)
+
+
+@pytest.mark.parametrize("contrast", CONTRASTS)
+def test_dense_on_a_3d_input_matches_the_reference(x, contrast) -> None:
+    _check_clrp(dense_on_features(), x, [5, 17, 34, 46], contrast)
 
 
 @pytest.mark.parametrize("contrast", CONTRASTS)
