@@ -38,10 +38,9 @@ def _reaches_input(model: keras.Model, x: np.ndarray, sign: float = 1.0) -> np.n
 
 
 @pytest.mark.parametrize("contrast", ["others", "others_uniform", "negated", 3])
-def test_clrp_is_nonnegative_and_parts_conserve_their_seed(model, x, contrast) -> None:
+def test_parts_conserve_their_seed(model, x, contrast) -> None:
     analyzer = tf_clrp.create_analyzer("clrp", model, contrast=contrast)
     parts = analyzer.analyze(x, neuron_selection=1, return_parts=True)
-    assert parts.contrastive.min() >= 0.0
     z = np.abs(_logits(model, x))
     passes = _reaches_input(model, x)
     assert passes[:, 1].all()
