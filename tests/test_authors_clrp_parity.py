@@ -7,8 +7,10 @@ code computes is written up in ``tests/references/AUTHORS_CLRP_NOTES.md``.
 
 Maps are channel-resolved NHWC.  ``lrp``/``dual_type1``/``dual_type2`` are the raw relevance maps
 the authors' ``clrp()`` returns; ``clrp_typeK = max(0, lrp/sum(lrp) - dual/sum(dual))`` per sample
-(their ``visualize()`` before its display-only division by the max).  Criterion: Pearson
-correlation >= 0.999 per sample; the max abs difference (relative to max|ref|) is reported.
+(their ``visualize()`` before its display-only division by the max).  Criterion, per sample:
+max |difference| <= 1e-4 of the reference's max |value| (raw maps: their scale counts too) and
+Pearson correlation >= 0.999.  With bfloat16 products ("mixed", "bfloat16") the bound is 3e-2
+(bfloat16 keeps 8 bits; measured <= 2.0e-2).  Measured in float32: <= 2.2e-5.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import pytest
 
 REFS = Path(__file__).parent / "references" / "authors_clrp_refs.npz"
 MIN_PEARSON = 0.999
+#: max |got − ref| / max |ref| per sample: float32, and with bfloat16 products.
+MAX_DIFFERENCE = 1e-4
+MAX_DIFFERENCE_BFLOAT16 = 3e-2
 POOL_AFTER_CONV = {1, 3, 6, 9, 12}  # VGG16: max-pool after conv 2, 4, 7, 10, 13
 CONTRASTS = {"type1": "others", "type2": "negated"}
 
@@ -77,8 +82,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64))[0, 1])
 
 
-def assert_maps_match(got: np.ndarray, ref: np.ndarray, what: str) -> list[tuple[float, float]]:
-    """Per sample Pearson >= MIN_PEARSON; returns [(pearson, max|diff|/max|ref|)] per sample."""
+def assert_maps_match(got: np.ndarray, ref: np.ndarray, what: str,
+                      max_difference: float = MAX_DIFFERENCE) -> None:
+    """Per sample: max |got − ref| <= max_difference · max |ref|, and Pearson >= MIN_PEARSON."""
     got = np.asarray(got)
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
     assert np.isfinite(got).all(), f"{what}: non-finite values"
@@ -87,9 +93,8 @@ def assert_maps_match(got: np.ndarray, ref: np.ndarray, what: str) -> list[tuple
         for g, r in zip(got, ref, strict=True)
     ]
     table = ", ".join(f"r={p:.6f} maxdiff={d:.1e}" for p, d in stats)
-    print(f"{what}: {table}")
+    assert all(d <= max_difference for _, d in stats), f"{what}: {table}"
     assert all(p >= MIN_PEARSON for p, _ in stats), f"{what}: {table}"
-    return stats
 
 
 # --------------------------------------------------------------------------- works without engine
@@ -180,6 +185,8 @@ def test_clrp_parts_match_authors(
     what = f"clrp/{CONTRASTS[kind]}"
     assert_maps_match(parts.target, refs["lrp"], f"{what}/target")
     assert_maps_match(parts.dual, dual, f"{what}/dual")
+    for got, want in ((parts.target, refs["lrp"]), (parts.dual, dual)):  # in scale
+        np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), want.sum(axis=(1, 2, 3)), rtol=1e-5)
     difference = normalised(refs["lrp"]) - normalised(dual)
     assert_maps_match(parts.difference, difference, f"{what}/difference")
     assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive")
@@ -198,5 +205,6 @@ def test_reduced_precision_clrp_still_matches_authors(
     targets = [int(j) for j in refs["targets"]]
     parts = analyzer.analyze(refs["x"], neuron_selection=targets, return_parts=True)
     what = f"clrp/{CONTRASTS[kind]}@{precision}"
-    assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive")
-    assert_maps_match(parts.dual, refs[f"dual_{kind}"], f"{what}/dual")
+    assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive",
+                      MAX_DIFFERENCE_BFLOAT16)
+    assert_maps_match(parts.dual, refs[f"dual_{kind}"], f"{what}/dual", MAX_DIFFERENCE_BFLOAT16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import mlp, small_cnn
 
 import tf_clrp
@@ -37,11 +38,9 @@ def _reaches_input(model: keras.Model, x: np.ndarray, sign: float = 1.0) -> np.n
 
 
 @pytest.mark.parametrize("contrast", ["others", "others_uniform", "negated", 3])
-def test_clrp_is_nonnegative_and_parts_conserve_their_seed(model, x, contrast) -> None:
+def test_parts_conserve_their_seed(model, x, contrast) -> None:
     analyzer = tf_clrp.create_analyzer("clrp", model, contrast=contrast)
     parts = analyzer.analyze(x, neuron_selection=1, return_parts=True)
-    assert parts.contrastive.min() >= 0.0
-    np.testing.assert_allclose(parts.contrastive, np.maximum(parts.difference, 0))
     z = np.abs(_logits(model, x))
     passes = _reaches_input(model, x)
     assert passes[:, 1].all()
@@ -72,13 +71,21 @@ def test_bfloat16_passes_in_the_contrast_basis_keep_every_part_close(model, x, c
             scale = np.abs(a).reshape(4, -1).max(axis=1) + 1e-12
             err = np.abs(a - b).reshape(4, -1).max(axis=1) / scale
             assert err.max() < 2e-2, (precision, part, err)
-        np.testing.assert_allclose(low.contrastive, np.maximum(low.difference, 0))
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_contrast_with_the_target_itself_is_all_zero(model, x, precision) -> None:
+def test_contrast_with_the_target_itself_is_refused(model, x, precision) -> None:
+    """The dual would be the target itself (a silent all-zero map): an error naming it."""
     analyzer = tf_clrp.create_analyzer("clrp", model, contrast=2, precision=precision)
-    assert np.abs(analyzer.analyze(x, neuron_selection=2)).max() == 0.0
+    with pytest.raises(tf_clrp.SelectionError, match="contrast=2 is the target .* sample 0"):
+        analyzer.analyze(x, neuron_selection=2)
+    with pytest.raises(tf_clrp.SelectionError, match="sample 2"):
+        analyzer.analyze(x, neuron_selection=[0, 1, 2, 3], contrast=[1, 2, 2, 4])
+    # "max_activation" is resolved first: a rival equal to the arg-max is refused too
+    winners = _logits(model, x).argmax(axis=1)
+    with pytest.raises(tf_clrp.SelectionError, match="target unit itself"):
+        analyzer.analyze(x, contrast=winners.astype(int))
+    assert analyzer.analyze(x, contrast=(winners + 1) % 5).max() > 0
 
 
 def test_swapping_target_and_rival_swaps_the_signed_difference(model, x) -> None:
@@ -106,7 +113,8 @@ def test_others_dual_is_the_sum_of_the_other_classes_lrp(model, x) -> None:
     np.testing.assert_allclose(parts.dual, summed, rtol=1e-4, atol=1e-7)
 
 
-def test_target_map_equals_the_papers_lrp(model, x) -> None:
+def test_target_part_equals_the_lrp_z_plus_analyzer(model, x) -> None:
+    """Consistency of two analyzers (the paper's rules themselves: test_clrp_reference.py)."""
     low, high = np.zeros(3), np.ones(3)
     clrp = tf_clrp.create_analyzer("clrp", model, input_layer_rule=(low, high))
     lrp = tf_clrp.create_analyzer("lrp.z_plus", model, input_layer_rule=(low, high))
@@ -141,7 +149,6 @@ def test_sglrp_seeds_follow_the_softmax_gradient(model, x) -> None:
                                rtol=2e-3)
     dual_seed = (p[:, 1:2] * p * passes).sum(axis=1) - p[:, 1] ** 2
     np.testing.assert_allclose(parts.dual.reshape(4, -1).sum(axis=1), dual_seed, rtol=2e-3)
-    np.testing.assert_allclose(parts.difference.reshape(4, -1).sum(axis=1), 0, atol=1e-6)
 
 
 def test_hidden_unit_contrast() -> None:
@@ -180,3 +187,135 @@ def test_bounds_helper(name: str) -> None:
         np.testing.assert_allclose(high.max(), 2.64, atol=1e-3)
     with pytest.raises(ValueError, match="known"):
         input_bounds("imagenet-ish")
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_all_units_as_the_target_are_refused(model, x) -> None:
+    """Seeding every unit leaves no dual: the map would silently be plain LRP."""
+    for method in ("clrp", "sglrp"):
+        analyzer = tf_clrp.create_analyzer(method, model)
+        with pytest.raises(tf_clrp.SelectionError, match="'all' has no dual"):
+            analyzer.analyze(x, neuron_selection="all")
+        with pytest.raises(tf_clrp.SelectionError, match="'all' has no dual"):
+            tf_clrp.create_analyzer(method, model, neuron_selection_mode="all")
+
+
+def test_a_single_logit_needs_the_negated_dual(x) -> None:
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    single = keras.Model(inp, keras.layers.Dense(1)(h))
+    for contrast in ("others", "others_uniform"):
+        with pytest.raises(tf_clrp.SelectionError, match="at least two output units"):
+            tf_clrp.create_analyzer("clrp", single, contrast=contrast)
+    with pytest.raises(tf_clrp.SelectionError, match="at least two output units"):
+        tf_clrp.create_analyzer("sglrp", single)
+    parts = tf_clrp.create_analyzer("clrp", single, contrast="negated").analyze(
+        x, neuron_selection=0, return_parts=True)
+    assert np.abs(parts.difference).max() > 0
+
+
+SYMMETRIC_HEAD_RULES = {
+    "epsilon": tf_clrp.rules.Epsilon(0.1), "z": tf_clrp.rules.Z(),
+    "w_square": tf_clrp.rules.WSquare(), "flat": tf_clrp.rules.Flat(),
+    "gamma": tf_clrp.rules.Gamma(0.25),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SYMMETRIC_HEAD_RULES))
+def test_negated_dual_under_a_weight_symmetric_head_rule_is_refused(model, x, name) -> None:
+    """Such a rule propagates the negated unit like the target: a silent all-zero map."""
+    head = model.layers[-1].name
+    rule = SYMMETRIC_HEAD_RULES[name]
+    with pytest.raises(tf_clrp.SelectionError, match=f"{head}.*normalises to the target"):
+        tf_clrp.create_analyzer("clrp", model, contrast="negated", layer_rules={head: rule})
+    analyzer = tf_clrp.create_analyzer("clrp", model, layer_rules={head: rule})
+    with pytest.raises(tf_clrp.SelectionError, match="normalises to the target"):
+        analyzer.analyze(x, neuron_selection=1, contrast="negated")
+    # the same composite with z⁺ on the head (the paper's choice) is fine
+    epsilon_plus = tf_clrp.composites.epsilon_plus()
+    with pytest.raises(tf_clrp.SelectionError, match="normalises to the target"):
+        tf_clrp.create_analyzer("clrp", model, contrast="negated", composite=epsilon_plus)
+    fixed = tf_clrp.create_analyzer("clrp", model, contrast="negated", composite=epsilon_plus,
+                                    layer_rules={head: tf_clrp.rules.ZPlus()})
+    assert fixed.analyze(x, neuron_selection=1).max() > 0
+
+
+def _dense_site(kernel: np.ndarray, bias: np.ndarray, a: np.ndarray) -> tf_clrp.rules.Site:
+    return tf_clrp.rules.Site(
+        inputs=[tf.constant(a)], forward=lambda xs, k: tf.matmul(xs[0], k),
+        kernel=tf.constant(kernel), bias=tf.constant(bias), name="probe",
+        low=tf.constant(np.full_like(a, -3.0)), high=tf.constant(np.full_like(a, 3.0)))
+
+
+DECLARED_RULES = [
+    tf_clrp.rules.Z(), tf_clrp.rules.Epsilon(0.1), tf_clrp.rules.ZPlus(),
+    tf_clrp.rules.ZPlus(bias=True), tf_clrp.rules.ZPlusFast(), tf_clrp.rules.AlphaBeta(2, 1),
+    tf_clrp.rules.AlphaBeta(1, 0), tf_clrp.rules.Gamma(0.25), tf_clrp.rules.WSquare(),
+    tf_clrp.rules.Flat(), tf_clrp.rules.ZBox(-3.0, 3.0), tf_clrp.rules.Gradient(),
+]
+
+
+@pytest.mark.parametrize("rule", DECLARED_RULES, ids=lambda r: type(r).__name__)
+def test_declared_negation_invariance_is_what_the_rule_does(rule) -> None:
+    """``negation_invariant`` (declared per rule class) against the rule's own numbers."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(0, 1, (3, 6)).astype("float32")
+    kernel = rng.normal(0, 1, (6, 4)).astype("float32")
+    bias = rng.normal(0, 0.3, 4).astype("float32")
+    r = rng.uniform(0.1, 1, (3, 4)).astype("float32")
+    plain = rule.relevance(_dense_site(kernel, bias, a), tf.constant(r))[0].numpy()
+    negated = rule.relevance(_dense_site(-kernel, -bias, a), tf.constant(r))[0].numpy()
+    same_up_to_sign = (np.allclose(plain, negated, rtol=1e-4, atol=1e-6)
+                       or np.allclose(plain, -negated, rtol=1e-4, atol=1e-6))
+    assert same_up_to_sign == rule.negation_invariant
+    assert rule.linear_in_relevance
+    doubled = rule.relevance(_dense_site(kernel, bias, a), tf.constant(2 * r - 0.5))[0]
+    np.testing.assert_allclose(doubled.numpy(), 2 * plain - 0.5 * rule.relevance(
+        _dense_site(kernel, bias, a), tf.ones_like(r))[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _AbsZPlus(tf_clrp.rules.Rule):
+    """A user rule that is not linear in the relevance (and does not declare anything)."""
+
+    def relevance(self, site, relevance):
+        return tf_clrp.rules.ZPlus().relevance(site, tf.abs(relevance))
+
+
+NON_LINEAR_COMPOSITES = {
+    "deconvnet": tf_clrp.composites.Composite(
+        {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
+        first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="deconvnet"),
+    "guided": tf_clrp.composites.Composite(
+        {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
+        first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="guided"),
+    "user_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
+        {"Dense": _AbsZPlus()}),
+}
+
+
+@pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(NON_LINEAR_COMPOSITES))
+def test_reduced_precision_with_a_non_linear_backward_runs_the_dual_itself(model, x, name,
+                                                                           precision) -> None:
+    """The dual cannot be rebuilt by linearity then: it gets its own pass."""
+    composite = NON_LINEAR_COMPOSITES[name]
+    exact = tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
+        x, neuron_selection=1, return_parts=True)
+    low = tf_clrp.create_analyzer("clrp", model, composite=composite, precision=precision)
+    assert not low.dual_by_linearity
+    parts = low.analyze(x, neuron_selection=1, return_parts=True)
+    for part in ("target", "dual"):
+        a, b = getattr(exact, part), getattr(parts, part)
+        err = np.abs(a - b).reshape(4, -1).max(axis=1) / np.abs(a).reshape(4, -1).max(axis=1)
+        assert err.max() < 2e-2, (part, err)
+
+
+def test_clrp_paper_is_a_deprecated_alias_of_zbox_zplus(model, x) -> None:
+    """The default composite's maps are unchanged by the rename."""
+    with pytest.warns(DeprecationWarning, match="zbox_zplus"):
+        old = tf_clrp.composites.clrp_paper()
+    default = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=1)
+    for composite in (old, tf_clrp.composites.zbox_zplus()):
+        np.testing.assert_array_equal(
+            tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
+                x, neuron_selection=1), default)

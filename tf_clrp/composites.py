@@ -10,6 +10,7 @@ functions at the end of this module (``create_analyzer`` exposes them as ``lrp.*
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -179,12 +180,33 @@ def epsilon_alpha2_beta1(epsilon: float = 1e-6) -> Composite:
                      name="epsilon_alpha2_beta1")
 
 
-def clrp_paper(low: Any = None, high: Any = None) -> Composite:
+def zbox_zplus(low: Any = None, high: Any = None) -> Composite:
     """The CLRP paper's rules: z^B on the first layer, z⁺ on every other conv and Dense layer.
+
+    The paper's setting is these rules with the bounds of the preprocessed input range
+    (e.g. ``tf_clrp.bounds.input_bounds("torch")``, the authors' −2.1179 and 2.64).
 
     Args:
         low: First-layer lower bounds; None uses each sample's own per-channel minimum.
         high: Upper bounds; None uses each sample's own per-channel maximum.
     """
     return Composite({"dense": rules.ZPlus(), "convolution": rules.ZPlus()},
-                     first_layer=rules.ZBox(low, high), name="clrp_paper")
+                     first_layer=rules.ZBox(low, high), name="zbox_zplus")
+
+
+def clrp_paper(low: Any = None, high: Any = None) -> Composite:
+    """Deprecated alias of ``zbox_zplus``: without bounds it is not the paper's setting.
+
+    Its default bounds are each sample's own per-channel min/max, whereas the paper bounds
+    z^B by the preprocessed input range; pass those bounds to ``zbox_zplus``.
+
+    Args:
+        low: First-layer lower bounds; None uses each sample's own per-channel minimum.
+        high: Upper bounds; None uses each sample's own per-channel maximum.
+    """
+    warnings.warn(
+        "composites.clrp_paper() is deprecated: its default z^B bounds are each sample's own "
+        "min/max, not the paper's input range; use composites.zbox_zplus(low, high) with "
+        "tf_clrp.bounds.input_bounds(...) for the paper's setting", DeprecationWarning,
+        stacklevel=2)
+    return zbox_zplus(low, high)

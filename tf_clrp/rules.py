@@ -67,6 +67,15 @@ class Rule:
 
     #: True if the rule needs the input bounds (``Site.low`` / ``Site.high``).
     needs_bounds: bool = False
+    #: True if the relevance at the inputs is linear in the relevance at the output (for a
+    #: fixed forward pass). Reduced-precision CLRP rebuilds its dual by linearity only then.
+    #: Undeclared (custom) rules count as non-linear.
+    linear_in_relevance: bool = False
+    #: True if negating the layer's kernel and bias changes the relevance at its inputs at
+    #: most by its sign (contributions all odd, or all even, in the weights: z, ε, γ, w²,
+    #: flat, the gradient). CLRP's ``contrast="negated"`` dual normalises to its target then
+    #: (a zero map), so CLRP refuses it.
+    negation_invariant: bool = False
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         """Args: site: the layer call; relevance: R at its output. Returns: R per input."""
@@ -140,6 +149,7 @@ class BasicRule(Rule):
 
     terms: tuple[Term, ...] = (Term(),)
     epsilon: float = 1e-9
+    linear_in_relevance = True
 
     def __post_init__(self) -> None:
         self.epsilon = _stabiliser(type(self).__name__, self.epsilon)
@@ -257,6 +267,14 @@ class WeightedSum(Rule):
     def needs_bounds(self) -> bool:  # type: ignore[override]
         return any(rule.needs_bounds for _, rule in self.parts)
 
+    @property
+    def linear_in_relevance(self) -> bool:  # type: ignore[override]
+        return all(rule.linear_in_relevance for _, rule in self.parts)
+
+    @property
+    def negation_invariant(self) -> bool:  # type: ignore[override]
+        return bool(self.parts) and all(rule.negation_invariant for _, rule in self.parts)
+
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         total: list[Tensor] | None = None
         for weight, rule in self.parts:
@@ -274,6 +292,8 @@ class Z(BasicRule):
         bias: Include the bias in the denominator (relevance it absorbs is lost).
     """
 
+    negation_invariant = True
+
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
         super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
         self.bias = bias
@@ -286,6 +306,8 @@ class Epsilon(BasicRule):
         epsilon: The stabilizer ε (iNNvestigate's default 1e-7; presets use 0.1).
         bias: Include the bias in the denominator.
     """
+
+    negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
         super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
@@ -376,6 +398,9 @@ class Gamma(Rule):
         epsilon: Stabilizer.
     """
 
+    negation_invariant = True
+    linear_in_relevance = True
+
     def __init__(self, gamma: float = 0.25, bias: bool = True, epsilon: float = 1e-6) -> None:
         gamma = finite_parameter("Gamma gamma", gamma, minimum=0.0)
         epsilon = _stabiliser("Gamma", epsilon)
@@ -416,6 +441,8 @@ class WSquare(BasicRule):
             (iNNvestigate).
     """
 
+    negation_invariant = True
+
     def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
         super().__init__((Term(_ones, _square, _square if bias else _drop),), epsilon)
         self.bias = bias
@@ -423,6 +450,8 @@ class WSquare(BasicRule):
 
 class Flat(BasicRule):
     """Flat rule: c_jk = 1 for every connection (bias ignored)."""
+
+    negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-9) -> None:
         super().__init__((Term(_ones, _ones, _drop),), epsilon)
@@ -468,6 +497,9 @@ class ZBox(BasicRule):
 class Pass(Rule):
     """Hands relevance through unchanged (elementwise layers; the first input of a gate)."""
 
+    linear_in_relevance = True
+    negation_invariant = True
+
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         out = [relevance] + [tf.zeros_like(x) for x in site.inputs[1:]]
         return out
@@ -475,6 +507,9 @@ class Pass(Rule):
 
 class Gradient(Rule):
     """The plain gradient (vector-Jacobian product) of the layer."""
+
+    linear_in_relevance = True
+    negation_invariant = True
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         inputs = list(site.inputs)

@@ -19,12 +19,12 @@ from tf_clrp import composites
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
-from tf_clrp.errors import SelectionError
-from tf_clrp.graph import Graph
+from tf_clrp.errors import InputError, SelectionError
+from tf_clrp.graph import Graph, Node, new_tensor_id
 from tf_clrp.layers import LinearSpec
-from tf_clrp.mirror import MirroredModel
+from tf_clrp.mirror import MirroredModel, Step
 from tf_clrp.rules import Rule
-from tf_clrp.selection import MAX_ACTIVATION, Selection
+from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
 
 #: Per precision: a rebuilt dual whose share of its seed is below this fraction of the
 #: target's (absolute) share is within rounding of zero (≈ 32 × the products' unit
@@ -33,6 +33,10 @@ _UNRESOLVED = {"mixed": 32 * 2.0 ** -23, "bfloat16": 32 * 2.0 ** -8}
 
 #: Codes of the named contrasts (non-negative codes are rival unit indices).
 CONTRASTS = {"others": -1, "others_uniform": -2, "negated": -3}
+
+#: Smallest target seed mass SGLRP accepts: below it, relevance spread over an image's
+#: inputs underflows float32 (smallest normal 1.2e-38) and the map would be all zero.
+_SMALLEST_SEED_MASS = 1e-30
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,15 @@ class ContrastiveExplanation:
 
 
 def _negated_head(graph: Graph) -> Graph | None:
-    """The graph with the last linear layer's outputs extended by their negation."""
+    """The graph whose output is the real units followed by C virtual negated units.
+
+    The last linear layer's kernel is extended by its negation along the output channels,
+    so that layer yields 2C channels per position. A reordering node (a permutation,
+    relevance moves with its gradient) then flattens the C real and the C virtual channels
+    separately: output unit i (< n) is real unit i, unit n + i its negated twin. (Flattening
+    the 2C channels together would interleave real and virtual units at every position of
+    a channels-last Conv output or a Dense on a >=3-D input.)
+    """
     if not graph.nodes or graph.nodes[-1].outputs[0] != graph.output_id:
         return None
     last = graph.nodes[-1]
@@ -76,8 +88,18 @@ def _negated_head(graph: Graph) -> Graph | None:
         return [extended.add_bias(extended.forward(tf.cast(values[0], tf.float32),
                                                    read_kernel()), read_bias())]
 
-    head = last.evolve(linear=extended, run=run, name=last.name + "+negated")
-    return Graph(nodes=graph.nodes[:-1] + [head], input_id=graph.input_id,
+    def real_then_virtual(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        real, virtual = tf.split(values[0], 2, axis=spec.channel_axis)
+        rows = tf.shape(real)[0]
+        return [tf.concat([tf.reshape(real, (rows, -1)), tf.reshape(virtual, (rows, -1))],
+                          axis=1)]
+
+    doubled = new_tensor_id()
+    # The head keeps its name: layer_rules keyed by it must still apply.
+    head = last.evolve(linear=extended, run=run, outputs=(doubled,))
+    order = Node(name=last.name + "/real_then_virtual", op=None, group="reshape",
+                 inputs=(doubled,), outputs=(graph.output_id,), run=real_then_virtual)
+    return Graph(nodes=graph.nodes[:-1] + [head, order], input_id=graph.input_id,
                  output_id=graph.output_id, input_shape=graph.input_shape,
                  output_shape=graph.output_shape, model_name=graph.model_name,
                  stripped_output_activation=graph.stripped_output_activation,
@@ -91,6 +113,35 @@ def _normalize(r: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(r, total)
 
 
+#: Backward modes through activations that are linear in the signal (``guided`` and
+#: ``deconvnet`` are not: they clip it).
+_LINEAR_ACTIVATION_MODES = frozenset({"pass", "gradient"})
+
+
+def _linear_in_relevance(mirror: MirroredModel) -> bool:
+    """Whether the mirrored backward is linear in the seed (for its fixed forward pass).
+
+    Only then can a dual be rebuilt from other seeds' maps (reduced-precision CLRP). Rules
+    declare it (``Rule.linear_in_relevance``); layers without a rule keep their gradient,
+    and activations are linear in "pass" and "gradient" mode only.
+    """
+    for step in mirror.steps:
+        if step.rule is not None:
+            if not step.rule.linear_in_relevance:
+                return False
+        elif step.node.group == "activation" and (
+                mirror.composite.activation_mode(step.node.fused)
+                not in _LINEAR_ACTIVATION_MODES):
+            return False
+    return True
+
+
+def _negated_head_step(mirror: MirroredModel) -> Step:
+    """The step of the mirrored model's head (the layer extended by its negation): the
+    last step but the reordering one (see ``_negated_head``)."""
+    return mirror.steps[-2]
+
+
 class _TwoSeedAnalyzer(Analyzer):
     """Target and dual seeds through one forward and two backward passes."""
 
@@ -102,7 +153,7 @@ class _TwoSeedAnalyzer(Analyzer):
         super().__init__(model, **kwargs)
         if composite is None:
             composite = (composites.uniform(rule) if rule is not None
-                         else composites.clrp_paper())
+                         else composites.zbox_zplus())
             first = composites.input_layer_rule(input_layer_rule)
             if input_layer_rule is not None or rule is not None:
                 composite = composite.with_first_layer(first)
@@ -118,9 +169,16 @@ class _TwoSeedAnalyzer(Analyzer):
                          else None)
         if self.channels is not None:
             self.n_outputs = self.channels
+        if self.neuron_selection_mode == "all":
+            raise SelectionError(
+                f"{type(self).__name__} explains one target unit per sample against its dual; "
+                "neuron_selection_mode='all' has no dual (the map would be plain LRP)")
         negated = _negated_head(self.graph) if self.channels is None else None
         self.has_virtual_head = negated is not None
         self.mirror = MirroredModel(negated or self.graph, composite, self.precision)
+        #: Reduced precision rebuilds the dual from the contrast pass only for a backward that
+        #: is linear in the seed; otherwise both seeds get their own pass.
+        self.dual_by_linearity = _linear_in_relevance(self.mirror)
         n_real = int(np.prod([d for d in self.graph.output_shape[1:]]))
         self.n_real = n_real
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
@@ -138,11 +196,19 @@ class _TwoSeedAnalyzer(Analyzer):
     def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
+    def _log_target_mass(self, y: tf.Tensor, target: tf.Tensor, seed: tf.Tensor
+                         ) -> tf.Tensor:
+        """log of the target seed's mass per sample (SGLRP computes it in log space)."""
+        return tf.math.log(tf.reduce_sum(seed, axis=1))
+
     def _target_mask(self, y: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         return one_hot_selection(y[:, :self.n_real], indices, self.channels)
 
-    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-        """Both seeds' relevance, stacked: one forward, two backward passes sharing it.
+    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Both seeds' relevance, stacked, and the log of the target seed's mass per sample.
+
+        One forward, two backward passes sharing it.
 
         In float32 the passes are the target and dual seeds themselves. With bfloat16
         products ("mixed", "bfloat16") they run in a basis that keeps the contrast accurate:
@@ -151,7 +217,9 @@ class _TwoSeedAnalyzer(Analyzer):
         Rounding in a pass is relative to that pass's own relevance; the contrast's own pass
         keeps it relative to the (small) contrast instead of to the two nearly equal maps
         whose difference it is (measured on VGG16: Pearson r 0.99999 against float32 in
-        this basis, 0.04 with bfloat16 passes for s_t and s_d).
+        this basis, 0.04 with bfloat16 passes for s_t and s_d). A backward that is not
+        linear in the seed (guided/deconvnet activations, undeclared rules) runs the target
+        and dual seeds themselves at every precision.
         """
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
             tape.watch(x)
@@ -161,10 +229,11 @@ class _TwoSeedAnalyzer(Analyzer):
         pad = tf.zeros_like(logits[:, self.n_real:])
         target_seed = tf.concat([self._target_seed(logits, target), pad], axis=1)
         dual_seed = self._dual_seed(logits, target, contrast)
-        if self.precision == "float32":
+        log_mass = self._log_target_mass(logits, target, target_seed)
+        if self.precision == "float32" or not self.dual_by_linearity:
             return tf.stack([tape.gradient(y, x, output_gradients=target_seed),
-                             tape.gradient(y, x, output_gradients=dual_seed)])
-        return self._parts_in_contrast_basis(tape, y, x, target_seed, dual_seed)
+                             tape.gradient(y, x, output_gradients=dual_seed)]), log_mass
+        return self._parts_in_contrast_basis(tape, y, x, target_seed, dual_seed), log_mass
 
     def _parts_in_contrast_basis(self, tape: tf.GradientTape, y: tf.Tensor, x: tf.Tensor,
                                  target_seed: tf.Tensor, dual_seed: tf.Tensor) -> tf.Tensor:
@@ -228,18 +297,50 @@ class _TwoSeedAnalyzer(Analyzer):
             raise SelectionError(
                 f"{type(self).__name__} takes target indices, not seed arrays, as "
                 "neuron_selection (the seeds are defined by the method)")
+        assert selection.indices is not None
+        if np.any(selection.indices == ALL_NEURONS):
+            raise SelectionError(
+                f"{type(self).__name__} explains one target unit per sample against its dual; "
+                "neuron_selection='all' has no dual (the map would be plain LRP): pass a "
+                "target index, or use an lrp.* analyzer for all units")
         codes = self._contrast_codes(contrast, len(x))
+        selection = self._check_rivals(x, selection, codes)
 
         def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            parts = self._parts(xs, target, code)
+            parts, log_mass = self._parts(xs, target, code)
             difference, contrastive = self._combine(parts[0], parts[1])
-            return parts[0], parts[1], contrastive, difference
+            return parts[0], parts[1], contrastive, difference, log_mass
 
         def finish(out: tuple[np.ndarray, ...]) -> Any:
-            explanation = ContrastiveExplanation(*out)
+            self._check_seed_mass(out[4], selection)
+            explanation = ContrastiveExplanation(*out[:4])
             return explanation if return_parts else explanation.contrastive
 
         return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes), finish)
+
+    def _check_rivals(self, x: np.ndarray, selection: Selection, codes: np.ndarray
+                      ) -> Selection:
+        """Refuses a rival class equal to the target (its dual is the target: a zero map).
+
+        Returns:
+            ``selection``, with "max_activation" resolved when a rival had to be compared.
+        """
+        rivals = codes >= 0
+        if not np.any(rivals):
+            return selection
+        if np.any(selection.indices[rivals] == MAX_ACTIVATION):
+            selection = self.resolve_max_activation(x, selection)
+        same = np.flatnonzero(rivals & (selection.indices == codes))
+        if same.size:
+            i = int(same[0])
+            raise SelectionError(
+                f"contrast={int(codes[i])} is the target unit itself for sample {i}: the dual "
+                "would equal the target and the contrastive map be 0; choose another rival "
+                "class (or contrast='others')")
+        return selection
+
+    def _check_seed_mass(self, log_mass: np.ndarray, selection: Selection) -> None:
+        """Raises if a sample's target seed is too small for float32 (no check by default)."""
 
     def _empty(self, x: np.ndarray, contrast: Any = None, return_parts: bool = False) -> Any:
         zeros = np.zeros_like(x, dtype=np.float32)
@@ -260,9 +361,11 @@ class CLRP(_TwoSeedAnalyzer):
     Args:
         model: The Keras model.
         contrast: The dual virtual class: "others" (every other class seeded with its own
-            |z_k|, the authors' code "type1"), "others_uniform" (z_j/(C−1) on each other
-            class, the paper's wording), "negated" (the target's last-layer weights negated,
-            "type2"), an int k (one rival class: "why j and not k"), or one int per sample.
+            |z_k|, the authors' code "type1"), "others_uniform" (|z_j|/(C−1) on each other
+            class, the paper's wording with the authors' abs), "negated" (the target's
+            last-layer weights negated, "type2"), an int k (one rival class: "why j and not
+            k"), or one int per sample. Contrasts whose dual cannot differ from the target
+            are refused (docs/clrp.md, "Refused").
         **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, precision...)
             and the keyword arguments below. With ``precision`` "mixed" or "bfloat16" the
             backward passes run for the contrast seed and the target seed, and the dual is
@@ -281,7 +384,8 @@ class CLRP(_TwoSeedAnalyzer):
     def __init__(self, model: Any, contrast: Any = "others", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.contrast = contrast
-        self._contrast_codes(contrast, 1)  # validate early
+        per_sample = not isinstance(contrast, str) and np.ndim(contrast) == 1
+        self._contrast_codes(contrast, len(contrast) if per_sample else 1)  # validate early
 
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
         contrast = self.contrast if contrast is None else contrast
@@ -289,12 +393,13 @@ class CLRP(_TwoSeedAnalyzer):
             if contrast not in CONTRASTS:
                 raise SelectionError(
                     f"contrast={contrast!r} is not one of {sorted(CONTRASTS)} or a class index")
-            if contrast == "negated" and not self.has_virtual_head:
-                last = self.graph.nodes[-1] if self.graph.nodes else None
+            if contrast == "negated":
+                self._check_negated_dual()
+            elif self.n_outputs < 2:
                 raise SelectionError(
-                    "contrast='negated' needs the explained output to come straight from a "
-                    f"Dense/Conv layer; it comes from {last.name!r} ({last.kind})"
-                    if last else "contrast='negated' needs a Dense/Conv output layer")
+                    f"contrast={contrast!r} needs at least two output units, but the explained "
+                    f"output has {self.n_outputs}: the dual would be empty (the map plain LRP); "
+                    "use contrast='negated' for a single-logit model")
             return np.full(batch, CONTRASTS[contrast], np.int32)
         codes = np.asarray(contrast)
         if codes.dtype.kind not in "iu":
@@ -308,6 +413,25 @@ class CLRP(_TwoSeedAnalyzer):
                 f"contrast index {int(codes[(codes < 0) | (codes >= self.n_outputs)][0])} is "
                 f"out of range: the explained output has {self.n_outputs} units")
         return codes.astype(np.int32)
+
+    def _check_negated_dual(self) -> None:
+        """Refuses contrast="negated" where its dual cannot differ from the target."""
+        last = self.graph.nodes[-1] if self.graph.nodes else None
+        if not self.has_virtual_head:
+            raise SelectionError(
+                "contrast='negated' needs the explained output to come straight from a "
+                f"Dense/Conv layer; it comes from {last.name!r} ({last.kind})"
+                if last else "contrast='negated' needs a Dense/Conv output layer")
+        assert last is not None
+        rule = _negated_head_step(self.mirror).rule
+        if rule is None or rule.negation_invariant:
+            raise SelectionError(
+                f"contrast='negated' with {rule or 'the plain gradient'!r} on the output "
+                f"layer {last.name!r}: that rule's relevance only changes sign when the "
+                "layer's weights are negated, so the negated dual normalises to the target "
+                "itself and every map would be 0. Use a rule that is not symmetric under "
+                f"weight negation there (layer_rules={{{last.name!r}: tf_clrp.rules.ZPlus()}}, "
+                "as in the paper) or another contrast ('others')")
 
     def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         real = y[:, :self.n_real]
@@ -343,29 +467,61 @@ class SGLRP(_TwoSeedAnalyzer):
 
     With p = softmax(z): the target is seeded with p_j(1 − p_j), the dual with p_j·p_k on
     every k ≠ j, and the map is R_t − R_d·(ΣR_t/ΣR_d) (``difference``); ``analyze`` returns
-    its positive part. Rules as for CLRP (the paper's by default).
+    its positive part. Rules as for CLRP (the paper's by default). The seeds are computed
+    in log space (1 − p_j as Σ_{k≠j} p_k), so they stay exact when p_j rounds to 1; a sample
+    whose p_j(1 − p_j) is below 1e-30 is refused (its relevance would underflow float32).
     """
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if self.n_outputs < 2:
+            raise SelectionError(
+                f"SGLRP needs at least two output units, but the explained output has "
+                f"{self.n_outputs}: the softmax of one logit is constant (every map 0)")
 
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
         if contrast is not None:
             raise SelectionError("SGLRP has no contrast option: its dual is fixed by softmax")
         return np.full(batch, CONTRASTS["others"], np.int32)
 
-    def _softmax(self, y: tf.Tensor) -> tf.Tensor:
-        return tf.nn.softmax(y[:, :self.n_real], axis=1)
+    def _log_probabilities(self, y: tf.Tensor, target: tf.Tensor
+                           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(log p, target mask, log p_j, log(1 − p_j)), each exact when p_j rounds to 1."""
+        log_p = tf.nn.log_softmax(y[:, :self.n_real], axis=1)
+        mask = self._target_mask(y, target)
+        never = tf.fill(tf.shape(log_p), tf.constant(-np.inf, log_p.dtype))
+        log_target = tf.reduce_logsumexp(tf.where(mask > 0, log_p, never), axis=1,
+                                         keepdims=True)
+        log_rest = tf.reduce_logsumexp(tf.where(mask > 0, never, log_p), axis=1,
+                                       keepdims=True)
+        return log_p, mask, log_target, log_rest
 
     def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        p = self._softmax(y)
-        mask = self._target_mask(y, target)
-        p_target = tf.reduce_sum(mask * p, axis=1, keepdims=True)
-        return mask * p_target * (1.0 - p_target)
+        _, mask, log_target, log_rest = self._log_probabilities(y, target)
+        return mask * tf.exp(log_target + log_rest)
+
+    def _log_target_mass(self, y: tf.Tensor, target: tf.Tensor, seed: tf.Tensor
+                         ) -> tf.Tensor:
+        _, mask, log_target, log_rest = self._log_probabilities(y, target)
+        return (log_target + log_rest)[:, 0] + tf.math.log(tf.reduce_sum(mask, axis=1))
 
     def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-        p = self._softmax(y)
-        mask = self._target_mask(y, target)
-        p_target = tf.reduce_sum(mask * p, axis=1, keepdims=True)
-        seed = (1.0 - mask) * p * p_target
+        log_p, mask, log_target, _ = self._log_probabilities(y, target)
+        seed = (1.0 - mask) * tf.exp(log_p + log_target)
         return tf.concat([seed, tf.zeros_like(y[:, self.n_real:])], axis=1)
+
+    def _check_seed_mass(self, log_mass: np.ndarray, selection: Selection) -> None:
+        """Raises for a sample whose softmax gradient p_j(1 − p_j) underflows float32."""
+        small = np.flatnonzero(~(log_mass >= np.log(_SMALLEST_SEED_MASS)))
+        if small.size:
+            i = int(small[0])
+            target = int(selection.indices[i]) if selection.indices is not None else -1
+            unit = "its arg-max unit" if target == MAX_ACTIVATION else f"target {target}"
+            raise InputError(
+                f"SGLRP: sample {i}'s softmax gradient p_j(1 - p_j) for {unit} is "
+                f"exp({float(log_mass[i]):.1f}), below {_SMALLEST_SEED_MASS:g}: its relevance "
+                "would underflow float32 and the map be all zero (the model is all but "
+                "certain of that class). CLRP's normalised maps do not depend on this scale.")
 
     def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         axes = list(range(1, len(target.shape)))
