@@ -21,6 +21,7 @@ from .pointing import (
     pointing_game,
 )
 from .quantus import explain_func
+from .rise import RISE, make_masks
 from .unit_ablation import rank_agreement, unit_ablation, unit_relevance
 
 __all__ = [
@@ -30,10 +31,12 @@ __all__ = [
     "PointingGame",
     "PointingGameResult",
     "PredictionDifference",
+    "RISE",
     "center_baseline",
     "discriminativeness_report",
     "explain_func",
     "map_correlation",
+    "make_masks",
     "max_points",
     "patch_scores",
     "pointing_game",
