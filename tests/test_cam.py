@@ -305,3 +305,23 @@ def test_user_model_untouched(images: np.ndarray) -> None:
     assert len(model.layers) == n_layers
     for a, b in zip(before, model.get_weights()):
         assert a.tobytes() == b.tobytes()
+
+
+def test_heatmap_callback_explains_with_cams(tmp_path, images: np.ndarray) -> None:
+    from tf_clrp.callbacks import HeatmapCallback
+
+    model = cnn()
+    callback = HeatmapCallback(images[:2], classes=[1, 3],
+                               methods=["grad_cam", ("rise", {"n_masks": 8})],
+                               log_dir=tmp_path, tensorboard=False)
+    callback.set_model(model)
+    maps, targets = callback.explain()
+    assert not callback.failed and list(targets) == [1, 3]
+    features, grads, _ = tape_features_and_grads(cnn_forward(model), images[:2],
+                                                 one_hot(np.array([1, 3]), 5))
+    raw = numpy_cam("grad_cam", features, grads)
+    expected = np.stack([resize(r, (12, 10), order=1, mode="edge", anti_aliasing=False)
+                         for r in raw])
+    np.testing.assert_allclose(maps["grad_cam"].sum(axis=-1), expected, rtol=1e-4,
+                               atol=1e-5 * expected.max())
+    assert maps["rise(n_masks=8)"].shape == images[:2].shape

@@ -116,12 +116,15 @@ class RISE:
         logits: Strip a final softmax/sigmoid of a Keras model (default False: the paper
             uses the class probability).
         progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
+        use_tf_function: Accepted as by every analyzer (``HeatmapCallback`` passes it); a
+            Keras model always runs through its compiled canonical graph.
     """
 
     def __init__(self, model: Any, n_masks: int = 2000, grid_size: int | Sequence[int] = 7,
                  cell_size: int | Sequence[int] | None = None, p1: float = 0.5,
                  seed: int | None = 0, baseline: Any = 0.0, batch_size: int = 64,
-                 logits: bool = False, progress: ProgressArg = False) -> None:
+                 logits: bool = False, progress: ProgressArg = False,
+                 use_tf_function: bool = True) -> None:
         make_masks((8, 8), 1, grid_size, cell_size, p1, 0)  # validate early
         self.model = model
         self.n_masks, self.grid_size, self.cell_size = int(n_masks), grid_size, cell_size
