@@ -325,3 +325,13 @@ def test_heatmap_callback_explains_with_cams(tmp_path, images: np.ndarray) -> No
     np.testing.assert_allclose(maps["grad_cam"].sum(axis=-1), expected, rtol=1e-4,
                                atol=1e-5 * expected.max())
     assert maps["rise(n_masks=8)"].shape == images[:2].shape
+
+
+def test_per_sample_contrast_is_chunked_with_the_batch(images: np.ndarray) -> None:
+    analyzer = tf_clrp.create_analyzer("grad_cam", cnn(), upsample=False)
+    rivals = np.array([1, 2, 3, 0])
+    whole = analyzer.analyze(images, [0, 1, 2, 3], contrast=rivals)
+    chunked = analyzer.analyze(images, [0, 1, 2, 3], contrast=rivals, batch_size=3)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    single = analyzer.analyze(images[3:], [3], contrast=0)
+    np.testing.assert_allclose(whole[3:], single, rtol=1e-5, atol=1e-7)

@@ -205,6 +205,13 @@ def upsample_to_input(maps: np.ndarray, input_shape: tuple[int, ...],
     return np.broadcast_to(resized * np.float32(scale), input_shape).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Codes:
+    """Contrast codes already resolved for a chunk (``GradCAM.analyze`` chunks them)."""
+
+    codes: np.ndarray
+
+
 class GradCAM(Analyzer):
     """Grad-CAM and its variants (see the module doc for the formulas).
 
@@ -318,6 +325,8 @@ class GradCAM(Analyzer):
         return mask - dual * mass
 
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
+        if isinstance(contrast, _Codes):
+            return contrast.codes
         contrast = self.contrast if contrast is None else contrast
         if contrast is None:
             return np.full(batch, NO_CONTRAST, np.int32)
@@ -356,18 +365,28 @@ class GradCAM(Analyzer):
         Returns:
             float32 maps of x's shape (``upsample=True``) or (B, h, w).
         """
-        return super().analyze(x, neuron_selection, batch_size, contrast=contrast)
+        array, selection = self.prepare(x, neuron_selection)
+        if len(array) == 0:
+            return self._empty(array)
+        codes = self._contrast_codes(contrast, len(array))  # per sample, chunked below
+        size = batch_size or self.batch_size or len(array)
+        if size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        return self._concatenate([
+            self._explain(array[i:i + size], selection.chunk(i, i + size),
+                          contrast=_Codes(codes[i:i + size]))
+            for i in range(0, len(array), size)])
 
     def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None
                      ) -> ReplicaStep:
         """The CAMs of one chunk (see ``Analyzer.replica_step``)."""
         finish = self._finisher(x.shape)
+        codes = self._contrast_codes(contrast, len(x))
         if selection.seeds is not None:
-            if contrast is not None or self.contrast is not None:
+            if np.any(codes != NO_CONTRAST):
                 raise SelectionError("contrast= needs target indices, not a seed array")
             return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds),
                                finish)
-        codes = self._contrast_codes(contrast, len(x))
         return ReplicaStep((id(self), "by_index"), self._by_index,
                            (x, selection.indices, codes), finish)
 
@@ -431,7 +450,7 @@ class GuidedGradCAM(GradCAM):
     def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None
                      ) -> ReplicaStep:
         """Grad-CAM and Guided Backprop of the chunk for the same units."""
-        if contrast is not None:
+        if np.any(self._contrast_codes(contrast, len(x)) != NO_CONTRAST):
             raise SelectionError("guided_grad_cam has no contrast option")
         selection = self.resolve_max_activation(x, selection)
         cam = super().replica_step(x, selection)
