@@ -337,18 +337,17 @@ class GradCAM(Analyzer):
                     "rival class index")
             return np.full(batch, CONTRASTS[contrast], np.int32)
         codes = np.asarray(contrast)
-        if codes.dtype.kind not in "iu":
-            raise SelectionError(f"contrast must be a name or class index, got {contrast!r}")
-        codes = np.full(batch, int(codes)) if codes.ndim == 0 else codes
-        if codes.shape != (batch,):
+        if codes.dtype.kind not in "iu" or codes.ndim > 1 or codes.size not in (1, batch):
             raise SelectionError(
-                f"contrast has {codes.size} entries for a batch of {batch} samples")
-        bad = (codes < 0) | (codes >= self.n_outputs)
-        if np.any(bad):
+                f"contrast={contrast!r}: use 'others', 'others_uniform', a rival class index "
+                f"or one index per sample (batch of {batch})")
+        codes = np.broadcast_to(codes.reshape(-1), (batch,)).astype(np.int32)
+        outside = codes[(codes < 0) | (codes >= self.n_outputs)]
+        if outside.size:
             raise SelectionError(
-                f"contrast index {int(codes[bad][0])} is out of range: the explained output "
+                f"contrast index {int(outside[0])} is out of range: the explained output "
                 f"has {self.n_outputs} units")
-        return codes.astype(np.int32)
+        return codes
 
     # ------------------------------------------------------------------ public
     def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
