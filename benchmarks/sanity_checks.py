@@ -73,6 +73,9 @@ def summarize(result: Any) -> dict[str, Any]:
         values = getattr(result, metric)
         out[metric] = [float(np.nanmean(row)) for row in values]
         out[f"{metric}_ci95"] = [bootstrap_interval(row) for row in values]
+    # a constant (e.g. all-zero) randomised map has no ranks: its Spearman is NaN and left
+    # out of the mean; its SSIM is that of a zero map
+    out["constant_maps"] = [int(np.isnan(row).sum()) for row in result.spearman]
     return out
 
 
