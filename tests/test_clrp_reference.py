@@ -119,6 +119,12 @@ def test_dense_head_matches_the_reference(x, contrast, fixed_bounds) -> None:
     _check_clrp(dense_head(), x, [1, 0, 3, 2], contrast, fixed_bounds)
 
 
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_per_sample_rivals_in_chunks_match_the_reference(x, chunk) -> None:
+    """One rival per sample, processed in chunks: each chunk gets its own samples' rivals."""
+    _check_clrp(dense_head(), x, [1, 0, 3, 2], "rival", batch_size=chunk)
+
+
 @pytest.mark.parametrize("contrast", CONTRASTS)
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_conv_head_matches_the_reference(x, contrast, kernel) -> None:

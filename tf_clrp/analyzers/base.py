@@ -278,10 +278,20 @@ class Analyzer:
             return self._empty(array, **kwargs)
         size = len(array) if batch_size is None else batch_size
         parts = [
-            self._explain(array[i:i + size], selection.chunk(i, i + size), **kwargs)
+            self._explain(array[i:i + size], selection.chunk(i, i + size),
+                          **self._chunk_kwargs(kwargs, i, min(i + size, len(array)), len(array)))
             for i in range(0, len(array), size)
         ]
         return self._concatenate(parts)
+
+    def _chunk_kwargs(self, kwargs: dict[str, Any], start: int, stop: int, total: int
+                      ) -> dict[str, Any]:
+        """The ``analyze`` options of the chunk ``[start, stop)`` of a batch of ``total``.
+
+        Options that hold one entry per sample are sliced here by the subclasses that take
+        them (e.g. CLRP's per-sample ``contrast``); the default passes every option unchanged.
+        """
+        return kwargs
 
     # ------------------------------------------------------------------ subclass hooks
     def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> Any:

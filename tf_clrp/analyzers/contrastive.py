@@ -287,6 +287,19 @@ class _TwoSeedAnalyzer(Analyzer):
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _chunk_kwargs(self, kwargs: dict[str, Any], start: int, stop: int, total: int
+                      ) -> dict[str, Any]:
+        """Slices a per-sample ``contrast`` (one class index per sample) with its chunk."""
+        contrast = kwargs.get("contrast")
+        if contrast is None:
+            contrast = getattr(self, "contrast", None)
+        if contrast is None or isinstance(contrast, str) or np.ndim(contrast) != 1:
+            return kwargs
+        if len(contrast) != total:
+            raise SelectionError(
+                f"contrast has {len(contrast)} entries for a batch of {total} samples")
+        return {**kwargs, "contrast": np.asarray(contrast)[start:stop]}
+
     def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
 
