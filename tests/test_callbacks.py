@@ -254,3 +254,19 @@ def test_small_inputs_are_upscaled_for_tensorboard(monkeypatch, tmp_path) -> Non
     assert written["epoch/grid"].shape[1:3] == cv2.imread(cb.written[0]).shape[:2]
     assert cbmod.upscale_nearest(np.zeros((1, 200, 300, 3), np.uint8), 128).shape == (
         1, 200, 300, 3)
+
+
+def test_model_agnostic_methods_draw_without_a_compile_option(tmp_path) -> None:
+    """Occlusion and prediction difference take no use_tf_function: the callback must not pass
+    it (they used to fail inside the callback with a TypeError, caught as a warning)."""
+    model = _model()
+    _fit(model, [], epochs=1)
+    x, _ = _data()
+    cb = HeatmapCallback(x[:1], methods=[("occlusion", {"window": 4}), ("rise", {"n_masks": 50})],
+                         log_dir=tmp_path, tensorboard=False, every_n_epochs=1)
+    cb.set_model(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb.on_epoch_end(0)
+    assert not cb.failed
+    assert len(cb.written) == 1

@@ -243,6 +243,7 @@ class HeatmapCallback(keras.callbacks.Callback):
             left out with a warning.
         """
         import tf_clrp
+        from tf_clrp.registry import accepted_options
 
         targets = self._targets()
         maps: dict[str, np.ndarray] = {}
@@ -252,7 +253,9 @@ class HeatmapCallback(keras.callbacks.Callback):
             try:
                 analyzer = self._analyzers.get(label)
                 if analyzer is None:
-                    options = {"use_tf_function": self.use_tf_function, **kwargs}
+                    options = dict(kwargs)
+                    if "use_tf_function" in accepted_options(name):
+                        options = {"use_tf_function": self.use_tf_function, **kwargs}
                     analyzer = tf_clrp.create_analyzer(name, self.model, **options)
                     self._analyzers[label] = analyzer
                 relevance = analyzer.analyze(self.images, neuron_selection=[int(t) for t in

@@ -189,6 +189,20 @@ def list_analyzers() -> list[str]:
     return sorted(ANALYZERS)
 
 
+def accepted_options(name: str) -> frozenset[str]:
+    """The keyword arguments ``create_analyzer(name, model, ...)`` takes.
+
+    Args:
+        name: One of ``list_analyzers()``.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in ANALYZERS:
+        raise ValueError(f"unknown analyzer {name!r}")
+    return frozenset(_accepted_options(ANALYZERS[name]) or ())
+
+
 def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
     if inspect.isclass(factory) and not issubclass(factory, Analyzer):
         # not an engine analyzer (e.g. Occlusion): only its own constructor parameters
