@@ -327,6 +327,32 @@ def test_multi_output_model_needs_output_index(workspace, two_headed, tmp_path,
                      "--out", str(tmp_path / "e")]) == 2  # single output: only index 0
 
 
+def test_dict_output_model_takes_output_index_in_model_outputs_order(workspace, tmp_path,
+                                                                    capsys) -> None:
+    """A model returning {"x": ..., "y": ...}: --output-index counts model.outputs."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, {"x": keras.layers.Dense(5, name="five")(features),
+                                 "y": keras.layers.Dense(3, name="three")(features)})
+    path = tmp_path / "dict.keras"
+    model.save(path)
+    image = str(workspace / "images" / "im1.png")
+    assert cli.main(["explain", str(path), image, "--methods", "gradient", "--classes", "2",
+                     "--preprocess", "unit", "--output-index", "1", "--out",
+                     str(tmp_path / "o"), "-q"]) == 0, capsys.readouterr().err
+    data = np.load(tmp_path / "o" / "im1.npz")
+    x = tf.constant(data["input"][None])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = model(x)["y"][0, 2]
+    np.testing.assert_allclose(data["gradient"], tape.gradient(score, x).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(data["logits"], np.asarray(model(x)["y"])[0], rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- evaluate checks
 @pytest.mark.parametrize("tolerance", ["-5", "nan", "inf", "-inf", "abc"])
 def test_evaluate_tolerance_must_be_finite_and_non_negative(tmp_path, capsys,

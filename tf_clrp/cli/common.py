@@ -148,8 +148,10 @@ def _model_outputs(model: Any, x: np.ndarray, batch_size: int,
     outs = []
     for start in range(0, len(x), batch_size):
         out = model(x[start:start + batch_size], training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[output_index or 0]
+        if not hasattr(out, "shape"):  # several outputs: a list, tuple or dict
+            import keras
+
+            out = keras.tree.flatten(out)[output_index or 0]  # model.outputs' order
         out = np.asarray(out, np.float64)
         outs.append(out.reshape(len(out), -1))
     return np.concatenate(outs) if outs else np.zeros((0, 0))
