@@ -112,3 +112,41 @@ def compute_dtype(op: Any) -> str:
 def tensor_shape(tensor: Any) -> tuple[int | None, ...]:
     """Static shape of a KerasTensor."""
     return tuple(tensor.shape)
+
+
+def named_inputs(functional: Any) -> list[tuple[str, Any]]:
+    """(name, KerasTensor) of each input of a functional graph, in ``graph_inputs`` order.
+
+    The name is the dict key for a model built on a dict of inputs, else the tensor's
+    ``keras.Input(name=...)``.
+    """
+    struct = getattr(functional, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        key_of = {id(t): k for k, t in struct.items()}
+        return [(str(key_of.get(id(t), t.name)), t) for t in graph_inputs(functional)]
+    return [(str(t.name), t) for t in graph_inputs(functional)]
+
+
+def built_input_shape(model: Any) -> tuple[int | None, ...] | None:
+    """The input shape a built subclassed model was built with (batch axis open), or None
+    if it is not built or was built with several inputs."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not getattr(model, "built", False) or not shapes or len(shapes) != 1:
+        return None
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or not all(
+            d is None or isinstance(d, int) for d in shape):
+        return None
+    return (None, *shape[1:])
+
+
+def with_keras_mask(x: Any, mask: Any) -> Any:
+    """``x`` carrying a Keras mask (read by the layers after it, as in the Keras model)."""
+    if mask is None:
+        return x
+    setter = getattr(keras.src.backend, "set_keras_mask", None)
+    if setter is not None:
+        setter(x, mask)
+    else:
+        x._keras_mask = mask
+    return x

@@ -63,6 +63,28 @@ class Node:
         return replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class ModelInput:
+    """One input of the walked model.
+
+    Attributes:
+        name: The key the model takes it under (dict inputs) or its ``keras.Input`` name.
+        id: The tensor id in the graph.
+        shape: Static shape, batch axis first.
+        dtype: Keras dtype name ("float32", "int32", ...).
+    """
+
+    name: str
+    id: int
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def is_integer(self) -> bool:
+        """True for integer or boolean inputs (token ids, segment ids, masks)."""
+        return self.dtype.startswith(("int", "uint", "bool"))
+
+
 @dataclass
 class Graph:
     """A flattened model: nodes in execution order from one input to one output."""
@@ -76,6 +98,15 @@ class Graph:
     #: The output non-linearity removed by canonization ("softmax", "sigmoid") or None.
     stripped_output_activation: str | None = None
     shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
+    #: Every input of the model, in the order of ``model.inputs``.
+    model_inputs: tuple[ModelInput, ...] = ()
+    #: The name of the explained input (one of ``model_inputs``).
+    explained_input: str = ""
+    #: Model inputs fed through unchanged (not explained), in mirror-call order.
+    feeds: tuple[ModelInput, ...] = ()
+    #: For token inputs: the Embedding call whose output is explained (``input_id``), run
+    #: on the token ids before the graph (see ``tf_clrp.inputs``); else None.
+    embedding: Node | None = None
 
     def producer(self) -> dict[int, Node]:
         """Maps each tensor id to the node producing it."""
@@ -107,11 +138,9 @@ class Graph:
             if needed.intersection(node.outputs):
                 kept.append(node)
                 needed.update(node.inputs)
-        return Graph(
-            nodes=kept[::-1], input_id=self.input_id, output_id=output_id,
-            input_shape=self.input_shape, output_shape=self.shapes.get(output_id, ()),
-            model_name=self.model_name, shapes=self.shapes,
-        )
+        return replace(self, nodes=kept[::-1], output_id=output_id,
+                       output_shape=self.shapes.get(output_id, ()),
+                       stripped_output_activation=None)
 
 
 def _node_runner(node: Any) -> Run:
@@ -164,19 +193,24 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
         ))
 
 
-def trace_model(model: keras.Model, output_index: int | None = None) -> Graph:
+def trace_model(model: keras.Model, output_index: int | None = None,
+                input_name: str | None = None) -> Graph:
     """Flattens a Keras model into a Graph.
 
     Args:
-        model: A functional or Sequential Keras 3 model (nested models are inlined).
+        model: A Keras 3 model. Functional and Sequential models are walked layer by layer
+            (nested models inlined); a subclassed model becomes one opaque node (enough for
+            gradient methods, refused by rules).
         output_index: Which output to explain if the model has several.
+        input_name: Which input to explain if the model has several (the others are fed
+            through unchanged).
 
     Returns:
-        The Graph from the model's input to the chosen output.
+        The Graph from the explained input to the chosen output.
 
     Raises:
-        ModelStructureError: subclassed model, several inputs, or several outputs and no
-            ``output_index``.
+        ModelStructureError: several inputs and no (or an unknown) ``input_name``, several
+            outputs and no ``output_index``, an unbuilt subclassed model.
     """
     if not isinstance(model, keras.Model):
         raise ModelStructureError(
@@ -184,39 +218,103 @@ def trace_model(model: keras.Model, output_index: int | None = None) -> Graph:
         )
     functional = _compat.functional_of(model)
     if functional is None:
-        raise ModelStructureError(
-            f"model {model.name!r} ({type(model).__name__}) is a subclassed model without a "
-            "functional graph; tf_clrp needs a functional or Sequential model (wrap the same "
-            "layers with keras.Input(...) and keras.Model(inputs, outputs))"
-        )
-    inputs = _compat.graph_inputs(functional)
-    if len(inputs) != 1:
-        raise ModelStructureError(
-            f"model {model.name!r} has {len(inputs)} inputs; tf_clrp explains single-input "
-            "models (build a sub-model that takes the image as its only input)"
-        )
+        return _opaque_graph(model, output_index, input_name)
+    named = _compat.named_inputs(functional)
+    explained = _explained_input(model.name, [name for name, _ in named], input_name)
     outputs = _compat.graph_outputs(functional)
-    if output_index is None:
-        if len(outputs) != 1:
-            raise ModelStructureError(
-                f"model {model.name!r} has {len(outputs)} outputs; pass output_index=0.."
-                f"{len(outputs) - 1} to choose the one to explain"
-            )
-        output_index = 0
-    if not 0 <= output_index < len(outputs):
-        raise ModelStructureError(
-            f"output_index={output_index} is out of range: model {model.name!r} has "
-            f"{len(outputs)} output(s)"
-        )
+    output_index = _output_index(model.name, len(outputs), output_index)
+    model_inputs = tuple(
+        ModelInput(name, id(t), _compat.tensor_shape(t), str(t.dtype)) for name, t in named)
     alias: dict[int, int] = {}
     nodes: list[Node] = []
-    shapes: dict[int, tuple[int | None, ...]] = {id(inputs[0]): _compat.tensor_shape(inputs[0])}
+    shapes = {m.id: m.shape for m in model_inputs}
     _walk(functional, alias, "", nodes, shapes)
     out_id = alias.get(id(outputs[output_index]), id(outputs[output_index]))
+    chosen = next(m for m in model_inputs if m.name == explained)
     graph = Graph(
-        nodes=nodes, input_id=id(inputs[0]), output_id=out_id,
-        input_shape=_compat.tensor_shape(inputs[0]),
+        nodes=nodes, input_id=chosen.id, output_id=out_id, input_shape=chosen.shape,
         output_shape=_compat.tensor_shape(outputs[output_index]),
-        model_name=model.name, shapes=shapes,
+        model_name=model.name, shapes=shapes, model_inputs=model_inputs,
+        explained_input=explained, feeds=tuple(m for m in model_inputs if m is not chosen),
     )
     return graph.truncated(out_id) if len(outputs) > 1 else graph
+
+
+def _explained_input(model_name: str, names: list[str], input_name: str | None) -> str:
+    if input_name is None:
+        if len(names) != 1:
+            raise ModelStructureError(
+                f"model {model_name!r} has {len(names)} inputs ({', '.join(map(repr, names))}); "
+                "pass input_name=<one of them> to create_analyzer to choose the explained "
+                "input (the others are fed through unchanged)"
+            )
+        return names[0]
+    if input_name not in names:
+        raise ModelStructureError(
+            f"input_name={input_name!r} is not an input of model {model_name!r}; its inputs: "
+            f"{', '.join(map(repr, names))}"
+        )
+    return input_name
+
+
+def _output_index(model_name: str, n_outputs: int, output_index: int | None) -> int:
+    if output_index is None:
+        if n_outputs != 1:
+            raise ModelStructureError(
+                f"model {model_name!r} has {n_outputs} outputs; pass output_index=0.."
+                f"{n_outputs - 1} to choose the one to explain"
+            )
+        return 0
+    if not 0 <= output_index < n_outputs:
+        raise ModelStructureError(
+            f"output_index={output_index} is out of range: model {model_name!r} has "
+            f"{n_outputs} output(s)"
+        )
+    return output_index
+
+
+#: The group of a subclassed model's single node: autodiff only, no relevance rule.
+OPAQUE_GROUP = "opaque_model"
+
+
+def opaque_refusal(node: Node) -> ModelStructureError:
+    """The error for a rule-based analyzer on a subclassed (opaque) model."""
+    return ModelStructureError(
+        f"model {node.name!r} ({node.kind}) is a subclassed model without a functional graph: "
+        "the gradient family (gradient, input_t_gradient, integrated_gradients, smoothgrad) "
+        "explains it by autodiff, but relevance rules need its layers; rebuild it with the "
+        "functional API (keras.Input(...), keras.Model(inputs, outputs))"
+    )
+
+
+def _opaque_graph(model: keras.Model, output_index: int | None,
+                  input_name: str | None) -> Graph:
+    """A subclassed model as one node (no inner graph to walk): its gradient is autodiff of
+    the whole model, and no relevance rule applies to it."""
+    shape = _compat.built_input_shape(model)
+    if shape is None:
+        raise ModelStructureError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model that is not "
+            "built with a single input; call it once on a batch (model(x)) before explaining "
+            "it, or rebuild it with the functional API (keras.Input(...), keras.Model(...))"
+        )
+    if input_name is not None:
+        raise ModelStructureError(
+            f"input_name={input_name!r}: subclassed model {model.name!r} has one input")
+    spec = model.compute_output_spec(keras.KerasTensor(shape))
+    output_specs = list(keras.tree.flatten(spec))
+    index = _output_index(model.name, len(output_specs), output_index)
+
+    def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        output = keras.tree.flatten(model(values[0]))[index]
+        return [tf.cast(output, tf.float32)]
+
+    input_id, output_id = new_tensor_id(), new_tensor_id()
+    out_shape = tuple(output_specs[index].shape)
+    node = Node(name=model.name, op=model, group=OPAQUE_GROUP, inputs=(input_id,),
+                outputs=(output_id,), run=run)
+    return Graph(nodes=[node], input_id=input_id, output_id=output_id, input_shape=shape,
+                 output_shape=out_shape, model_name=model.name,
+                 shapes={input_id: shape, output_id: out_shape},
+                 model_inputs=(ModelInput("input", input_id, shape, "float32"),),
+                 explained_input="input")

@@ -65,6 +65,8 @@ GROUP_OF_CLASS: dict[str, str] = {
     "Add": "add",
     "Concatenate": "concatenate",
     "Multiply": "multiply",
+    # lookups: the start of the relevance path of token ids; a constant on fed inputs
+    "Embedding": "embedding",
     # affine preprocessing inside the model
     "Rescaling": "rescaling",
     "Normalization": "rescaling",

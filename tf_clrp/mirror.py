@@ -13,7 +13,7 @@ transposed products.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,11 @@ import tensorflow as tf
 from tf_clrp import layers, rules
 from tf_clrp.composites import Composite
 from tf_clrp.errors import UnsupportedLayerError
-from tf_clrp.graph import Graph, Node
+from tf_clrp.graph import OPAQUE_GROUP, Graph, Node, opaque_refusal
 
-#: Groups whose gradient moves relevance exactly (permutations, copies, routing).
-GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
+#: Groups whose gradient moves relevance exactly (permutations, copies, routing), and
+#: embeddings of fed (integer, never explained) inputs, which carry no relevance.
+GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate", "embedding"})
 
 _warned_activations: set[str] = set()
 
@@ -133,13 +134,15 @@ class MirroredModel:
         return False
 
     def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
+        if node.group == OPAQUE_GROUP and not self.composite.is_plain_gradient:
+            raise opaque_refusal(node)
         rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
         if rule is not None or node.group in GRADIENT_GROUPS or node.group == "activation":
             if node.group == "activation" and node.activation not in layers.RECTIFIERS and (
                     self.composite.activation == "pass"):
                 _warn_non_rectifier(node.activation or "?", node.name)
             return rule
-        if node.group is None:
+        if node.group is None and not self.composite.is_plain_gradient:
             raise UnsupportedLayerError(
                 f"layer {node.name!r} of type {node.kind} has no relevance rule. If relevance "
                 "may pass through it unchanged, pass layer_rules={"
@@ -169,17 +172,20 @@ class MirroredModel:
         return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
                 tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, feeds: Sequence[tf.Tensor] = ()) -> tf.Tensor:
         """Runs the mirrored forward.
 
         Args:
             x: Input batch (float32).
+            feeds: The model's other inputs, one per ``graph.feeds`` (fed through unchanged).
 
         Returns:
             The explained output.
         """
         bounds = self.input_bounds(x)
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
+        values.update((fed.id, value) for fed, value in zip(self.graph.feeds, feeds,
+                                                             strict=True))
         low_high: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
         if bounds is not None:
             low_high[self.graph.input_id] = bounds
