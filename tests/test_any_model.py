@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_clrp
 from tf_clrp import create_analyzer
 from tf_clrp.errors import InputError, ModelStructureError, UnsupportedLayerError
 
@@ -26,7 +27,7 @@ class ScaledResidual(keras.layers.Layer):
         self.scale = self.add_weight(shape=(units,), initializer="ones", name="scale")
 
     def call(self, x):
-        return x + self.scale * keras.ops.square(self.inner(x))
+        return x + keras.ops.multiply(keras.ops.square(self.inner(x)), self.scale)
 
 
 class TwoHeads(keras.Model):
@@ -131,11 +132,54 @@ def test_unbuilt_subclassed_model_is_refused_with_advice():
         create_analyzer("gradient", TwoHeads(), output_index=0)
 
 
-@pytest.mark.parametrize("name", ["lrp.epsilon", "guided_backprop", "deconvnet"])
-def test_rule_based_analyzers_refuse_layers_without_rules(name):
+@pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.z_plus", "clrp"])
+def test_lrp_refuses_the_attention_product_naming_op_and_path(name):
     model, _ = _attention_model()
-    with pytest.raises(UnsupportedLayerError, match="multi_head_attention.*layer_rules"):
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"'multi_head_attention(_\d+)?/dot_product_attention(_\d+)?' "
+                             r"\(DotProductAttention, group 'bilinear'\).*layer_rules"):
         create_analyzer(name, model)
+
+
+def test_lrp_refuses_an_op_inside_a_custom_layer():
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"'scaled_residual(_\d+)?/square(_\d+)?' of type Square"):
+        create_analyzer("lrp.epsilon", _custom_layer_model())
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", "deconvnet"])
+def test_guided_methods_see_inside_attention(name):
+    """No ReLU anywhere: Guided Backprop and DeConvNet are the gradient, seeded with the
+    logit's value (iNNvestigate's convention)."""
+    model, logits = _attention_model()
+    x = np.random.default_rng(15).random((2, 8, 8, 3), dtype=np.float32)
+    got = create_analyzer(name, model).analyze(x, neuron_selection=3)
+    want = logits(x).numpy()[:, 3, None, None, None] * _tape_gradient(logits, x, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+class DataDependent(keras.layers.Layer):
+    """A layer whose call needs concrete values (cannot be traced symbolically)."""
+
+    def call(self, x):
+        if float(keras.ops.convert_to_numpy(keras.ops.sum(x))) > 0:
+            return x * 2.0
+        return x * 3.0
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+def test_untraceable_layer_gradient_by_autodiff_lrp_refused():
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, keras.layers.Dense(2)(DataDependent(name="data_dependent")(x_in)))
+    x = np.abs(np.random.default_rng(16).standard_normal((2, 4))).astype(np.float32)
+    got = create_analyzer("gradient", model, use_tf_function=False).analyze(
+        x, neuron_selection=1)
+    np.testing.assert_allclose(got, _tape_gradient(model, x, 1), rtol=1e-6)
+    with pytest.raises(UnsupportedLayerError, match="'data_dependent' of type DataDependent"
+                       ".*not walked inside: its call cannot run on symbolic tensors"):
+        create_analyzer("lrp.z", model)
 
 
 def test_explaining_leaves_the_model_untouched():
@@ -233,3 +277,53 @@ def test_multi_input_errors_name_the_choices():
 def test_contrastive_analyzers_refuse_several_inputs_clearly():
     with pytest.raises(ModelStructureError, match="CLRP does not yet.*'side'"):
         create_analyzer("clrp", _two_input_model(), input_name="image")
+
+
+def test_a_rule_for_a_whole_walked_layer_applies_to_it_as_one_node():
+    """layer_rules keyed by the custom layer's class: ε-LRP of the head, then Pass through
+    the whole layer (numpy reference)."""
+    model = _custom_layer_model()
+    x = np.random.default_rng(17).standard_normal((2, 6)).astype(np.float32)
+    got = create_analyzer("lrp.epsilon", model, epsilon=0.1,
+                          layer_rules={"ScaledResidual": tf_clrp.rules.Pass()}).analyze(
+        x, neuron_selection=1)
+    a = model.layers[1](x).numpy().astype(np.float64)
+    kernel, bias = (w.astype(np.float64) for w in model.layers[2].get_weights())
+    z = a @ kernel[:, 1] + bias[1]
+    want = a * kernel[:, 1] * (z / (z + 0.1 * np.sign(z)))[:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+class ConvBlock(keras.layers.Layer):
+    """A subclassed CNN block: Conv2D → ReLU → Conv2D, plus a residual add."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Conv2D(3, 3, padding="same", activation="relu")
+        self.second = keras.layers.Conv2D(3, 3, padding="same")
+
+    def call(self, x):
+        return keras.layers.ReLU()(self.second(self.first(x)) + x)
+
+
+@pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.z_plus", "guided_backprop", "clrp"])
+def test_subclassed_cnn_block_is_walked_like_its_functional_twin(name):
+    """The same weights as a plain functional model: walking inside gives the same maps."""
+    keras.utils.set_random_seed(18)
+    x_in = keras.Input((6, 6, 3))
+    block = ConvBlock()
+    model = keras.Model(x_in, keras.layers.Dense(4)(keras.layers.Flatten()(block(x_in))))
+    first = keras.layers.Conv2D(3, 3, padding="same", activation="relu")
+    second = keras.layers.Conv2D(3, 3, padding="same")
+    h = keras.layers.ReLU()(keras.layers.Add()([second(first(x_in)), x_in]))
+    head = keras.layers.Dense(4)
+    twin = keras.Model(x_in, head(keras.layers.Flatten()(h)))
+    first.set_weights(block.first.get_weights())
+    second.set_weights(block.second.get_weights())
+    head.set_weights(model.layers[-1].get_weights())
+    x = np.random.default_rng(19).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(x), twin(x), rtol=1e-6)
+    got = create_analyzer(name, model).analyze(x, neuron_selection=2)
+    want = create_analyzer(name, twin).analyze(x, neuron_selection=2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    assert np.abs(got).max() > 0

@@ -150,3 +150,47 @@ def with_keras_mask(x: Any, mask: Any) -> Any:
     else:
         x._keras_mask = mask
     return x
+
+
+def is_layer(op: Any) -> bool:
+    """True for a Keras layer (as opposed to a bare keras.ops operation)."""
+    return isinstance(op, keras.layers.Layer)
+
+
+def has_keras_mask(tensor: Any) -> bool:
+    """Whether a symbolic tensor carries a Keras mask."""
+    return getattr(tensor, "_keras_mask", None) is not None
+
+
+def fresh_input(tensor: Any) -> Any:
+    """A new symbolic input with the shape and dtype of ``tensor`` (not linked to it)."""
+    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype)
+
+
+def call_symbolically(node: Any, replacement: dict[int, Any]) -> list[Any]:
+    """Runs the ``call`` of a node's layer on symbolic tensors (ids in ``replacement``
+    replaced), so its sublayers and ops record their own nodes; returns the flat outputs."""
+    args, kwargs = node.arguments.fill_in(replacement)
+    return list(keras.tree.flatten(node.operation.call(*args, **kwargs)))
+
+
+def symbolic_function(inputs: Sequence[Any], outputs: Sequence[Any]) -> Any:
+    """A functional graph (``_nodes_by_depth``) from symbolic inputs to outputs."""
+    from keras.src.ops.function import Function
+
+    return Function(list(inputs), list(outputs))
+
+
+def node_lists(layer: Any) -> list[tuple[list[Any], int]]:
+    """The inbound/outbound node lists of ``layer`` and all its sublayers, with lengths."""
+    lists = []
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        lists.append((sub._inbound_nodes, len(sub._inbound_nodes)))
+        lists.append((sub._outbound_nodes, len(sub._outbound_nodes)))
+    return lists
+
+
+def restore_node_lists(lists: list[tuple[list[Any], int]]) -> None:
+    """Drops the nodes appended since ``node_lists`` was taken."""
+    for nodes, length in lists:
+        del nodes[length:]

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_clrp import _compat, layers
+from tf_clrp import _compat, layers, tracing
 from tf_clrp.errors import ModelStructureError
 
 Run = Callable[[list[tf.Tensor]], list[tf.Tensor]]
@@ -52,11 +52,25 @@ class Node:
     linear: layers.LinearSpec | None = None
     activation: str | None = None
     fused: bool = False
+    #: Why a layer without a group was not walked inside (see ``tf_clrp.tracing``), or "".
+    untraced: str = ""
+    #: The calls of walked layers this node is inside, outermost first: each as the one
+    #: node it would be without walking (``collapse_layers`` restores it).
+    within: tuple[Node, ...] = ()
 
     @property
     def kind(self) -> str:
         """Layer class name, for messages."""
         return type(self.op).__name__ if self.op is not None else self.group or "?"
+
+    @property
+    def whole_layer_hint(self) -> str:
+        """For a node inside a walked layer: how to give the whole layer one rule."""
+        if not self.within:
+            return ""
+        outer = self.within[-1]
+        return (f" (inside layer {outer.name!r} of type {outer.kind}: give that whole layer "
+                f"one rule with layer_rules={{{outer.kind!r}: <Rule>}})")
 
     def evolve(self, **changes: Any) -> Node:
         """A copy with some fields replaced."""
@@ -153,8 +167,9 @@ def _node_runner(node: Any) -> Run:
 
 
 def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node],
-          shapes: dict[int, tuple[int | None, ...]]) -> None:
-    """Appends the nodes of ``functional`` to ``nodes``, inlining nested models."""
+          shapes: dict[int, tuple[int | None, ...]], within: tuple[Node, ...] = ()) -> None:
+    """Appends the nodes of ``functional`` to ``nodes``, inlining nested models and the
+    calls of layers without a group of their own (``within``: the walked calls around)."""
     def canonical(t: Any) -> int:
         return alias.get(id(t), id(t))
 
@@ -179,18 +194,72 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
                 )
             for inner_t, outer_t in zip(inner_ins, ins):
                 alias[id(inner_t)] = canonical(outer_t)
-            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes)
+            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes, within)
             for inner_t, outer_t in zip(_compat.graph_outputs(inner), outs):
                 alias[id(outer_t)] = canonical(inner_t)
             continue
+        untraced = ""
+        if layers.group_of(op) is None and _compat.is_layer(op):
+            traced = tracing.trace_call(knode)
+            if isinstance(traced, tracing.TracedCall):  # walk inside the layer's call
+                for inner_t, outer_t in zip(traced.inputs, traced.outer_inputs):
+                    alias[id(inner_t)] = canonical(outer_t)
+                whole = Node(name=prefix + op.name, op=op, group=None,
+                             inputs=tuple(canonical(t) for t in ins), outputs=(),
+                             run=_node_runner(knode), within=within)
+                _walk(traced.function, alias, f"{prefix}{op.name}/", nodes, shapes,
+                      (*within, whole))
+                for inner_t, outer_t in zip(traced.outputs, outs):
+                    alias[id(outer_t)] = canonical(inner_t)
+                _set_outputs(nodes, whole, tuple(alias[id(t)] for t in outs))
+                continue
+            untraced = traced
         nodes.append(Node(
             name=prefix + getattr(op, "name", type(op).__name__),
             op=op,
-            group=layers.group_of(op),
+            group=layers.group_of_call(op, len(ins), bool(within)),
             inputs=tuple(canonical(t) for t in ins),
             outputs=tuple(id(t) for t in outs),
             run=_node_runner(knode),
+            untraced=untraced,
+            within=within,
         ))
+
+
+def _set_outputs(nodes: list[Node], whole: Node, outputs: tuple[int, ...]) -> None:
+    """Gives a walked call's whole-layer node its (canonical) outputs, in every node
+    inside it (nodes are immutable: the inner nodes get updated copies)."""
+    complete = whole.evolve(outputs=outputs)
+    for i, node in enumerate(nodes):
+        if any(w is whole for w in node.within):
+            nodes[i] = node.evolve(within=tuple(complete if w is whole else w
+                                                for w in node.within))
+
+
+def collapse_layers(graph: Graph, keys: Any) -> Graph:
+    """Undoes the walk inside layers that ``keys`` names (by path, name or class name), so
+    that a rule given for a whole layer (``layer_rules``) applies to it as one node.
+
+    Args:
+        graph: A traced graph.
+        keys: Layer names / class names with a rule of their own.
+
+    Returns:
+        The graph with each such walked call back as one node.
+    """
+    def named(node: Node) -> bool:
+        return any(k in keys for k in (node.name, node.name.rsplit("/", 1)[-1], node.kind))
+
+    nodes: list[Node] = []
+    placed: set[int] = set()
+    for node in graph.nodes:
+        outer = next((w for w in node.within if named(w)), None)
+        if outer is None:
+            nodes.append(node)
+        elif id(outer) not in placed:
+            placed.add(id(outer))
+            nodes.append(outer.evolve(within=()))
+    return graph if not placed else replace(graph, nodes=nodes)
 
 
 def trace_model(model: keras.Model, output_index: int | None = None,

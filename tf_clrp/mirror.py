@@ -23,7 +23,7 @@ import tensorflow as tf
 from tf_clrp import layers, rules
 from tf_clrp.composites import Composite
 from tf_clrp.errors import UnsupportedLayerError
-from tf_clrp.graph import OPAQUE_GROUP, Graph, Node, opaque_refusal
+from tf_clrp.graph import OPAQUE_GROUP, Graph, Node, collapse_layers, opaque_refusal
 
 #: Groups whose gradient moves relevance exactly (permutations, copies, routing), and
 #: embeddings of fed (integer, never explained) inputs, which carry no relevance.
@@ -96,7 +96,7 @@ class MirroredModel:
     def __init__(self, graph: Graph, composite: Composite, precision: str = "float32") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")
-        self.graph = graph
+        self.graph = collapse_layers(graph, composite.layer_map)
         self.composite = composite
         self.denominator_dtype, self.compute_dtype = PRECISIONS[precision]
         self.steps = self._plan()
@@ -148,12 +148,14 @@ class MirroredModel:
                 "may pass through it unchanged, pass layer_rules={"
                 f"{node.kind!r}: tf_clrp.rules.Pass()}} (or rules.Gradient(), rules.Norm(), "
                 "any Rule) to create_analyzer"
+                + (f". It was not walked inside: {node.untraced}" if node.untraced else "")
+                + node.whole_layer_hint
             )
         if self.composite.defaults:  # an LRP composite without a rule for this group
             raise UnsupportedLayerError(
                 f"composite {self.composite.name!r} has no rule for layer {node.name!r} "
                 f"({node.kind}, group {node.group!r}); add one with layer_rules="
-                f"{{{node.group!r}: <Rule>}}"
+                f"{{{node.group!r}: <Rule>}}{node.whole_layer_hint}"
             )
         return None
 
