@@ -327,3 +327,33 @@ def test_subclassed_cnn_block_is_walked_like_its_functional_twin(name):
     want = create_analyzer(name, twin).analyze(x, neuron_selection=2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
     assert np.abs(got).max() > 0
+
+
+# ----------------------------------------------------------------------------- EinsumDense
+def _einsum_model() -> keras.Model:
+    keras.utils.set_random_seed(20)
+    x_in = keras.Input((4, 5))
+    layer = keras.layers.EinsumDense("abc,cde->abde", output_shape=(4, 2, 3), bias_axes="de",
+                                     bias_initializer="random_normal", name="einsum_dense")
+    return keras.Model(x_in, keras.layers.Flatten()(layer(x_in)))
+
+
+@pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.z_plus"])
+def test_einsum_dense_is_a_linear_layer_for_every_rule(name):
+    """One EinsumDense with a 2-axis output and a (d, e) bias; numpy float64 reference of
+    the ε rule (bias in the denominator) and the z⁺ rule (positive weights, no bias)."""
+    model = _einsum_model()
+    x = np.random.default_rng(21).random((2, 4, 5)).astype(np.float64) + 0.1
+    kernel, bias = (w.astype(np.float64) for w in model.get_layer("einsum_dense").get_weights())
+    unit = 17
+    t, d, e = np.unravel_index(unit, (4, 2, 3))
+    got = create_analyzer(name, model, **({"epsilon": 0.1} if name == "lrp.epsilon" else {})
+                          ).analyze(x.astype(np.float32), neuron_selection=unit)
+    z = x[:, t, :] @ kernel[:, d, e] + bias[d, e]
+    want = np.zeros_like(x)
+    if name == "lrp.epsilon":
+        want[:, t, :] = x[:, t, :] * kernel[:, d, e] * (z / (z + 0.1 * np.sign(z)))[:, None]
+    else:
+        positive = x[:, t, :] * np.maximum(kernel[:, d, e], 0)
+        want[:, t, :] = positive / positive.sum(1, keepdims=True) * z[:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

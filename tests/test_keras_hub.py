@@ -23,13 +23,23 @@ ENGINE_ANALYZERS = [n for n in list_analyzers() if n not in ("occlusion",
 REQUIRED = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "lrp": {"rule": None}}
 
 
+def _random_biases(model: keras.Model) -> keras.Model:
+    """Non-zero biases and LayerNorm offsets (keras_hub initialises them to 0), so that a
+    dropped bias changes the mirrored forward."""
+    rng = np.random.default_rng(26)
+    for weight in model.weights:
+        if weight.path.endswith(("bias", "beta")):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(weight.dtype))
+    return model
+
+
 def _vit() -> keras.Model:
     keras.utils.set_random_seed(21)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
         mlp_dim=64)
-    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=5,
-                                               preprocessor=None)
+    return _random_biases(keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=5, preprocessor=None))
 
 
 def _deit() -> keras.Model:
@@ -37,8 +47,8 @@ def _deit() -> keras.Model:
     backbone = keras_hub.models.DeiTBackbone(
         image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
         intermediate_dim=64)
-    return keras_hub.models.DeiTImageClassifier(backbone=backbone, num_classes=5,
-                                                preprocessor=None)
+    return _random_biases(keras_hub.models.DeiTImageClassifier(
+        backbone=backbone, num_classes=5, preprocessor=None))
 
 
 def _bert() -> keras.Model:
@@ -46,8 +56,8 @@ def _bert() -> keras.Model:
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
         max_sequence_length=8)
-    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3,
-                                               preprocessor=None)
+    return _random_biases(keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=3, preprocessor=None))
 
 
 def _images() -> np.ndarray:

@@ -301,8 +301,10 @@ def linear_spec(layer: Any) -> LinearSpec:
         return LinearSpec(_dense_forward, lambda: as_float32(layer.kernel), read_bias)
     if isinstance(layer, keras.layers.EinsumDense):  # its bias broadcasts onto the output
         equation = layer.equation
+        has_bias = getattr(layer, "bias", None) is not None  # (no ``use_bias`` attribute)
         return LinearSpec(lambda x, kernel: tf.einsum(equation, x, kernel),
-                          lambda: as_float32(layer.kernel), read_bias)
+                          lambda: as_float32(layer.kernel),
+                          (lambda: as_float32(layer.bias)) if has_bias else (lambda: None))
     axis = _channel_axis(layer)
     strides = tuple(layer.strides)
     dilation = tuple(getattr(layer, "dilation_rate", (1,) * len(strides)))
