@@ -33,31 +33,30 @@ def _random_biases(model: keras.Model) -> keras.Model:
     return model
 
 
+def _classifier(backbone: str, classifier: str, seed: int, num_classes: int,
+                **config: object) -> keras.Model:
+    """A keras_hub task model with random weights from a tiny backbone config."""
+    keras.utils.set_random_seed(seed)
+    body = getattr(keras_hub.models, backbone)(**config)
+    return _random_biases(getattr(keras_hub.models, classifier)(
+        backbone=body, num_classes=num_classes, preprocessor=None))
+
+
 def _vit() -> keras.Model:
-    keras.utils.set_random_seed(21)
-    backbone = keras_hub.models.ViTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-        mlp_dim=64)
-    return _random_biases(keras_hub.models.ViTImageClassifier(
-        backbone=backbone, num_classes=5, preprocessor=None))
+    return _classifier("ViTBackbone", "ViTImageClassifier", 21, 5, image_shape=(32, 32, 3),
+                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
 
 
 def _deit() -> keras.Model:
-    keras.utils.set_random_seed(22)
-    backbone = keras_hub.models.DeiTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-        intermediate_dim=64)
-    return _random_biases(keras_hub.models.DeiTImageClassifier(
-        backbone=backbone, num_classes=5, preprocessor=None))
+    return _classifier("DeiTBackbone", "DeiTImageClassifier", 22, 5, image_shape=(32, 32, 3),
+                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                       intermediate_dim=64)
 
 
 def _bert() -> keras.Model:
-    keras.utils.set_random_seed(23)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=8)
-    return _random_biases(keras_hub.models.BertTextClassifier(
-        backbone=backbone, num_classes=3, preprocessor=None))
+    return _classifier("BertBackbone", "BertTextClassifier", 23, 3, vocabulary_size=50,
+                       num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                       max_sequence_length=8)
 
 
 def _images() -> np.ndarray:
