@@ -112,3 +112,85 @@ def compute_dtype(op: Any) -> str:
 def tensor_shape(tensor: Any) -> tuple[int | None, ...]:
     """Static shape of a KerasTensor."""
     return tuple(tensor.shape)
+
+
+def named_inputs(functional: Any) -> list[tuple[str, Any]]:
+    """(name, KerasTensor) of each input of a functional graph, in ``graph_inputs`` order.
+
+    The name is the dict key for a model built on a dict of inputs, else the tensor's
+    ``keras.Input(name=...)``.
+    """
+    struct = getattr(functional, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        key_of = {id(t): k for k, t in struct.items()}
+        return [(str(key_of.get(id(t), t.name)), t) for t in graph_inputs(functional)]
+    return [(str(t.name), t) for t in graph_inputs(functional)]
+
+
+def built_input_shape(model: Any) -> tuple[int | None, ...] | None:
+    """The input shape a built subclassed model was built with (batch axis open), or None
+    if it is not built or was built with several inputs."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not getattr(model, "built", False) or not shapes or len(shapes) != 1:
+        return None
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or not all(
+            d is None or isinstance(d, int) for d in shape):
+        return None
+    return (None, *shape[1:])
+
+
+def with_keras_mask(x: Any, mask: Any) -> Any:
+    """``x`` carrying a Keras mask (read by the layers after it, as in the Keras model)."""
+    if mask is None:
+        return x
+    setter = getattr(keras.src.backend, "set_keras_mask", None)
+    if setter is not None:
+        setter(x, mask)
+    else:
+        x._keras_mask = mask
+    return x
+
+
+def is_layer(op: Any) -> bool:
+    """True for a Keras layer (as opposed to a bare keras.ops operation)."""
+    return isinstance(op, keras.layers.Layer)
+
+
+def has_keras_mask(tensor: Any) -> bool:
+    """Whether a symbolic tensor carries a Keras mask."""
+    return getattr(tensor, "_keras_mask", None) is not None
+
+
+def fresh_input(tensor: Any) -> Any:
+    """A new symbolic input with the shape and dtype of ``tensor`` (not linked to it)."""
+    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype)
+
+
+def call_symbolically(node: Any, replacement: dict[int, Any]) -> list[Any]:
+    """Runs the ``call`` of a node's layer on symbolic tensors (ids in ``replacement``
+    replaced), so its sublayers and ops record their own nodes; returns the flat outputs."""
+    args, kwargs = node.arguments.fill_in(replacement)
+    return list(keras.tree.flatten(node.operation.call(*args, **kwargs)))
+
+
+def symbolic_function(inputs: Sequence[Any], outputs: Sequence[Any]) -> Any:
+    """A functional graph (``_nodes_by_depth``) from symbolic inputs to outputs."""
+    from keras.src.ops.function import Function
+
+    return Function(list(inputs), list(outputs))
+
+
+def node_lists(layer: Any) -> list[tuple[list[Any], int]]:
+    """The inbound/outbound node lists of ``layer`` and all its sublayers, with lengths."""
+    lists = []
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        lists.append((sub._inbound_nodes, len(sub._inbound_nodes)))
+        lists.append((sub._outbound_nodes, len(sub._outbound_nodes)))
+    return lists
+
+
+def restore_node_lists(lists: list[tuple[list[Any], int]]) -> None:
+    """Drops the nodes appended since ``node_lists`` was taken."""
+    for nodes, length in lists:
+        del nodes[length:]

@@ -12,6 +12,7 @@ Each canonizer maps a ``Graph`` to a new ``Graph``: the forward computation is u
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import tensorflow as tf
@@ -88,13 +89,9 @@ def strip_output_activation(graph: Graph) -> Graph:
     if (producer is None or producer.group != "activation"
             or producer.activation not in STRIPPED_OUTPUT_ACTIVATIONS):
         return graph
-    stripped = Graph(
-        nodes=[n for n in graph.nodes if n is not producer], input_id=graph.input_id,
-        output_id=producer.inputs[0], input_shape=graph.input_shape,
-        output_shape=graph.output_shape, model_name=graph.model_name,
-        stripped_output_activation=producer.activation, shapes=graph.shapes,
-    )
-    return stripped
+    return replace(graph, nodes=[n for n in graph.nodes if n is not producer],
+                   output_id=producer.inputs[0],
+                   stripped_output_activation=producer.activation)
 
 
 def _batch_norm_affine(op: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -201,11 +198,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 def _with_nodes(graph: Graph, nodes: list[Node]) -> Graph:
-    return Graph(nodes=nodes, input_id=graph.input_id, output_id=graph.output_id,
-                 input_shape=graph.input_shape, output_shape=graph.output_shape,
-                 model_name=graph.model_name,
-                 stripped_output_activation=graph.stripped_output_activation,
-                 shapes=graph.shapes)
+    return replace(graph, nodes=nodes)
 
 
 def canonize(graph: Graph, *, strip_output: bool = True, fold_bn: bool = True) -> Graph:

@@ -101,6 +101,14 @@ class Composite:
             return self.layer_map[group]
         return self.defaults.get(group) if group else None
 
+    @property
+    def is_plain_gradient(self) -> bool:
+        """True for the plain gradient (no rules, true gradients through activations): a
+        layer without a group then keeps its own autodiff gradient instead of being refused."""
+        return (not self.defaults and self.first_layer is None
+                and self.activation == "gradient"
+                and (self.fused_activation or "gradient") == "gradient")
+
     def activation_mode(self, fused: bool) -> str:
         """Backward mode through an activation (fused into a linear layer or standalone)."""
         return (self.fused_activation or self.activation) if fused else self.activation

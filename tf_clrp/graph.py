@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_clrp import _compat, layers
+from tf_clrp import _compat, layers, tracing
 from tf_clrp.errors import ModelStructureError
 
 Run = Callable[[list[tf.Tensor]], list[tf.Tensor]]
@@ -52,15 +52,51 @@ class Node:
     linear: layers.LinearSpec | None = None
     activation: str | None = None
     fused: bool = False
+    #: Why a layer without a group was not walked inside (see ``tf_clrp.tracing``), or "".
+    untraced: str = ""
+    #: The calls of walked layers this node is inside, outermost first: each as the one
+    #: node it would be without walking (``collapse_layers`` restores it).
+    within: tuple[Node, ...] = ()
 
     @property
     def kind(self) -> str:
         """Layer class name, for messages."""
         return type(self.op).__name__ if self.op is not None else self.group or "?"
 
+    @property
+    def whole_layer_hint(self) -> str:
+        """For a node inside a walked layer: how to give the whole layer one rule."""
+        if not self.within:
+            return ""
+        outer = self.within[-1]
+        return (f" (inside layer {outer.name!r} of type {outer.kind}: give that whole layer "
+                f"one rule with layer_rules={{{outer.kind!r}: <Rule>}})")
+
     def evolve(self, **changes: Any) -> Node:
         """A copy with some fields replaced."""
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One input of the walked model.
+
+    Attributes:
+        name: The key the model takes it under (dict inputs) or its ``keras.Input`` name.
+        id: The tensor id in the graph.
+        shape: Static shape, batch axis first.
+        dtype: Keras dtype name ("float32", "int32", ...).
+    """
+
+    name: str
+    id: int
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def is_integer(self) -> bool:
+        """True for integer or boolean inputs (token ids, segment ids, masks)."""
+        return self.dtype.startswith(("int", "uint", "bool"))
 
 
 @dataclass
@@ -76,6 +112,15 @@ class Graph:
     #: The output non-linearity removed by canonization ("softmax", "sigmoid") or None.
     stripped_output_activation: str | None = None
     shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
+    #: Every input of the model, in the order of ``model.inputs``.
+    model_inputs: tuple[ModelInput, ...] = ()
+    #: The name of the explained input (one of ``model_inputs``).
+    explained_input: str = ""
+    #: Model inputs fed through unchanged (not explained), in mirror-call order.
+    feeds: tuple[ModelInput, ...] = ()
+    #: For token inputs: the Embedding call whose output is explained (``input_id``), run
+    #: on the token ids before the graph (see ``tf_clrp.inputs``); else None.
+    embedding: Node | None = None
 
     def producer(self) -> dict[int, Node]:
         """Maps each tensor id to the node producing it."""
@@ -107,11 +152,9 @@ class Graph:
             if needed.intersection(node.outputs):
                 kept.append(node)
                 needed.update(node.inputs)
-        return Graph(
-            nodes=kept[::-1], input_id=self.input_id, output_id=output_id,
-            input_shape=self.input_shape, output_shape=self.shapes.get(output_id, ()),
-            model_name=self.model_name, shapes=self.shapes,
-        )
+        return replace(self, nodes=kept[::-1], output_id=output_id,
+                       output_shape=self.shapes.get(output_id, ()),
+                       stripped_output_activation=None)
 
 
 def _node_runner(node: Any) -> Run:
@@ -124,8 +167,9 @@ def _node_runner(node: Any) -> Run:
 
 
 def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node],
-          shapes: dict[int, tuple[int | None, ...]]) -> None:
-    """Appends the nodes of ``functional`` to ``nodes``, inlining nested models."""
+          shapes: dict[int, tuple[int | None, ...]], within: tuple[Node, ...] = ()) -> None:
+    """Appends the nodes of ``functional`` to ``nodes``, inlining nested models and the
+    calls of layers without a group of their own (``within``: the walked calls around)."""
     def canonical(t: Any) -> int:
         return alias.get(id(t), id(t))
 
@@ -150,33 +194,92 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
                 )
             for inner_t, outer_t in zip(inner_ins, ins):
                 alias[id(inner_t)] = canonical(outer_t)
-            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes)
+            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes, within)
             for inner_t, outer_t in zip(_compat.graph_outputs(inner), outs):
                 alias[id(outer_t)] = canonical(inner_t)
             continue
+        untraced = ""
+        if layers.group_of(op) is None and _compat.is_layer(op):
+            traced = tracing.trace_call(knode)
+            if isinstance(traced, tracing.TracedCall):  # walk inside the layer's call
+                for inner_t, outer_t in zip(traced.inputs, traced.outer_inputs):
+                    alias[id(inner_t)] = canonical(outer_t)
+                whole = Node(name=prefix + op.name, op=op, group=None,
+                             inputs=tuple(canonical(t) for t in ins), outputs=(),
+                             run=_node_runner(knode), within=within)
+                _walk(traced.function, alias, f"{prefix}{op.name}/", nodes, shapes,
+                      (*within, whole))
+                for inner_t, outer_t in zip(traced.outputs, outs):
+                    alias[id(outer_t)] = canonical(inner_t)
+                _set_outputs(nodes, whole, tuple(alias[id(t)] for t in outs))
+                continue
+            untraced = traced
         nodes.append(Node(
             name=prefix + getattr(op, "name", type(op).__name__),
             op=op,
-            group=layers.group_of(op),
+            group=layers.group_of_call(op, len(ins), bool(within)),
             inputs=tuple(canonical(t) for t in ins),
             outputs=tuple(id(t) for t in outs),
             run=_node_runner(knode),
+            untraced=untraced,
+            within=within,
         ))
 
 
-def trace_model(model: keras.Model, output_index: int | None = None) -> Graph:
+def _set_outputs(nodes: list[Node], whole: Node, outputs: tuple[int, ...]) -> None:
+    """Gives a walked call's whole-layer node its (canonical) outputs, in every node
+    inside it (nodes are immutable: the inner nodes get updated copies)."""
+    complete = whole.evolve(outputs=outputs)
+    for i, node in enumerate(nodes):
+        if any(w is whole for w in node.within):
+            nodes[i] = node.evolve(within=tuple(complete if w is whole else w
+                                                for w in node.within))
+
+
+def collapse_layers(graph: Graph, keys: Any) -> Graph:
+    """Undoes the walk inside layers that ``keys`` names (by path, name or class name), so
+    that a rule given for a whole layer (``layer_rules``) applies to it as one node.
+
+    Args:
+        graph: A traced graph.
+        keys: Layer names / class names with a rule of their own.
+
+    Returns:
+        The graph with each such walked call back as one node.
+    """
+    def named(node: Node) -> bool:
+        return any(k in keys for k in (node.name, node.name.rsplit("/", 1)[-1], node.kind))
+
+    nodes: list[Node] = []
+    placed: set[int] = set()
+    for node in graph.nodes:
+        outer = next((w for w in node.within if named(w)), None)
+        if outer is None:
+            nodes.append(node)
+        elif id(outer) not in placed:
+            placed.add(id(outer))
+            nodes.append(outer.evolve(within=()))
+    return graph if not placed else replace(graph, nodes=nodes)
+
+
+def trace_model(model: keras.Model, output_index: int | None = None,
+                input_name: str | None = None) -> Graph:
     """Flattens a Keras model into a Graph.
 
     Args:
-        model: A functional or Sequential Keras 3 model (nested models are inlined).
+        model: A Keras 3 model. Functional and Sequential models are walked layer by layer
+            (nested models inlined); a subclassed model becomes one opaque node (enough for
+            gradient methods, refused by rules).
         output_index: Which output to explain if the model has several.
+        input_name: Which input to explain if the model has several (the others are fed
+            through unchanged).
 
     Returns:
-        The Graph from the model's input to the chosen output.
+        The Graph from the explained input to the chosen output.
 
     Raises:
-        ModelStructureError: subclassed model, several inputs, or several outputs and no
-            ``output_index``.
+        ModelStructureError: several inputs and no (or an unknown) ``input_name``, several
+            outputs and no ``output_index``, an unbuilt subclassed model.
     """
     if not isinstance(model, keras.Model):
         raise ModelStructureError(
@@ -184,39 +287,103 @@ def trace_model(model: keras.Model, output_index: int | None = None) -> Graph:
         )
     functional = _compat.functional_of(model)
     if functional is None:
-        raise ModelStructureError(
-            f"model {model.name!r} ({type(model).__name__}) is a subclassed model without a "
-            "functional graph; tf_clrp needs a functional or Sequential model (wrap the same "
-            "layers with keras.Input(...) and keras.Model(inputs, outputs))"
-        )
-    inputs = _compat.graph_inputs(functional)
-    if len(inputs) != 1:
-        raise ModelStructureError(
-            f"model {model.name!r} has {len(inputs)} inputs; tf_clrp explains single-input "
-            "models (build a sub-model that takes the image as its only input)"
-        )
+        return _opaque_graph(model, output_index, input_name)
+    named = _compat.named_inputs(functional)
+    explained = _explained_input(model.name, [name for name, _ in named], input_name)
     outputs = _compat.graph_outputs(functional)
-    if output_index is None:
-        if len(outputs) != 1:
-            raise ModelStructureError(
-                f"model {model.name!r} has {len(outputs)} outputs; pass output_index=0.."
-                f"{len(outputs) - 1} to choose the one to explain"
-            )
-        output_index = 0
-    if not 0 <= output_index < len(outputs):
-        raise ModelStructureError(
-            f"output_index={output_index} is out of range: model {model.name!r} has "
-            f"{len(outputs)} output(s)"
-        )
+    output_index = _output_index(model.name, len(outputs), output_index)
+    model_inputs = tuple(
+        ModelInput(name, id(t), _compat.tensor_shape(t), str(t.dtype)) for name, t in named)
     alias: dict[int, int] = {}
     nodes: list[Node] = []
-    shapes: dict[int, tuple[int | None, ...]] = {id(inputs[0]): _compat.tensor_shape(inputs[0])}
+    shapes = {m.id: m.shape for m in model_inputs}
     _walk(functional, alias, "", nodes, shapes)
     out_id = alias.get(id(outputs[output_index]), id(outputs[output_index]))
+    chosen = next(m for m in model_inputs if m.name == explained)
     graph = Graph(
-        nodes=nodes, input_id=id(inputs[0]), output_id=out_id,
-        input_shape=_compat.tensor_shape(inputs[0]),
+        nodes=nodes, input_id=chosen.id, output_id=out_id, input_shape=chosen.shape,
         output_shape=_compat.tensor_shape(outputs[output_index]),
-        model_name=model.name, shapes=shapes,
+        model_name=model.name, shapes=shapes, model_inputs=model_inputs,
+        explained_input=explained, feeds=tuple(m for m in model_inputs if m is not chosen),
     )
     return graph.truncated(out_id) if len(outputs) > 1 else graph
+
+
+def _explained_input(model_name: str, names: list[str], input_name: str | None) -> str:
+    if input_name is None:
+        if len(names) != 1:
+            raise ModelStructureError(
+                f"model {model_name!r} has {len(names)} inputs ({', '.join(map(repr, names))}); "
+                "pass input_name=<one of them> to create_analyzer to choose the explained "
+                "input (the others are fed through unchanged)"
+            )
+        return names[0]
+    if input_name not in names:
+        raise ModelStructureError(
+            f"input_name={input_name!r} is not an input of model {model_name!r}; its inputs: "
+            f"{', '.join(map(repr, names))}"
+        )
+    return input_name
+
+
+def _output_index(model_name: str, n_outputs: int, output_index: int | None) -> int:
+    if output_index is None:
+        if n_outputs != 1:
+            raise ModelStructureError(
+                f"model {model_name!r} has {n_outputs} outputs; pass output_index=0.."
+                f"{n_outputs - 1} to choose the one to explain"
+            )
+        return 0
+    if not 0 <= output_index < n_outputs:
+        raise ModelStructureError(
+            f"output_index={output_index} is out of range: model {model_name!r} has "
+            f"{n_outputs} output(s)"
+        )
+    return output_index
+
+
+#: The group of a subclassed model's single node: autodiff only, no relevance rule.
+OPAQUE_GROUP = "opaque_model"
+
+
+def opaque_refusal(node: Node) -> ModelStructureError:
+    """The error for a rule-based analyzer on a subclassed (opaque) model."""
+    return ModelStructureError(
+        f"model {node.name!r} ({node.kind}) is a subclassed model without a functional graph: "
+        "the gradient family (gradient, input_t_gradient, integrated_gradients, smoothgrad) "
+        "explains it by autodiff, but relevance rules need its layers; rebuild it with the "
+        "functional API (keras.Input(...), keras.Model(inputs, outputs))"
+    )
+
+
+def _opaque_graph(model: keras.Model, output_index: int | None,
+                  input_name: str | None) -> Graph:
+    """A subclassed model as one node (no inner graph to walk): its gradient is autodiff of
+    the whole model, and no relevance rule applies to it."""
+    shape = _compat.built_input_shape(model)
+    if shape is None:
+        raise ModelStructureError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model that is not "
+            "built with a single input; call it once on a batch (model(x)) before explaining "
+            "it, or rebuild it with the functional API (keras.Input(...), keras.Model(...))"
+        )
+    if input_name is not None:
+        raise ModelStructureError(
+            f"input_name={input_name!r}: subclassed model {model.name!r} has one input")
+    spec = model.compute_output_spec(keras.KerasTensor(shape))
+    output_specs = list(keras.tree.flatten(spec))
+    index = _output_index(model.name, len(output_specs), output_index)
+
+    def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        output = keras.tree.flatten(model(values[0]))[index]
+        return [tf.cast(output, tf.float32)]
+
+    input_id, output_id = new_tensor_id(), new_tensor_id()
+    out_shape = tuple(output_specs[index].shape)
+    node = Node(name=model.name, op=model, group=OPAQUE_GROUP, inputs=(input_id,),
+                outputs=(output_id,), run=run)
+    return Graph(nodes=[node], input_id=input_id, output_id=output_id, input_shape=shape,
+                 output_shape=out_shape, model_name=model.name,
+                 shapes={input_id: shape, output_id: out_shape},
+                 model_inputs=(ModelInput("input", input_id, shape, "float32"),),
+                 explained_input="input")

@@ -65,6 +65,10 @@ GROUP_OF_CLASS: dict[str, str] = {
     "Add": "add",
     "Concatenate": "concatenate",
     "Multiply": "multiply",
+    "EinsumDense": "dense",
+    "RMSNormalization": "layer_norm",
+    # lookups: the start of the relevance path of token ids; a constant on fed inputs
+    "Embedding": "embedding",
     # affine preprocessing inside the model
     "Rescaling": "rescaling",
     "Normalization": "rescaling",
@@ -120,6 +124,57 @@ ACTIVATION_OF_OPERATION = {
     "Tanh": "tanh",
     "Softmax": "softmax",
 }
+
+
+#: Groups of keras.ops operations inside a walked layer (outside, these ops keep being
+#: refused by rule-based analyzers, as before walking existed).
+INSIDE_LAYER_GROUPS: dict[str, str] = {
+    # reductions over an axis: relevance in proportion to the contributions
+    "Mean": "avg_pool",
+    "Sum": "avg_pool",
+    # routing ops of transformers: splits, stacks, broadcasts of learned tokens
+    "Split": "reshape",
+    "BroadcastTo": "reshape",
+    "Tile": "reshape",
+    "Repeat": "reshape",
+    "Stack": "concatenate",
+}
+
+#: Operations inside a walked layer that multiply two activations (attention scores, gates):
+#: a bilinear product, which needs a rule of its own (group "bilinear").
+BILINEAR_OPERATIONS = frozenset({"Einsum", "Matmul", "Multiply", "DotProductAttention"})
+#: Operations that scale one activation by a constant: identity for relevance.
+SCALING_OPERATIONS = frozenset({"Multiply", "Divide", "TrueDivide"})
+
+
+def group_of_call(op: Any, n_tensor_inputs: int, inside_layer: bool) -> str | None:
+    """The group of one call: ``group_of``, refined for operations inside a walked layer.
+
+    Args:
+        op: The layer or operation.
+        n_tensor_inputs: How many of its arguments are activations (not constants).
+        inside_layer: True inside a layer walked by ``tf_clrp.tracing``.
+
+    Returns:
+        "bilinear" for a product of two activations, "multiply" (identity for relevance)
+        for scaling by a constant, "masked_activation" for an activation called with a
+        mask, else ``group_of(op)``; None for a product of an
+        activation with a constant tensor (a linear map without a kernel of its own).
+    """
+    name = type(op).__name__
+    if inside_layer and not isinstance(op, keras.layers.Layer):
+        if name in BILINEAR_OPERATIONS:
+            if n_tensor_inputs >= 2:
+                return "bilinear"
+            return "multiply" if name in SCALING_OPERATIONS else None
+        if name in SCALING_OPERATIONS and n_tensor_inputs == 1:
+            return "multiply"
+        if name in INSIDE_LAYER_GROUPS:
+            return INSIDE_LAYER_GROUPS[name]
+    group = group_of(op)
+    if group == "activation" and n_tensor_inputs > 1:
+        return "masked_activation"  # e.g. Softmax(scores, mask): not elementwise
+    return group
 
 
 def group_of(op: Any) -> str | None:
@@ -244,6 +299,12 @@ def linear_spec(layer: Any) -> LinearSpec:
     read_bias = _bias_reader(layer)
     if isinstance(layer, keras.layers.Dense):
         return LinearSpec(_dense_forward, lambda: as_float32(layer.kernel), read_bias)
+    if isinstance(layer, keras.layers.EinsumDense):  # its bias broadcasts onto the output
+        equation = layer.equation
+        has_bias = getattr(layer, "bias", None) is not None  # (no ``use_bias`` attribute)
+        return LinearSpec(lambda x, kernel: tf.einsum(equation, x, kernel),
+                          lambda: as_float32(layer.kernel),
+                          (lambda: as_float32(layer.bias)) if has_bias else (lambda: None))
     axis = _channel_axis(layer)
     strides = tuple(layer.strides)
     dilation = tuple(getattr(layer, "dilation_rate", (1,) * len(strides)))

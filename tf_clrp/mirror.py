@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,11 @@ import tensorflow as tf
 from tf_clrp import layers, rules
 from tf_clrp.composites import Composite
 from tf_clrp.errors import UnsupportedLayerError
-from tf_clrp.graph import Graph, Node
+from tf_clrp.graph import OPAQUE_GROUP, Graph, Node, collapse_layers, opaque_refusal
 
-#: Groups whose gradient moves relevance exactly (permutations, copies, routing).
-GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate"})
+#: Groups whose gradient moves relevance exactly (permutations, copies, routing), and
+#: embeddings of fed (integer, never explained) inputs, which carry no relevance.
+GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate", "embedding"})
 
 #: Layers already covered by a non-rectifier warning (weak: forgotten with their model), so
 #: that the warning comes once per model and activation, not once per analyzer or process.
@@ -105,7 +106,7 @@ class MirroredModel:
     def __init__(self, graph: Graph, composite: Composite, precision: str = "float32") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")
-        self.graph = graph
+        self.graph = collapse_layers(graph, composite.layer_map)
         self.composite = composite
         self.denominator_dtype, self.compute_dtype = PRECISIONS[precision]
         self.steps = self._plan()
@@ -146,21 +147,25 @@ class MirroredModel:
         return False
 
     def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
+        if node.group == OPAQUE_GROUP and not self.composite.is_plain_gradient:
+            raise opaque_refusal(node)
         rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
         if rule is not None or node.group in GRADIENT_GROUPS or node.group == "activation":
             return rule
-        if node.group is None:
+        if node.group is None and not self.composite.is_plain_gradient:
             raise UnsupportedLayerError(
                 f"layer {node.name!r} of type {node.kind} has no relevance rule. If relevance "
                 "may pass through it unchanged, pass layer_rules={"
                 f"{node.kind!r}: tf_clrp.rules.Pass()}} (or rules.Gradient(), rules.Norm(), "
                 "any Rule) to create_analyzer"
+                + (f". It was not walked inside: {node.untraced}" if node.untraced else "")
+                + node.whole_layer_hint
             )
         if self.composite.defaults:  # an LRP composite without a rule for this group
             raise UnsupportedLayerError(
                 f"composite {self.composite.name!r} has no rule for layer {node.name!r} "
                 f"({node.kind}, group {node.group!r}); add one with layer_rules="
-                f"{{{node.group!r}: <Rule>}}"
+                f"{{{node.group!r}: <Rule>}}{node.whole_layer_hint}"
             )
         return None
 
@@ -179,17 +184,20 @@ class MirroredModel:
         return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
                 tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, feeds: Sequence[tf.Tensor] = ()) -> tf.Tensor:
         """Runs the mirrored forward.
 
         Args:
             x: Input batch (float32).
+            feeds: The model's other inputs, one per ``graph.feeds`` (fed through unchanged).
 
         Returns:
             The explained output.
         """
         bounds = self.input_bounds(x)
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
+        values.update((fed.id, value) for fed, value in zip(self.graph.feeds, feeds,
+                                                             strict=True))
         low_high: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
         if bounds is not None:
             low_high[self.graph.input_id] = bounds

@@ -22,7 +22,8 @@ from tf_clrp.metrics.rise import RISE
 
 #: Options every analyzer accepts (see ``Analyzer`` and ``Propagation``).
 COMMON_OPTIONS = ("output_index", "layer_name", "neuron_selection_mode", "batch_size",
-                  "fold_batch_norm", "use_tf_function", "neuron_selection_unit", "precision")
+                  "fold_batch_norm", "use_tf_function", "neuron_selection_unit", "precision",
+                  "input_name")
 LRP_OPTIONS = ("input_layer_rule", "layer_rules")
 
 

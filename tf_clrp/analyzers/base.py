@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import canonizers, checks
+from tf_clrp import canonizers, checks, inputs
 from tf_clrp.composites import Composite
-from tf_clrp.errors import InputError
+from tf_clrp.errors import InputError, ModelStructureError
 from tf_clrp.graph import Graph, trace_model
 from tf_clrp.mirror import MirroredModel
 from tf_clrp.selection import MAX_ACTIVATION, Selection, resolve_selection
@@ -66,19 +66,20 @@ def selection_scores(y: tf.Tensor, channels: int | None = None) -> tf.Tensor:
 
 
 def build_graph(model: Any, output_index: int | None = None, layer_name: str | None = None,
-                fold_batch_norm: bool = True) -> Graph:
+                fold_batch_norm: bool = True, input_name: str | None = None) -> Graph:
     """Traces and canonizes a model for explanation.
 
     Args:
-        model: A Keras functional or Sequential model.
+        model: A Keras model.
         output_index: Which output to explain if there are several.
         layer_name: Explain this layer's output instead of the model's (hidden neurons).
         fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
+        input_name: Which input to explain if there are several (see ``tf_clrp.inputs``).
 
     Returns:
         The canonical graph.
     """
-    graph = trace_model(model, output_index)
+    graph = inputs.at_embedding(trace_model(model, output_index, input_name))
     if layer_name is not None:
         node = graph.find(layer_name)
         graph = graph.truncated(node.outputs[0])
@@ -137,6 +138,9 @@ class Analyzer:
         batch_size: Default chunk size for ``analyze`` (None: the whole batch at once; else
             a whole number >= 1).
         fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
+        input_name: The explained input of a multi-input model (the others are fed through
+            unchanged); an integer input feeding an Embedding is explained at the
+            embedding's output (maps of shape (batch, tokens)). See ``tf_clrp.inputs``.
         precision: "float32" (default), "mixed" or "bfloat16". "bfloat16" runs the LRP
             rules' extra convolutions (denominators and transposed products) in bfloat16
             (≈ 1.4× faster on CPUs with bf16 units; VGG16 maps within 0.5 % of float32,
@@ -145,10 +149,13 @@ class Analyzer:
             contrast basis then (see ``CLRP``), keeping r > 0.9999 against float32.
     """
 
+    #: Whether the analyzer threads fed inputs (the other inputs of a multi-input model).
+    accepts_feeds = False
+
     def __init__(self, model: Any, *, output_index: int | None = None,
                  layer_name: str | None = None, neuron_selection_mode: str = "max_activation",
                  batch_size: int | None = None, fold_batch_norm: bool = True,
-                 precision: str = "float32") -> None:
+                 precision: str = "float32", input_name: str | None = None) -> None:
         if neuron_selection_mode not in ("max_activation", "index", "all"):
             raise ValueError(
                 f"neuron_selection_mode={neuron_selection_mode!r}; use 'max_activation', "
@@ -162,7 +169,13 @@ class Analyzer:
         self.neuron_selection_mode = neuron_selection_mode
         self.batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
         self.layer_name = layer_name
-        self.graph = build_graph(model, output_index, layer_name, fold_batch_norm)
+        self.graph = build_graph(model, output_index, layer_name, fold_batch_norm, input_name)
+        if self.graph.feeds and not self.accepts_feeds:
+            raise ModelStructureError(
+                f"{type(self).__name__} does not yet explain models with several inputs "
+                f"(model {self.graph.model_name!r} also takes "
+                f"{[f.name for f in self.graph.feeds]}); the gradient family and the LRP "
+                "analyzers do")
         checks.check_finite_weights(self.graph)
         shape = [d for d in self.graph.output_shape[1:]]
         self.output_shape = tuple(shape)
@@ -191,6 +204,8 @@ class Analyzer:
                 first layer with non-finite weights or an overflowing output).
         """
         batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
+        if self.graph.feeds or self.graph.embedding is not None:
+            return inputs.analyze_fed(self, x, neuron_selection, batch_size, **kwargs)
         array, selection = self.prepare(x, neuron_selection)
         result = self._run_chunked(array, selection,
                                    self.batch_size if batch_size is None else batch_size,
@@ -227,7 +242,8 @@ class Analyzer:
                                       self.output_shape)
         return array, selection
 
-    def resolve_max_activation(self, x: np.ndarray, selection: Selection) -> Selection:
+    def resolve_max_activation(self, x: np.ndarray, selection: Selection,
+                               feeds: tuple[np.ndarray, ...] = ()) -> Selection:
         """Replaces the arg-max code (-1) by the index of the largest explained output.
 
         The output is the one the analyzer explains (its mirrored model's, without a
@@ -238,6 +254,7 @@ class Analyzer:
         Args:
             x: Validated float32 batch (from ``prepare``).
             selection: Its Selection (from ``prepare``).
+            feeds: The model's other inputs for these rows (see ``tf_clrp.inputs``).
 
         Returns:
             A Selection without -1 entries; ``selection`` itself if it has none (seeds,
@@ -251,7 +268,7 @@ class Analyzer:
         chosen = selection.indices == MAX_ACTIVATION
         if not np.any(chosen):
             return selection
-        scores = np.asarray(self._selection_scores(x))
+        scores = np.asarray(self._selection_scores(x, feeds))
         return Selection(indices=np.where(chosen, scores.argmax(axis=1),
                                           selection.indices).astype(np.int32))
 
@@ -297,12 +314,12 @@ class Analyzer:
     def _explain(self, x: np.ndarray, selection: Selection, **kwargs: Any) -> Any:
         return self.replica_step(x, selection, **kwargs).run()
 
-    def _selection_scores(self, x: np.ndarray) -> Any:
+    def _selection_scores(self, x: np.ndarray, feeds: tuple[np.ndarray, ...] = ()) -> Any:
         """(batch, n_outputs) scores of ``x`` whose arg-max "max_activation" selects."""
         if self._forward is None:
             raise NotImplementedError(
                 f"{type(self).__name__} cannot compute its explained output on its own")
-        return self._forward(tf.constant(x)).numpy()
+        return self._forward(tf.constant(x), *(tf.constant(f) for f in feeds)).numpy()
 
     def _compile_forward(self, mirror: MirroredModel, channels: int | None,
                          columns: int | None = None, use_tf_function: bool = True
@@ -315,8 +332,8 @@ class Analyzer:
             columns: Keep only the first ``columns`` flat outputs (drops virtual outputs).
             use_tf_function: Compile it (one trace: the batch axis is left open).
         """
-        def forward(x: tf.Tensor) -> tf.Tensor:
-            y = mirror(x)
+        def forward(x: tf.Tensor, *feeds: tf.Tensor) -> tf.Tensor:
+            y = mirror(x, feeds)
             y = tf.reshape(y, (tf.shape(y)[0], -1))
             if columns is not None:
                 y = y[:, :columns]
@@ -325,7 +342,7 @@ class Analyzer:
         if not use_tf_function:
             return forward
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
-        return tf.function(forward, input_signature=[spec])
+        return tf.function(forward, input_signature=[spec, *inputs.feed_specs(self.graph)])
 
     def _empty(self, x: np.ndarray, **kwargs: Any) -> Any:
         return np.zeros_like(x, dtype=np.float32)

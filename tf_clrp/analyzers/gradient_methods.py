@@ -34,19 +34,22 @@ class _AveragedGradient(Propagation):
     def _finish(self, x: np.ndarray, mean_gradient: np.ndarray) -> np.ndarray:
         return mean_gradient
 
-    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+    def replica_step(self, x: np.ndarray, selection: Selection,
+                     feeds: tuple[np.ndarray, ...] = (), **analyze_kwargs: Any
                      ) -> ReplicaStep:
         """All points of the chunk in one backward pass (see ``Analyzer.replica_step``).
 
         The arg-max is fixed at the real input (one forward on the host device) before the
-        points are made; the ``n_points × batch`` gradients are the distributable part.
+        points are made; the ``n_points × batch`` gradients are the distributable part. Fed
+        inputs (``feeds``) are repeated unchanged for every point.
         """
         if analyze_kwargs:
             raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
-        selection = self.resolve_max_activation(x, selection)
+        selection = self.resolve_max_activation(x, selection, feeds)
         points = self._points(x)
         n = points.shape[0]
         flat = points.reshape((-1,) + x.shape[1:]).astype(np.float32)
+        tiled = tuple(np.tile(f, (n,) + (1,) * (f.ndim - 1)) for f in feeds)
 
         def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
             mean = out[0].reshape(points.shape).mean(axis=0)
@@ -54,9 +57,9 @@ class _AveragedGradient(Propagation):
 
         if selection.seeds is not None:
             return ReplicaStep((id(self), "by_seed"), self._by_seed,
-                               (flat, np.tile(selection.seeds, (n, 1))), finish)
+                               (flat, np.tile(selection.seeds, (n, 1)), *tiled), finish)
         return ReplicaStep((id(self), "by_index"), self._by_index,
-                           (flat, np.tile(selection.indices, n)), finish)
+                           (flat, np.tile(selection.indices, n), *tiled), finish)
 
 
 class IntegratedGradients(_AveragedGradient):

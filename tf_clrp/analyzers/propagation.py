@@ -14,6 +14,7 @@ import tensorflow as tf
 from tf_clrp import checks
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
 from tf_clrp.composites import Composite
+from tf_clrp.inputs import feed_specs
 from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
 
 #: How the selected output unit is seeded: its value, its absolute value, its positive part
@@ -71,6 +72,8 @@ class Propagation(Analyzer):
         **kwargs: ``Analyzer`` options (output_index, layer_name, batch_size, ...).
     """
 
+    accepts_feeds = True
+
     def __init__(self, model: Any, composite: Composite, *, seed: str = "value",
                  multiply_by_input: bool = False, postprocess: str | None = None,
                  use_tf_function: bool = True, neuron_selection_unit: str = "unit",
@@ -96,10 +99,11 @@ class Propagation(Analyzer):
         #: (layer, ε) of the output layer's rule: LRP seeds below ε are absorbed (warned).
         self._absorbing = None if seed == "one" else checks.output_stabiliser(self.mirror.steps)
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        fed = feed_specs(self.graph)
         self._by_index = self._compile(self._backward_by_index, use_tf_function,
-                                       [spec, tf.TensorSpec((None,), tf.int32)])
+                                       [spec, tf.TensorSpec((None,), tf.int32), *fed])
         self._by_seed = self._compile(self._backward_by_seed, use_tf_function,
-                                      [spec, tf.TensorSpec((None, n_units), tf.float32)])
+                                      [spec, tf.TensorSpec((None, n_units), tf.float32), *fed])
         self._forward = self._compile_forward(self.mirror, self.channels,
                                               use_tf_function=use_tf_function)
 
@@ -109,11 +113,12 @@ class Propagation(Analyzer):
                 else fn)
 
     # ------------------------------------------------------------------ backward
-    def _backward(self, x: tf.Tensor, make_seed: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    def _backward(self, x: tf.Tensor, make_seed: Any,
+                  feeds: tuple[tf.Tensor, ...] = ()) -> tuple[tf.Tensor, tf.Tensor]:
         """(the map, each sample's total initial relevance Σ seed)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
-            y = self.mirror(x)
+            y = self.mirror(x, feeds)
             y = tf.reshape(y, (tf.shape(y)[0], -1))
         seed = make_seed(tf.stop_gradient(y))
         result = tape.gradient(y, x, output_gradients=seed)
@@ -127,26 +132,29 @@ class Propagation(Analyzer):
             result = tf.square(result)
         return result, tf.reduce_sum(seed, axis=1)
 
-    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor
+    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor, *feeds: tf.Tensor
                            ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._backward(
-            x, lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed))
+            x, lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed),
+            feeds)
 
-    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor
+    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor, *feeds: tf.Tensor
                           ) -> tuple[tf.Tensor, tf.Tensor]:
-        return self._backward(x, lambda y: seeds)
+        return self._backward(x, lambda y: seeds, feeds)
 
-    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+    def replica_step(self, x: np.ndarray, selection: Selection,
+                     feeds: tuple[np.ndarray, ...] = (), **analyze_kwargs: Any
                      ) -> ReplicaStep:
-        """One backward pass of the chunk (see ``Analyzer.replica_step``)."""
+        """One backward pass of the chunk (see ``Analyzer.replica_step``); ``feeds`` are the
+        model's other inputs for these rows (see ``tf_clrp.inputs``)."""
         if analyze_kwargs:
             raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
         finish = self._finish_maps
         if selection.seeds is not None:
-            return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds),
-                               finish)
-        return ReplicaStep((id(self), "by_index"), self._by_index, (x, selection.indices),
-                           finish)
+            return ReplicaStep((id(self), "by_seed"), self._by_seed,
+                               (x, selection.seeds, *feeds), finish)
+        return ReplicaStep((id(self), "by_index"), self._by_index,
+                           (x, selection.indices, *feeds), finish)
 
     def _finish_maps(self, out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """The float32 maps; warns about seeds the output rule's stabiliser absorbed."""

@@ -1,0 +1,161 @@
+"""keras_hub transformers (tiny configs, random weights, built offline).
+
+gradient == autodiff of the model on each; every engine analyzer either explains the model
+(its mirrored forward equals the model's output, maps finite and non-zero) or refuses with an
+error naming the layer or op.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_clrp import create_analyzer, list_analyzers
+from tf_clrp.errors import TfClrpError
+
+keras_hub = pytest.importorskip("keras_hub")
+
+ENGINE_ANALYZERS = [n for n in list_analyzers() if n not in ("occlusion",
+                                                              "prediction_difference")]
+#: Options an analyzer cannot be created without.
+REQUIRED = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "lrp": {"rule": None}}
+
+
+def _random_biases(model: keras.Model) -> keras.Model:
+    """Non-zero biases and LayerNorm offsets (keras_hub initialises them to 0), so that a
+    dropped bias changes the mirrored forward."""
+    rng = np.random.default_rng(26)
+    for weight in model.weights:
+        if weight.path.endswith(("bias", "beta")):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(weight.dtype))
+    return model
+
+
+def _classifier(backbone: str, classifier: str, seed: int, num_classes: int,
+                **config: object) -> keras.Model:
+    """A keras_hub task model with random weights from a tiny backbone config."""
+    keras.utils.set_random_seed(seed)
+    body = getattr(keras_hub.models, backbone)(**config)
+    return _random_biases(getattr(keras_hub.models, classifier)(
+        backbone=body, num_classes=num_classes, preprocessor=None))
+
+
+def _vit() -> keras.Model:
+    return _classifier("ViTBackbone", "ViTImageClassifier", 21, 5, image_shape=(32, 32, 3),
+                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+
+
+def _deit() -> keras.Model:
+    return _classifier("DeiTBackbone", "DeiTImageClassifier", 22, 5, image_shape=(32, 32, 3),
+                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                       intermediate_dim=64)
+
+
+def _bert() -> keras.Model:
+    return _classifier("BertBackbone", "BertTextClassifier", 23, 3, vocabulary_size=50,
+                       num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                       max_sequence_length=8)
+
+
+def _images() -> np.ndarray:
+    return np.random.default_rng(24).random((2, 32, 32, 3), dtype=np.float32)
+
+
+def _text() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(25)
+    mask = np.ones((2, 8), np.int32)
+    mask[0, 5:] = 0
+    return {"token_ids": rng.integers(1, 50, (2, 8)).astype(np.int32) * mask,
+            "segment_ids": np.zeros((2, 8), np.int32), "padding_mask": mask}
+
+
+@pytest.mark.parametrize("make", [_vit, _deit], ids=["vit", "deit"])
+def test_gradient_equals_autodiff_on_image_transformers(make):
+    model = make()
+    x = _images()
+    got = create_analyzer("gradient", model).analyze(x, neuron_selection=3)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        score = model(xt)[:, 3]
+    want = tape.gradient(score, xt).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    assert np.abs(got).max() > 0
+
+
+def test_input_times_gradient_on_bert_tokens_equals_autodiff():
+    """Reference: the gradient of the token-embedding table, whose IndexedSlices hold one
+    row per position (the gradient at the embedding output), times the embeddings."""
+    model = _bert()
+    batch = _text()
+    got = create_analyzer("input_t_gradient", model, input_name="token_ids").analyze(
+        batch, neuron_selection=0)
+    table = model.backbone.token_embedding.embeddings
+    with tf.GradientTape() as tape:
+        score = model({k: tf.constant(v) for k, v in batch.items()})[:, 0]
+    slices = tape.gradient(score, table)
+    grad = tf.reshape(slices.values, (2, 8, -1)).numpy()
+    ids = tf.reshape(slices.indices, (2, 8)).numpy()
+    np.testing.assert_array_equal(ids, batch["token_ids"])
+    embedded = tf.gather(table, batch["token_ids"]).numpy()
+    want = (embedded * grad).sum(-1) * batch["padding_mask"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    assert got.shape == (2, 8) and np.all(got[0, 5:] == 0.0) and np.abs(got).max() > 0
+
+
+def _mirrored_output(analyzer, x, feeds=()):
+    return analyzer.mirror(tf.constant(x), [tf.constant(f) for f in feeds]).numpy()
+
+
+@pytest.mark.parametrize("make", [_vit, _deit, _bert], ids=["vit", "deit", "bert"])
+def test_every_analyzer_works_or_names_what_it_refuses(make):
+    from tf_clrp import inputs
+
+    model = make()
+    is_text = make is _bert
+    options = {"input_name": "token_ids"} if is_text else {}
+    batch = _text() if is_text else _images()
+    worked, refused = [], []
+    for name in ENGINE_ANALYZERS:
+        kwargs = {**options, **REQUIRED.get(name, {})}
+        if name == "lrp":
+            kwargs["rule"] = __import__("tf_clrp").rules.Epsilon()
+        try:
+            analyzer = create_analyzer(name, model, **kwargs)
+        except TfClrpError as error:
+            message = str(error)  # names the op/layer (path), or the unsupported inputs
+            assert "layer '" in message or "several inputs" in message, message
+            refused.append(name)
+            continue
+        split = inputs.split_batch(batch, analyzer.graph)
+        x = (inputs.embed(analyzer.graph, split.explained) if analyzer.graph.embedding
+             else split.explained)
+        expected = model(batch).numpy()
+        mirrored = _mirrored_output(analyzer, x, split.feeds)
+        np.testing.assert_allclose(mirrored, expected, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expected).max())
+        maps = analyzer.analyze(batch, neuron_selection=1)
+        assert np.isfinite(maps).all() and np.abs(maps).max() > 0, name
+        worked.append(name)
+    assert {"gradient", "input_t_gradient", "integrated_gradients", "smoothgrad"} <= set(worked)
+    assert "lrp.epsilon" in refused  # attention products have no LRP rule yet
+
+
+@pytest.mark.parametrize("make", [_vit, _bert], ids=["vit", "bert"])
+def test_explaining_keras_hub_models_leaves_them_untouched(make):
+    model = make()
+    layers = model._flatten_layers(include_self=True)
+    before = [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
+    config = model.get_config()
+    weights = [w.copy() for w in model.get_weights()]
+    options = {"input_name": "token_ids"} if make is _bert else {}
+    create_analyzer("gradient", model, **options)
+    with pytest.raises(TfClrpError):
+        create_analyzer("lrp.epsilon", model, **options)
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes))
+            for layer in layers] == before
+    assert model.get_config() == config
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
