@@ -458,9 +458,9 @@ class GuidedGradCAM(GradCAM):
         def fn(*inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             return cam.fn(*inputs), guided.fn(*inputs[:2])
 
-        def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        def finish(out: tuple[np.ndarray, Any]) -> np.ndarray:
             upsampled = upsample_to_input(out[0], x.shape, spread=False)
-            return (upsampled * out[1]).astype(np.float32)
+            return (upsampled * guided.finish(out[1])).astype(np.float32)
 
         return ReplicaStep((id(self), "guided", selection.seeds is None), fn, cam.inputs,
                            finish)
