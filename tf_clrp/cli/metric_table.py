@@ -18,8 +18,8 @@ from typing import Any
 
 #: Inputs a metric may need (``MetricSpec.needs``), with what provides them.
 INPUTS = {
-    "boxes": "ground-truth boxes (--boxes, or the built-in mosaics)",
-    "two_classes": "two or more boxed classes in one image (--boxes, or the built-in mosaics)",
+    "boxes": "--boxes (or the built-in mosaics)",
+    "two_classes": "images with >= 2 boxed classes",
 }
 
 AOPC_ORDERS = ("morf", "lerf", "random")
@@ -224,6 +224,16 @@ def add_metric_options(command: argparse.ArgumentParser) -> None:
         for option in spec.options:
             group.add_argument(option.flag, type=option.type, default=None,
                                metavar=option.metavar, help=option.help)
+
+
+def metrics_epilog() -> str:
+    """The ``--metric`` names with what each needs, for ``tf-clrp evaluate --help``."""
+    lines = ["metrics (--metric NAME):"]
+    for spec in METRICS.values():
+        needs = f" [needs {', '.join(INPUTS[k] for k in sorted(spec.needs))}]" if spec.needs \
+            else ""
+        lines.append(f"  {spec.name:<19}{spec.summary}{needs}")
+    return "\n".join(lines)
 
 
 def selected_metrics(values: Sequence[str] | None) -> list[MetricSpec]:

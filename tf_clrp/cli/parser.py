@@ -10,7 +10,12 @@ from tf_clrp.cli.evaluate import cmd_evaluate
 from tf_clrp.cli.explain import cmd_explain
 from tf_clrp.cli.images import DEFAULT_MAX_MEGAPIXELS
 from tf_clrp.cli.listing import cmd_list
-from tf_clrp.cli.metric_table import METRICS, add_metric_options, finite_positive
+from tf_clrp.cli.metric_table import (
+    METRICS,
+    add_metric_options,
+    finite_positive,
+    metrics_epilog,
+)
 from tf_clrp.cli.preprocessing import PREPROCESSING
 
 #: Commands that run models (TensorFlow is imported, quietly, before they start).
@@ -100,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", parents=[shared],
         help=f"evaluate methods with metrics ({', '.join(METRICS)})",
-        description="Scores explanation methods with the metrics of tf_clrp.metrics on the "
-        "built-in mosaics or your images; one table per metric (mean, 95 %% bootstrap "
-        "interval, n).")
+        description="Scores explanation methods with the metrics of tf_clrp.metrics on the\n"
+        "built-in mosaics or your images: one table per metric (value, 95 % bootstrap\n"
+        "interval, n) or JSON.", epilog=metrics_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--images", help="folder of images (those named in --boxes or "
                           "--labels; else every image in it, explaining the top class)")
     evaluate.add_argument("--boxes", help="JSON: {\"img.jpg\": [{\"class\": 3, \"box\": "
