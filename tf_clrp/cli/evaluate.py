@@ -330,11 +330,20 @@ def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, p
     analyzers: dict[str, Any] = {}
     compile_fn = len(rows_x) > 4 * args.batch_size
 
-    def explain(method: str, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    def create(method: str, net: Any) -> Any:
         try:
-            if method not in analyzers:
-                analyzers[method] = _create(method, model, (prep.low, prep.high), compile_fn,
-                                            output_index=args.output_index)
+            return _create(method, net, (prep.low, prep.high), compile_fn,
+                           output_index=args.output_index if net is model else None)
+        except CliError:
+            raise
+        except Exception as error:  # noqa: BLE001 - report which method failed
+            raise CliError(f"method {method!r} failed: {type(error).__name__}: "
+                           f"{error}") from None
+
+    def explain(method: str, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        if method not in analyzers:
+            analyzers[method] = create(method, model)
+        try:
             return analyzers[method].analyze(x, neuron_selection=classes,
                                              batch_size=args.batch_size)
         except Exception as error:  # noqa: BLE001 - report which method failed
@@ -345,7 +354,7 @@ def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, p
     return EvalContext(
         x=np.stack(rows_x), classes=np.asarray(rows_cls, np.int64), image_ids=image_ids,
         regions=rows_gt if has_boxes else None, scores=outputs[image_ids],
-        scorer=_scorer(model, args.output_index), explain=explain,
+        scorer=_scorer(model, args.output_index), explain=explain, create=create,
         batch_size=args.batch_size, seed=args.seed, builtin=args.images is None)
 
 

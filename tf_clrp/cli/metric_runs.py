@@ -47,6 +47,8 @@ class EvalContext:
         scorer: the Keras model scoring the explained output (a view of one output of a
             multi-output model).
         explain: ``explain(method, x, classes) -> maps`` (maps of the rows' inputs).
+        create: ``create(method, model) -> analyzer`` with the CLI's settings (bounds,
+            compilation), for metrics explaining another model (randomisation).
         batch_size: rows per model call.
         seed: seed of random orders and noise.
         builtin: True for the built-in 2x2 mosaics.
@@ -59,6 +61,7 @@ class EvalContext:
     scores: np.ndarray
     scorer: Any
     explain: Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+    create: Callable[[str, Any], Any]
     batch_size: int
     seed: int
     builtin: bool
