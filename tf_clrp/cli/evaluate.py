@@ -82,6 +82,21 @@ def _builtin_mosaics(model: Any, n: int, seed: int) -> tuple[list[_EvalSample], 
     return samples, [names[i] for i in chosen]
 
 
+def _json_object(path: str, kind: str, example: str) -> dict[str, Any]:
+    """The non-empty JSON object in a box or label file (CliError naming the problem)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise CliError(f"{kind} file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise CliError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or not data:
+        raise CliError(f'{path} must be a non-empty JSON object {{"image.jpg": {example}, '
+                       '...}')
+    return data
+
+
 def load_boxes(path: str) -> dict[str, list[tuple[int, tuple[int, int, int, int]]]]:
     """Reads a Pointing Game box file.
 
@@ -98,16 +113,7 @@ def load_boxes(path: str) -> dict[str, list[tuple[int, tuple[int, int, int, int]
     Raises:
         CliError: missing file, invalid JSON or entries (the message names the entry).
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise CliError(f"box file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or not data:
-        raise CliError(f"{path} must be a non-empty JSON object {{\"image.jpg\": [{{\"class\": "
-                       f"3, \"box\": [y0, x0, y1, x1]}}, ...], ...}}")
+    data = _json_object(path, "box", '[{"class": 3, "box": [y0, x0, y1, x1]}, ...]')
     result: dict[str, list[tuple[int, tuple[int, int, int, int]]]] = {}
     for name, entries in data.items():
         if not isinstance(entries, list) or not entries:
@@ -138,16 +144,7 @@ def load_labels(path: str) -> dict[str, list[int]]:
     Raises:
         CliError: missing file, invalid JSON or entries (the message names the entry).
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise CliError(f"label file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or not data:
-        raise CliError(f"{path} must be a non-empty JSON object {{\"image.jpg\": 3 or [3, 5], "
-                       "...}")
+    data = _json_object(path, "label", "3 or [3, 5]")
     result: dict[str, list[int]] = {}
     for name, entry in data.items():
         classes = entry if isinstance(entry, list) else [entry]
