@@ -20,7 +20,9 @@ ANALYZER_GROUPS: dict[str, tuple[str, ...]] = {
         "lrp.sequential_preset_b", "lrp.sequential_preset_b_flat"),
     "gradient family": ("deconvnet", "gradient", "guided_backprop", "input_t_gradient",
                         "integrated_gradients", "smoothgrad"),
-    "model-agnostic and other": ("occlusion", "prediction_difference"),
+    "class activation maps": ("grad_cam", "grad_cam_plus_plus", "guided_grad_cam",
+                              "layer_cam"),
+    "model-agnostic and other": ("occlusion", "prediction_difference", "rise"),
 }
 #: Names that ``create_analyzer`` knows but the CLI cannot build (they need Python objects).
 PYTHON_ONLY = {"lrp": "needs composite= or rule="}
