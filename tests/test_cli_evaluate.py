@@ -184,24 +184,29 @@ def test_aopc_random_order_and_other_perturbations_equal_the_library(data,
 
 
 # ----------------------------------------------------------------------------- pointing
-def test_pointing_equals_numpy_and_the_library(data) -> None:
+@pytest.mark.parametrize("tolerance", [0.0, 70.0])
+def test_pointing_equals_numpy_and_the_library(data, tolerance) -> None:
     result = _run(data, "--boxes", str(data["root"] / "boxes.json"), "--metric", "pointing",
-                  "--tolerance", "0")
+                  "--tolerance", str(tolerance))
     rows = _box_rows()
     x = _inputs(data, [name for name, _, _ in rows])
     classes = np.array([cls for _, cls, _ in rows])
     maps = _gradient_maps(data, x, classes)
-    hits = []
+    radius = tolerance * SIZE / 224  # the tolerance is given at 224 px
+    hits, exact = [], []
     for i, (_, _, boxes) in enumerate(rows):
         r = maps[i].sum(axis=-1)
         point = np.unravel_index(np.argmax(r), r.shape)
-        hits.append(float(_mask(boxes)[point]))  # tolerance 0: the maximum is on a box
+        ys, xs = np.nonzero(_mask(boxes))
+        hits.append(float(np.min((ys - point[0]) ** 2 + (xs - point[1]) ** 2) <= radius ** 2))
+        exact.append(float(_mask(boxes)[point]))
     assert 0 < sum(hits) < len(hits)  # both outcomes occur
+    assert (hits == exact) == (tolerance == 0)  # the radius matters for these maps
     np.testing.assert_array_equal(_values(result, "pointing", "accuracy"), hits)
     per_class = {c: np.mean([h for h, k in zip(hits, classes) if k == c]) for c in classes}
     summary = result["metrics"]["pointing"]["results"]["gradient"]["accuracy"]
     assert summary["value"] == pytest.approx(np.mean(list(per_class.values())))
-    game = PointingGame(tolerance=0)
+    game = PointingGame(tolerance=tolerance)
     game.update(maps, [b for _, _, b in rows], classes)
     assert summary["value"] == pytest.approx(game.result().mean) and summary["n"] == len(rows)
     assert "(random point)" in result["metrics"]["pointing"]["results"]
@@ -360,3 +365,68 @@ def test_size_dependent_usage_errors(data, capsys, extra, named) -> None:
     assert cli.main(["evaluate", "--model", str(root / "tiny.keras"), "--images",
                      str(root / "images"), "--methods", "gradient", "-q", *extra]) == 2
     assert named in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- insertion / deletion
+def _numpy_deletion_auc(model, x, maps, classes, per_step):
+    """Deletion to zero, one step at a time, and the trapezoid over k / n_steps."""
+    r = maps.sum(axis=-1).reshape(len(x), -1)
+    n_steps = -(-(SIZE * SIZE) // per_step)
+    aucs = []
+    for i in range(len(x)):
+        order = np.argsort(-r[i], kind="stable")
+        curve = []
+        for k in range(n_steps + 1):
+            xk = x[i].reshape(-1, 3).copy()
+            xk[order[:k * per_step]] = 0.0
+            curve.append(model(xk.reshape(1, SIZE, SIZE, 3)).numpy()[0, classes[i]])
+        c = np.asarray(curve, np.float64)
+        aucs.append(np.trapezoid(c, np.linspace(0, 1, n_steps + 1)))
+    return np.asarray(aucs)
+
+
+def test_insertion_deletion_equals_numpy_and_the_library(data) -> None:
+    from tf_clrp.metrics.insertion_deletion import insertion_deletion
+
+    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric",
+                  "insertion_deletion", "--insdel-fraction", "0.125")
+    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
+    classes = np.array([0, 2, 4, 1])
+    x = _inputs(data, names)
+    maps = _gradient_maps(data, x, classes)
+    expected = _numpy_deletion_auc(data["model"], x, maps, classes, 32)  # 1/8 of 256 px
+    np.testing.assert_allclose(_values(result, "insertion_deletion", "deletion"), expected,
+                               rtol=1e-4, atol=1e-6)
+    for mode in ("deletion", "insertion"):
+        library = insertion_deletion(data["model"], x, maps, mode=mode, targets=classes,
+                                     pixels_per_step=32)
+        np.testing.assert_allclose(_values(result, "insertion_deletion", mode), library.auc,
+                                   rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- randomisation
+def test_randomization_equals_the_library(data) -> None:
+    from tf_clrp.metrics.randomization import model_randomization, weighted_layers
+
+    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric",
+                  "randomization", "--seed", "2")
+    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
+    classes = np.array([0, 2, 4, 1])
+    x = _inputs(data, names)
+    model = data["model"]
+    library = model_randomization(model, x, "gradient", targets=classes,
+                                  layers=[weighted_layers(model)], seed=2)
+    np.testing.assert_allclose(_values(result, "randomization", "spearman"),
+                               library.spearman[-1], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(_values(result, "randomization", "ssim"), library.ssim[-1],
+                               rtol=1e-6, atol=1e-9)
+    # independent: Spearman of |map| with itself would be 1; the randomised maps differ
+    assert np.all(_values(result, "randomization", "spearman") < 0.99)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "x"])
+def test_bad_insertion_deletion_fraction_is_a_usage_error(tmp_path, capsys, value) -> None:
+    assert cli.main(["evaluate", "--model", str(tmp_path / "missing.keras"), "--images",
+                     str(tmp_path), "--metric", "insertion_deletion", "--insdel-fraction",
+                     value]) == 2
+    assert "--insdel-fraction" in capsys.readouterr().err

@@ -191,3 +191,40 @@ def class_correlation(ctx: EvalContext, method: str, options: dict[str, Any]
     values = map_correlation(ctx.maps(method), ctx.maps(method, second))
     values[second == ctx.classes] = np.nan
     return [Quantity("correlation", values)]
+
+
+# ----------------------------------------------------------------------------- insertion / deletion
+def insertion_deletion(ctx: EvalContext, method: str, options: dict[str, Any]
+                       ) -> list[Quantity]:
+    """Deletion and/or insertion AUC per (image, class) pair."""
+    from tf_clrp.metrics.insertion_deletion import insertion_deletion as curves
+
+    height, width = ctx.size
+    share = options["insdel_fraction"]
+    per_step = None if share is None else max(1, int(round(share * height * width)))
+    substrate = options["insdel_substrate"]
+    maps = ctx.maps(method)
+    result = []
+    for mode in options["insdel_mode"]:
+        run = curves(ctx.scorer, ctx.x, maps, mode=mode, targets=ctx.classes,
+                     pixels_per_step=per_step,
+                     substrate=None if substrate == "default" else substrate,
+                     batch_size=ctx.batch_size, seed=ctx.seed)
+        result.append(Quantity(mode, run.auc))
+    return result
+
+
+# ----------------------------------------------------------------------------- randomisation
+def randomization(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantity]:
+    """Spearman and SSIM between the original |map| and that of the fully randomised model
+    (every layer with weights re-initialised in one step: the last step of the cascading
+    test, one analyzer pass), per (image, class) pair."""
+    from tf_clrp.metrics.randomization import model_randomization, weighted_layers
+
+    def explain(model: Any, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        analyzer = ctx.create(method, model)
+        return analyzer.analyze(x, neuron_selection=targets, batch_size=ctx.batch_size)
+
+    run = model_randomization(ctx.scorer, ctx.x, explain, targets=ctx.classes,
+                              layers=[weighted_layers(ctx.scorer)], seed=ctx.seed)
+    return [Quantity("spearman", run.spearman[-1]), Quantity("ssim", run.ssim[-1])]

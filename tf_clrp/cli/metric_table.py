@@ -24,6 +24,7 @@ INPUTS = {
 
 AOPC_ORDERS = ("morf", "lerf", "random")
 PERTURBATIONS = ("mean", "zero", "blur", "noise")
+INSDEL_MODES = ("deletion", "insertion")
 
 
 def positive_int(text: str) -> int:
@@ -70,6 +71,17 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
         return items
 
     return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a share in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
 
 
 def one_of(choices: Sequence[str]) -> Callable[[str], str]:
@@ -208,7 +220,37 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
         better="correlation near 1 = the map ignores which class is explained; lower is "
                "more class-discriminative",
     ),
-    # insertion/deletion and the model randomisation check (branch cam) go here.
+    MetricSpec(
+        name="insertion_deletion",
+        summary="insertion / deletion AUC (Petsiuk et al. 2018) of the class probability",
+        needs=frozenset(),
+        options=(
+            MetricOption("--insdel-mode", choice_list(INSDEL_MODES), INSDEL_MODES,
+                         "insertion_deletion: curves, comma-separated from deletion, "
+                         "insertion (default both)", "MODES"),
+            MetricOption("--insdel-fraction", fraction, None,
+                         "insertion_deletion: share of the pixels changed per step, in "
+                         "(0, 1] (default one image row: 1 / H)", "F"),
+            MetricOption("--insdel-substrate", one_of(("default", *PERTURBATIONS)), "default",
+                         "insertion_deletion: what deleted pixels become / insertion starts "
+                         "from: default (zero for deletion, blur sigma 5 for insertion), "
+                         "mean, zero, blur, noise", "S"),
+        ),
+        compute=f"{_RUNS}:insertion_deletion",
+        better="AUC of the class score (the model's output, a probability for softmax "
+               "models) against the changed share of pixels; deletion: lower is better, "
+               "insertion: higher is better",
+    ),
+    MetricSpec(
+        name="randomization",
+        summary="model-parameter randomisation sanity check (Adebayo et al. 2018): "
+                "every layer with weights re-initialised",
+        needs=frozenset(),
+        options=(),
+        compute=f"{_RUNS}:randomization",
+        better="similarity of the |map| of the fully randomised model to the original "
+               "(Spearman, SSIM); lower = the map depends on the weights, as it should",
+    ),
 )}
 
 
