@@ -460,7 +460,7 @@ class GuidedGradCAM(GradCAM):
 
         def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
             upsampled = upsample_to_input(out[0], x.shape, spread=False)
-            return (upsampled * out[1]).astype(np.float32)
+            return (upsampled * guided.finish(out[1])).astype(np.float32)
 
         return ReplicaStep((id(self), "guided", selection.seeds is None), fn, cam.inputs,
                            finish)
