@@ -75,6 +75,14 @@ def _run(data, *extra: str, methods: str = "gradient") -> dict:
     return json.loads(out.read_text())
 
 
+def _labelled(data, *extra: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The CLI's result on the label file's rows, their inputs and classes."""
+    result = _run(data, "--labels", str(data["root"] / "labels.json"), *extra)
+    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
+    classes = np.array([0, 2, 4, 1])  # from the label file: not all the top classes
+    return result, _inputs(data, names), classes
+
+
 def _inputs(data, names) -> np.ndarray:
     return np.stack([data["images"][n].astype(np.float32) / 255.0 for n in names])
 
@@ -138,12 +146,9 @@ def _numpy_aopc(logits_of, x, maps, classes, order, patch, steps, perturbation):
 
 @pytest.mark.parametrize("perturbation", ["mean", "zero"])
 def test_aopc_equals_numpy_and_the_library(data, perturbation) -> None:
-    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric", "aopc",
-                  "--aopc-patch", "4", "--aopc-steps", "6", "--aopc-order", "morf,lerf",
-                  "--aopc-perturbation", perturbation)
-    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
-    classes = np.array([0, 2, 4, 1])  # from the label file: not the top classes
-    x = _inputs(data, names)
+    result, x, classes = _labelled(data, "--metric", "aopc", "--aopc-patch", "4",
+                                   "--aopc-steps", "6", "--aopc-order", "morf,lerf",
+                                   "--aopc-perturbation", perturbation)
     maps = _gradient_maps(data, x, classes)
     library_maps = tf_clrp.create_analyzer("gradient", data["model"]).analyze(
         x, neuron_selection=classes)
@@ -245,11 +250,8 @@ def test_discriminativeness_equals_numpy_and_the_library(data) -> None:
 # ----------------------------------------------------------------------------- class correlation
 @pytest.mark.parametrize("second", ["runner-up", "2"])
 def test_class_correlation_equals_numpy(data, second) -> None:
-    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric",
-                  "class_correlation", "--second-class", second)
-    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
-    classes = np.array([0, 2, 4, 1])
-    x = _inputs(data, names)
+    result, x, classes = _labelled(data, "--metric", "class_correlation", "--second-class",
+                                   second)
     z = data["logits"](x).numpy()
     if second == "runner-up":
         masked = np.where(np.eye(N_CLASSES, dtype=bool)[classes], -np.inf, z)
@@ -388,11 +390,8 @@ def _numpy_deletion_auc(model, x, maps, classes, per_step):
 def test_insertion_deletion_equals_numpy_and_the_library(data) -> None:
     from tf_clrp.metrics.insertion_deletion import insertion_deletion
 
-    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric",
-                  "insertion_deletion", "--insdel-fraction", "0.125")
-    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
-    classes = np.array([0, 2, 4, 1])
-    x = _inputs(data, names)
+    result, x, classes = _labelled(data, "--metric", "insertion_deletion",
+                                   "--insdel-fraction", "0.125")
     maps = _gradient_maps(data, x, classes)
     expected = _numpy_deletion_auc(data["model"], x, maps, classes, 32)  # 1/8 of 256 px
     np.testing.assert_allclose(_values(result, "insertion_deletion", "deletion"), expected,
@@ -408,11 +407,7 @@ def test_insertion_deletion_equals_numpy_and_the_library(data) -> None:
 def test_randomization_equals_the_library(data) -> None:
     from tf_clrp.metrics.randomization import model_randomization, weighted_layers
 
-    result = _run(data, "--labels", str(data["root"] / "labels.json"), "--metric",
-                  "randomization", "--seed", "2")
-    names = ["im0.png", "im0.png", "im1.png", "im3.png"]
-    classes = np.array([0, 2, 4, 1])
-    x = _inputs(data, names)
+    result, x, classes = _labelled(data, "--metric", "randomization", "--seed", "2")
     model = data["model"]
     library = model_randomization(model, x, "gradient", targets=classes,
                                   layers=[weighted_layers(model)], seed=2)

@@ -87,7 +87,8 @@ def write_json(data: dict[str, Any]) -> str:
 
 
 def _format_options(options: dict[str, Any]) -> str:
-    shown = [f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in options.items()]
+    shown = [f"{k}={','.join(v) if isinstance(v, tuple) else 'default' if v is None else v}"
+             for k, v in options.items()]
     return f" [{'; '.join(shown)}]" if shown else ""
 
 

@@ -38,12 +38,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def finite_non_negative(text: str) -> float:
-    """argparse type: a finite float >= 0 (NaN, inf and negatives are usage errors)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def finite_non_negative(text: str) -> float:
+    """argparse type: a finite float >= 0 (NaN, inf and negatives are usage errors)."""
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
@@ -75,10 +79,7 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
 
 def fraction(text: str) -> float:
     """argparse type: a share in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 < value <= 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
     return value
