@@ -425,3 +425,31 @@ def test_bad_insertion_deletion_fraction_is_a_usage_error(tmp_path, capsys, valu
                      str(tmp_path), "--metric", "insertion_deletion", "--insdel-fraction",
                      value]) == 2
     assert "--insdel-fraction" in capsys.readouterr().err
+
+
+def test_multi_output_models_score_the_explained_output(data, tmp_path) -> None:
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(3, 3, activation="relu")(inputs))
+    first = keras.layers.Dense(3, name="first")(h)
+    second = keras.layers.Dense(4, name="second_logits")(h)
+    keras.Model(inputs, [first, keras.layers.Softmax()(second)]).save(tmp_path / "two.keras")
+    out = tmp_path / "r.json"
+    assert cli.main(["evaluate", "--model", str(tmp_path / "two.keras"), "--images",
+                     str(data["root"] / "images"), "--preprocess", "unit", "--methods",
+                     "gradient", "--output-index", "1", "--metric", "aopc", "--aopc-patch",
+                     "8", "--json", str(out), "-q"]) == 0
+    result = json.loads(out.read_text())
+    model = keras.models.load_model(tmp_path / "two.keras")
+    logits = keras.Model(model.inputs, model.get_layer("second_logits").output)
+    x = _inputs(data, sorted(data["images"]))
+    top = logits(x).numpy().argmax(axis=1)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        picked = tf.reduce_sum(logits(xt) * tf.one_hot(top, 4))
+    maps = tape.gradient(picked, xt).numpy()
+    for order in ("morf", "lerf"):  # the logits of output 1, not output 0
+        library = region_perturbation(logits, x, maps, targets=top, order=order, patch_size=8)
+        np.testing.assert_allclose(_values(result, "aopc", order), library.aopc, rtol=1e-4,
+                                   atol=1e-6)
