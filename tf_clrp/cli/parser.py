@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from tf_clrp.cli.common import DEFAULT_METHODS
 from tf_clrp.cli.demo import cmd_demo
@@ -11,29 +10,16 @@ from tf_clrp.cli.evaluate import cmd_evaluate
 from tf_clrp.cli.explain import cmd_explain
 from tf_clrp.cli.images import DEFAULT_MAX_MEGAPIXELS
 from tf_clrp.cli.listing import cmd_list
+from tf_clrp.cli.metric_table import (
+    METRICS,
+    add_metric_options,
+    finite_positive,
+    metrics_epilog,
+)
 from tf_clrp.cli.preprocessing import PREPROCESSING
 
 #: Commands that run models (TensorFlow is imported, quietly, before they start).
 MODEL_COMMANDS = frozenset({"demo", "explain", "evaluate"})
-
-
-def _finite_non_negative(text: str) -> float:
-    """argparse type: a finite float >= 0 (NaN, inf and negatives are usage errors)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _finite_positive(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    value = _finite_non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def _shared_flags(suppress: bool) -> argparse.ArgumentParser:
@@ -53,7 +39,7 @@ def _add_model_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--output-index", type=int, metavar="N",
                          help="which output of a multi-output model to explain (required "
                          "for such models)")
-    command.add_argument("--max-megapixels", type=_finite_positive, metavar="MP",
+    command.add_argument("--max-megapixels", type=finite_positive, metavar="MP",
                          default=DEFAULT_MAX_MEGAPIXELS,
                          help="refuse larger images before decoding them (default "
                          f"{DEFAULT_MAX_MEGAPIXELS:g})")
@@ -116,12 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     explain.set_defaults(func=cmd_explain)
 
-    evaluate = sub.add_parser("evaluate", parents=[shared],
-                              help="Pointing Game accuracy per method")
-    evaluate.add_argument("--images", help="folder of images named in --boxes")
+    evaluate = sub.add_parser(
+        "evaluate", parents=[shared],
+        help=f"evaluate methods with metrics ({', '.join(METRICS)})",
+        description="Scores explanation methods with the metrics of tf_clrp.metrics on the\n"
+        "built-in mosaics or your images: one table per metric (value, 95 % bootstrap\n"
+        "interval, n) or JSON.", epilog=metrics_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("--images", help="folder of images (those named in --boxes or "
+                          "--labels; else every image in it, explaining the top class)")
     evaluate.add_argument("--boxes", help="JSON: {\"img.jpg\": [{\"class\": 3, \"box\": "
                           "[y0, x0, y1, x1]}, ...], ...} (original pixels, half-open; keys "
                           "are paths inside --images)")
+    evaluate.add_argument("--labels", help="JSON: {\"img.jpg\": 3 or [3, 5], ...}: the "
+                          "classes to explain per image (default: the top class)")
     evaluate.add_argument("--model", help=".keras/.h5 model (default: built-in "
                           "EfficientNet-Lite0)")
     evaluate.add_argument("--preprocess", choices=sorted(PREPROCESSING),
@@ -131,12 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", help=f"comma-separated (default: "
                           f"{','.join(DEFAULT_METHODS)})")
     evaluate.add_argument("--n", type=int, help="number of mosaics (default 6) or of images")
-    evaluate.add_argument("--tolerance", type=_finite_non_negative, default=15.0,
-                          help="hit radius in pixels at 224 px, finite and >= 0 (default 15)")
-    evaluate.add_argument("--seed", type=int, default=0, help="mosaic layout seed (default 0)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the mosaic layout, "
+                          "random orders, noise and the bootstrap (default 0)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="chunk size (default 8)")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the results (with "
+                          "per-sample values) as JSON to FILE; '-' prints JSON instead of "
+                          "the tables")
+    evaluate.add_argument("--force", action="store_true", help="overwrite an existing --json "
+                          "file")
     _add_model_options(evaluate)
-    evaluate.add_argument("-q", "--quiet", action="store_true", help="print only the table")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="print only the tables")
+    add_metric_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     lister = sub.add_parser("list", parents=[shared],
