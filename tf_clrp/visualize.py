@@ -975,7 +975,12 @@ def token_heatmap_html(relevance: Any, tokens: Any, *, vocabulary: Any = None,
     map; each token's value shows on hover. Suits long texts, which wrap in the browser.
 
     Args:
-        relevance, tokens, vocabulary, mask, cmap, percentile: As for :func:`token_heatmap`.
+        relevance: One sequence's (tokens,) map, as for :func:`token_heatmap`.
+        tokens: Token strings or ids, as for :func:`token_heatmap`.
+        vocabulary: Id -> string table or list of strings (for ids).
+        mask: False marks padding, left out.
+        cmap: Colormap name (default: diverging, zero is white).
+        percentile: Colour scale from this percentile of |R| (default: the max).
         title: Optional heading.
 
     Returns:
