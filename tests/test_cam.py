@@ -335,3 +335,19 @@ def test_per_sample_contrast_is_chunked_with_the_batch(images: np.ndarray) -> No
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     single = analyzer.analyze(images[3:], [3], contrast=0)
     np.testing.assert_allclose(whole[3:], single, rtol=1e-5, atol=1e-7)
+
+
+def test_a_feature_map_the_output_ignores_is_warned_about_not_drawn_silently() -> None:
+    """An explained unit that is inactive (ReLU at 0) has a zero gradient on every feature,
+    so its CAM is an all-zero map: the samples are named in a warning, not drawn silently."""
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, activation="relu", name="feat")(inp)
+    dead = keras.layers.Dense(2, activation="relu", name="dead",
+                              bias_initializer=keras.initializers.Constant(-100.0))
+    model = keras.Model(inp, dead(keras.layers.Flatten()(h)))
+    x = np.random.default_rng(0).uniform(size=(2, 6, 6, 2)).astype("float32")
+    analyzer = tf_clrp.create_analyzer("grad_cam", model, layer_name="feat", upsample=False)
+    with pytest.warns(RuntimeWarning, match=r"sample\(s\) \[0, 1\] .*does not depend on the "
+                                            r"feature map of layer 'feat'"):
+        maps = analyzer.analyze(x, neuron_selection=1)
+    assert not maps.any()

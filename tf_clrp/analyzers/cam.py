@@ -27,6 +27,7 @@ k ≠ target), "others_uniform" (d_k = 1/(C−1)), or a rival class k (d = e_k).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,19 +296,23 @@ class GradCAM(Analyzer):
         h, w, skip = self.feature.grid
         return tf.reshape(t[:, skip:], (-1, h, w, t.shape[-1]))
 
-    def _cam(self, x: tf.Tensor, make_seed: Any) -> tf.Tensor:
+    def _cam(self, x: tf.Tensor, make_seed: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """(the raw CAMs, each sample's max |gradient| on the feature grid)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             y, feature = self._run(x, tape)
         seed = make_seed(tf.stop_gradient(y))
         grads = tape.gradient(y, feature, output_gradients=seed)
         if grads is None:
             grads = tf.zeros_like(feature)
-        return cam_from_gradients(self.method, self._grid(feature), self._grid(grads))
+        grid_grads = self._grid(grads)
+        reach = tf.reduce_max(tf.reshape(tf.abs(grid_grads), (tf.shape(x)[0], -1)), axis=1)
+        return cam_from_gradients(self.method, self._grid(feature), grid_grads), reach
 
-    def _cam_by_index(self, x: tf.Tensor, indices: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
+    def _cam_by_index(self, x: tf.Tensor, indices: tf.Tensor, codes: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._cam(x, lambda y: self._seed(y, indices, codes))
 
-    def _cam_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    def _cam_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self._cam(x, lambda y: seeds)
 
     def _seed(self, y: tf.Tensor, indices: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
@@ -390,9 +395,31 @@ class GradCAM(Analyzer):
                            (x, selection.indices, codes), finish)
 
     def _finisher(self, input_shape: tuple[int, ...]) -> Any:
-        if not self.upsample:
-            return lambda raw: np.asarray(raw, dtype=np.float32)
-        return lambda raw: upsample_to_input(raw, input_shape)
+        def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            raw, reach = out
+            self._check_reach(reach)
+            if not self.upsample:
+                return np.asarray(raw, dtype=np.float32)
+            return upsample_to_input(raw, input_shape)
+
+        return finish
+
+    def _check_reach(self, reach: np.ndarray) -> None:
+        """Warns about samples whose explained output does not depend on the feature grid.
+
+        Their gradient there is exactly 0, so their CAM is an all-zero map that says
+        nothing: an inactive (ReLU-dead) explained unit, or a structural reason such as a
+        ViT's last block, after which the head reads only the class token.
+        """
+        dead = np.flatnonzero(np.asarray(reach) == 0)
+        if dead.size:
+            warnings.warn(
+                f"grad-CAM: the explained output of sample(s) {dead.tolist()} (of this chunk) "
+                f"does not depend on the feature map of layer {self.feature.layer!r} (its "
+                "gradient there is exactly 0), so their maps are all zero. If the unit is "
+                "active, pick another layer_name= (a ViT's head reads only the class token "
+                "after the last block: use the input of the last block)",
+                RuntimeWarning, stacklevel=4)
 
     def _empty(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
         if self.upsample:
@@ -458,8 +485,10 @@ class GuidedGradCAM(GradCAM):
         def fn(*inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             return cam.fn(*inputs), guided.fn(*inputs[:2])
 
-        def finish(out: tuple[np.ndarray, Any]) -> np.ndarray:
-            upsampled = upsample_to_input(out[0], x.shape, spread=False)
+        def finish(out: tuple[tuple[np.ndarray, np.ndarray], Any]) -> np.ndarray:
+            raw, reach = out[0]
+            self._check_reach(reach)
+            upsampled = upsample_to_input(raw, x.shape, spread=False)
             return (upsampled * guided.finish(out[1])).astype(np.float32)
 
         return ReplicaStep((id(self), "guided", selection.seeds is None), fn, cam.inputs,
