@@ -313,9 +313,17 @@ def test_foreign_files_are_never_deleted(lrp: Any, tmp_path: Path) -> None:
     mine = ["shard_00005", "shard_1.tfrecord", "shard_imgs"]
     assert files(tmp_path) == mine
 
-    (tmp_path / "shard_00007.npz").write_bytes(b"an old tf_clrp shard")  # our pattern
+    (tmp_path / "shard_00007.npz").write_bytes(b"an old tf_clrp shard?")  # our pattern
+    with pytest.raises(TfClrpError, match="shard_00005, shard_00007.npz, named like"):
+        run(lrp, x, tmp_path, overwrite=True)  # without a manifest, a name proves nothing
+    assert files(tmp_path) == sorted([*mine, "shard_00007.npz"])
+    (tmp_path / "shard_00007.npz").unlink()
+    (tmp_path / "shard_00005" / "notes.txt").unlink()
+    (tmp_path / "shard_00005").rmdir()
     result = run(lrp, x, tmp_path, overwrite=True)
     assert result.complete
+    (tmp_path / "shard_00005").mkdir()  # our name, but holds a file tf_clrp never writes
+    (tmp_path / "shard_00005" / "notes.txt").write_text("mine")
     assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz", *mine]
     for fmt in ("npy", "npz"):  # starting over deletes only tf_clrp's files
         run(lrp, x, tmp_path, resume=False, format=fmt)
@@ -429,3 +437,49 @@ def test_lock_of_an_earlier_process_with_this_pid_is_stale(lrp: Any, tmp_path: P
         {"pid": os.getpid(), "host": socket.gethostname(), "token": "an earlier run"}))
     assert run(lrp, images(4), tmp_path).complete
     assert ".tf_clrp.lock" not in files(tmp_path)
+
+
+# ---------------------------------------------------------------------------- review fixes
+class _Interrupt(Exception):
+    pass
+
+
+def _stopping(data: np.ndarray, stop: int, step: int = 2) -> Any:
+    """The batches of ``data``, interrupted (an exception) at sample ``stop``."""
+    for start in range(0, len(data), step):
+        if start >= stop:
+            raise _Interrupt()
+        yield data[start:start + step]
+
+
+def test_other_analyzer_mismatch_is_one_short_line(tmp_path: Path) -> None:
+    model = tiny_model()
+    x = images(4, seed=43)
+    run(tf_clrp.create_analyzer("lrp.epsilon", model), x, tmp_path)
+    for name in ("clrp", "lrp.epsilon_plus", "gradient"):
+        with pytest.raises(ResumeMismatchError) as info:
+            run(tf_clrp.create_analyzer(name, model), x, tmp_path)
+        lines = str(info.value).splitlines()[1:-1]
+        assert lines[0].strip() == f"analyzer.name: stored 'lrp.epsilon', now '{name}'"
+        assert len(lines) <= 2 and "composite" not in str(info.value)
+        assert len(str(info.value)) < 400
+
+
+def test_mismatch_lines_are_capped(tmp_path: Path) -> None:
+    from tf_clrp.datasets._resume import mismatch_error
+    found = [(f"analyzer.options.o{i}", "a" * 500, "b" * 500) for i in range(20)]
+    lines = str(mismatch_error(tmp_path, found)).splitlines()[1:-1]
+    assert len(lines) == 9 and lines[-1].strip() == "... and 12 more"
+    assert all(len(line) <= 204 for line in lines)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+@pytest.mark.parametrize("name", ["shard_00000/maps.npy", "shard_00003.npz"])
+def test_overwrite_without_manifest_deletes_no_shard_named_file(
+        lrp: Any, tmp_path: Path, fmt: str, name: str) -> None:
+    user_file = tmp_path / name
+    user_file.parent.mkdir(parents=True, exist_ok=True)
+    user_file.write_bytes(b"USER DATA")
+    with pytest.raises(TfClrpError, match=name.split("/")[0]):
+        run(lrp, images(8, seed=44), tmp_path, overwrite=True, format=fmt)
+    assert user_file.read_bytes() == b"USER DATA"

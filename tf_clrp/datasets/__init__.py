@@ -308,9 +308,10 @@ def _open_folder(out: Path, config: dict[str, Any], resume: bool, overwrite: boo
                              "sample_shape": None, "dtype": None}
     check_skipped = None
     old = read_manifest(out)
-    if old is None:
+    if old is None:  # nothing here is provably tf_clrp's: nothing is deleted
         _folder.check_new_folder(out, overwrite)
-    elif resume:
+        return state, None
+    if resume:
         state, check_skipped = _resume.resume_from(out, old, config, neuron_selection,
                                                    n_outputs)
     _folder.remove_unrecorded(out, {r["file"] for r in state["shards"]})
@@ -349,8 +350,8 @@ def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathL
             with ``maps.npy``, ``selection.npy``, ``index.npy``: memory-mappable).
         progress: Show a progress bar (tqdm if installed).
         resume: Continue a previous run in ``out_dir``; False discards it.
-        overwrite: Write into a non-empty folder that has no manifest (only tf_clrp's own
-            shard and temporary files in it are replaced; nothing else is deleted).
+        overwrite: Write into a non-empty folder that has no manifest; nothing in it is
+            deleted, and a folder holding entries named like shards is refused.
         strategy: A ``tf.distribute.Strategy`` (MirroredStrategy, MultiWorkerMirroredStrategy)
             to split every batch over its replicas; only the chief worker writes files.
         analyze_kwargs: Extra ``analyze`` options, e.g. ``{"contrast": "negated"}`` or

@@ -24,6 +24,7 @@ _IGNORED = ("model.name", "analyzer.given")
 _OPTIONS = "analyzer.options."
 _MAX_SHOWN = 8
 _MAX_VALUE = 60
+_MAX_LINE = 200
 
 
 def selection_kind(description: Any) -> str:
@@ -74,14 +75,29 @@ def _leaf_name(path: str) -> str:
     return path
 
 
+def _difference_line(path: str, old: Any, new: Any) -> str:
+    """One difference, at most ``_MAX_LINE`` characters."""
+    if path.endswith((".weights", ".architecture", ".code")):
+        line = f"{_leaf_name(path)}: differs"
+    else:
+        line = f"{path}: stored {_short(old)}, now {_short(new)}"
+    return line if len(line) <= _MAX_LINE else line[:_MAX_LINE - 3] + "..."
+
+
 def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMismatchError:
-    """A short ResumeMismatchError listing only the differing settings."""
-    lines = []
-    for path, old, new in found[:_MAX_SHOWN]:
-        if path.endswith((".weights", ".architecture", ".code")):
-            lines.append(f"{_leaf_name(path)}: differs")
-        else:
-            lines.append(f"{path}: stored {_short(old)}, now {_short(new)}")
+    """A short ResumeMismatchError listing only the differing settings.
+
+    When the analyzer's name differs, only that line is shown (its options then differ as
+    a consequence) with a count of the other differing settings.
+    """
+    name = next((f for f in found if f[0] == "analyzer.name"), None)
+    if name is not None:
+        lines = [_difference_line(*name)]
+        if len(found) > 1:
+            lines.append(f"(and {len(found) - 1} other differing setting(s), mostly the "
+                         "analyzer's options)")
+        return _mismatch_message(out_dir, lines)
+    lines = [_difference_line(*f) for f in found[:_MAX_SHOWN]]
     if len(found) > _MAX_SHOWN:
         lines.append(f"... and {len(found) - _MAX_SHOWN} more")
     return _mismatch_message(out_dir, lines)
