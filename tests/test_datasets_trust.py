@@ -452,6 +452,52 @@ def _stopping(data: np.ndarray, stop: int, step: int = 2) -> Any:
         yield data[start:start + step]
 
 
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_resume_with_other_data_of_same_length_is_refused(lrp: Any, tmp_path: Path,
+                                                          fmt: str) -> None:
+    x = images(20, seed=40)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path, format=fmt)
+    assert load_explanations(tmp_path).n_samples == 8
+    other = x.copy()
+    other[5, 0, 0, 0] += 1.0  # one value in the second shard (samples 4-7)
+    for data in (other, iter([other[i:i + 3] for i in range(0, 20, 3)]),
+                 tf.data.Dataset.from_tensor_slices(other)):
+        with pytest.raises(ResumeMismatchError, match="differ from the stored run at "
+                                                      "samples 4–7 .*shard_00001"):
+            run(lrp, data, tmp_path, format=fmt)
+    assert load_explanations(tmp_path).n_samples == 8  # nothing was added
+    reversed_x = x[::-1].copy()
+    with pytest.raises(ResumeMismatchError, match="samples 0–3"):
+        run(lrp, reversed_x, tmp_path, format=fmt)
+    result = run(lrp, iter([x[i:i + 3] for i in range(0, 20, 3)]), tmp_path, format=fmt)
+    assert result.complete and result.n_samples == 20
+    maps = result.concatenate()["maps"]
+    np.testing.assert_allclose(maps, lrp.analyze(x, "max_activation"), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ResumeMismatchError, match="samples 16–19"):  # a complete run too
+        changed = x.copy()
+        changed[-1] *= 0.5
+        run(lrp, changed, tmp_path, format=fmt)
+
+
+def test_input_checksum_is_crc32_of_the_float32_samples(lrp: Any, tmp_path: Path) -> None:
+    import zlib
+    x = images(6, seed=41).astype(np.float64)
+    run(lrp, x, tmp_path)
+    shards = json.loads((tmp_path / "manifest.json").read_text())["shards"]
+    expected = [zlib.crc32(np.ascontiguousarray(x[i:i + 4], np.float32).tobytes())
+                for i in (0, 4)]
+    assert [s["input_crc32"] for s in shards] == expected
+
+
+def test_resume_with_fewer_samples_than_finished_is_refused(lrp: Any, tmp_path: Path) -> None:
+    x = images(12, seed=42)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path)
+    with pytest.raises(ResumeMismatchError, match="data end after 6 samples"):
+        run(lrp, iter([x[:3], x[3:6]]), tmp_path)
+
+
 def test_other_analyzer_mismatch_is_one_short_line(tmp_path: Path) -> None:
     model = tiny_model()
     x = images(4, seed=43)
@@ -483,3 +529,19 @@ def test_overwrite_without_manifest_deletes_no_shard_named_file(
     with pytest.raises(TfClrpError, match=name.split("/")[0]):
         run(lrp, images(8, seed=44), tmp_path, overwrite=True, format=fmt)
     assert user_file.read_bytes() == b"USER DATA"
+
+
+def test_format_2_shards_without_input_checksum_resume_with_a_warning(
+        lrp: Any, tmp_path: Path) -> None:
+    x = images(12, seed=45)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path)
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for shard in manifest["shards"]:
+        del shard["input_crc32"]  # as written before the field existed
+    path.write_text(json.dumps(manifest))
+    with pytest.warns(RuntimeWarning, match="2 finished shard.*no input checksums"):
+        result = run(lrp, x, tmp_path)
+    assert result.complete and result.n_samples == 12
+    assert "input_crc32" in json.loads(path.read_text())["shards"][2]
