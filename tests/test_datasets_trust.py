@@ -513,7 +513,7 @@ def test_other_analyzer_mismatch_is_one_short_line(tmp_path: Path) -> None:
 
 def test_mismatch_lines_are_capped(tmp_path: Path) -> None:
     from tf_clrp.datasets._resume import mismatch_error
-    found = [(f"analyzer.options.o{i}", "a" * 500, "b" * 500) for i in range(20)]
+    found = [(f"analyzer.options.{'o' * 300}{i}", "a" * 500, "b" * 500) for i in range(20)]
     lines = str(mismatch_error(tmp_path, found)).splitlines()[1:-1]
     assert len(lines) == 9 and lines[-1].strip() == "... and 12 more"
     assert all(len(line) <= 204 for line in lines)
@@ -545,3 +545,12 @@ def test_format_2_shards_without_input_checksum_resume_with_a_warning(
         result = run(lrp, x, tmp_path)
     assert result.complete and result.n_samples == 12
     assert "input_crc32" in json.loads(path.read_text())["shards"][2]
+
+
+def test_overwrite_without_manifest_deletes_no_temporary_named_file(
+        lrp: Any, tmp_path: Path) -> None:
+    user_file = tmp_path / ".shard_notes.tmp"  # tf_clrp's temporary pattern, not its file
+    user_file.write_bytes(b"USER DATA")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run(lrp, images(8, seed=46), tmp_path, overwrite=True).complete
+    assert user_file.read_bytes() == b"USER DATA"
