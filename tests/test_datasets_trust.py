@@ -554,3 +554,15 @@ def test_overwrite_without_manifest_deletes_no_temporary_named_file(
     (tmp_path / "notes.txt").write_text("mine")
     assert run(lrp, images(8, seed=46), tmp_path, overwrite=True).complete
     assert user_file.read_bytes() == b"USER DATA"
+
+
+def test_input_checksum_of_non_numeric_inputs() -> None:
+    import zlib
+
+    from tf_clrp.datasets._input_checksum import update
+    words = np.array([["a cat"], ["a dog"]])
+    assert update(0, words) == zlib.crc32(np.ascontiguousarray(words).tobytes())
+    assert update(update(0, words[:1]), words[1:]) == update(0, words)  # batching-free
+    objects = np.array([b"a", "b"], dtype=object)
+    assert update(0, objects) == zlib.crc32(b"b'a'\0'b'\0")
+    assert update(update(0, objects[:1]), objects[1:]) == update(0, objects)

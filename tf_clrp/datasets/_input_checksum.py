@@ -22,8 +22,20 @@ KEY = "input_crc32"
 
 
 def update(crc: int, images: np.ndarray) -> int:
-    """``crc`` continued over the float32 bytes of ``images``."""
-    array = np.ascontiguousarray(images, dtype=np.float32)
+    """``crc`` continued over the float32 bytes of ``images``.
+
+    Numbers (bool, int, float) are hashed as float32; other arrays (strings) by their own
+    bytes, object arrays by the ``repr`` of their elements.
+    """
+    images = np.asarray(images)
+    if images.dtype.kind in "biuf":
+        array = np.ascontiguousarray(images, dtype=np.float32)
+    elif images.dtype.hasobject:
+        for element in images.reshape(-1):
+            crc = zlib.crc32(repr(element).encode() + b"\0", crc)
+        return crc
+    else:
+        array = np.ascontiguousarray(images)
     return zlib.crc32(array.reshape(-1).view(np.uint8), crc)
 
 
