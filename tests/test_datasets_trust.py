@@ -313,9 +313,17 @@ def test_foreign_files_are_never_deleted(lrp: Any, tmp_path: Path) -> None:
     mine = ["shard_00005", "shard_1.tfrecord", "shard_imgs"]
     assert files(tmp_path) == mine
 
-    (tmp_path / "shard_00007.npz").write_bytes(b"an old tf_clrp shard")  # our pattern
+    (tmp_path / "shard_00007.npz").write_bytes(b"an old tf_clrp shard?")  # our pattern
+    with pytest.raises(TfClrpError, match="shard_00005, shard_00007.npz, named like"):
+        run(lrp, x, tmp_path, overwrite=True)  # without a manifest, a name proves nothing
+    assert files(tmp_path) == sorted([*mine, "shard_00007.npz"])
+    (tmp_path / "shard_00007.npz").unlink()
+    (tmp_path / "shard_00005" / "notes.txt").unlink()
+    (tmp_path / "shard_00005").rmdir()
     result = run(lrp, x, tmp_path, overwrite=True)
     assert result.complete
+    (tmp_path / "shard_00005").mkdir()  # our name, but holds a file tf_clrp never writes
+    (tmp_path / "shard_00005" / "notes.txt").write_text("mine")
     assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz", *mine]
     for fmt in ("npy", "npz"):  # starting over deletes only tf_clrp's files
         run(lrp, x, tmp_path, resume=False, format=fmt)
@@ -429,3 +437,132 @@ def test_lock_of_an_earlier_process_with_this_pid_is_stale(lrp: Any, tmp_path: P
         {"pid": os.getpid(), "host": socket.gethostname(), "token": "an earlier run"}))
     assert run(lrp, images(4), tmp_path).complete
     assert ".tf_clrp.lock" not in files(tmp_path)
+
+
+# ---------------------------------------------------------------------------- review fixes
+class _Interrupt(Exception):
+    pass
+
+
+def _stopping(data: np.ndarray, stop: int, step: int = 2) -> Any:
+    """The batches of ``data``, interrupted (an exception) at sample ``stop``."""
+    for start in range(0, len(data), step):
+        if start >= stop:
+            raise _Interrupt()
+        yield data[start:start + step]
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_resume_with_other_data_of_same_length_is_refused(lrp: Any, tmp_path: Path,
+                                                          fmt: str) -> None:
+    x = images(20, seed=40)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path, format=fmt)
+    assert load_explanations(tmp_path).n_samples == 8
+    other = x.copy()
+    other[5, 0, 0, 0] += 1.0  # one value in the second shard (samples 4-7)
+    for data in (other, iter([other[i:i + 3] for i in range(0, 20, 3)]),
+                 tf.data.Dataset.from_tensor_slices(other)):
+        with pytest.raises(ResumeMismatchError, match="differ from the stored run at "
+                                                      "samples 4–7 .*shard_00001"):
+            run(lrp, data, tmp_path, format=fmt)
+    assert load_explanations(tmp_path).n_samples == 8  # nothing was added
+    reversed_x = x[::-1].copy()
+    with pytest.raises(ResumeMismatchError, match="samples 0–3"):
+        run(lrp, reversed_x, tmp_path, format=fmt)
+    result = run(lrp, iter([x[i:i + 3] for i in range(0, 20, 3)]), tmp_path, format=fmt)
+    assert result.complete and result.n_samples == 20
+    maps = result.concatenate()["maps"]
+    np.testing.assert_allclose(maps, lrp.analyze(x, "max_activation"), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ResumeMismatchError, match="samples 16–19"):  # a complete run too
+        changed = x.copy()
+        changed[-1] *= 0.5
+        run(lrp, changed, tmp_path, format=fmt)
+
+
+def test_input_checksum_is_crc32_of_the_float32_samples(lrp: Any, tmp_path: Path) -> None:
+    import zlib
+    x = images(6, seed=41).astype(np.float64)
+    run(lrp, x, tmp_path)
+    shards = json.loads((tmp_path / "manifest.json").read_text())["shards"]
+    expected = [zlib.crc32(np.ascontiguousarray(x[i:i + 4], np.float32).tobytes())
+                for i in (0, 4)]
+    assert [s["input_crc32"] for s in shards] == expected
+
+
+def test_resume_with_fewer_samples_than_finished_is_refused(lrp: Any, tmp_path: Path) -> None:
+    x = images(12, seed=42)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path)
+    with pytest.raises(ResumeMismatchError, match="data end after 6 samples"):
+        run(lrp, iter([x[:3], x[3:6]]), tmp_path)
+
+
+def test_other_analyzer_mismatch_is_one_short_line(tmp_path: Path) -> None:
+    model = tiny_model()
+    x = images(4, seed=43)
+    run(tf_clrp.create_analyzer("lrp.epsilon", model), x, tmp_path)
+    for name in ("clrp", "lrp.epsilon_plus", "gradient"):
+        with pytest.raises(ResumeMismatchError) as info:
+            run(tf_clrp.create_analyzer(name, model), x, tmp_path)
+        lines = str(info.value).splitlines()[1:-1]
+        assert lines[0].strip() == f"analyzer.name: stored 'lrp.epsilon', now '{name}'"
+        assert len(lines) <= 2 and "composite" not in str(info.value)
+        assert len(str(info.value)) < 400
+
+
+def test_mismatch_lines_are_capped(tmp_path: Path) -> None:
+    from tf_clrp.datasets._resume import mismatch_error
+    found = [(f"analyzer.options.{'o' * 300}{i}", "a" * 500, "b" * 500) for i in range(20)]
+    lines = str(mismatch_error(tmp_path, found)).splitlines()[1:-1]
+    assert len(lines) == 9 and lines[-1].strip() == "... and 12 more"
+    assert all(len(line) <= 204 for line in lines)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+@pytest.mark.parametrize("name", ["shard_00000/maps.npy", "shard_00003.npz"])
+def test_overwrite_without_manifest_deletes_no_shard_named_file(
+        lrp: Any, tmp_path: Path, fmt: str, name: str) -> None:
+    user_file = tmp_path / name
+    user_file.parent.mkdir(parents=True, exist_ok=True)
+    user_file.write_bytes(b"USER DATA")
+    with pytest.raises(TfClrpError, match=name.split("/")[0]):
+        run(lrp, images(8, seed=44), tmp_path, overwrite=True, format=fmt)
+    assert user_file.read_bytes() == b"USER DATA"
+
+
+def test_format_2_shards_without_input_checksum_resume_with_a_warning(
+        lrp: Any, tmp_path: Path) -> None:
+    x = images(12, seed=45)
+    with pytest.raises(_Interrupt):
+        run(lrp, _stopping(x, 8), tmp_path)
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for shard in manifest["shards"]:
+        del shard["input_crc32"]  # as written before the field existed
+    path.write_text(json.dumps(manifest))
+    with pytest.warns(RuntimeWarning, match="2 finished shard.*no input checksums"):
+        result = run(lrp, x, tmp_path)
+    assert result.complete and result.n_samples == 12
+    assert "input_crc32" in json.loads(path.read_text())["shards"][2]
+
+
+def test_overwrite_without_manifest_deletes_no_temporary_named_file(
+        lrp: Any, tmp_path: Path) -> None:
+    user_file = tmp_path / ".shard_notes.tmp"  # tf_clrp's temporary pattern, not its file
+    user_file.write_bytes(b"USER DATA")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run(lrp, images(8, seed=46), tmp_path, overwrite=True).complete
+    assert user_file.read_bytes() == b"USER DATA"
+
+
+def test_input_checksum_of_non_numeric_inputs() -> None:
+    import zlib
+
+    from tf_clrp.datasets._input_checksum import update
+    words = np.array([["a cat"], ["a dog"]])
+    assert update(0, words) == zlib.crc32(np.ascontiguousarray(words).tobytes())
+    assert update(update(0, words[:1]), words[1:]) == update(0, words)  # batching-free
+    objects = np.array([b"a", "b"], dtype=object)
+    assert update(0, objects) == zlib.crc32(b"b'a'\0'b'\0")
+    assert update(update(0, objects[:1]), objects[1:]) == update(0, objects)

@@ -7,8 +7,9 @@ reads them back. See ``docs/datasets.md`` for the file layout and the resume sem
 Resuming skips the samples of finished shards by advancing the data iterator, so the data
 must come in the same, deterministic order on every run (no unseeded shuffling). A run is
 resumed only if the model (architecture and weights), the analyzer's options, the selection
-and the data length (where known) match the stored fingerprints, and only after the finished
-shards pass their size and checksum checks. The folder is locked while a run writes.
+and the data length (where known) match the stored fingerprints, only after the finished
+shards pass their size and checksum checks, and only while the skipped samples match the
+stored CRC-32 of each finished shard's inputs. The folder is locked while a run writes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tensorflow as tf
 
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.analyzers.contrastive import ContrastiveExplanation
-from tf_clrp.datasets import _folder, _integrity, _resume
+from tf_clrp.datasets import _folder, _input_checksum, _integrity, _resume
 from tf_clrp.datasets._common import (
     FORMAT_VERSION,
     FORMATS,
@@ -214,15 +215,17 @@ class _ShardWriter:
         self.buffers: dict[str, np.ndarray] | None = None
         self.kinds: list[str] = []
         self.fill = 0
+        self.input_crc = 0
         self.written = 0
 
     @property
     def completed(self) -> int:
         return int(self.manifest["completed"])
 
-    def add(self, result: Any, selection: np.ndarray, kinds: list[str], index: np.ndarray
-            ) -> None:
-        """Copies one chunk's maps, stored selection and global indices into the buffer."""
+    def add(self, result: Any, selection: np.ndarray, kinds: list[str], index: np.ndarray,
+            images: np.ndarray) -> None:
+        """Copies one chunk's maps, stored selection and global indices into the buffer
+        (and continues the checksum of the shard's input ``images``)."""
         arrays = {"maps": result.contrastive, **{p: getattr(result, p) for p in PARTS}} \
             if isinstance(result, ContrastiveExplanation) else {"maps": result}
         arrays.update(selection=selection, index=index)
@@ -237,6 +240,7 @@ class _ShardWriter:
             self.buffers[name][self.fill:self.fill + n] = array
         self.kinds += kinds
         self.fill += n
+        self.input_crc = _input_checksum.update(self.input_crc, images)
 
     def _selection_runs(self, start: int) -> list[list[Any]]:
         """The shard's selection kinds as [kind, first, stop) runs of global indices."""
@@ -273,11 +277,13 @@ class _ShardWriter:
                 raise storage_error(exc, path, self.completed) from exc
         record = {"file": name, "start": start, "stop": start + self.fill,
                   "count": self.fill, "bytes": sum(f["bytes"] for f in files.values()),
-                  "files": files, "selection": self._selection_runs(start)}
+                  "files": files, "selection": self._selection_runs(start),
+                  _input_checksum.KEY: self.input_crc}
         self.manifest["shards"].append(record)
         self.manifest["completed"] = start + self.fill
         self.save_manifest(unrecord_last=True)
         self.fill = 0
+        self.input_crc = 0
         self.kinds = []
         self.written += 1
         return name
@@ -302,15 +308,16 @@ class _ShardWriter:
 
 def _open_folder(out: Path, config: dict[str, Any], resume: bool, overwrite: bool,
                  neuron_selection: Any, n_outputs: int | None
-                 ) -> tuple[dict[str, Any], Callable[..., None] | None]:
+                 ) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
     """Checks and cleans ``out`` (locked by the caller); returns the state to start from."""
     state: dict[str, Any] = {"shards": [], "completed": 0, "complete": False, "fields": None,
                              "sample_shape": None, "dtype": None}
     check_skipped = None
     old = read_manifest(out)
-    if old is None:
+    if old is None:  # nothing here is provably tf_clrp's: nothing is deleted
         _folder.check_new_folder(out, overwrite)
-    elif resume:
+        return state, None
+    if resume:
         state, check_skipped = _resume.resume_from(out, old, config, neuron_selection,
                                                    n_outputs)
     _folder.remove_unrecorded(out, {r["file"] for r in state["shards"]})
@@ -349,8 +356,8 @@ def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathL
             with ``maps.npy``, ``selection.npy``, ``index.npy``: memory-mappable).
         progress: Show a progress bar (tqdm if installed).
         resume: Continue a previous run in ``out_dir``; False discards it.
-        overwrite: Write into a non-empty folder that has no manifest (only tf_clrp's own
-            shard and temporary files in it are replaced; nothing else is deleted).
+        overwrite: Write into a non-empty folder that has no manifest; nothing in it is
+            deleted, and a folder holding entries named like shards is refused.
         strategy: A ``tf.distribute.Strategy`` (MirroredStrategy, MultiWorkerMirroredStrategy)
             to split every batch over its replicas; only the chief worker writes files.
         analyze_kwargs: Extra ``analyze`` options, e.g. ``{"contrast": "negated"}`` or
@@ -363,8 +370,9 @@ def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathL
         ExplanationStorageError: the folder is not writable or the disk is full (finished
             shards are kept; no partial file is left under a shard's name).
         ResumeMismatchError: ``out_dir`` holds a run made with other settings (model,
-            weights, options, selection, data length, ...) or settings that cannot be
-            fingerprinted.
+            weights, options, selection, data length, ...), other data (the skipped
+            samples differ from a finished shard's input checksum) or settings that cannot
+            be fingerprinted.
         FolderLockedError: another run is writing into ``out_dir``.
         FolderError: ``out_dir`` is not empty, has no manifest and ``overwrite=False``.
     """
@@ -423,9 +431,10 @@ def _explain_locked(analyzer: Any, data: Any, out: Path, config: dict[str, Any],
     input_rank = None if full_shape is None else len(full_shape)
     skip = int(manifest["completed"])
     if manifest["complete"]:
-        if check_skipped is not None:  # compare the labels of the finished samples
+        if check_skipped is not None:  # compare the finished samples and their labels
             for _ in iter_batches(data, input_rank, batch_size, skip, check_skipped):
                 break
+            check_skipped.finish()
         writer.save_manifest()  # the selection now recorded is the equivalent one given
         return DatasetExplanation(out, manifest, skipped_shards=skipped_shards)
     writer.save_manifest()
@@ -437,6 +446,8 @@ def _explain_locked(analyzer: Any, data: Any, out: Path, config: dict[str, Any],
              analyze_kwargs, progress_bar)
     finally:
         progress_bar.close()
+    if check_skipped is not None:
+        check_skipped.finish()
     manifest["complete"] = True
     writer.save_manifest()
     return DatasetExplanation(out, manifest, computed_shards=writer.written,
@@ -468,7 +479,7 @@ def _run(analyzer: Any, batches: Any, writer: _ShardWriter, runner: Any,
                                       batch_size=batch_size, **analyze_kwargs)
         else:
             result = runner.analyze(analyzer, images, selection, **analyze_kwargs)
-        writer.add(result, stored, kinds, index)
+        writer.add(result, stored, kinds, index, images)
         next_index += len(images)
         pending, pending_n = [], 0
         progress.update(len(images))

@@ -6,6 +6,11 @@ tf_clrp owns exactly these names in ``out_dir`` (anything else is never deleted)
 - shards: files ``shard_#####.npz`` (five digits) and folders ``shard_#####`` that hold
   nothing but ``<field>.npy`` files of tf_clrp's fields;
 - temporary names: ``.shard_*.tmp``, ``.manifest.json.*.tmp``, ``.tf_clrp.lock.*.tmp``.
+
+A name alone proves nothing: these entries are deleted only in a folder whose
+``manifest.json`` (written before any shard) shows that tf_clrp ran there. In a folder
+without a manifest nothing is deleted, and ``overwrite=True`` refuses a folder holding
+an entry named like a shard (``shard_#####.npz`` or ``shard_#####``) naming it.
 """
 
 from __future__ import annotations
@@ -45,21 +50,32 @@ def foreign_entries(out_dir: Path) -> list[str]:
                   if p.name not in own and not is_shard(p) and not is_temporary(p))
 
 
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def check_new_folder(out_dir: Path, overwrite: bool) -> None:
     """Refuses a folder without a manifest that holds anything but tf_clrp's temporaries.
 
     Raises:
-        FolderError: such a folder and ``overwrite=False``.
+        FolderError: such a folder and ``overwrite=False``; or ``overwrite=True`` and an
+            entry named like a shard (tf_clrp would replace it, but cannot know it wrote it).
     """
     taken = sorted(p.name for p in out_dir.iterdir()
                    if p.name != LOCK and not is_temporary(p))
     if taken and not overwrite:
-        shown = ", ".join(taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
         raise FolderError(
-            f"{out_dir} is not empty ({shown}) and has no {MANIFEST}, so it is not an "
-            "explain_dataset output folder. Use an empty or new folder, or overwrite=True "
-            "to write into it anyway (only tf_clrp's own shard files would be replaced; "
-            "other files are never deleted).")
+            f"{out_dir} is not empty ({_shown(taken)}) and has no {MANIFEST}, so it is not "
+            "an explain_dataset output folder. Use an empty or new folder, or "
+            "overwrite=True to write into it anyway (nothing in it is deleted).")
+    shard_named = [name for name in taken
+                   if _SHARD_FILE.fullmatch(name) or _SHARD_DIR.fullmatch(name)]
+    if shard_named:
+        raise FolderError(
+            f"{out_dir} has no {MANIFEST} but holds {_shown(shard_named)}, named like "
+            "tf_clrp shards; without a manifest tf_clrp cannot know it wrote them, so "
+            "overwrite=True does not replace them. Move or delete them yourself, or use "
+            "another out_dir.")
 
 
 def remove(path: Path) -> None:

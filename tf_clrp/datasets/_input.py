@@ -13,8 +13,8 @@ from tf_clrp.errors import InputError
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "features")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
 
-#: Called with (labels or None, global indices) for the samples skipped when resuming.
-SkippedCheck = Callable[[np.ndarray | None, np.ndarray], None]
+#: Called with (images, labels or None, global indices) for the samples skipped when resuming.
+SkippedCheck = Callable[[np.ndarray, np.ndarray | None, np.ndarray], None]
 
 
 def split_element(element: Any) -> tuple[Any, Any]:
@@ -53,11 +53,13 @@ def iter_batches(data: Any, input_rank: int | None, batch_size: int, skip: int,
 
     Elements whose images have one axis less than the model input are single samples
     (with an unknown input rank, every element is taken to be a batch). ``check_skipped``
-    sees the labels of the skipped samples (then they are read, not skipped inside tf.data).
+    sees the skipped samples (then they are read, not skipped inside tf.data).
     """
     if isinstance(data, np.ndarray):
-        if check_skipped is not None and skip:
-            check_skipped(None, np.arange(skip))
+        if check_skipped is not None:
+            for start in range(0, min(skip, len(data)), batch_size):
+                stop = min(start + batch_size, skip, len(data))
+                check_skipped(data[start:stop], None, np.arange(start, stop))
         for start in range(skip, len(data), batch_size):
             yield data[start:start + batch_size], None
         return
@@ -81,7 +83,7 @@ def iter_batches(data: Any, input_rank: int | None, batch_size: int, skip: int,
         if skip:
             dropped = min(skip, len(images))
             if check_skipped is not None:
-                check_skipped(None if labels is None else labels[:dropped],
+                check_skipped(images[:dropped], None if labels is None else labels[:dropped],
                               np.arange(position, position + dropped))
             position += dropped
             skip -= dropped

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tf_clrp.datasets import _integrity
+from tf_clrp.datasets import _input_checksum, _integrity
 from tf_clrp.datasets._common import FORMAT_VERSION, ResumeMismatchError, ShardIntegrityError
 from tf_clrp.datasets._reader import DatasetExplanation
 from tf_clrp.datasets._selection import labels_to_indices, unit_values
@@ -24,6 +23,7 @@ _IGNORED = ("model.name", "analyzer.given")
 _OPTIONS = "analyzer.options."
 _MAX_SHOWN = 8
 _MAX_VALUE = 60
+_MAX_LINE = 200
 
 
 def selection_kind(description: Any) -> str:
@@ -74,14 +74,29 @@ def _leaf_name(path: str) -> str:
     return path
 
 
+def _difference_line(path: str, old: Any, new: Any) -> str:
+    """One difference, at most ``_MAX_LINE`` characters."""
+    if path.endswith((".weights", ".architecture", ".code")):
+        line = f"{_leaf_name(path)}: differs"
+    else:
+        line = f"{path}: stored {_short(old)}, now {_short(new)}"
+    return line if len(line) <= _MAX_LINE else line[:_MAX_LINE - 3] + "..."
+
+
 def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMismatchError:
-    """A short ResumeMismatchError listing only the differing settings."""
-    lines = []
-    for path, old, new in found[:_MAX_SHOWN]:
-        if path.endswith((".weights", ".architecture", ".code")):
-            lines.append(f"{_leaf_name(path)}: differs")
-        else:
-            lines.append(f"{path}: stored {_short(old)}, now {_short(new)}")
+    """A short ResumeMismatchError listing only the differing settings.
+
+    When the analyzer's name differs, only that line is shown (its options then differ as
+    a consequence) with a count of the other differing settings.
+    """
+    name = next((f for f in found if f[0] == "analyzer.name"), None)
+    if name is not None:
+        lines = [_difference_line(*name)]
+        if len(found) > 1:
+            lines.append(f"(and {len(found) - 1} other differing setting(s), mostly the "
+                         "analyzer's options)")
+        return _mismatch_message(out_dir, lines)
+    lines = [_difference_line(*f) for f in found[:_MAX_SHOWN]]
     if len(found) > _MAX_SHOWN:
         lines.append(f"... and {len(found) - _MAX_SHOWN} more")
     return _mismatch_message(out_dir, lines)
@@ -191,11 +206,12 @@ def _check_units_agree(out: Path, stored: np.ndarray, given: np.ndarray, first: 
 
 def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
                  neuron_selection: Any, n_outputs: int | None
-                 ) -> tuple[dict[str, Any], Callable[..., None] | None]:
-    """The manifest state to continue from, and a check for the skipped samples' labels.
+                 ) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
+    """The manifest state to continue from, and a check for the skipped samples.
 
     Raises:
-        ResumeMismatchError: settings, data length or the selection's values differ.
+        ResumeMismatchError: settings, data length or the selection's values differ
+            (the data themselves are compared by the returned check, as they are read).
     """
     by_values = compare(old, config, out)
     known = config["n_samples_expected"]
@@ -206,8 +222,16 @@ def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
     state = {k: old.get(k) for k in ("fields", "sample_shape", "dtype")}
     state.update(shards=shards, completed=shards[-1]["stop"] if shards else 0,
                  complete=bool(old["complete"]) and len(shards) == len(old["shards"]))
-    if not by_values or not shards:
+    if not shards:
         return state, None
+    legacy = [s["file"] for s in shards if _input_checksum.KEY not in s]
+    if legacy:
+        warnings.warn(f"{out}: {len(legacy)} finished shard(s) ({legacy[0]}, ...) were "
+                      "written by a tf_clrp that recorded no input checksums; their data "
+                      "cannot be compared with the data given now.", RuntimeWarning,
+                      stacklevel=5)
+    if not by_values:
+        return state, _input_checksum.SkippedInputs(out, shards)
     stored = _stored_units(out, {**old, **state})
     if not (isinstance(neuron_selection, str) and neuron_selection == "labels"):
         given = unit_values(neuron_selection, len(stored))
@@ -215,10 +239,10 @@ def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
             raise _mismatch(out, f"neuron_selection: gives no unit for all of the "
                                  f"{len(stored)} finished samples")
         _check_units_agree(out, stored, given, 0)
-        return state, None
+        return state, _input_checksum.SkippedInputs(out, shards)
 
-    def check_skipped(labels: np.ndarray | None, index: np.ndarray) -> None:
+    def check_labels(labels: np.ndarray | None, index: np.ndarray) -> None:
         units = labels_to_indices(labels, n_outputs)
         _check_units_agree(out, stored[index], np.asarray(units), int(index[0]))
 
-    return state, check_skipped
+    return state, _input_checksum.SkippedInputs(out, shards, check_labels)
