@@ -19,6 +19,8 @@ from .pointing import (
     center_baseline,
     max_points,
     pointing_game,
+    random_baseline,
+    random_hit_rate,
 )
 from .quantus import explain_func
 from .unit_ablation import rank_agreement, unit_ablation, unit_relevance
@@ -37,6 +39,8 @@ __all__ = [
     "max_points",
     "patch_scores",
     "pointing_game",
+    "random_baseline",
+    "random_hit_rate",
     "rank_agreement",
     "region_perturbation",
     "relevance_mass_in_region",
