@@ -308,7 +308,8 @@ def markdown(res: Result, command: str) -> str:
     cfg = res.config
     n_scenes = {k: sum(s.kind == k for s in res.scenes) for k in ("mosaic", "pair", "voc")}
     kinds = [k for k in ("mosaic", "pair", "voc") if k in res.pointing]
-    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 CPU cores "
+    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
+           "(other jobs running: the times are not speed figures) "
            f"(explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)."
            f" Photos and their classes: "
            + ", ".join(f"{n} → {short[c]} ({c})" for n, c in res.photo_classes.items()) + "."]
