@@ -15,8 +15,10 @@ from typing import Any
 from tf_clrp import composites, rules
 from tf_clrp.analyzers import CLRP, SGLRP, IntegratedGradients, Propagation, SmoothGrad
 from tf_clrp.analyzers.base import Analyzer
+from tf_clrp.analyzers.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, LayerCAM
 from tf_clrp.composites import Composite
 from tf_clrp.metrics.model_agnostic import Occlusion, PredictionDifference
+from tf_clrp.metrics.rise import RISE
 
 #: Options every analyzer accepts (see ``Analyzer`` and ``Propagation``).
 COMMON_OPTIONS = ("output_index", "layer_name", "neuron_selection_mode", "batch_size",
@@ -170,9 +172,15 @@ ANALYZERS: dict[str, Callable[..., Any]] = {
     # contrastive
     "clrp": CLRP,
     "sglrp": SGLRP,
+    # class activation maps
+    "grad_cam": GradCAM,
+    "grad_cam_plus_plus": GradCAMPlusPlus,
+    "layer_cam": LayerCAM,
+    "guided_grad_cam": GuidedGradCAM,
     # model-agnostic baselines (tf_clrp.metrics)
     "occlusion": Occlusion,
     "prediction_difference": PredictionDifference,
+    "rise": RISE,
 }
 
 
@@ -201,6 +209,8 @@ def _accepted_options(factory: Callable[..., Any]) -> set[str] | None:
         accepted.update(LRP_OPTIONS)
     if factory in (IntegratedGradients, SmoothGrad) or not getattr(factory, "lrp", True):
         accepted.update(("postprocess", "layer_rules"))
+    if getattr(factory, "cam", False):
+        accepted.difference_update(LRP_OPTIONS + ("postprocess",))
     accepted.discard("model")
     accepted.discard("self")
     return accepted

@@ -11,6 +11,7 @@ from .discriminativeness import (
     map_correlation,
     relevance_mass_in_region,
 )
+from .insertion_deletion import InsertionDeletionResult, insertion_deletion, trapezoid_auc
 from .model_agnostic import Occlusion, PredictionDifference
 from .perturbation import PerturbationResult, patch_scores, region_perturbation
 from .pointing import (
@@ -23,20 +24,28 @@ from .pointing import (
     random_hit_rate,
 )
 from .quantus import explain_func
+from .randomization import RandomizationResult, model_randomization, ssim
+from .rise import RISE, make_masks
 from .unit_ablation import rank_agreement, unit_ablation, unit_relevance
 
 __all__ = [
     "DiscriminativenessReport",
+    "InsertionDeletionResult",
     "Occlusion",
     "PerturbationResult",
     "PointingGame",
     "PointingGameResult",
     "PredictionDifference",
+    "RandomizationResult",
+    "RISE",
     "center_baseline",
     "discriminativeness_report",
     "explain_func",
+    "insertion_deletion",
     "map_correlation",
+    "make_masks",
     "max_points",
+    "model_randomization",
     "patch_scores",
     "pointing_game",
     "random_baseline",
@@ -44,6 +53,8 @@ __all__ = [
     "rank_agreement",
     "region_perturbation",
     "relevance_mass_in_region",
+    "ssim",
+    "trapezoid_auc",
     "unit_ablation",
     "unit_relevance",
 ]
