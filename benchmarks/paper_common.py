@@ -29,7 +29,7 @@ Box = tuple[int, int, int, int]
 
 #: Maps of these analyzers are saliency magnitudes: |map| max over channels (TorchRay's
 #: ``gradient_to_saliency``); all others are summed over channels (signed relevance).
-ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet"})
+ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet", "guided_grad_cam"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class MethodSpec:
 
 #: The compared methods, in table order: (table name, registry analyzer, z^B on the first
 #: layer, CLRP contrast, keep CLRP's parts). Model-agnostic analyzers take their options
-#: from ``paper_methods``' arguments. A new analyzer is one line here.
+#: from ``paper_methods``' arguments. A new analyzer is one line here. ``rise`` is not
+#: listed: its thousands of masked forwards per map do not fit the default run.
 METHOD_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
     ("gradient", "gradient", False, None, False),
     ("input_t_gradient", "input_t_gradient", False, None, False),
@@ -81,6 +82,10 @@ METHOD_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
     ("sglrp", "sglrp", True, None, False),
     ("occlusion", "occlusion", False, None, False),
     ("prediction_difference", "prediction_difference", False, None, False),
+    ("grad_cam", "grad_cam", False, None, False),
+    ("grad_cam_plus_plus", "grad_cam_plus_plus", False, None, False),
+    ("layer_cam", "layer_cam", False, None, False),
+    ("guided_grad_cam", "guided_grad_cam", False, None, False),
 )
 
 #: Variants that isolate the z^B input rule (Pointing Game / discriminativeness only).
