@@ -17,13 +17,19 @@ from typing import Any
 import numpy as np
 
 import tf_clrp
-from tf_clrp.metrics import PointingGame, discriminativeness_report, region_perturbation
+from tf_clrp.metrics import (
+    PointingGame,
+    discriminativeness_report,
+    random_baseline,
+    random_hit_rate,
+    region_perturbation,
+)
 
 Box = tuple[int, int, int, int]
 
 #: Maps of these analyzers are saliency magnitudes: |map| max over channels (TorchRay's
 #: ``gradient_to_saliency``); all others are summed over channels (signed relevance).
-ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet"})
+ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet", "guided_grad_cam"})
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,54 @@ class MethodSpec:
         return self.analyzer, repr(self.options)
 
 
+#: The compared methods, in table order: (table name, registry analyzer, z^B on the first
+#: layer, CLRP contrast, keep CLRP's parts). Model-agnostic analyzers take their options
+#: from ``paper_methods``' arguments. A new analyzer is one line here. ``rise`` is not
+#: listed: its thousands of masked forwards per map do not fit the default run.
+METHOD_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
+    ("gradient", "gradient", False, None, False),
+    ("input_t_gradient", "input_t_gradient", False, None, False),
+    ("guided_backprop", "guided_backprop", False, None, False),
+    ("deconvnet", "deconvnet", False, None, False),
+    ("lrp.z_plus", "lrp.z_plus", True, None, False),
+    ("lrp.epsilon_plus", "lrp.epsilon_plus", False, None, False),
+    ("lrp.sequential_preset_a", "lrp.sequential_preset_a", False, None, False),
+    ("clrp (others)", "clrp", True, "others", True),
+    ("clrp (negated)", "clrp", True, "negated", False),
+    ("clrp (rival)", "clrp", True, "rival", False),
+    ("sglrp", "sglrp", True, None, False),
+    ("occlusion", "occlusion", False, None, False),
+    ("prediction_difference", "prediction_difference", False, None, False),
+    ("grad_cam", "grad_cam", False, None, False),
+    ("grad_cam_plus_plus", "grad_cam_plus_plus", False, None, False),
+    ("layer_cam", "layer_cam", False, None, False),
+    ("guided_grad_cam", "guided_grad_cam", False, None, False),
+)
+
+#: Variants that isolate the z^B input rule (Pointing Game / discriminativeness only).
+ABLATION_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
+    ("lrp.z_plus (no z^B)", "lrp.z_plus", False, None, False),
+    ("clrp (others, per-image z^B)", "clrp", False, "others", False),
+)
+
+
+def _specs(table: Sequence[tuple[str, str, bool, Any, bool]], bounds: tuple[float, float] | None,
+           agnostic: dict[str, dict[str, Any]]) -> dict[str, MethodSpec]:
+    """MethodSpecs of a method table (``bounds`` for the rows with z^B)."""
+    specs = {}
+    for name, analyzer, zb, contrast, parts in table:
+        options = tuple(sorted(agnostic.get(analyzer, {}).items()))
+        if zb:
+            if bounds is None:
+                raise ValueError(f"{name} needs the input bounds")
+            options = (("input_layer_rule", tuple(float(b) for b in bounds)),)
+        specs[name] = MethodSpec(analyzer, options, contrast, parts)
+    return specs
+
+
 def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
                   prediction_difference: dict[str, Any]) -> dict[str, MethodSpec]:
-    """The compared methods, keyed by their table name.
+    """The compared methods of ``METHOD_TABLE``, keyed by their table name.
 
     Args:
         bounds: (low, high) of the model's input (z^B first-layer rule).
@@ -70,31 +121,13 @@ def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
     Returns:
         name -> MethodSpec, in table order.
     """
-    zb = (("input_layer_rule", tuple(float(b) for b in bounds)),)
-    return {
-        "gradient": MethodSpec("gradient"),
-        "input_t_gradient": MethodSpec("input_t_gradient"),
-        "guided_backprop": MethodSpec("guided_backprop"),
-        "deconvnet": MethodSpec("deconvnet"),
-        "lrp.z_plus": MethodSpec("lrp.z_plus", zb),
-        "lrp.epsilon_plus": MethodSpec("lrp.epsilon_plus"),
-        "lrp.sequential_preset_a": MethodSpec("lrp.sequential_preset_a"),
-        "clrp (others)": MethodSpec("clrp", zb, "others", parts=True),
-        "clrp (negated)": MethodSpec("clrp", zb, "negated"),
-        "clrp (rival)": MethodSpec("clrp", zb, "rival"),
-        "sglrp": MethodSpec("sglrp", zb),
-        "occlusion": MethodSpec("occlusion", tuple(sorted(occlusion.items()))),
-        "prediction_difference": MethodSpec(
-            "prediction_difference", tuple(sorted(prediction_difference.items()))),
-    }
+    return _specs(METHOD_TABLE, bounds, {"occlusion": occlusion,
+                                         "prediction_difference": prediction_difference})
 
 
 def ablation_methods() -> dict[str, MethodSpec]:
-    """Variants that isolate the z^B input rule (Pointing Game / discriminativeness only)."""
-    return {
-        "lrp.z_plus (no z^B)": MethodSpec("lrp.z_plus"),
-        "clrp (others, per-image z^B)": MethodSpec("clrp", (), "others"),
-    }
+    """The methods of ``ABLATION_TABLE`` (Pointing Game / discriminativeness only)."""
+    return _specs(ABLATION_TABLE, None, {})
 
 
 # ----------------------------------------------------------------------------- model calls
@@ -287,51 +320,111 @@ def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, Meth
 
 
 # ----------------------------------------------------------------------------- metrics
-def random_point_rate(regions: Sequence[Box], shape: tuple[int, int], tol: float) -> float:
-    """Probability that a uniformly random pixel lies within ``tol`` px of a box."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    near = np.zeros(shape, bool)
-    for y0, x0, y1, x1 in regions:
-        dy = np.maximum(np.maximum(y0 - yy, yy - (y1 - 1)), 0)
-        dx = np.maximum(np.maximum(x0 - xx, xx - (x1 - 1)), 0)
-        near |= dy**2 + dx**2 <= tol**2 + 1e-9
-    return float(near.mean())
+#: Bootstrap resamples and seed of every 95 % interval.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def class_mean(values: np.ndarray, classes: np.ndarray) -> float:
+    """Unweighted mean over classes of the per-class mean (the Pointing Game's average)."""
+    per_class = [np.nanmean(values[classes == c]) for c in np.unique(classes)]
+    return _nanmean(per_class)
+
+
+def bootstrap_interval(values: np.ndarray, scenes: np.ndarray,
+                       classes: np.ndarray | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean, resampling scenes (the unit of independence).
+
+    All rows of a drawn scene enter together. The statistic is the mean of ``values`` over
+    rows, or with ``classes`` the unweighted mean over classes of the per-class mean.
+
+    Args:
+        values: one value per row (NaN rows are left out).
+        scenes: scene id per row.
+        classes: class per row, or None.
+        resamples: bootstrap resamples.
+        seed: seed of the resampling.
+        level: coverage of the interval.
+
+    Returns:
+        (low, high); NaN if there are fewer than 2 scenes.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ids, scene_of_row = np.unique(np.asarray(scenes), return_inverse=True)
+    if len(ids) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=resamples)
+    valid = np.isfinite(values)
+    weights = counts[:, scene_of_row] * valid  # (B, R)
+    v = np.where(valid, values, 0.0)
+    if classes is None:
+        stats = (weights * v).sum(axis=1) / np.maximum(weights.sum(axis=1), 1)
+    else:
+        _, class_of_row = np.unique(np.asarray(classes), return_inverse=True)
+        onehot = np.eye(class_of_row.max() + 1)[class_of_row]  # (R, C)
+        den = weights @ onehot
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = np.where(den > 0, ((weights * v) @ onehot) / den, np.nan)
+        stats = np.nanmean(per_class, axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _scored(values: np.ndarray, scenes: np.ndarray, classes: np.ndarray,
+            point: float | None = None) -> dict[str, Any]:
+    """Class mean of per-row values and its bootstrap interval over scenes."""
+    mean = class_mean(values, classes) if point is None else point
+    return {"mean": mean, "ci": bootstrap_interval(values, scenes, classes)}
 
 
 def pointing_table(maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray,
-                   tolerance: float = 15.0) -> dict[str, dict[str, float]]:
+                   tolerance: float = 15.0) -> dict[str, dict[str, Any]]:
     """Pointing Game per method on the rows selected by ``mask``, plus baselines.
 
     Returns:
-        method -> {"accuracy": mean over classes (τ = tolerance, scaled), "strict": the same
-        with τ = 0 (the point must lie inside a box), "n": rows}; plus "(center)" and
-        "(random point)" (expected accuracy of a uniform random pixel) baselines.
+        method -> {"accuracy": {"mean", "ci"} at τ = tolerance (scaled), "strict": the same at
+        τ = 0 (the point must lie inside a box), "n": rows, "scenes": scenes}; plus the
+        baselines "(center)" (the image centre) and "(random point)" (exact expected accuracy
+        of a uniformly random pixel, ``tf_clrp.metrics.random_hit_rate``). Intervals: 95 %
+        percentile bootstrap over scenes.
     """
     idx = np.flatnonzero(mask)
     regions = [rows.regions[i] for i in idx]
     cls = rows.classes[idx]
-    shape = rows.x.shape[1:3]
-    table: dict[str, dict[str, float]] = {}
+    scenes = rows.scene[idx]
+    shape = tuple(rows.x.shape[1:3])
+    sizes = {"n": int(len(idx)), "scenes": int(len(np.unique(scenes)))}
+    table: dict[str, dict[str, Any]] = {}
     for name, m in maps.items():
-        game = PointingGame(tolerance=tolerance)
-        strict = PointingGame(tolerance=0.0, scale_tolerance=False)
-        game.update(m[idx], regions, cls)
-        strict.update(m[idx], regions, cls)
-        table[name] = {"accuracy": game.result().mean, "strict": strict.result().mean,
-                       "n": float(len(idx))}
-    center = PointingGame(tolerance=tolerance, baseline="center")
-    center.update(np.zeros((len(idx), *shape), np.float32), regions, cls)
-    tol = tolerance * max(shape) / 224.0
-    per_class: dict[int, list[tuple[float, float]]] = {}
-    for c, reg in zip(cls, regions):
-        per_class.setdefault(int(c), []).append(
-            (random_point_rate(reg, shape, tol), random_point_rate(reg, shape, 0.0)))
-    rand, rand0 = np.mean([np.mean(v, axis=0) for v in per_class.values()], axis=0)
-    table["(center)"] = {"accuracy": center.result().mean, "strict": float("nan"),
-                         "n": float(len(idx))}
-    table["(random point)"] = {"accuracy": float(rand), "strict": float(rand0),
-                               "n": float(len(idx))}
+        hits = PointingGame(tolerance=tolerance).update(m[idx], regions, cls)
+        inside = PointingGame(tolerance=0.0, scale_tolerance=False).update(m[idx], regions, cls)
+        table[name] = {"accuracy": _scored(hits, scenes, cls),
+                       "strict": _scored(inside, scenes, cls), **sizes}
+    blank = np.zeros((len(idx), *shape), np.float32)
+    center = PointingGame(tolerance=tolerance, baseline="center").update(blank, regions, cls)
+    center0 = PointingGame(tolerance=0.0, scale_tolerance=False,
+                           baseline="center").update(blank, regions, cls)
+    table["(center)"] = {"accuracy": _scored(center, scenes, cls),
+                         "strict": _scored(center0, scenes, cls), **sizes}
+    chance = np.array([random_hit_rate(r, shape, tolerance) for r in regions])
+    chance0 = np.array([random_hit_rate(r, shape, 0.0, scale_tolerance=False) for r in regions])
+    table["(random point)"] = {
+        "accuracy": _scored(chance, scenes, cls, random_baseline(regions, cls, shape,
+                                                                 tolerance).mean),
+        "strict": _scored(chance0, scenes, cls, random_baseline(
+            regions, cls, shape, 0.0, scale_tolerance=False).mean), **sizes}
     return table
+
+
+def scored_cell(score: dict[str, Any], digits: int = 2) -> str:
+    """``mean [low, high]`` (the interval omitted when there is none)."""
+    low, high = score["ci"]
+    if not np.isfinite(low):
+        return fmt(score["mean"], digits)
+    return f"{fmt(score['mean'], digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
 def row_hits(maps: dict[str, np.ndarray], rows: Rows,
@@ -381,13 +474,14 @@ class AopcResult:
     aopc: dict[str, dict[str, float]]
     curves: dict[str, dict[str, list[float]]]
     n: int
+    ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
 def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
                maps: dict[str, np.ndarray], targets: np.ndarray,
                orders: Sequence[str] = ("morf", "lerf"), patch_size: int = 16, steps: int = 20,
                perturbation: str = "mean", batch_size: int = 64,
-               progress: bool = False) -> AopcResult:
+               progress: bool = False, scenes: np.ndarray | None = None) -> AopcResult:
     """Region perturbation of all methods in one batched run per order, plus a random order.
 
     Args:
@@ -398,17 +492,22 @@ def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
         orders: orders evaluated per method ("random" is added once, method-independent).
         patch_size, steps, perturbation, batch_size: see ``region_perturbation``.
         progress: tqdm bars.
+        scenes: scene id per image: 95 % bootstrap intervals resample scenes (default: each
+            image its own scene).
 
     Returns:
-        :class:`AopcResult`; ``curves[method][order]`` is the mean curve f(x_k) − f(x_0).
+        :class:`AopcResult`; ``curves[method][order]`` is the mean curve f(x_k) − f(x_0),
+        ``ci[method][order]`` the interval of the mean AOPC.
     """
     names = list(maps)
     n = len(x)
     big_x = np.concatenate([x] * len(names))
     big_maps = np.concatenate([maps[m] for m in names])
     big_t = np.concatenate([targets] * len(names))
+    groups = np.arange(n) if scenes is None else np.asarray(scenes)
     aopc: dict[str, dict[str, float]] = {m: {} for m in names}
     curves: dict[str, dict[str, list[float]]] = {m: {} for m in names}
+    ci: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in names}
     for order in orders:
         res = region_perturbation(scorer, big_x, big_maps, targets=big_t, order=order,
                                   patch_size=patch_size, steps=steps, perturbation=perturbation,
@@ -416,13 +515,15 @@ def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
         for k, m in enumerate(names):
             sl = slice(k * n, (k + 1) * n)
             aopc[m][order] = float(res.aopc[sl].mean())
+            ci[m][order] = bootstrap_interval(res.aopc[sl], groups)
             curves[m][order] = (res.curves[sl] - res.curves[sl, :1]).mean(axis=0).tolist()
     res = region_perturbation(scorer, x, maps[names[0]], targets=targets, order="random",
                               patch_size=patch_size, steps=steps, perturbation=perturbation,
                               batch_size=batch_size, seed=0, progress=progress)
     aopc["(random order)"] = {"random": float(res.aopc.mean())}
+    ci["(random order)"] = {"random": bootstrap_interval(res.aopc, groups)}
     curves["(random order)"] = {"random": (res.curves - res.curves[:, :1]).mean(axis=0).tolist()}
-    return AopcResult(aopc, curves, n)
+    return AopcResult(aopc, curves, n, ci)
 
 
 def clrp_parts_stats(parts: dict[str, np.ndarray], contrastive: np.ndarray,

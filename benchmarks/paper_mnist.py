@@ -269,7 +269,8 @@ def run(cfg: Config, model: Any = None, progress: bool = True,
         aopc = pc.aopc_table(scorer, rows.x[sel], {m: maps.maps[m][sel] for m in methods},
                              rows.classes[sel], orders=("morf", "lerf"),
                              patch_size=cfg.patch_size, steps=cfg.aopc_steps,
-                             perturbation="zero", batch_size=1024, progress=progress)
+                             perturbation="zero", batch_size=1024, progress=progress,
+                             scenes=rows.scene[sel])
         seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, list(x), rows, maps, pointing, disc, parts, aopc, quality, seconds)
@@ -282,27 +283,33 @@ def markdown(res: Result, command: str) -> str:
     q = res.model_quality
     n_rows = len(res.rows.classes)
     cached = " (cached model)" if not res.seconds["train"] else ""
-    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 CPU cores "
+    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
+           "(other jobs running: the times are not speed figures) "
            f"(training {res.seconds['train']:.0f} s{cached}"
            f", explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)"
            f". {cfg.scenes} test scenes ({n_rows} (scene, digit) rows) from held-out digits. "
            f"Model: both digits are the top-2 logits on {q['two_digit_top2_exact']:.0%} of the "
            f"test scenes; single held-out digits top-1 {q['single_digit_top1']:.0%}."]
-    header = ["method", "pointing τ=15 (3.75 px)", "inside box", "corr", "own", "other",
+    header = ["method", "pointing τ=15 (3.75 px)", "τ=0 (inside box)", "corr", "own", "other",
               "s / map (incl. tracing)"]
     body = []
     for name, p in res.pointing.items():
         d = res.discriminativeness.get(name)
         sec = res.maps.seconds.get(name)
-        body.append([name, pc.fmt(p["accuracy"]), pc.fmt(p["strict"]),
+        body.append([name, pc.scored_cell(p["accuracy"]), pc.scored_cell(p["strict"]),
                      "" if d is None else pc.fmt(d["correlation"], 2),
                      "" if d is None else pc.fmt(d["own_mass"], 2),
                      "" if d is None else pc.fmt(d["other_mass"], 2),
                      "" if sec is None else f"{sec / n_rows:.3f}"])
     out.append("**Pointing Game and class-discriminativeness** (pointing: mean over the 10 "
-               "classes; corr = correlation between the two digits' maps of a scene; own / "
-               "other = share of positive relevance in the digit's own ink box / the other "
-               "digit's box):\n\n" + pc.markdown_table(header, body))
+               "classes; [low, high] = 95 % percentile bootstrap interval, "
+               f"{pc.BOOTSTRAP_RESAMPLES} resamples of the scenes (seed {pc.BOOTSTRAP_SEED}); "
+               "(center) points at the canvas centre, (random point) is the exact expected "
+               "accuracy of a uniformly random pixel; corr = correlation between the two "
+               "digits' maps of a scene; own / other = share of positive relevance in the "
+               "digit's own ink box / the other digit's box. The digits of a scene are drawn "
+               "with replacement from the 1000 held-out digits, so a digit can recur in "
+               "several scenes):\n\n" + pc.markdown_table(header, body))
     if res.clrp_parts:
         v = res.clrp_parts
         out.append("**CLRP (others): target vs dual**: corr(target, dual) "
@@ -315,13 +322,17 @@ def markdown(res: Result, command: str) -> str:
         body = []
         for name, v in a.aopc.items():
             if name == "(random order)":
-                body.append([name, pc.fmt(v["random"], 2), pc.fmt(v["random"], 2), ""])
+                rand = pc.scored_cell({"mean": v["random"], "ci": a.ci[name]["random"]})
+                body.append([name, rand, rand, ""])
             else:
-                body.append([name, pc.fmt(v["morf"], 2), pc.fmt(v["lerf"], 2),
-                             pc.fmt(v["morf"] - v["lerf"], 2)])
+                body.append([name] + [pc.scored_cell({"mean": v[o], "ci": a.ci[name][o]})
+                                      for o in ("morf", "lerf")]
+                            + [pc.fmt(v["morf"] - v["lerf"], 2)])
         out.append(f"**Region perturbation** (AOPC of the explained digit's logit, "
                    f"{cfg.aopc_steps} steps of {cfg.patch_size}×{cfg.patch_size} patches set to "
-                   f"0, {a.n} rows = both digits of the first {cfg.aopc_scenes} scenes):\n\n"
+                   f"0, {a.n} rows = both digits of the first {cfg.aopc_scenes} scenes; "
+                   f"[low, high] = "
+                   f"95 % bootstrap interval resampling scenes):\n\n"
                    + pc.markdown_table(header, body))
     return "\n\n".join(out) + "\n"
 

@@ -286,7 +286,7 @@ def run(cfg: Config, model: Any = None, progress: bool = True) -> Result:
                                          {m: maps.maps[m][sel] for m in main},
                                          rows.classes[sel], orders=("morf",),
                                          patch_size=cfg.patch_size, steps=cfg.aopc_steps,
-                                         progress=progress)
+                                         progress=progress, scenes=rows.scene[sel])
         seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, scenes, rows, maps, row_rank, pointing, disc, parts_stats,
@@ -308,7 +308,8 @@ def markdown(res: Result, command: str) -> str:
     cfg = res.config
     n_scenes = {k: sum(s.kind == k for s in res.scenes) for k in ("mosaic", "pair", "voc")}
     kinds = [k for k in ("mosaic", "pair", "voc") if k in res.pointing]
-    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 CPU cores "
+    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
+           "(other jobs running: the times are not speed figures) "
            f"(explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)."
            f" Photos and their classes: "
            + ", ".join(f"{n} → {short[c]} ({c})" for n, c in res.photo_classes.items()) + "."]
@@ -319,7 +320,7 @@ def markdown(res: Result, command: str) -> str:
             for c, b in voc.regions.items()) + ".")
     titles = {"mosaic": f"2×2 mosaics (n={n_scenes['mosaic']})",
               "pair": f"1×2 pairs (n={n_scenes['pair']})", "voc": "VOC photo"}
-    header = (["method"] + [f"{titles[k]} τ=15 / inside" for k in kinds]
+    header = (["method"] + [f"{titles[k]} τ=15 / τ=0" for k in kinds]
               + ["s / map (incl. tracing)"])
     body = []
     names = list(next(iter(res.pointing.values())))
@@ -328,12 +329,25 @@ def markdown(res: Result, command: str) -> str:
         cells = [name]
         for k in kinds:
             p = res.pointing[k][name]
-            cells.append(f"{pc.fmt(p['accuracy'])} / {pc.fmt(p['strict'])}")
+            cells.append(f"{pc.scored_cell(p['accuracy'])} / {pc.scored_cell(p['strict'])}")
         sec = res.maps.seconds.get(name)
         cells.append("" if sec is None else f"{sec / n_rows:.2f}")
         body.append(cells)
+    n_photos = len(res.photo_classes)
     out.append("**Pointing Game** (accuracy = mean over classes of hits/(hits+misses); "
-               "τ = 15 px at 224 px; 'inside' = τ = 0, the maximum must lie in the box):\n\n"
+               "τ = 15 px at 224 px: the maximum must lie within 15 px of the class's box; "
+               "τ = 0: inside the box. [low, high] = 95 % percentile bootstrap interval, "
+               f"{pc.BOOTSTRAP_RESAMPLES} resamples of the scenes (seed "
+               f"{pc.BOOTSTRAP_SEED}); the VOC photo is one scene, no interval. "
+               f"Baselines: (center) always points at the image centre, (random point) is "
+               f"the exact expected accuracy of a uniformly random pixel. In a 2×2 mosaic all "
+               f"four tiles touch the centre, so at τ = 15 the centre point scores 1.00 and "
+               f"only τ = 0 separates the methods; the 1×2 pairs have the same problem "
+               f"(both tiles touch the centre column). Scenes are not independent photos: "
+               f"the mosaics are {n_scenes['mosaic']} orderings of 4 of the same "
+               f"{n_photos} photos and the pairs orderings of 2, so every photo recurs in "
+               f"many scenes and the intervals measure the spread over arrangements of "
+               f"these photos, not over new photos):\n\n"
                + pc.markdown_table(header, body))
     dkinds = [k for k in kinds if k != "voc" or n_scenes["voc"]]
     header = ["method"] + [f"{titles[k]}: corr / own / other" for k in dkinds]
@@ -367,22 +381,31 @@ def markdown(res: Result, command: str) -> str:
         body = []
         for name, v in a.aopc.items():
             if name == "(random order)":
-                cells = [name, pc.fmt(v["random"], 2), pc.fmt(v["random"], 2), ""]
+                rand = aopc_cell(a, name, "random")
+                cells = [name, rand, rand, ""]
                 if m is not None:
-                    cells.append(pc.fmt(m.aopc[name]["random"], 2))
+                    cells.append(aopc_cell(m, name, "random"))
             else:
-                cells = [name, pc.fmt(v["morf"], 2), pc.fmt(v["lerf"], 2),
+                cells = [name, aopc_cell(a, name, "morf"), aopc_cell(a, name, "lerf"),
                          pc.fmt(v["morf"] - v["lerf"], 2)]
                 if m is not None:
-                    cells.append(pc.fmt(m.aopc[name]["morf"], 2))
+                    cells.append(aopc_cell(m, name, "morf"))
             body.append(cells)
         extra = (f"; mosaics: each present class of the first {cfg.aopc_mosaics} mosaics "
-                 f"({m.n} rows), the class's own logit" if m is not None else "")
+                 f"({m.n} rows), the class's own logit, intervals resample mosaics"
+                 if m is not None else "")
         out.append(f"**Region perturbation** (AOPC in logits, {cfg.aopc_steps} steps of "
                    f"{cfg.patch_size}×{cfg.patch_size} patches replaced by the image mean; "
-                   f"photos: the {a.n} single photos, top-1 logit{extra}):\n\n"
+                   f"photos: the {a.n} single photos, top-1 logit, intervals resample photos"
+                   f"{extra}; [low, high] = 95 % bootstrap interval):\n\n"
                    + pc.markdown_table(header, body))
     return "\n\n".join(out) + "\n"
+
+
+def aopc_cell(result: pc.AopcResult, method: str, order: str) -> str:
+    """``AOPC [low, high]`` of one method and order."""
+    return pc.scored_cell({"mean": result.aopc[method][order],
+                           "ci": result.ci[method][order]})
 
 
 def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str,

@@ -21,9 +21,49 @@ sys.path.insert(0, BENCHMARKS)
 
 def _check_pointing(table: dict, methods: tuple[str, ...]) -> None:
     assert set(table) == {*methods, "(center)", "(random point)"}
-    for name in methods:
-        assert 0.0 <= table[name]["accuracy"] <= 1.0
-        assert 0.0 <= table[name]["strict"] <= table[name]["accuracy"]
+    for name in table:
+        tolerant, inside = table[name]["accuracy"], table[name]["strict"]
+        assert 0.0 <= inside["mean"] <= tolerant["mean"] <= 1.0, name
+        for score in (tolerant, inside):
+            low, high = score["ci"]
+            if table[name]["scenes"] < 2:  # one scene: nothing to resample
+                assert np.isnan(low) and np.isnan(high), (name, score)
+            else:
+                assert low - 1e-12 <= score["mean"] <= high + 1e-12, (name, score)
+
+
+def test_bootstrap_interval_matches_the_normal_approximation() -> None:
+    import paper_common as pc
+
+    values = np.random.default_rng(1).normal(3.0, 2.0, 400)
+    low, high = pc.bootstrap_interval(values, np.arange(400))
+    half = 1.96 * values.std(ddof=1) / np.sqrt(400)  # 0.196
+    assert low == pytest.approx(values.mean() - half, abs=0.03)
+    assert high == pytest.approx(values.mean() + half, abs=0.03)
+
+
+def test_bootstrap_interval_resamples_scenes_not_rows() -> None:
+    import paper_common as pc
+
+    per_scene = np.random.default_rng(2).random(100)
+    alone = pc.bootstrap_interval(per_scene, np.arange(100))
+    # four identical rows per scene: no more information, the same interval
+    repeated = pc.bootstrap_interval(np.repeat(per_scene, 4), np.repeat(np.arange(100), 4))
+    assert repeated == pytest.approx(alone, abs=1e-12)
+    rows_as_units = pc.bootstrap_interval(np.repeat(per_scene, 4), np.arange(400))
+    assert rows_as_units[1] - rows_as_units[0] < 0.7 * (alone[1] - alone[0])
+
+
+def test_bootstrap_interval_of_the_class_mean() -> None:
+    import paper_common as pc
+
+    # class 0 always hit, class 1 never: every resample that keeps both classes gives 0.5
+    hits = np.array([1.0, 0.0] * 50)
+    classes = np.array([0, 1] * 50)
+    scenes = np.repeat(np.arange(50), 2)
+    assert pc.class_mean(hits, classes) == 0.5
+    assert pc.bootstrap_interval(hits, scenes, classes) == (0.5, 0.5)
+    assert np.isnan(pc.bootstrap_interval(hits[:2], scenes[:2], classes[:2])[0])
 
 
 def test_pointing_game_benchmark_tiny(tmp_path) -> None:
@@ -61,6 +101,10 @@ def test_pointing_game_benchmark_tiny(tmp_path) -> None:
     with open(paths["json"]) as fh:
         summary = json.load(fh)
     assert set(summary["pointing"]["mosaic"]) == {*methods, "(center)", "(random point)"}
+    # every tile of a 2x2 mosaic touches the centre: 1.00 at τ = 15, one tile in four at τ = 0
+    center = res.pointing["mosaic"]["(center)"]
+    assert center["accuracy"]["mean"] == 1.0 and center["strict"]["mean"] == 0.25
+    assert res.pointing["mosaic"]["(random point)"]["strict"]["mean"] == pytest.approx(0.25)
     with open(paths["md"]) as fh:
         assert "**Pointing Game**" in fh.read()
 

@@ -20,6 +20,8 @@ from .pointing import (
     center_baseline,
     max_points,
     pointing_game,
+    random_baseline,
+    random_hit_rate,
 )
 from .quantus import explain_func
 from .randomization import RandomizationResult, model_randomization, ssim
@@ -46,6 +48,8 @@ __all__ = [
     "model_randomization",
     "patch_scores",
     "pointing_game",
+    "random_baseline",
+    "random_hit_rate",
     "rank_agreement",
     "region_perturbation",
     "relevance_mass_in_region",

@@ -1,4 +1,4 @@
-"""Pointing Game (Zhang et al. 2016, TorchRay convention) with a centre baseline.
+"""Pointing Game (Zhang et al. 2016, TorchRay convention) with centre and random baselines.
 
 For every (map, class, ground truth) triple the point of maximal channel-summed relevance is
 taken (ties: the first in row-major order, ``np.argmax``); it is a hit if some ground-truth pixel
@@ -11,6 +11,10 @@ Constant maps (all values equal, e.g. all zero) carry no location: by default th
 misses (``constant_maps="miss"``). TorchRay takes the arg-max anyway (the top-left pixel);
 ``constant_maps="argmax"`` reproduces that and ``"skip"`` leaves such samples out. Maps with
 NaN/inf raise ``ValueError``.
+
+Baselines: the centre point ``(H // 2, W // 2)`` (:func:`center_baseline`) and a uniformly
+random pixel, whose expected accuracy is computed exactly (:func:`random_hit_rate`,
+:func:`random_baseline`): the share of pixels within the tolerance of the ground truth.
 """
 
 from __future__ import annotations
@@ -214,3 +218,70 @@ def center_baseline(
     game = PointingGame(baseline="center", **kwargs)
     game.update(np.zeros((n, *shape)), gts, class_ids)
     return game.result()
+
+
+def random_hit_rate(gt: Any, shape: tuple[int, int], tolerance: float = 15.0,
+                    scale_tolerance: bool = True) -> float:
+    """Probability that a uniformly random pixel is a hit for one ground truth (exact).
+
+    A pixel ``p`` is a hit iff some ground-truth pixel ``q`` has ``‖p − q‖₂ ≤ τ`` (the rule of
+    :func:`is_hit`). For each row offset ``dy`` with ``dy² ≤ τ²`` the ground truth is shifted by
+    ``dy`` rows and dilated along the row by ``⌊√(τ² − dy²)⌋`` columns; the hit set is the union.
+
+    Args:
+        gt: a boolean mask (H, W), a box ``(y0, x0, y1, x1)`` or a list of boxes.
+        shape: ``(H, W)`` of the image.
+        tolerance: hit radius (at 224 px if ``scale_tolerance``).
+        scale_tolerance: scale the radius by ``max(H, W) / 224``.
+
+    Returns:
+        The share of the ``H * W`` pixels that are hits.
+    """
+    mask = region_to_mask(gt, shape)
+    if not mask.any():
+        raise ValueError("the ground truth is empty (no pixel inside the image)")
+    tol2 = effective_tolerance(tolerance, shape, scale_tolerance) ** 2 + 1e-9
+    h, w = mask.shape
+    reach = int(np.floor(np.sqrt(tol2)))
+    # counts[y, x] = ground-truth pixels in row y, columns < x (prefix sums along the row)
+    counts = np.zeros((h, w + 1), dtype=np.int64)
+    counts[:, 1:] = np.cumsum(mask, axis=1)
+    cols = np.arange(w)
+    hits = np.zeros(shape, dtype=bool)
+    for dy in range(-min(reach, h - 1), min(reach, h - 1) + 1):
+        half = int(np.floor(np.sqrt(max(tol2 - dy * dy, 0.0))))
+        lo = np.clip(cols - half, 0, w)
+        hi = np.clip(cols + half + 1, 0, w)
+        rows = np.arange(max(0, -dy), min(h, h - dy))  # p_y whose q_y = p_y + dy is inside
+        near = counts[rows + dy]
+        hits[rows] |= (near[:, hi] - near[:, lo]) > 0
+    return float(hits.mean())
+
+
+def random_baseline(gts: Any, class_ids: Any, shape: tuple[int, int], tolerance: float = 15.0,
+                    scale_tolerance: bool = True) -> PointingGameResult:
+    """Expected Pointing Game accuracy of a uniformly random pixel (exact, no sampling).
+
+    Per class the mean of :func:`random_hit_rate` over its ground truths; ``mean`` is the
+    unweighted mean over classes, as for :class:`PointingGame`. ``hits`` and ``misses`` stay
+    empty (the rates are expectations, not counts).
+
+    Args:
+        gts: sequence of ground truths (masks, boxes or lists of boxes), one per (image, class).
+        class_ids: int or sequence of ints (one per ground truth).
+        shape: ``(H, W)`` of the images.
+        tolerance: hit radius (at 224 px if ``scale_tolerance``).
+        scale_tolerance: scale the radius by ``max(H, W) / 224``.
+
+    Returns:
+        :class:`PointingGameResult` with expected accuracies.
+    """
+    regions = list(gts)
+    ids = np.broadcast_to(np.asarray(class_ids, dtype=np.int64), (len(regions),))
+    rates: dict[int, list[float]] = {}
+    for region, c in zip(regions, ids):
+        rates.setdefault(int(c), []).append(
+            random_hit_rate(region, shape, tolerance, scale_tolerance))
+    per_class = {c: float(np.mean(v)) for c, v in sorted(rates.items())}
+    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return PointingGameResult(per_class, mean, len(regions))
