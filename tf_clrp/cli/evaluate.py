@@ -225,33 +225,6 @@ def _image_in_folder(folder: str, name: str, boxes_path: str) -> str:
     return path
 
 
-def random_point_baseline(regions: Sequence[Sequence[tuple[int, int, int, int]]],
-                          size: tuple[int, int], tolerance: float) -> float:
-    """Expected Pointing Game hit rate of a uniformly random pixel.
-
-    Args:
-        regions: Per (image, class) pair its ground-truth boxes ``(y0, x0, y1, x1)``.
-        size: Image (height, width).
-        tolerance: Hit radius in pixels at 224 px (scaled by ``max(H, W) / 224``).
-
-    Returns:
-        The mean over pairs of the fraction of pixels within the tolerance of a box.
-    """
-    import cv2
-
-    radius = int(round(tolerance * max(size) / 224.0))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    fractions = []
-    for boxes in regions:
-        mask = np.zeros(size, np.uint8)
-        for y0, x0, y1, x1 in boxes:
-            mask[y0:y1, x0:x1] = 1
-        if radius > 0:
-            mask = cv2.dilate(mask, kernel)
-        fractions.append(float(mask.mean()))
-    return float(np.mean(fractions)) if fractions else float("nan")
-
-
 def _check_usage(args: argparse.Namespace) -> tuple[list[str], list[MetricSpec],
                                                     dict[str, dict[str, Any]]]:
     """Methods, metrics and their options; every usage error before anything is loaded."""
