@@ -281,6 +281,14 @@ class _AbsZPlus(tf_clrp.rules.Rule):
         return tf_clrp.rules.ZPlus().relevance(site, tf.abs(relevance))
 
 
+class _CompressedZPlus(tf_clrp.rules.ZPlus):
+    """A user subclass of a built-in rule with a backward that is not linear in R: it must
+    not inherit ZPlus's ``linear_in_relevance`` declaration."""
+
+    def relevance(self, site, relevance):
+        return super().relevance(site, tf.sign(relevance) * tf.sqrt(tf.abs(relevance)))
+
+
 NON_LINEAR_COMPOSITES = {
     "deconvnet": tf_clrp.composites.Composite(
         {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
@@ -290,7 +298,54 @@ NON_LINEAR_COMPOSITES = {
         first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="guided"),
     "user_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
         {"Dense": _AbsZPlus()}),
+    "subclassed_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
+        {"Conv2D": _CompressedZPlus()}),
 }
+
+
+class _EpsilonSubclassed(tf_clrp.rules.Epsilon):
+    """Overrides the backward without re-declaring anything."""
+
+    def relevance(self, site, relevance):
+        return super().relevance(site, tf.maximum(relevance, 0.0))
+
+
+class _EpsilonRedeclared(_EpsilonSubclassed):
+    linear_in_relevance = False
+    negation_invariant = True
+
+
+class _EpsilonConfigured(tf_clrp.rules.Epsilon):
+    """Only changes the defaults: the backward (and its declarations) stay Epsilon's."""
+
+    def __init__(self) -> None:
+        super().__init__(epsilon=0.5)
+
+
+@pytest.mark.parametrize(("rule", "linear", "invariant"), [
+    (tf_clrp.rules.Epsilon(), True, True), (tf_clrp.rules.ZPlus(), True, False),
+    (_CompressedZPlus(), False, False), (_EpsilonSubclassed(), False, False),
+    (_EpsilonRedeclared(), False, True), (_EpsilonConfigured(), True, True),
+    (tf_clrp.rules.AlphaBeta(1, 0), True, False), (_AbsZPlus(), False, False),
+], ids=lambda v: type(v).__name__ if isinstance(v, tf_clrp.rules.Rule) else str(v))
+def test_a_declaration_counts_only_for_the_class_that_makes_it(rule, linear, invariant
+                                                               ) -> None:
+    """A subclass overriding the backward without re-declaring loses the inherited claims."""
+    assert tf_clrp.rules.declares(rule, "linear_in_relevance") is linear
+    assert tf_clrp.rules.declares(rule, "negation_invariant") is invariant
+
+
+def test_the_refusal_names_the_rule_by_its_parameters(model) -> None:
+    """Rules print as their class and numeric parameters, not closures and addresses."""
+    head = model.layers[-1].name
+    with pytest.raises(tf_clrp.SelectionError) as info:
+        tf_clrp.create_analyzer("clrp", model, contrast="negated",
+                                layer_rules={head: tf_clrp.rules.Epsilon(1e-6)})
+    message = str(info.value)
+    assert "Epsilon(epsilon=1e-06, bias=True) on the output" in message
+    assert "0x" not in message and "function" not in message and len(message) < 500
+    assert repr(tf_clrp.rules.Gamma(0.5)) == "Gamma(gamma=0.5, bias=True, epsilon=1e-06)"
+    assert repr(tf_clrp.rules.AlphaBeta(2, 1)) == "AlphaBeta(alpha=2.0, beta=1.0, bias=True)"
 
 
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])

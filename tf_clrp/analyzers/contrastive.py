@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import composites
+from tf_clrp import composites, rules
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
@@ -122,12 +122,12 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
     """Whether the mirrored backward is linear in the seed (for its fixed forward pass).
 
     Only then can a dual be rebuilt from other seeds' maps (reduced-precision CLRP). Rules
-    declare it (``Rule.linear_in_relevance``); layers without a rule keep their gradient,
-    and activations are linear in "pass" and "gradient" mode only.
+    declare it (``Rule.linear_in_relevance``, read by ``rules.declares``); layers without a
+    rule keep their gradient, and activations are linear in "pass" and "gradient" mode only.
     """
     for step in mirror.steps:
         if step.rule is not None:
-            if not step.rule.linear_in_relevance:
+            if not rules.declares(step.rule, "linear_in_relevance"):
                 return False
         elif step.node.group == "activation" and (
                 mirror.composite.activation_mode(step.node.fused)
@@ -437,7 +437,7 @@ class CLRP(_TwoSeedAnalyzer):
                 if last else "contrast='negated' needs a Dense/Conv output layer")
         assert last is not None
         rule = _negated_head_step(self.mirror).rule
-        if rule is None or rule.negation_invariant:
+        if rule is None or rules.declares(rule, "negation_invariant"):
             raise SelectionError(
                 f"contrast='negated' with {rule or 'the plain gradient'!r} on the output "
                 f"layer {last.name!r}: that rule's relevance only changes sign when the "
