@@ -374,3 +374,39 @@ def test_clrp_paper_is_a_deprecated_alias_of_zbox_zplus(model, x) -> None:
         np.testing.assert_array_equal(
             tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
                 x, neuron_selection=1), default)
+
+
+def test_a_sample_without_spread_in_any_channel_is_refused(model, x) -> None:
+    """Per-sample z^B bounds collapse (low == high): every contribution 0, a garbage map."""
+    first = model.layers[1].name
+    flat = x.copy()
+    flat[2] = 0.7                                               # a constant image
+    with pytest.raises(tf_clrp.InputError,
+                       match=rf"sample\(s\) \[2\].*first layer '{first}'.*input_layer_rule"):
+        tf_clrp.create_analyzer("clrp", model).analyze(flat, neuron_selection=1)
+    bounded = tf_clrp.create_analyzer("clrp", model, input_layer_rule=(0.0, 1.0))
+    assert np.isfinite(bounded.analyze(flat, neuron_selection=1)).all()
+
+
+def test_a_flat_dense_input_needs_data_bounds() -> None:
+    """Each feature of a flat input is its own channel: per-sample bounds always collapse."""
+    net = mlp()
+    data = RNG.uniform(0.1, 1, (2, net.input_shape[-1])).astype("float32")
+    with pytest.raises(tf_clrp.InputError, match=r"sample\(s\) \[0, 1\].*input_layer_rule"):
+        tf_clrp.create_analyzer("clrp", net).analyze(data, neuron_selection=0)
+    parts = tf_clrp.create_analyzer("clrp", net, input_layer_rule=(0.0, 1.0)).analyze(
+        data, neuron_selection=0, return_parts=True)
+    assert np.isfinite(parts.target).all() and np.abs(parts.target).max() > 0
+
+
+def test_a_constant_channel_warns_and_gets_no_relevance(model, x) -> None:
+    """Some channels collapsed: the map stays usable, those channels get exactly 0."""
+    partial = x.copy()
+    partial[0, :, :, 1] = 0.4
+    with pytest.warns(UserWarning, match=r"sample\(s\) \[0\].*channels \[1\]"):
+        parts = tf_clrp.create_analyzer("clrp", model).analyze(
+            partial, neuron_selection=1, return_parts=True)
+    assert np.isfinite(parts.target).all()
+    assert np.abs(parts.target[0, :, :, 1]).max() < 1e-6
+    # the other channels keep the target's mass (conservation of the z^B rule)
+    assert np.abs(parts.target[0, :, :, [0, 2]]).max() > 0
