@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import mlp, small_cnn
 
 import tf_clrp
+import tf_clrp.datasets
 from tf_clrp.bounds import input_bounds
 
 RNG = np.random.default_rng(3)
@@ -410,3 +411,26 @@ def test_a_constant_channel_warns_and_gets_no_relevance(model, x) -> None:
     assert np.abs(parts.target[0, :, :, 1]).max() < 1e-6
     # the other channels keep the target's mass (conservation of the z^B rule)
     assert np.abs(parts.target[0, :, :, [0, 2]]).max() > 0
+
+
+def test_explain_dataset_indexes_a_per_sample_contrast_by_dataset_sample(model, tmp_path
+                                                                         ) -> None:
+    """One contrast per dataset sample (in analyze_kwargs or the analyzer) is sliced with
+    each batch, like neuron_selection; checked against one call per sample."""
+    data = np.random.default_rng(8).uniform(0, 1, (5, 8, 8, 3)).astype("float32")
+    targets = np.array([1, 0, 2, 4, 3])
+    contrasts = np.array([2, 3, 0, 1, 4])
+    clrp = tf_clrp.create_analyzer("clrp", model)
+    expected = np.concatenate([clrp.analyze(data[i:i + 1], int(targets[i]),
+                                            contrast=int(contrasts[i])) for i in range(5)])
+    explain = tf_clrp.datasets.explain_dataset
+    given = explain(clrp, data, tmp_path / "kwargs", neuron_selection=targets, batch_size=2,
+                    shard_size=3, progress=False, analyze_kwargs={"contrast": contrasts})
+    np.testing.assert_allclose(given.maps, expected, rtol=1e-5, atol=1e-7)
+    own = explain(tf_clrp.create_analyzer("clrp", model, contrast=contrasts), data,
+                  tmp_path / "own", neuron_selection=targets, batch_size=2, shard_size=3,
+                  progress=False)
+    np.testing.assert_allclose(own.maps, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(tf_clrp.SelectionError, match=r"contrast has 4 entries.*sample 4"):
+        explain(clrp, data, tmp_path / "short", neuron_selection=targets, batch_size=2,
+                progress=False, analyze_kwargs={"contrast": contrasts[:4]})
