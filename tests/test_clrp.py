@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import mlp, small_cnn
 
 import tf_clrp
+import tf_clrp.datasets
 from tf_clrp.bounds import input_bounds
 
 RNG = np.random.default_rng(3)
@@ -281,6 +282,14 @@ class _AbsZPlus(tf_clrp.rules.Rule):
         return tf_clrp.rules.ZPlus().relevance(site, tf.abs(relevance))
 
 
+class _CompressedZPlus(tf_clrp.rules.ZPlus):
+    """A user subclass of a built-in rule with a backward that is not linear in R: it must
+    not inherit ZPlus's ``linear_in_relevance`` declaration."""
+
+    def relevance(self, site, relevance):
+        return super().relevance(site, tf.sign(relevance) * tf.sqrt(tf.abs(relevance)))
+
+
 NON_LINEAR_COMPOSITES = {
     "deconvnet": tf_clrp.composites.Composite(
         {"dense": tf_clrp.rules.ZPlus(), "convolution": tf_clrp.rules.ZPlus()},
@@ -290,7 +299,54 @@ NON_LINEAR_COMPOSITES = {
         first_layer=tf_clrp.rules.ZBox(0.0, 1.0), activation="guided"),
     "user_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
         {"Dense": _AbsZPlus()}),
+    "subclassed_rule": tf_clrp.composites.zbox_zplus(0.0, 1.0).with_layer_rules(
+        {"Conv2D": _CompressedZPlus()}),
 }
+
+
+class _EpsilonSubclassed(tf_clrp.rules.Epsilon):
+    """Overrides the backward without re-declaring anything."""
+
+    def relevance(self, site, relevance):
+        return super().relevance(site, tf.maximum(relevance, 0.0))
+
+
+class _EpsilonRedeclared(_EpsilonSubclassed):
+    linear_in_relevance = False
+    negation_invariant = True
+
+
+class _EpsilonConfigured(tf_clrp.rules.Epsilon):
+    """Only changes the defaults: the backward (and its declarations) stay Epsilon's."""
+
+    def __init__(self) -> None:
+        super().__init__(epsilon=0.5)
+
+
+@pytest.mark.parametrize(("rule", "linear", "invariant"), [
+    (tf_clrp.rules.Epsilon(), True, True), (tf_clrp.rules.ZPlus(), True, False),
+    (_CompressedZPlus(), False, False), (_EpsilonSubclassed(), False, False),
+    (_EpsilonRedeclared(), False, True), (_EpsilonConfigured(), True, True),
+    (tf_clrp.rules.AlphaBeta(1, 0), True, False), (_AbsZPlus(), False, False),
+], ids=lambda v: type(v).__name__ if isinstance(v, tf_clrp.rules.Rule) else str(v))
+def test_a_declaration_counts_only_for_the_class_that_makes_it(rule, linear, invariant
+                                                               ) -> None:
+    """A subclass overriding the backward without re-declaring loses the inherited claims."""
+    assert tf_clrp.rules.declares(rule, "linear_in_relevance") is linear
+    assert tf_clrp.rules.declares(rule, "negation_invariant") is invariant
+
+
+def test_the_refusal_names_the_rule_by_its_parameters(model) -> None:
+    """Rules print as their class and numeric parameters, not closures and addresses."""
+    head = model.layers[-1].name
+    with pytest.raises(tf_clrp.SelectionError) as info:
+        tf_clrp.create_analyzer("clrp", model, contrast="negated",
+                                layer_rules={head: tf_clrp.rules.Epsilon(1e-6)})
+    message = str(info.value)
+    assert "Epsilon(epsilon=1e-06, bias=True) on the output" in message
+    assert "0x" not in message and "function" not in message and len(message) < 500
+    assert repr(tf_clrp.rules.Gamma(0.5)) == "Gamma(gamma=0.5, bias=True, epsilon=1e-06)"
+    assert repr(tf_clrp.rules.AlphaBeta(2, 1)) == "AlphaBeta(alpha=2.0, beta=1.0, bias=True)"
 
 
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
@@ -319,3 +375,62 @@ def test_clrp_paper_is_a_deprecated_alias_of_zbox_zplus(model, x) -> None:
         np.testing.assert_array_equal(
             tf_clrp.create_analyzer("clrp", model, composite=composite).analyze(
                 x, neuron_selection=1), default)
+
+
+def test_a_sample_without_spread_in_any_channel_is_refused(model, x) -> None:
+    """Per-sample z^B bounds collapse (low == high): every contribution 0, a garbage map."""
+    first = model.layers[1].name
+    flat = x.copy()
+    flat[2] = 0.7                                               # a constant image
+    with pytest.raises(tf_clrp.InputError,
+                       match=rf"sample\(s\) \[2\].*first layer '{first}'.*input_layer_rule"):
+        tf_clrp.create_analyzer("clrp", model).analyze(flat, neuron_selection=1)
+    bounded = tf_clrp.create_analyzer("clrp", model, input_layer_rule=(0.0, 1.0))
+    assert np.isfinite(bounded.analyze(flat, neuron_selection=1)).all()
+
+
+def test_a_flat_dense_input_needs_data_bounds() -> None:
+    """Each feature of a flat input is its own channel: per-sample bounds always collapse."""
+    net = mlp()
+    data = RNG.uniform(0.1, 1, (2, net.input_shape[-1])).astype("float32")
+    with pytest.raises(tf_clrp.InputError, match=r"sample\(s\) \[0, 1\].*input_layer_rule"):
+        tf_clrp.create_analyzer("clrp", net).analyze(data, neuron_selection=0)
+    parts = tf_clrp.create_analyzer("clrp", net, input_layer_rule=(0.0, 1.0)).analyze(
+        data, neuron_selection=0, return_parts=True)
+    assert np.isfinite(parts.target).all() and np.abs(parts.target).max() > 0
+
+
+def test_a_constant_channel_warns_and_gets_no_relevance(model, x) -> None:
+    """Some channels collapsed: the map stays usable, those channels get exactly 0."""
+    partial = x.copy()
+    partial[0, :, :, 1] = 0.4
+    with pytest.warns(UserWarning, match=r"sample\(s\) \[0\].*channels \[1\]"):
+        parts = tf_clrp.create_analyzer("clrp", model).analyze(
+            partial, neuron_selection=1, return_parts=True)
+    assert np.isfinite(parts.target).all()
+    assert np.abs(parts.target[0, :, :, 1]).max() < 1e-6
+    # the other channels keep the target's mass (conservation of the z^B rule)
+    assert np.abs(parts.target[0, :, :, [0, 2]]).max() > 0
+
+
+def test_explain_dataset_indexes_a_per_sample_contrast_by_dataset_sample(model, tmp_path
+                                                                         ) -> None:
+    """One contrast per dataset sample (in analyze_kwargs or the analyzer) is sliced with
+    each batch, like neuron_selection; checked against one call per sample."""
+    data = np.random.default_rng(8).uniform(0, 1, (5, 8, 8, 3)).astype("float32")
+    targets = np.array([1, 0, 2, 4, 3])
+    contrasts = np.array([2, 3, 0, 1, 4])
+    clrp = tf_clrp.create_analyzer("clrp", model)
+    expected = np.concatenate([clrp.analyze(data[i:i + 1], int(targets[i]),
+                                            contrast=int(contrasts[i])) for i in range(5)])
+    explain = tf_clrp.datasets.explain_dataset
+    given = explain(clrp, data, tmp_path / "kwargs", neuron_selection=targets, batch_size=2,
+                    shard_size=3, progress=False, analyze_kwargs={"contrast": contrasts})
+    np.testing.assert_allclose(given.maps, expected, rtol=1e-5, atol=1e-7)
+    own = explain(tf_clrp.create_analyzer("clrp", model, contrast=contrasts), data,
+                  tmp_path / "own", neuron_selection=targets, batch_size=2, shard_size=3,
+                  progress=False)
+    np.testing.assert_allclose(own.maps, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(tf_clrp.SelectionError, match=r"contrast has 4 entries.*sample 4"):
+        explain(clrp, data, tmp_path / "short", neuron_selection=targets, batch_size=2,
+                progress=False, analyze_kwargs={"contrast": contrasts[:4]})

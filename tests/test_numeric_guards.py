@@ -66,7 +66,9 @@ def test_overflowing_kernel_names_the_layer_and_the_sample() -> None:
     x = np.zeros((3, 6), np.float32)
     x[1] = 1.0                                                  # 6·1e38 overflows in sample 1
     for name in ("lrp.epsilon", "clrp"):  # (the gradient stays finite: no error)
-        analyzer = tf_clrp.create_analyzer(name, model)         # finite weights: accepted
+        # a flat input needs data bounds for CLRP's z^B (per-sample ones collapse)
+        bounds = {"input_layer_rule": (0.0, 1.0)} if name == "clrp" else {}
+        analyzer = tf_clrp.create_analyzer(name, model, **bounds)  # finite weights: accepted
         with pytest.raises(NonFiniteError, match=r"sample\(s\) 1 .*'hidden'.*overflows"):
             analyzer.analyze(x, neuron_selection=0)
 

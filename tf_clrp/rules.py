@@ -69,12 +69,13 @@ class Rule:
     needs_bounds: bool = False
     #: True if the relevance at the inputs is linear in the relevance at the output (for a
     #: fixed forward pass). Reduced-precision CLRP rebuilds its dual by linearity only then.
-    #: Undeclared (custom) rules count as non-linear.
+    #: Undeclared (custom) rules count as non-linear, and so does a subclass that overrides a
+    #: backward method without re-declaring it (read it through ``declares``).
     linear_in_relevance: bool = False
     #: True if negating the layer's kernel and bias changes the relevance at its inputs at
     #: most by its sign (contributions all odd, or all even, in the weights: z, ε, γ, w²,
     #: flat, the gradient). CLRP's ``contrast="negated"`` dual normalises to its target then
-    #: (a zero map), so CLRP refuses it.
+    #: (a zero map), so CLRP refuses it. Inherited like ``linear_in_relevance`` (``declares``).
     negation_invariant: bool = False
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
@@ -82,8 +83,41 @@ class Rule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        """The class and its numeric parameters, e.g. ``Epsilon(epsilon=1e-06, bias=True)``."""
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if not k.startswith("_") and isinstance(v, (bool, int, float)))
         return f"{type(self).__name__}({params})"
+
+
+#: The methods through which a rule computes its backward pass. A class that overrides one
+#: of them is a new rule: properties declared by its ancestors no longer describe it.
+BACKWARD_METHODS: tuple[str, ...] = (
+    "relevance", "stabilize", "denominator", "fused_parameters", "_fused_relevance",
+    "_modified_inputs", "_active_terms")
+
+
+def declares(rule: Rule, prop: str) -> bool:
+    """Whether ``rule`` truly has the boolean property ``prop`` (e.g. "linear_in_relevance").
+
+    A declaration counts only for the class that makes it (or an instance attribute): if a
+    subclass overrides a backward method (``BACKWARD_METHODS``) without re-declaring ``prop``,
+    the inherited claim is dropped and the property counts as undeclared (False).
+
+    Args:
+        rule: The rule instance.
+        prop: The property's name.
+
+    Returns:
+        The declared value, or False when the declaring class's backward was overridden.
+    """
+    if prop in vars(rule):
+        return bool(vars(rule)[prop])
+    for cls in type(rule).__mro__:
+        if prop in vars(cls):
+            return bool(getattr(rule, prop))
+        if any(method in vars(cls) for method in BACKWARD_METHODS):
+            return False
+    return False
 
 
 # ----------------------------------------------------------------------------- modifiers
@@ -269,11 +303,12 @@ class WeightedSum(Rule):
 
     @property
     def linear_in_relevance(self) -> bool:  # type: ignore[override]
-        return all(rule.linear_in_relevance for _, rule in self.parts)
+        return all(declares(rule, "linear_in_relevance") for _, rule in self.parts)
 
     @property
     def negation_invariant(self) -> bool:  # type: ignore[override]
-        return bool(self.parts) and all(rule.negation_invariant for _, rule in self.parts)
+        return bool(self.parts) and all(declares(rule, "negation_invariant")
+                                        for _, rule in self.parts)
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         total: list[Tensor] | None = None
@@ -340,6 +375,8 @@ class ZPlus(BasicRule):
         bias: Add the bias's positive part to the denominator (Zennit's ZPlus); the default
             ignores the bias, as iNNvestigate's z⁺ and the CLRP authors' code do.
     """
+
+    linear_in_relevance = True  # re-declared: ``stabilize`` is overridden (see ``declares``)
 
     def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
         super().__init__(_positive_part_terms(bias=bias), epsilon)

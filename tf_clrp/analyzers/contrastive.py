@@ -9,13 +9,14 @@ yield both maps. For
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import composites
+from tf_clrp import composites, rules
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
@@ -122,12 +123,12 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
     """Whether the mirrored backward is linear in the seed (for its fixed forward pass).
 
     Only then can a dual be rebuilt from other seeds' maps (reduced-precision CLRP). Rules
-    declare it (``Rule.linear_in_relevance``); layers without a rule keep their gradient,
-    and activations are linear in "pass" and "gradient" mode only.
+    declare it (``Rule.linear_in_relevance``, read by ``rules.declares``); layers without a
+    rule keep their gradient, and activations are linear in "pass" and "gradient" mode only.
     """
     for step in mirror.steps:
         if step.rule is not None:
-            if not step.rule.linear_in_relevance:
+            if not rules.declares(step.rule, "linear_in_relevance"):
                 return False
         elif step.node.group == "activation" and (
                 mirror.composite.activation_mode(step.node.fused)
@@ -318,6 +319,7 @@ class _TwoSeedAnalyzer(Analyzer):
                 "target index, or use an lrp.* analyzer for all units")
         codes = self._contrast_codes(contrast, len(x))
         selection = self._check_rivals(x, selection, codes)
+        self._check_sample_bounds(np.asarray(x))
 
         def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor) -> tuple[tf.Tensor, ...]:
             parts, log_mass = self._parts(xs, target, code)
@@ -330,6 +332,41 @@ class _TwoSeedAnalyzer(Analyzer):
             return explanation if return_parts else explanation.contrastive
 
         return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes), finish)
+
+    def _check_sample_bounds(self, x: np.ndarray) -> None:
+        """Refuses samples whose own per-channel bounds collapse in every channel.
+
+        The default first-layer z^B takes each sample's per-channel min/max as bounds. Where
+        low == high in a channel (a constant image channel; every feature of a flat Dense
+        input) that channel's z^B contributions are 0. If all of a sample's channels collapse
+        its map is meaningless (error; an all-zero sample maps to exactly 0 and passes); if
+        some do, they get no relevance (warning).
+        """
+        step = next((s for s in self.mirror.steps if s.is_first and s.rule is not None
+                     and s.rule.needs_bounds), None)
+        if step is None or getattr(step.rule, "low", None) is not None:
+            return
+        axes = tuple(range(1, x.ndim - 1))
+        collapsed = (np.min(x, axis=axes) == np.max(x, axis=axes)).reshape(len(x), -1)
+        fix = (f"pass input_layer_rule=(low, high) with the data's range (e.g. (0.0, 1.0)) "
+               f"for the first layer {step.node.name!r}")
+        # an all-zero sample is exempt: a = low = high = 0 makes its map exactly 0
+        nonzero = np.any(x.reshape(len(x), -1) != 0, axis=1)
+        whole = np.flatnonzero(collapsed.all(axis=1) & nonzero)
+        if whole.size:
+            raise InputError(
+                f"sample(s) {whole[:10].tolist()} of the batch have no spread in any input "
+                f"channel (low == high; for a flat Dense input every feature is its own "
+                f"channel), so the per-sample z^B bounds of the first layer "
+                f"{step.node.name!r} make every contribution 0 and the map meaningless: {fix}")
+        partial = np.flatnonzero(collapsed.any(axis=1))
+        if partial.size:
+            channels = np.flatnonzero(collapsed[partial[0]]).tolist()
+            warnings.warn(
+                f"sample(s) {partial[:10].tolist()} of the batch have constant input channels "
+                f"(sample {int(partial[0])}: channels {channels[:10]}); the per-sample z^B "
+                f"bounds of the first layer {step.node.name!r} give those channels no "
+                f"relevance. To attribute them, {fix}", stacklevel=4)
 
     def _check_rivals(self, x: np.ndarray, selection: Selection, codes: np.ndarray
                       ) -> Selection:
@@ -437,7 +474,7 @@ class CLRP(_TwoSeedAnalyzer):
                 if last else "contrast='negated' needs a Dense/Conv output layer")
         assert last is not None
         rule = _negated_head_step(self.mirror).rule
-        if rule is None or rule.negation_invariant:
+        if rule is None or rules.declares(rule, "negation_invariant"):
             raise SelectionError(
                 f"contrast='negated' with {rule or 'the plain gradient'!r} on the output "
                 f"layer {last.name!r}: that rule's relevance only changes sign when the "

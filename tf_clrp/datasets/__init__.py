@@ -50,6 +50,7 @@ from tf_clrp.datasets._lock import FolderLock, LockHeld
 from tf_clrp.datasets._progress import Progress
 from tf_clrp.datasets._reader import DatasetExplanation, load_explanations, read_manifest
 from tf_clrp.datasets._selection import (
+    chunk_kwargs,
     chunk_selection,
     describe_selection,
     explained_selection,
@@ -474,11 +475,12 @@ def _run(analyzer: Any, batches: Any, writer: _ShardWriter, runner: Any,
         check_finite(images, index)
         selection = chunk_selection(neuron_selection, images, labels, index, n_outputs)
         selection, stored, kinds = explained_selection(analyzer, images, selection)
+        kwargs = chunk_kwargs(analyzer, analyze_kwargs, index)
         if runner is None:
             result = analyzer.analyze(images, neuron_selection=selection,
-                                      batch_size=batch_size, **analyze_kwargs)
+                                      batch_size=batch_size, **kwargs)
         else:
-            result = runner.analyze(analyzer, images, selection, **analyze_kwargs)
+            result = runner.analyze(analyzer, images, selection, **kwargs)
         writer.add(result, stored, kinds, index, images)
         next_index += len(images)
         pending, pending_n = [], 0

@@ -88,6 +88,22 @@ def chunk_selection(neuron_selection: Any, images: np.ndarray, labels: np.ndarra
         "per dataset sample, or a callable (images, labels, index) -> selection")
 
 
+def chunk_kwargs(analyzer: Any, analyze_kwargs: dict[str, Any], index: np.ndarray
+                 ) -> dict[str, Any]:
+    """``analyze_kwargs`` for the samples ``index`` of the dataset: a per-sample ``contrast``
+    (in ``analyze_kwargs`` or the analyzer's own) is indexed by dataset sample, like
+    ``neuron_selection``."""
+    contrast = analyze_kwargs.get("contrast", getattr(analyzer, "contrast", None))
+    if contrast is None or isinstance(contrast, str) or np.ndim(contrast) != 1:
+        return analyze_kwargs
+    contrast = np.asarray(contrast)
+    if index[-1] >= len(contrast):
+        raise SelectionError(
+            f"contrast has {len(contrast)} entries but the dataset has more samples "
+            f"(sample {int(index[-1])}); give one contrast per dataset sample")
+    return {**analyze_kwargs, "contrast": contrast[index]}
+
+
 def _stored(indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Unit indices (codes replaced by NO_UNIT) and the per-sample kinds, in words."""
     kinds = [UNIT if i >= 0 else UNRESOLVED if i == MAX_ACTIVATION else
