@@ -296,17 +296,24 @@ class Analyzer:
         size = len(array) if batch_size is None else batch_size
         parts = [
             self._explain(array[i:i + size], selection.chunk(i, i + size),
-                          **self._chunk_kwargs(kwargs, i, min(i + size, len(array)), len(array)))
+                          **self.chunk_options(kwargs, np.arange(i, min(i + size, len(array))),
+                                               total=len(array)))
             for i in range(0, len(array), size)
         ]
         return self._concatenate(parts)
 
-    def _chunk_kwargs(self, kwargs: dict[str, Any], start: int, stop: int, total: int
-                      ) -> dict[str, Any]:
-        """The ``analyze`` options of the chunk ``[start, stop)`` of a batch of ``total``.
+    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
+                      total: int | None = None) -> dict[str, Any]:
+        """The ``analyze`` options of the samples ``index`` of a larger batch or dataset.
 
-        Options that hold one entry per sample are sliced here by the subclasses that take
-        them (e.g. CLRP's per-sample ``contrast``); the default passes every option unchanged.
+        Options that hold one entry per sample are indexed here by the subclasses that take
+        them (CLRP's per-sample ``contrast``); ``analyze`` and ``explain_dataset`` both call
+        it. The default passes every option unchanged.
+
+        Args:
+            kwargs: The ``analyze`` options of the whole batch or dataset.
+            index: Positions of this chunk's samples in it.
+            total: Its number of samples, where known (a per-sample option must match it).
         """
         return kwargs
 

@@ -288,18 +288,23 @@ class _TwoSeedAnalyzer(Analyzer):
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _chunk_kwargs(self, kwargs: dict[str, Any], start: int, stop: int, total: int
-                      ) -> dict[str, Any]:
-        """Slices a per-sample ``contrast`` (one class index per sample) with its chunk."""
+    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
+                      total: int | None = None) -> dict[str, Any]:
+        """Indexes a per-sample ``contrast`` (one class index per sample) by ``index``."""
         contrast = kwargs.get("contrast")
         if contrast is None:
             contrast = getattr(self, "contrast", None)
         if contrast is None or isinstance(contrast, str) or np.ndim(contrast) != 1:
             return kwargs
-        if len(contrast) != total:
+        contrast = np.asarray(contrast)
+        if total is not None and len(contrast) != total:
             raise SelectionError(
                 f"contrast has {len(contrast)} entries for a batch of {total} samples")
-        return {**kwargs, "contrast": np.asarray(contrast)[start:stop]}
+        if len(index) and int(index[-1]) >= len(contrast):
+            raise SelectionError(
+                f"contrast has {len(contrast)} entries but sample {int(index[-1])} needs one; "
+                "give one contrast per sample")
+        return {**kwargs, "contrast": contrast[index]}
 
     def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError

@@ -90,18 +90,11 @@ def chunk_selection(neuron_selection: Any, images: np.ndarray, labels: np.ndarra
 
 def chunk_kwargs(analyzer: Any, analyze_kwargs: dict[str, Any], index: np.ndarray
                  ) -> dict[str, Any]:
-    """``analyze_kwargs`` for the samples ``index`` of the dataset: a per-sample ``contrast``
-    (in ``analyze_kwargs`` or the analyzer's own) is indexed by dataset sample, like
-    ``neuron_selection``."""
-    contrast = analyze_kwargs.get("contrast", getattr(analyzer, "contrast", None))
-    if contrast is None or isinstance(contrast, str) or np.ndim(contrast) != 1:
-        return analyze_kwargs
-    contrast = np.asarray(contrast)
-    if index[-1] >= len(contrast):
-        raise SelectionError(
-            f"contrast has {len(contrast)} entries but the dataset has more samples "
-            f"(sample {int(index[-1])}); give one contrast per dataset sample")
-    return {**analyze_kwargs, "contrast": contrast[index]}
+    """``analyze_kwargs`` for the samples ``index`` of the dataset: per-sample options (CLRP's
+    ``contrast``) are indexed by dataset sample, like ``neuron_selection``, by the analyzer's
+    own ``chunk_options`` (analyzers without it take no per-sample options)."""
+    chunk_options = getattr(analyzer, "chunk_options", None)
+    return analyze_kwargs if chunk_options is None else chunk_options(analyze_kwargs, index)
 
 
 def _stored(indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
