@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tf_clrp.cli.names import cli_methods
+from tf_clrp.cli.names import PYTHON_ONLY, cli_methods
 
 #: Methods used when ``--methods`` is not given.
 DEFAULT_METHODS = ("gradient", "guided_backprop", "lrp.epsilon_plus", "clrp")
@@ -68,8 +68,8 @@ def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -
         for name in unknown:
             close = difflib.get_close_matches(name, valid, n=2)
             hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
-        extra = (" ('lrp' needs a composite object: use a preset such as lrp.epsilon_plus)"
-                 if "lrp" in unknown else "")
+        extra = "".join(f" ({n!r} {PYTHON_ONLY[n]}: use a preset such as lrp.epsilon_plus)"
+                        for n in unknown if n in PYTHON_ONLY)
         raise UsageError(f"unknown method(s) {', '.join(hints)}{extra}; valid methods: "
                          f"{', '.join(valid)}")
     if len(set(names)) != len(names):
@@ -79,41 +79,30 @@ def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -
 
 def _create(name: str, model: Any, bounds: tuple[Any, Any] | None, compile_fn: bool,
             precision: str = "float32", output_index: int | None = None) -> Any:
-    """Creates an analyzer with the CLI's optional settings where the analyzer takes them.
+    """Creates an analyzer with the CLI's optional settings where its entry takes them.
 
-    LRP-family methods get the input bounds as z^B first-layer rule (``input_layer_rule``,
-    or ``low``/``high`` for deep_taylor.bounded); ``use_tf_function``, ``precision`` and a
-    16-sample SmoothGrad are passed where accepted. ``output_index`` (multi-output models)
+    Input bounds go where the registry entry says (``input_layer_rule=(low, high)``, the z^B
+    first-layer rule, or ``low``/``high``); ``use_tf_function``, ``precision`` and a
+    16-sample SmoothGrad are passed where declared. ``output_index`` (multi-output models)
     is required: a method that cannot take it is refused rather than explaining output 0.
     """
     import tf_clrp
+    from tf_clrp.registry import entry
 
-    optional: dict[str, Any] = {"use_tf_function": compile_fn}
-    if output_index is not None:
-        optional["output_index"] = output_index
-    if precision != "float32":
-        optional["precision"] = precision
-    if name == "smoothgrad":
-        optional["augment_by_n"] = 16
-    if bounds is not None:
-        if name == "deep_taylor.bounded":
-            optional.update(low=bounds[0], high=bounds[1])
-        else:
-            optional["input_layer_rule"] = bounds
-    while True:
-        try:
-            return tf_clrp.create_analyzer(name, model, **optional)
-        except TypeError as error:
-            unknown = str(error).split("; it accepts")[0]
-            dropped = [key for key in optional if f"'{key}'" in unknown]
-            known_form = "unknown option" in unknown or "unexpected keyword" in unknown
-            if not known_form or not dropped:
-                raise
-            if "output_index" in dropped:
-                raise CliError(f"method {name!r} cannot explain one output of a multi-output "
-                               "model (it takes no output_index)") from None
-            for key in dropped:
-                del optional[key]
+    declared = entry(name)
+    if output_index is not None and not declared.takes("output_index"):
+        raise CliError(f"method {name!r} cannot explain one output of a multi-output "
+                       "model (it takes no output_index)")
+    optional: dict[str, Any] = {"use_tf_function": compile_fn, "output_index": output_index,
+                                "precision": None if precision == "float32" else precision,
+                                "augment_by_n": 16 if name == "smoothgrad" else None}
+    if bounds is not None and declared.input_bounds == "low_high":
+        optional.update(low=bounds[0], high=bounds[1])
+    elif bounds is not None and declared.input_bounds == "input_layer_rule":
+        optional["input_layer_rule"] = bounds
+    options = {key: value for key, value in optional.items()
+               if value is not None and declared.takes(key)}
+    return tf_clrp.create_analyzer(name, model, **options)
 
 
 def _check_outputs(paths: Sequence[str], force: bool) -> None:

@@ -3,18 +3,27 @@
 Everything works on numpy batches: maps (N, H, W) or (N, H, W, C) (reduced by channel sum),
 images (N, H, W, C), regions as boolean masks or half-open boxes ``(y0, x0, y1, x1)``.
 See docs/metrics.md for the exact formulas.
+
+The model-agnostic analyzers ``Occlusion``, ``PredictionDifference`` and ``RISE`` live in
+``tf_clrp.analyzers``; the names here are kept for old imports and loaded on first use.
 """
 
-from .discriminativeness import (
+import importlib
+from typing import Any
+
+from tf_clrp.metrics.discriminativeness import (
     DiscriminativenessReport,
     discriminativeness_report,
     map_correlation,
     relevance_mass_in_region,
 )
-from .insertion_deletion import InsertionDeletionResult, insertion_deletion, trapezoid_auc
-from .model_agnostic import Occlusion, PredictionDifference
-from .perturbation import PerturbationResult, patch_scores, region_perturbation
-from .pointing import (
+from tf_clrp.metrics.insertion_deletion import (
+    InsertionDeletionResult,
+    insertion_deletion,
+    trapezoid_auc,
+)
+from tf_clrp.metrics.perturbation import PerturbationResult, patch_scores, region_perturbation
+from tf_clrp.metrics.pointing import (
     PointingGame,
     PointingGameResult,
     center_baseline,
@@ -23,10 +32,24 @@ from .pointing import (
     random_baseline,
     random_hit_rate,
 )
-from .quantus import explain_func
-from .randomization import RandomizationResult, model_randomization, ssim
-from .rise import RISE, make_masks
-from .unit_ablation import rank_agreement, unit_ablation, unit_relevance
+from tf_clrp.metrics.quantus import explain_func
+from tf_clrp.metrics.randomization import RandomizationResult, model_randomization, ssim
+from tf_clrp.metrics.unit_ablation import rank_agreement, unit_ablation, unit_relevance
+
+#: Names re-exported from ``tf_clrp.analyzers`` (lazily: those modules import this package).
+_MOVED = {
+    "Occlusion": "tf_clrp.analyzers.model_agnostic",
+    "PredictionDifference": "tf_clrp.analyzers.model_agnostic",
+    "RISE": "tf_clrp.analyzers.rise",
+    "make_masks": "tf_clrp.analyzers.rise",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Loads a name that moved to ``tf_clrp.analyzers`` on first access."""
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'tf_clrp.metrics' has no attribute {name!r}")
 
 __all__ = [
     "DiscriminativenessReport",

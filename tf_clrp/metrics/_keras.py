@@ -22,7 +22,7 @@ from tf_clrp.canonizers import split_linear_layers, strip_output_activation
 from tf_clrp.errors import InputError, ModelStructureError
 from tf_clrp.graph import Graph, Node, trace_model
 
-from ._common import chunks
+from tf_clrp.metrics._common import chunks
 
 
 def compile_nodes(

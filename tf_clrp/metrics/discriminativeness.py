@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import pearson, reduce_maps, regions_to_masks
+from tf_clrp.metrics._common import pearson, reduce_maps, regions_to_masks
 
 
 def map_correlation(map_a: Any, map_b: Any) -> np.ndarray:

@@ -22,9 +22,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._common import ProgressArg, as_images, chunks, class_ids, progress_iter, reduce_maps
-from ._keras import batched, score_function
-from .perturbation import PerturbationArg, replacement_images
+from tf_clrp.metrics._common import (
+    ProgressArg,
+    as_images,
+    chunks,
+    class_ids,
+    progress_iter,
+    reduce_maps,
+)
+from tf_clrp.metrics._keras import batched, score_function
+from tf_clrp.metrics.perturbation import PerturbationArg, replacement_images
 
 
 @dataclass

@@ -23,8 +23,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._common import ProgressArg, as_images, chunks, class_ids, progress_iter, reduce_maps
-from ._keras import batched, score_function
+from tf_clrp.metrics._common import (
+    ProgressArg,
+    as_images,
+    chunks,
+    class_ids,
+    progress_iter,
+    reduce_maps,
+)
+from tf_clrp.metrics._keras import batched, score_function
 
 PerturbationArg = (
     Literal["mean", "zero", "blur", "noise"]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._common import reduce_maps, region_to_mask
+from tf_clrp.metrics._common import reduce_maps, region_to_mask
 
 REFERENCE_SIZE = 224
 

@@ -36,9 +36,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tf_clrp.errors import ModelStructureError
 from tf_clrp.graph import trace_model
-
-from ._common import as_images, class_ids, reduce_maps, spearman
-from ._keras import score_function
+from tf_clrp.metrics._common import as_images, class_ids, reduce_maps, spearman
+from tf_clrp.metrics._keras import score_function
 
 Explain = str | Callable[[keras.Model, np.ndarray, np.ndarray], Any]
 

@@ -23,9 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp.graph import Node
-
-from ._common import ProgressArg, average_ranks, chunks, pearson, progress_iter
-from ._keras import CanonicalModel, batch_spec, compile_nodes
+from tf_clrp.metrics._common import ProgressArg, average_ranks, chunks, pearson, progress_iter
+from tf_clrp.metrics._keras import CanonicalModel, batch_spec, compile_nodes
 
 
 def _split(net: CanonicalModel, layer_name: str) -> tuple[int, list[Node], list[int]]:

