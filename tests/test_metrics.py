@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tf_clrp.analyzers.model_agnostic import log_probs, sliding_windows
 from tf_clrp.metrics import (
     Occlusion,
     PointingGame,
@@ -27,7 +28,6 @@ from tf_clrp.metrics import (
 )
 from tf_clrp.metrics._common import box_to_mask
 from tf_clrp.metrics._keras import CanonicalModel, score_function
-from tf_clrp.analyzers.model_agnostic import log_probs, sliding_windows
 from tf_clrp.metrics.perturbation import replacement_images
 
 FAST = settings(max_examples=25, deadline=None)

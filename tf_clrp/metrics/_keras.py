@@ -21,7 +21,6 @@ import tensorflow as tf
 from tf_clrp.canonizers import split_linear_layers, strip_output_activation
 from tf_clrp.errors import InputError, ModelStructureError
 from tf_clrp.graph import Graph, Node, trace_model
-
 from tf_clrp.metrics._common import chunks
 
 
