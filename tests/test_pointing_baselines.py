@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tf_clrp.metrics import PointingGame, random_baseline, random_hit_rate
+from tf_clrp.metrics import PointingGame, random_baseline, random_hit_rate, random_hit_rates
 
 
 def _enumerated_rate(mask: np.ndarray, tolerance: float) -> float:
@@ -78,3 +78,21 @@ def test_random_baseline_matches_the_game_with_random_points() -> None:
 def test_random_hit_rate_rejects_an_empty_ground_truth() -> None:
     with pytest.raises(ValueError, match="empty"):
         random_hit_rate(np.zeros((4, 4), bool), (4, 4))
+
+
+def test_random_hit_rates_are_per_pair_and_aggregate_to_the_baseline() -> None:
+    """One rate per ground truth (enumerated), and the baseline is their per-class mean."""
+    rng = np.random.default_rng(7)
+    masks = []
+    for _ in range(6):
+        mask = rng.random((12, 10)) < 0.05
+        mask[rng.integers(12), rng.integers(10)] = True
+        masks.append(mask)
+    classes = [3, 1, 3, 3, 1, 0]
+    rates = random_hit_rates(masks, (12, 10), 2.0, scale_tolerance=False)
+    expected = [_enumerated_rate(m, 2.0) for m in masks]
+    np.testing.assert_allclose(rates, expected, rtol=0, atol=1e-12)
+    result = random_baseline(masks, classes, (12, 10), 2.0, scale_tolerance=False)
+    by_class = {c: np.mean([e for e, k in zip(expected, classes) if k == c]) for c in (0, 1, 3)}
+    assert result.per_class == pytest.approx(by_class, abs=1e-12)
+    assert result.mean == pytest.approx(np.mean(list(by_class.values())), abs=1e-12)

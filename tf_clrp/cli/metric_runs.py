@@ -94,7 +94,7 @@ def pointing(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Qua
 def pointing_baselines(ctx: EvalContext, options: dict[str, Any]) -> dict[str, list[Quantity]]:
     """The centre point (user images; in a 2x2 mosaic every tile touches the centre) and the
     expected accuracy of a uniformly random pixel."""
-    from tf_clrp.metrics import PointingGame, random_hit_rate
+    from tf_clrp.metrics import PointingGame, random_hit_rates
 
     rows: dict[str, list[Quantity]] = {}
     if not ctx.builtin:
@@ -102,8 +102,8 @@ def pointing_baselines(ctx: EvalContext, options: dict[str, Any]) -> dict[str, l
         hits = center.update(np.zeros((len(ctx.x), *ctx.size), np.float32), ctx.regions,
                              ctx.classes)
         rows["(center baseline)"] = [Quantity("accuracy", hits, groups=ctx.classes)]
-    chance = [random_hit_rate(r, ctx.size, options["tolerance"]) for r in ctx.regions]
-    rows["(random point)"] = [Quantity("accuracy", np.asarray(chance), groups=ctx.classes)]
+    chance = random_hit_rates(ctx.regions, ctx.size, options["tolerance"])
+    rows["(random point)"] = [Quantity("accuracy", chance, groups=ctx.classes)]
     return rows
 
 

@@ -1,7 +1,6 @@
-"""The ``--preprocess`` presets: how 0..255 RGB images become model inputs.
+"""The ``--preprocess`` presets: the CLI's names for ``tf_clrp.bounds``' preprocessings.
 
-Imports no TensorFlow (``tf-clrp list`` prints this table). The constants and bounds come
-from ``tf_clrp.bounds``.
+Imports no TensorFlow (``tf-clrp list`` prints this table).
 """
 
 from __future__ import annotations
@@ -11,47 +10,43 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tf_clrp.bounds import _IMAGENET_MEAN, _IMAGENET_STD, CAFFE_MEAN_BGR, input_bounds
+from tf_clrp.bounds import PREPROCESSING_TABLE, input_bounds
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How 0..255 RGB images become model inputs; bounds come from ``tf_clrp.bounds``."""
+    """A ``--preprocess`` preset: one of ``tf_clrp.bounds.PREPROCESSING_TABLE``."""
 
-    description: str
-    apply: Callable[[np.ndarray], np.ndarray]
     bounds_name: str
-    rgb_only: bool = False
+
+    @property
+    def apply(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The preprocessing function (0..255 RGB images -> model inputs)."""
+        return PREPROCESSING_TABLE[self.bounds_name].apply
+
+    @property
+    def description(self) -> str:
+        """One line for ``tf-clrp list``."""
+        return PREPROCESSING_TABLE[self.bounds_name].description
+
+    @property
+    def rgb_only(self) -> bool:
+        """Needs three RGB channels."""
+        return PREPROCESSING_TABLE[self.bounds_name].rgb_only
 
     @property
     def low(self) -> np.ndarray:
-        """Lowest preprocessed value (scalar or per channel)."""
+        """Lowest preprocessed value (float32 scalar or per channel)."""
         return input_bounds(self.bounds_name)[0]
 
     @property
     def high(self) -> np.ndarray:
-        """Highest preprocessed value (scalar or per channel)."""
+        """Highest preprocessed value (float32 scalar or per channel)."""
         return input_bounds(self.bounds_name)[1]
 
 
-def _effnet_lite(x: np.ndarray) -> np.ndarray:
-    from tf_clrp.zoo import preprocess_input
-
-    return np.asarray(preprocess_input(x), np.float32)
-
-
+#: ``--preprocess`` name -> preset (``none`` is ``tf_clrp.bounds``' "raw").
 PREPROCESSING: dict[str, Preprocessing] = {
-    "none": Preprocessing("raw RGB values 0..255", lambda x: x.astype(np.float32), "raw"),
-    "unit": Preprocessing("x / 255 -> [0, 1]", lambda x: x.astype(np.float32) / 255.0, "unit"),
-    "symmetric": Preprocessing("x / 127.5 - 1 -> [-1, 1] (Keras 'tf' mode)",
-                               lambda x: x.astype(np.float32) / 127.5 - 1.0, "symmetric"),
-    "caffe": Preprocessing("RGB->BGR, minus ImageNet BGR mean (Keras 'caffe': VGG, ResNet50)",
-                           lambda x: x[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR,
-                           "caffe", rgb_only=True),
-    "torch": Preprocessing(
-        "(x / 255 - ImageNet mean) / std (torchvision)",
-        lambda x: (x.astype(np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD,
-        "torch", rgb_only=True),
-    "effnet_lite": Preprocessing("(x - 127) / 128 (EfficientNet-Lite0 of tf_clrp.zoo)",
-                                 _effnet_lite, "effnet_lite"),
-}
+    cli_name: Preprocessing(name) for cli_name, name in (
+        ("none", "raw"), ("unit", "unit"), ("symmetric", "symmetric"), ("caffe", "caffe"),
+        ("torch", "torch"), ("effnet_lite", "effnet_lite"))}

@@ -31,6 +31,7 @@ from tf_clrp.metrics.pointing import (
     pointing_game,
     random_baseline,
     random_hit_rate,
+    random_hit_rates,
 )
 from tf_clrp.metrics.quantus import explain_func
 from tf_clrp.metrics.randomization import RandomizationResult, model_randomization, ssim
@@ -73,6 +74,7 @@ __all__ = [
     "pointing_game",
     "random_baseline",
     "random_hit_rate",
+    "random_hit_rates",
     "rank_agreement",
     "region_perturbation",
     "relevance_mass_in_region",

@@ -258,6 +258,26 @@ def random_hit_rate(gt: Any, shape: tuple[int, int], tolerance: float = 15.0,
     return float(hits.mean())
 
 
+def random_hit_rates(gts: Any, shape: tuple[int, int], tolerance: float = 15.0,
+                     scale_tolerance: bool = True) -> np.ndarray:
+    """:func:`random_hit_rate` of each ground truth: the random pixel's expected hit per pair.
+
+    The random baseline's counterpart of ``PointingGame(...).update``'s per-pair outcomes
+    (for intervals over pairs); :func:`random_baseline` aggregates them per class.
+
+    Args:
+        gts: sequence of ground truths (masks, boxes or lists of boxes), one per (image, class).
+        shape: ``(H, W)`` of the images.
+        tolerance: hit radius (at 224 px if ``scale_tolerance``).
+        scale_tolerance: scale the radius by ``max(H, W) / 224``.
+
+    Returns:
+        float64 array (number of ground truths,).
+    """
+    return np.array([random_hit_rate(gt, shape, tolerance, scale_tolerance) for gt in gts],
+                    dtype=np.float64)
+
+
 def random_baseline(gts: Any, class_ids: Any, shape: tuple[int, int], tolerance: float = 15.0,
                     scale_tolerance: bool = True) -> PointingGameResult:
     """Expected Pointing Game accuracy of a uniformly random pixel (exact, no sampling).
@@ -279,9 +299,8 @@ def random_baseline(gts: Any, class_ids: Any, shape: tuple[int, int], tolerance:
     regions = list(gts)
     ids = np.broadcast_to(np.asarray(class_ids, dtype=np.int64), (len(regions),))
     rates: dict[int, list[float]] = {}
-    for region, c in zip(regions, ids):
-        rates.setdefault(int(c), []).append(
-            random_hit_rate(region, shape, tolerance, scale_tolerance))
+    for rate, c in zip(random_hit_rates(regions, shape, tolerance, scale_tolerance), ids):
+        rates.setdefault(int(c), []).append(float(rate))
     per_class = {c: float(np.mean(v)) for c, v in sorted(rates.items())}
     mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
     return PointingGameResult(per_class, mean, len(regions))

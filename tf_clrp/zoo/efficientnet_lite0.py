@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tf_clrp.bounds import EFFNET_LITE_MEAN, EFFNET_LITE_STD, effnet_lite
+
 __all__ = [
     "BLOCKS",
     "PREPROCESSING_BOUNDS",
@@ -36,8 +38,8 @@ BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 
-_MEAN = 127.0
-_STD = 128.0
+_MEAN = EFFNET_LITE_MEAN
+_STD = EFFNET_LITE_STD
 _BN_EPSILON = 1e-3
 _INPUT_SIZE = 224
 
@@ -55,7 +57,7 @@ def preprocess_input(images: Any) -> np.ndarray:
     Returns:
         float32 array ``(images - 127) / 128``, within :data:`PREPROCESSING_BOUNDS`.
     """
-    return ((np.asarray(images, dtype=np.float32) - _MEAN) / _STD).astype(np.float32)
+    return effnet_lite(images)
 
 
 def _default_weights_path() -> str:
