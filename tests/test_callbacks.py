@@ -122,11 +122,11 @@ def test_maps_follow_live_weights_without_rebuilding(tmp_path) -> None:
     cb = HeatmapCallback(x[:2], classes=[0, 1], methods=["lrp.epsilon"], log_dir=tmp_path)
     cb.set_model(model)
     before, targets = cb.explain()
-    analyzer = cb._analyzers["lrp.epsilon"]
+    analyzer = cb.analyzers["lrp.epsilon"]
     dense = model.layers[-1]
     dense.kernel.assign(dense.kernel.numpy() * -2.0 + 0.1)
     after, _ = cb.explain()
-    assert cb._analyzers["lrp.epsilon"] is analyzer  # built once
+    assert cb.analyzers["lrp.epsilon"] is analyzer  # built once
     assert list(targets) == [0, 1]
     assert not np.allclose(before["lrp.epsilon"], after["lrp.epsilon"])
     fresh = tf_clrp.create_analyzer("lrp.epsilon", model).analyze(x[:2], neuron_selection=[0, 1])

@@ -351,3 +351,18 @@ def test_a_feature_map_the_output_ignores_is_warned_about_not_drawn_silently() -
                                             r"feature map of layer 'feat'"):
         maps = analyzer.analyze(x, neuron_selection=1)
     assert not maps.any()
+
+
+def test_per_sample_contrast_in_explain_dataset_is_indexed_by_sample(images: np.ndarray,
+                                                                      tmp_path) -> None:
+    """``explain_dataset`` shards the batch; each sample keeps its own rival class."""
+    from tf_clrp.datasets import explain_dataset
+
+    analyzer = tf_clrp.create_analyzer("grad_cam", cnn())
+    rivals = np.array([1, 2, 3, 0])
+    result = explain_dataset(analyzer, images, tmp_path, shard_size=3, batch_size=2,
+                             neuron_selection=np.array([0, 1, 2, 3]), progress=False,
+                             analyze_kwargs={"contrast": rivals})
+    for i, rival in enumerate(rivals):
+        alone = analyzer.analyze(images[i:i + 1], [i], contrast=int(rival))
+        np.testing.assert_allclose(result.maps[i], alone[0], rtol=1e-5, atol=1e-7)

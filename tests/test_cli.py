@@ -114,8 +114,8 @@ def test_explain_precision_option(workspace, tmp_path) -> None:
         exact, low = maps["float32"][method], maps["bfloat16"][method]
         assert np.abs(exact - low).max() <= 5e-2 * np.abs(exact).max()
     model = keras.models.load_model(workspace / "tiny.keras")
-    assert common._create("clrp", model, None, False, "bfloat16").precision == "bfloat16"
-    assert common._create("occlusion", model, None, False, "bfloat16") is not None  # no option
+    assert common.build_analyzer("clrp", model, None, False, "bfloat16").precision == "bfloat16"
+    assert common.build_analyzer("occlusion", model, None, False, "bfloat16") is not None
     assert cli.main(["explain", str(workspace / "tiny.keras"),
                      str(workspace / "images" / "im0.png"), "--precision", "fp8"]) == 2
 

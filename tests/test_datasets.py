@@ -421,7 +421,6 @@ DISTRIBUTED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, {tests!r})
     import numpy as np
     import tf_clrp
     from tf_clrp._distribute import DistributedRunner
@@ -463,7 +462,8 @@ DISTRIBUTED = textwrap.dedent("""
 def run_python(code: str, timeout: float = 120, env: dict[str, str] | None = None
                ) -> subprocess.Popen[str]:
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                   "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent),
+                                                  os.environ.get("PYTHONPATH", "")]),
                    **(env or {})}
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=environment)
@@ -489,7 +489,6 @@ MULTI_WORKER = textwrap.dedent("""
     import json, os, sys
     import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    sys.path.insert(0, {tests!r})
     import numpy as np
     import tf_clrp
     from tf_clrp.datasets import explain_dataset

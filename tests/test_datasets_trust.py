@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_datasets import N_CLASSES, count_calls, files, images, tiny_model
 
 import tf_clrp
 from tf_clrp import datasets
@@ -32,9 +33,6 @@ from tf_clrp.datasets import (
     load_explanations,
 )
 from tf_clrp.errors import InputError, SelectionError, TfClrpError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_datasets import N_CLASSES, count_calls, files, images, tiny_model  # noqa: E402
 
 LOCK_MODULE = Path(__file__).resolve().parents[1] / "tf_clrp" / "datasets" / "_lock.py"
 

@@ -3,6 +3,8 @@
 Keras 3 keeps the graph of a functional model in ``Function._nodes_by_depth`` and the
 graph of a built ``Sequential`` in ``Sequential._functional``. Everything else in tf_clrp
 goes through the small functions below, so a Keras upgrade breaks one file, not twenty.
+The zoo's reader of Keras 2 HDF5 files without an ``.h5`` suffix is here too
+(:func:`load_legacy_h5`).
 """
 
 from __future__ import annotations
@@ -194,3 +196,14 @@ def restore_node_lists(lists: list[tuple[list[Any], int]]) -> None:
     """Drops the nodes appended since ``node_lists`` was taken."""
     for nodes, length in lists:
         del nodes[length:]
+
+
+def load_legacy_h5(path: str) -> Any:
+    """Loads a Keras 2 HDF5 full-model file with Keras 3's legacy reader (never compiled).
+
+    ``keras.saving.load_model`` picks that reader only by the ``.h5``/``.hdf5`` suffix; this
+    calls it directly (``keras.src.legacy.saving.legacy_h5_format``) for any file name.
+    """
+    from keras.src.legacy.saving import legacy_h5_format
+
+    return legacy_h5_format.load_model_from_hdf5(path, compile=False)

@@ -202,7 +202,9 @@ class HeatmapCallback(keras.callbacks.Callback):
         self.timings: list[tuple[int, int | None, float]] = []
         self.written: list[str] = []
         self.failed: dict[str, str] = {}
-        self._analyzers: dict[str, Any] = {}
+        #: Method label -> its analyzer, built on first use and reused (it reads the live
+        #: weights).
+        self.analyzers: dict[str, Any] = {}
         self._writer: Any = None
         self._epoch = 0
         self._global_batch = 0
@@ -243,7 +245,7 @@ class HeatmapCallback(keras.callbacks.Callback):
             left out with a warning.
         """
         import tf_clrp
-        from tf_clrp.registry import accepted_options
+        from tf_clrp.registry import entry
 
         targets = self._targets()
         maps: dict[str, np.ndarray] = {}
@@ -251,13 +253,13 @@ class HeatmapCallback(keras.callbacks.Callback):
             if label in self.failed:
                 continue
             try:
-                analyzer = self._analyzers.get(label)
+                analyzer = self.analyzers.get(label)
                 if analyzer is None:
                     options = dict(kwargs)
-                    if "use_tf_function" in accepted_options(name):
+                    if entry(name).takes("use_tf_function"):
                         options = {"use_tf_function": self.use_tf_function, **kwargs}
                     analyzer = tf_clrp.create_analyzer(name, self.model, **options)
-                    self._analyzers[label] = analyzer
+                    self.analyzers[label] = analyzer
                 relevance = analyzer.analyze(self.images, neuron_selection=[int(t) for t in
                                                                             targets],
                                              batch_size=self.batch_size)

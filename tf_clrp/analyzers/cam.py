@@ -206,13 +206,6 @@ def upsample_to_input(maps: np.ndarray, input_shape: tuple[int, ...],
     return np.broadcast_to(resized * np.float32(scale), input_shape).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class _Codes:
-    """Contrast codes already resolved for a chunk (``GradCAM.analyze`` chunks them)."""
-
-    codes: np.ndarray
-
-
 class GradCAM(Analyzer):
     """Grad-CAM and its variants (see the module doc for the formulas).
 
@@ -330,8 +323,6 @@ class GradCAM(Analyzer):
         return mask - dual * mass
 
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
-        if isinstance(contrast, _Codes):
-            return contrast.codes
         contrast = self.contrast if contrast is None else contrast
         if contrast is None:
             return np.full(batch, NO_CONTRAST, np.int32)
@@ -372,14 +363,27 @@ class GradCAM(Analyzer):
         array, selection = self.prepare(x, neuron_selection)
         if len(array) == 0:
             return self._empty(array)
-        codes = self._contrast_codes(contrast, len(array))  # per sample, chunked below
+        self._contrast_codes(contrast, len(array))  # checks the whole batch's contrast first
         size = batch_size or self.batch_size or len(array)
         if size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        return self._concatenate([
-            self._explain(array[i:i + size], selection.chunk(i, i + size),
-                          contrast=_Codes(codes[i:i + size]))
-            for i in range(0, len(array), size)])
+        return self._run_chunked(array, selection, size, contrast=contrast)
+
+    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
+                      total: int | None = None) -> dict[str, Any]:
+        """Indexes a per-sample ``contrast`` (one rival class per sample) by ``index`` (see
+        ``Analyzer.chunk_options``); one rival for all is passed unchanged."""
+        contrast = kwargs.get("contrast")
+        if contrast is None:
+            contrast = self.contrast
+        if isinstance(contrast, str) or np.ndim(contrast) != 1 or np.size(contrast) == 1:
+            return kwargs
+        rivals = np.asarray(contrast)
+        needed = total if total is not None else (int(index[-1]) + 1 if len(index) else 0)
+        if len(rivals) < needed or (total is not None and len(rivals) != total):
+            raise SelectionError(f"contrast has {len(rivals)} entries for {needed} samples; "
+                                 "give one rival class per sample")
+        return {**kwargs, "contrast": rivals[index]}
 
     def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None
                      ) -> ReplicaStep:

@@ -38,12 +38,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tf_clrp._io import ProgressArg, progress_iter
 from tf_clrp.metrics._common import (
-    ProgressArg,
     as_images,
     chunks,
     class_ids,
-    progress_iter,
     target_weights,
 )
 from tf_clrp.metrics._keras import batched, score_function

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp.metrics._common import ProgressArg, as_images, chunks, progress_iter, target_weights
+from tf_clrp._io import ProgressArg, progress_iter
+from tf_clrp.metrics._common import as_images, chunks, target_weights
 from tf_clrp.metrics._keras import batched, score_function
 
 

@@ -7,8 +7,7 @@ fast); the TensorFlow-using helpers import it when called.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,22 +38,6 @@ class UsageError(CliError):
 
 
 
-def _progress(items: Sequence[Any], desc: str, quiet: bool, unit: str = "batch"
-              ) -> Iterable[Any]:
-    """tqdm progress bar on stderr if available, else one line per item."""
-    if quiet:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def plain() -> Iterable[Any]:
-            for i, item in enumerate(items, start=1):
-                print(f"{desc}: {i}/{len(items)}", file=sys.stderr, flush=True)
-                yield item
-        return plain()
-    return tqdm(items, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-
 def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()] if text else list(default)
     if not names:
@@ -77,8 +60,8 @@ def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -
     return names
 
 
-def _create(name: str, model: Any, bounds: tuple[Any, Any] | None, compile_fn: bool,
-            precision: str = "float32", output_index: int | None = None) -> Any:
+def build_analyzer(name: str, model: Any, bounds: tuple[Any, Any] | None, compile_fn: bool,
+                   precision: str = "float32", output_index: int | None = None) -> Any:
     """Creates an analyzer with the CLI's optional settings where its entry takes them.
 
     Input bounds go where the registry entry says (``input_layer_rule=(low, high)``, the z^B
@@ -119,7 +102,7 @@ def _check_outputs(paths: Sequence[str], force: bool) -> None:
 
 
 def _write_text(path: str, text: str, force: bool) -> None:
-    from tf_clrp.visualize import atomic_write
+    from tf_clrp._io import atomic_write
 
     atomic_write(path, text.encode("utf-8"), overwrite=force)
 

@@ -15,13 +15,13 @@ from tf_clrp.cli.common import (
     DEMO_PHOTOS,
     CliError,
     _check_outputs,
-    _create,
     _efficientnet,
     _model_outputs,
     _parse_methods,
     _photos,
     _softmax,
     _write_text,
+    build_analyzer,
 )
 
 
@@ -63,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in methods:
         t0 = time.perf_counter()
         try:
-            analyzer = _create(name, model, PREPROCESSING_BOUNDS, compile_fn=False)
+            analyzer = build_analyzer(name, model, PREPROCESSING_BOUNDS, compile_fn=False)
             maps[name] = analyzer.analyze(rows, neuron_selection=selection)
         except Exception as error:  # noqa: BLE001 - report which method failed
             raise CliError(f"method {name!r} failed: {type(error).__name__}: {error}") from None

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from tf_clrp._io import progress_items
 from tf_clrp.cli.common import (
     RECOGNISED_PHOTOS,
     CliError,
     UsageError,
     _check_outputs,
-    _create,
     _efficientnet,
     _input_geometry,
     _load_user_model,
@@ -33,8 +33,8 @@ from tf_clrp.cli.common import (
     _output_shape,
     _parse_methods,
     _photos,
-    _progress,
     _write_text,
+    build_analyzer,
 )
 from tf_clrp.cli.images import collect_images, read_image
 from tf_clrp.cli.metric_table import MetricSpec, resolve_options, selected_metrics
@@ -302,7 +302,7 @@ def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, p
 
     def create(method: str, net: Any) -> Any:
         try:
-            return _create(method, net, (prep.low, prep.high), compile_fn,
+            return build_analyzer(method, net, (prep.low, prep.high), compile_fn,
                            output_index=args.output_index if net is model else None)
         except CliError:
             raise
@@ -369,7 +369,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if check is not None:
             check(ctx, options[spec.name])
     rows: dict[str, dict[str, list]] = {spec.name: {} for spec in chosen}
-    for method in _progress(methods, "methods", args.quiet, unit="method"):
+    for method in progress_items(methods, "methods", args.quiet, unit="method"):
         for spec in chosen:
             quantities = spec.function()(ctx, method, options[spec.name])
             rows[spec.name][method] = metric_report.summarize_all(quantities, args.seed)

@@ -9,19 +9,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tf_clrp._io import progress_items
 from tf_clrp.cli.common import (
     CliError,
     UsageError,
     _check_outputs,
     _class_names,
-    _create,
     _input_geometry,
     _load_user_model,
     _model_outputs,
     _n_outputs,
     _output_shape,
     _parse_methods,
-    _progress,
+    build_analyzer,
 )
 from tf_clrp.cli.images import collect_images, read_image
 from tf_clrp.cli.outputs import (
@@ -72,7 +72,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     analyzers = {}
     for name in methods:
         try:
-            analyzers[name] = _create(name, model, bounds, compile_fn, args.precision,
+            analyzers[name] = build_analyzer(name, model, bounds, compile_fn, args.precision,
                                       output_index)
         except (TypeError, ValueError) as error:
             raise CliError(f"cannot create analyzer {name!r} for this model: {error}") from None
@@ -80,7 +80,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     chunks = [list(range(i, min(i + args.batch_size, len(files))))
               for i in range(0, len(files), args.batch_size)]
-    for chunk in _progress(chunks, "explaining", args.quiet):
+    for chunk in progress_items(chunks, "explaining", args.quiet):
         x = prep.apply(np.stack([images[i] for i in chunk]))
         scores = _model_outputs(model, x, args.batch_size, output_index)
         logits, probabilities = explained_scores(x)

@@ -129,14 +129,12 @@ def read_image(path: str, size: tuple[int, int] | None, channels: int = 3,
     """
     import cv2
 
+    from tf_clrp._io import read_image as decode_file
+
     check_pixel_limit(path, max_megapixels)
-    data = np.fromfile(path, np.uint8) if os.path.getsize(path) else np.zeros(0, np.uint8)
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    image = cv2.imdecode(data, flag) if data.size else None
+    image = decode_file(path, channels)
     if image is None:
         raise CliError(f"cannot read image {path} (not an image OpenCV can decode, or corrupt)")
-    if channels != 1:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if size is not None and image.shape[:2] != tuple(size):
         shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
         image = cv2.resize(image, (size[1], size[0]),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from tf_clrp._io import move_into_place, write_temporary
 from tf_clrp.cli.common import CliError
 
 
@@ -55,14 +55,6 @@ def figure_png_bytes(fig: Any, dpi: float = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _finalize(temporary: str, target: str, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(temporary, target)
-        return
-    os.link(temporary, target)  # fails if the target appeared meanwhile
-    os.unlink(temporary)
-
-
 def write_together(files: Sequence[tuple[str, bytes]], overwrite: bool) -> None:
     """Writes several files as a set, in the given order.
 
@@ -83,17 +75,11 @@ def write_together(files: Sequence[tuple[str, bytes]], overwrite: bool) -> None:
     try:
         for path, data in files:
             current = path
-            handle, temporary = tempfile.mkstemp(
-                prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                dir=os.path.dirname(os.path.abspath(path)))
-            temporaries.append((temporary, path))
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
+            temporaries.append((write_temporary(path, lambda stream, d=data: stream.write(d)),
+                                path))
         for temporary, path in temporaries:
             current = path
-            _finalize(temporary, path, overwrite)
+            move_into_place(temporary, path, overwrite)
             done.append(path)
     except OSError as error:
         if not overwrite:  # files renamed into place by this call are ours to remove

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run the analyzers eagerly, even for more than 16 images")
     explain.add_argument("--precision", choices=("float32", "mixed", "bfloat16"),
                          default="float32", help="dtype of the LRP rules' convolutions: "
-                         "'bfloat16' is ≈ 1.5× faster on CPUs with bf16 units, maps within "
-                         "≈ 1 %% of float32 (default float32)")
+                         "'mixed' and 'bfloat16' are faster on CPUs with bf16 units, at a "
+                         "small cost in accuracy (figures: BENCHMARKS.md; default float32)")
     _add_model_options(explain)
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     explain.set_defaults(func=cmd_explain)

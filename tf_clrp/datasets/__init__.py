@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_clrp._io import atomic_write
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.analyzers.contrastive import ContrastiveExplanation
 from tf_clrp.datasets import _folder, _input_checksum, _integrity, _resume
@@ -85,20 +85,6 @@ def _fsync(file: Any) -> None:
         os.fsync(file.fileno())
 
 
-def _atomic_file(final: Path, write: Callable[[Any], None]) -> None:
-    """Writes ``final`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            _fsync(file)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_dir(final: Path, arrays: dict[str, np.ndarray]) -> None:
     """Writes one ``.npy`` per array into a temporary folder, then renames it to ``final``."""
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
@@ -120,7 +106,7 @@ def _atomic_dir(final: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     text = json.dumps(content, indent=1).encode()
-    _atomic_file(path, lambda file: file.write(text))
+    atomic_write(path, text, overwrite=True)
 
 
 def _prepare_dir(out_dir: Path) -> None:
@@ -270,7 +256,7 @@ class _ShardWriter:
         if self.active:
             try:
                 if self.fmt == "npz":
-                    _atomic_file(path, lambda file: _save_npz(file, arrays))
+                    atomic_write(path, lambda file: _save_npz(file, arrays), overwrite=True)
                 else:
                     _atomic_dir(path, arrays)
                 files = _integrity.record_shard(path)

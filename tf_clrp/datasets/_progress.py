@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from tf_clrp._io import progress_bar
+
 
 class Progress:
     """tqdm if available (and wanted), else one line per shard on stderr, else nothing."""
 
     def __init__(self, enabled: bool, total: int | None, initial: int) -> None:
-        self.bar = None
         self.enabled = enabled
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=total, initial=initial, unit="sample", desc="explaining",
-                        dynamic_ncols=True)
+        self.bar = (progress_bar(total=total, initial=initial, unit="sample", desc="explaining",
+                                 dynamic_ncols=True) if enabled else None)
 
     def update(self, n: int) -> None:
         """Advances the bar by ``n`` samples."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,6 @@ Box = Sequence[float]
 
 Region = np.ndarray | Box | Sequence[Box]
 """One sample's region: a boolean mask (H, W), one box, or a sequence of boxes (their union)."""
-
-ProgressArg = bool | Callable[[int, int], Any] | None
 
 
 def reduce_maps(maps: Any) -> np.ndarray:
@@ -176,35 +174,6 @@ def chunks(n: int, size: int | None) -> Iterator[slice]:
         size = max(n, 1)
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
-
-
-def progress_iter(iterable: Iterable, total: int, progress: ProgressArg, desc: str) -> Iterator:
-    """Wrap an iterable with an optional progress report.
-
-    Args:
-        iterable: what to iterate.
-        total: number of items (for the bar).
-        progress: False/None (silent), True (tqdm bar if tqdm is installed, else silent),
-            or a callable ``progress(done, total)`` called after each item.
-        desc: label of the bar.
-
-    Returns:
-        An iterator over ``iterable``.
-    """
-    if not progress:
-        yield from iterable
-        return
-    if callable(progress):
-        for i, item in enumerate(iterable):
-            yield item
-            progress(i + 1, total)
-        return
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional
-        yield from iterable
-        return
-    yield from tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

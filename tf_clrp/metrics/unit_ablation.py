@@ -22,8 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_clrp._io import ProgressArg, progress_iter
 from tf_clrp.graph import Node
-from tf_clrp.metrics._common import ProgressArg, average_ranks, chunks, pearson, progress_iter
+from tf_clrp.metrics._common import average_ranks, chunks, pearson
 from tf_clrp.metrics._keras import CanonicalModel, batch_spec, compile_nodes
 
 

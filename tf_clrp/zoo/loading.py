@@ -58,15 +58,14 @@ def _check_h5_has_model(path: str) -> None:
 
 
 def _load_legacy_h5(path: str) -> Any:
-    """Load a Keras 2 HDF5 model through Keras 3's legacy reader.
+    """Load a Keras 2 HDF5 model through Keras 3's legacy reader (``tf_clrp._compat``).
 
-    ``keras.saving.load_model`` already dispatches ``.h5`` files there; the private
-    module is used directly only for files whose name lacks the ``.h5``/``.hdf5``
-    suffix. This is the only private Keras API used by the zoo.
+    ``keras.saving.load_model`` already dispatches ``.h5`` files there; the reader is used
+    directly only for files whose name lacks the ``.h5``/``.hdf5`` suffix.
     """
-    from keras.src.legacy.saving import legacy_h5_format  # private API, see docstring
+    from tf_clrp._compat import load_legacy_h5
 
-    return legacy_h5_format.load_model_from_hdf5(path, compile=False)
+    return load_legacy_h5(path)
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:

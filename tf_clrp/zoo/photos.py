@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tf_clrp._io import read_image
+
 __all__ = ["PHOTO_SOURCES", "list_photos", "load_photo", "make_mosaic"]
 
 
@@ -37,10 +39,10 @@ def _matplotlib(fname: str) -> Callable[[], np.ndarray]:
         from matplotlib import cbook
 
         path = str(cbook.get_sample_data(fname, asfileobj=False))
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:  # pragma: no cover - broken matplotlib install
+        rgb = read_image(path)
+        if rgb is None:  # pragma: no cover - broken matplotlib install
             raise FileNotFoundError(f"could not read matplotlib sample image {path}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return rgb
 
     return load
 
