@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tf_clrp import cli
-from tf_clrp.cli import common, demo, evaluate
+from tf_clrp.cli import common, models
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_evaluate_errors(workspace, tmp_path, capsys) -> None:
 
 
 def test_evaluate_builtin_mosaics(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(evaluate, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(models, "efficientnet", _tiny_imagenet_model)
     assert cli.main(["evaluate", "--n", "1", "--methods", "gradient,lrp.epsilon_plus",
                      "-q"]) == 0
     out = capsys.readouterr().out
@@ -225,7 +225,7 @@ def test_evaluate_builtin_mosaics(monkeypatch, capsys) -> None:
 
 # ----------------------------------------------------------------------------- demo
 def test_demo_pipeline_with_a_small_model(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setattr(demo, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(models, "efficientnet", _tiny_imagenet_model)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -243,7 +243,7 @@ def test_demo_pipeline_with_a_small_model(monkeypatch, tmp_path, capsys) -> None
 
 
 def test_demo_out_that_is_a_file_is_a_one_line_error(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setattr(demo, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(models, "efficientnet", _tiny_imagenet_model)
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
     assert cli.main(["demo", "--out", str(a_file), "--methods", "gradient", "-q"]) == 1

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tf_clrp
 from tf_clrp import cli
-from tf_clrp.cli import evaluate
+from tf_clrp.cli import models
 from tf_clrp.cli.metric_report import summarize
 from tf_clrp.cli.metric_runs import Quantity
 from tf_clrp.cli.metric_table import METRICS
@@ -313,7 +313,7 @@ def test_tables_and_json_to_stdout(data, capsys) -> None:
 def test_builtin_mosaics_offer_every_metric(monkeypatch, capsys) -> None:
     from tests.test_cli import _tiny_imagenet_model
 
-    monkeypatch.setattr(evaluate, "_efficientnet", _tiny_imagenet_model)
+    monkeypatch.setattr(models, "efficientnet", _tiny_imagenet_model)
     assert cli.main(["evaluate", "--n", "1", "--methods", "gradient", "--metric",
                      ",".join(METRICS), "--aopc-patch", "56", "--json", "-", "-q"]) == 0
     parsed = json.loads(capsys.readouterr().out)

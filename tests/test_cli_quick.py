@@ -63,3 +63,21 @@ def test_every_option_has_help() -> None:
     missing = [f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in actions
                if not (a.help or "").strip() or a.help == argparse.SUPPRESS]
     assert not missing, missing
+
+
+def test_list_options_prints_each_entrys_options_without_tensorflow() -> None:
+    from tf_clrp.registry import ANALYZERS
+
+    done = _python("import sys\nfrom tf_clrp.cli import main\n"
+                   "rc = main(['list', '--options'])\n"
+                   "assert not [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+                   "raise SystemExit(rc)")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for name, declared in ANALYZERS.items():
+        shown = lines[lines.index(f"  {name}") + 1 if f"  {name}" in lines else
+                      next(i for i, line in enumerate(lines)
+                           if line.startswith(f"  {name}  (")) + 1]
+        for option, default in declared.options.items():
+            assert f"{option}={default!r}" in shown, (name, option, shown)
+        assert ("z^B input bounds" in shown) == (declared.input_bounds is not None), name

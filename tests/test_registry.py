@@ -114,9 +114,10 @@ def test_a_preset_is_one_entry() -> None:
 def _documented_names() -> set[str]:
     """The names in the first column of docs/analyzers.md's table (``a(_b)`` is a and a_b)."""
     text = (ROOT / "docs" / "analyzers.md").read_text(encoding="utf-8")
-    table = text.split("## The names", 1)[1].split("\n\n", 2)[1]
+    section = text.split("## The names", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
     names: set[str] = set()
-    for row in table.splitlines()[2:]:
+    for row in table[2:]:
         for cell in re.findall(r"`([^`]+)`", row.split("|")[1]):
             base, _, optional = cell.partition("(")
             names.add(base)

@@ -111,17 +111,54 @@ def spread_windows(
     return np.repeat(per_pixel[..., None], c, axis=-1).astype(np.float32)
 
 
-class Occlusion:
+class PerturbationAnalyzer:
+    """Base of the model-agnostic analyzers: the model's scores on perturbed inputs.
+
+    Not built on the propagation engine, so ``model`` may be any callable images → scores;
+    they take only their own options (no ``Analyzer`` options).
+
+    Args:
+        model: Keras model or callable images → scores (N, K).
+        batch_size: Images per model call.
+        logits: Strip a final softmax/sigmoid of a Keras model.
+        progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
+    """
+
+    def __init__(self, model: Any, batch_size: int, logits: bool, progress: ProgressArg) -> None:
+        self.model = model
+        self.batch_size, self.progress = batch_size, progress
+        self._f = score_function(model, logits=logits)
+
+    def analyze(self, x: Any, neuron_selection: Any = "max_activation",
+                batch_size: int | None = None) -> np.ndarray:
+        """Maps of a batch.
+
+        Args:
+            x: (N, H, W, C) images.
+            neuron_selection: "max_activation", an int or N ints; where the analyzer says so
+                also a float (N, K) array of output weights (score = Σ_k weight_k · s_k).
+            batch_size: Overrides the constructor's value.
+
+        Returns:
+            float32 array of x's shape (see the analyzer's module for how the map is spread).
+        """
+        return self._maps(as_images(x), neuron_selection, batch_size or self.batch_size)
+
+    def _maps(self, x: np.ndarray, neuron_selection: Any, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Occlusion(PerturbationAnalyzer):
     """Occlusion analyzer: Δ_w = s(x) − s(x with window w set to ``baseline``).
+
+    ``analyze``'s ``neuron_selection`` also takes a float (N, K) array of output weights.
 
     Args:
         model: Keras model or callable images → scores (N, K).
         window: window side or (h, w).
         stride: step or (sy, sx).
         baseline: occluding value: scalar or array broadcastable to the input batch.
-        batch_size: images per model call.
-        logits: strip a final softmax/sigmoid of a Keras model.
-        progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
+        batch_size, logits, progress: see ``PerturbationAnalyzer``.
     """
 
     def __init__(
@@ -134,27 +171,10 @@ class Occlusion:
         logits: bool = True,
         progress: ProgressArg = False,
     ) -> None:
-        self.model = model
+        super().__init__(model, batch_size, logits, progress)
         self.window, self.stride, self.baseline = window, stride, baseline
-        self.batch_size, self.progress = batch_size, progress
-        self._f = score_function(model, logits=logits)
 
-    def analyze(
-        self, x: Any, neuron_selection: Any = "max_activation", batch_size: int | None = None
-    ) -> np.ndarray:
-        """Occlusion map.
-
-        Args:
-            x: (N, H, W, C) images.
-            neuron_selection: "max_activation", an int, N ints, or a float (N, K) array of
-                output weights (score = Σ_k weight_k · z_k).
-            batch_size: overrides the constructor's value.
-
-        Returns:
-            float32 array of x's shape (see the module doc for the spreading).
-        """
-        x = as_images(x)
-        bs = batch_size or self.batch_size
+    def _maps(self, x: np.ndarray, neuron_selection: Any, bs: int) -> np.ndarray:
         n, h, w, c = x.shape
         clean = batched(self._f, x, bs).reshape(n, -1)
         weights = target_weights(neuron_selection, clean)
@@ -263,8 +283,11 @@ class _ConditionalGaussian:
         return (mean + noise).reshape(len(flat), *self.window).astype(np.float32)
 
 
-class PredictionDifference:
+class PredictionDifference(PerturbationAnalyzer):
     """Prediction Difference Analysis (Zintgraf et al. 2017).
+
+    ``analyze``'s ``neuron_selection`` takes a float (N, K) array of output weights only
+    with ``evidence="logit"``.
 
     Args:
         model: Keras model or callable images → logits (N, K).
@@ -277,10 +300,9 @@ class PredictionDifference:
         frame: frame width around the window for "conditional".
         evidence: "log_odds" (Zintgraf; bits) or "logit".
         seed: random seed.
-        batch_size: images per model call.
         logits: strip a final softmax/sigmoid of a Keras model (the evidence is then
             computed from the logits).
-        progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
+        batch_size, progress: see ``PerturbationAnalyzer``.
     """
 
     def __init__(
@@ -304,29 +326,13 @@ class PredictionDifference:
             raise ValueError(f"evidence must be 'log_odds' or 'logit', got {evidence!r}")
         if n_samples < 1:
             raise ValueError("n_samples must be >= 1")
-        self.model = model
+        super().__init__(model, batch_size, logits, progress)
         self.window, self.stride, self.sampling = window, stride, sampling
         self.n_samples, self.frame, self.evidence = int(n_samples), int(frame), evidence
         self.reference = None if reference is None else as_images(reference)
-        self.seed, self.batch_size, self.progress = seed, batch_size, progress
-        self._f = score_function(model, logits=logits)
+        self.seed = seed
 
-    def analyze(
-        self, x: Any, neuron_selection: Any = "max_activation", batch_size: int | None = None
-    ) -> np.ndarray:
-        """Prediction-difference map.
-
-        Args:
-            x: (N, H, W, C) images.
-            neuron_selection: "max_activation", an int or N ints; with ``evidence="logit"``
-                also a float (N, K) array of output weights.
-            batch_size: overrides the constructor's value.
-
-        Returns:
-            float32 array of x's shape (see the module doc for the spreading).
-        """
-        x = as_images(x)
-        bs = batch_size or self.batch_size
+    def _maps(self, x: np.ndarray, neuron_selection: Any, bs: int) -> np.ndarray:
         n, h, w, c = x.shape
         rng = np.random.default_rng(self.seed)
         ref = self.reference if self.reference is not None else x

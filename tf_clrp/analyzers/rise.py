@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp._io import ProgressArg, progress_iter
-from tf_clrp.metrics._common import as_images, chunks, target_weights
-from tf_clrp.metrics._keras import batched, score_function
+from tf_clrp.analyzers.model_agnostic import PerturbationAnalyzer
+from tf_clrp.metrics._common import chunks, target_weights
+from tf_clrp.metrics._keras import batched
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,10 @@ def make_masks(image: tuple[int, int], n_masks: int, grid_size: int | Sequence[i
     return MaskSet(grids, np.stack([rows, cols], axis=1), (ch, cw), (h, w))
 
 
-class RISE:
+class RISE(PerturbationAnalyzer):
     """RISE analyzer (Petsiuk et al. 2018), model-agnostic.
+
+    ``analyze``'s ``neuron_selection`` also takes a float (N, K) array of output weights.
 
     Args:
         model: Keras model or callable images → scores (N, K).
@@ -127,27 +130,11 @@ class RISE:
                  logits: bool = False, progress: ProgressArg = False,
                  use_tf_function: bool = True) -> None:
         make_masks((8, 8), 1, grid_size, cell_size, p1, 0)  # validate early
-        self.model = model
+        super().__init__(model, batch_size, logits, progress)
         self.n_masks, self.grid_size, self.cell_size = int(n_masks), grid_size, cell_size
         self.p1, self.seed, self.baseline = float(p1), seed, baseline
-        self.batch_size, self.progress = batch_size, progress
-        self._f = score_function(model, logits=logits)
 
-    def analyze(self, x: Any, neuron_selection: Any = "max_activation",
-                batch_size: int | None = None) -> np.ndarray:
-        """RISE maps.
-
-        Args:
-            x: (N, H, W, C) images.
-            neuron_selection: "max_activation", an int, N ints, or a float (N, K) array of
-                output weights (score = Σ_k weight_k · s_k).
-            batch_size: Overrides the constructor's value.
-
-        Returns:
-            float32 array of x's shape; the channel sum is S.
-        """
-        x = as_images(x)
-        size = batch_size or self.batch_size
+    def _maps(self, x: np.ndarray, neuron_selection: Any, size: int) -> np.ndarray:
         n, h, w, c = x.shape
         masks = make_masks((h, w), self.n_masks, self.grid_size, self.cell_size, self.p1,
                            self.seed)

@@ -11,15 +11,11 @@ import time
 
 import numpy as np
 
+from tf_clrp.cli import models
 from tf_clrp.cli.common import (
-    DEMO_PHOTOS,
     CliError,
     _check_outputs,
-    _efficientnet,
-    _model_outputs,
     _parse_methods,
-    _photos,
-    _softmax,
     _write_text,
     build_analyzer,
 )
@@ -43,19 +39,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_outputs([figure_path, hero_path, report_path], args.force)
     methods = _parse_methods(args.methods)
     started = time.perf_counter()
-    model = _efficientnet()
-    names, photos = _photos(DEMO_PHOTOS)
+    model = models.efficientnet()
+    names, photos = models.photos(models.DEMO_PHOTOS)
     if len(names) < 2:
         raise CliError("the demo needs scikit-image's sample photos: pip install scikit-image")
     t_model = time.perf_counter() - started
     x = np.asarray(preprocess_input(np.stack(photos)), np.float32)
-    scores = _model_outputs(model, x, len(x))
+    scores = models.model_outputs(model, x, len(x))
     top = decode_predictions(scores, top=5)
     top1 = [int(t[0][0]) for t in top]
     mosaic, boxes = make_mosaic(photos[:4], grid=(2, 2), tile=112)
     pair = (0, 1)  # the mosaic is explained for the classes of its first two tiles
     xm = np.asarray(preprocess_input(mosaic[None]), np.float32)
-    mosaic_scores = _model_outputs(model, xm, 1)[0]
+    mosaic_scores = models.model_outputs(model, xm, 1)[0]
     rows = np.concatenate([x, np.repeat(xm, len(pair), axis=0)])
     selection = top1 + [top1[p] for p in pair]
     maps: dict[str, np.ndarray] = {}
@@ -89,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, preds in zip(names, top):
         lines.append(f"  {name}:")
         lines.extend(f"    {idx:4d} {label:<40} {p:.3f}" for idx, label, p in preds)
-    mosaic_prob = _softmax(mosaic_scores[None])[0]
+    mosaic_prob = models.softmax(mosaic_scores[None])[0]
     order = np.argsort(-mosaic_prob)[:5]
     lines.append(f"  mosaic 2x2 of {', '.join(names[:4])}:")
     lines.extend(f"    {int(i):4d} {short[int(i)]:<40} {mosaic_prob[int(i)]:.3f}" for i in order)

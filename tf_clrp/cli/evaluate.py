@@ -20,19 +20,12 @@ from typing import Any
 import numpy as np
 
 from tf_clrp._io import progress_items
+from tf_clrp.cli import models
 from tf_clrp.cli.common import (
-    RECOGNISED_PHOTOS,
     CliError,
     UsageError,
     _check_outputs,
-    _efficientnet,
-    _input_geometry,
-    _load_user_model,
-    _model_outputs,
-    _n_outputs,
-    _output_shape,
     _parse_methods,
-    _photos,
     _write_text,
     build_analyzer,
 )
@@ -60,11 +53,11 @@ def _builtin_mosaics(model: Any, n: int, seed: int) -> tuple[list[_EvalSample], 
     """``n`` 2x2 mosaics of bundled photos of distinct top-1 classes; tile = ground truth."""
     from tf_clrp.zoo import make_mosaic, preprocess_input
 
-    names, photos = _photos(RECOGNISED_PHOTOS)
+    names, photos = models.photos(models.RECOGNISED_PHOTOS)
     x = np.asarray(preprocess_input(np.stack(photos)), np.float32) if photos else None
     if x is None:
         raise CliError("no bundled photos available: pip install scikit-image")
-    top1 = _model_outputs(model, x, len(x)).argmax(axis=1)
+    top1 = models.model_outputs(model, x, len(x)).argmax(axis=1)
     keep: dict[int, int] = {}
     for i, c in enumerate(top1):
         keep.setdefault(int(c), i)  # one photo per class
@@ -285,7 +278,7 @@ def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, p
     from tf_clrp.cli.metric_runs import EvalContext
 
     inputs = np.stack([prep.apply(s.image[None])[0] for s in samples]).astype(np.float32)
-    outputs = _model_outputs(model, inputs, args.batch_size, args.output_index)
+    outputs = models.model_outputs(model, inputs, args.batch_size, args.output_index)
     rows_x, rows_cls, rows_img, rows_gt = [], [], [], []
     for i, sample in enumerate(samples):
         regions = sample.regions or {int(outputs[i].argmax()): []}
@@ -340,16 +333,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CliError(f"--images folder not found: {args.images}")
     started = time.perf_counter()
     if args.model is not None:
-        model = _load_user_model(args.model)
-        size, channels = _input_geometry(model, args.size)
+        model = models.load_user_model(args.model)
+        size, channels = models.input_geometry(model, args.size)
         prep = PREPROCESSING[args.preprocess or "none"]
     else:
-        model = _efficientnet()
+        model = models.efficientnet()
         size, channels = (224, 224), 3
         prep = PREPROCESSING[args.preprocess or "effnet_lite"]
     if prep.rgb_only and channels != 3:
         raise UsageError(f"--preprocess {args.preprocess} needs an RGB model")
-    n_out = _n_outputs(_output_shape(model, args.output_index))
+    n_out = models.n_outputs(models.output_shape(model, args.output_index))
     if boxes is not None:
         samples = _user_samples(args.images, boxes, args.boxes, size, channels, args.n,
                                 args.max_megapixels)

@@ -10,16 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from tf_clrp._io import progress_items
+from tf_clrp.cli import models
 from tf_clrp.cli.common import (
     CliError,
     UsageError,
     _check_outputs,
-    _class_names,
-    _input_geometry,
-    _load_user_model,
-    _model_outputs,
-    _n_outputs,
-    _output_shape,
     _parse_methods,
     build_analyzer,
 )
@@ -51,20 +46,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = args.out
     targets = [os.path.join(out, f"{s}{ext}") for s in stems for ext in (".png", ".npz")]
     _check_outputs(targets, args.force)
-    model = _load_user_model(args.model)
-    size, channels = _input_geometry(model, args.size)
+    model = models.load_user_model(args.model)
+    size, channels = models.input_geometry(model, args.size)
     prep = PREPROCESSING[args.preprocess]
     if prep.rgb_only and channels != 3:
         raise UsageError(f"--preprocess {args.preprocess} needs an RGB model; this one takes "
                          f"{channels} channel(s)")
     output_index = args.output_index
-    output_shape = _output_shape(model, output_index)
-    n_out = _n_outputs(output_shape)
+    output_shape = models.output_shape(model, output_index)
+    n_out = models.n_outputs(output_shape)
     if classes is not None and any(c >= n_out for c in classes):
         raise UsageError(f"--classes {args.classes}: the model has {n_out} outputs "
                          f"(valid classes 0..{n_out - 1})")
     top_k = min(args.top_k or 1, n_out)
-    names = _class_names(model, args.class_names, output_shape)
+    names = models.class_names(model, args.class_names, output_shape)
     images = [read_image(f, size, channels, args.max_megapixels) for f in files]
     prepare_out_folder(out)
     compile_fn = args.compile if args.compile is not None else len(files) > 16
@@ -82,7 +77,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
               for i in range(0, len(files), args.batch_size)]
     for chunk in progress_items(chunks, "explaining", args.quiet):
         x = prep.apply(np.stack([images[i] for i in chunk]))
-        scores = _model_outputs(model, x, args.batch_size, output_index)
+        scores = models.model_outputs(model, x, args.batch_size, output_index)
         logits, probabilities = explained_scores(x)
         per_image = ([list(classes) for _ in chunk] if classes is not None else
                      [list(np.argsort(-s, kind="stable")[:top_k]) for s in logits])

@@ -140,5 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", parents=[shared],
                             help="list analyzers, presets and preprocessing options")
+    lister.add_argument("--options", action="store_true",
+                        help="also print each analyzer's own options with their defaults")
     lister.set_defaults(func=cmd_list)
     return parser

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tf_clrp.cli.common import _label, _softmax
+from tf_clrp.cli import models
 
 
 def score_function(model: Any, output_index: int | None
@@ -36,7 +36,7 @@ def score_function(model: Any, output_index: int | None
         logits = logits.reshape(len(logits), -1)
         if activation == "sigmoid" or (activation is None and logits.shape[1] == 1):
             return logits, 1.0 / (1.0 + np.exp(-logits))
-        return logits, _softmax(logits)
+        return logits, models.softmax(logits)
 
     return scores
 
@@ -44,4 +44,4 @@ def score_function(model: Any, output_index: int | None
 def score_label(index: int, names: Sequence[str] | None, logit: float,
                 probability: float) -> str:
     """``"name (index): logit 9.13, p 0.83"``, the row label of a grid."""
-    return f"{_label(index, names)}: logit {logit:.3g}, p {probability:.3g}"
+    return f"{models.label(index, names)}: logit {logit:.3g}, p {probability:.3g}"

@@ -7,6 +7,7 @@ images are returned as 3 identical RGB channels.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,18 +19,21 @@ from tf_clrp._io import read_image
 __all__ = ["PHOTO_SOURCES", "list_photos", "load_photo", "make_mosaic"]
 
 
+def _optional(module: str, photo: str, package: str, extra: str) -> Any:
+    """Imports ``module`` of an optional package, or says which photo needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"photo {photo!r} needs {package}: pip install {package} "
+                          f"(or pip install 'tf_clrp[{extra}]')") from exc
+
+
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        try:
-            import skimage.data
-        except ImportError as exc:
-            raise ImportError(
-                f"photo {name!r} needs scikit-image: pip install scikit-image "
-                "(or pip install 'tf_clrp[demo]')"
-            ) from exc
+        skimage_data = _optional("skimage.data", name, "scikit-image", "demo")
         if name == "stereo_motorcycle":
-            return skimage.data.stereo_motorcycle()[0]
-        return getattr(skimage.data, name)()
+            return skimage_data.stereo_motorcycle()[0]
+        return getattr(skimage_data, name)()
 
     return load
 
@@ -49,14 +53,8 @@ def _matplotlib(fname: str) -> Callable[[], np.ndarray]:
 
 def _sklearn(fname: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        try:
-            from sklearn.datasets import load_sample_image
-        except ImportError as exc:
-            raise ImportError(
-                f"photo {fname.split('.')[0]!r} needs scikit-learn: pip install scikit-learn "
-                "(or pip install 'tf_clrp[test]')"
-            ) from exc
-        return load_sample_image(fname)
+        datasets = _optional("sklearn.datasets", fname.split(".")[0], "scikit-learn", "test")
+        return datasets.load_sample_image(fname)
 
     return load
 
