@@ -70,12 +70,12 @@ class _PythonWrites:
 
 
 def _save_npz(file: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Writes one shard archive into an open binary file (patched in tests)."""
+    """Writes one shard archive into an open binary file."""
     np.savez(file, **arrays)
 
 
 def _save_npy(file: Any, array: np.ndarray) -> None:
-    """Writes one array into an open binary file (patched in tests)."""
+    """Writes one array into an open binary file."""
     np.save(_PythonWrites(file), array, allow_pickle=False)
 
 
