@@ -14,18 +14,16 @@ from typing import Any
 import numpy as np
 
 from tf_clrp import visualize
+from tf_clrp.registry import ANALYZERS
 
-#: Analyzer name → method family (names not listed, CLRP and SGLRP included, are "LRP").
-METHOD_FAMILIES: dict[str, str] = {
-    "gradient": "gradient", "input_t_gradient": "gradient", "deconvnet": "gradient",
-    "guided_backprop": "gradient", "integrated_gradients": "gradient",
-    "smoothgrad": "gradient", "occlusion": "model-agnostic",
-    "prediction_difference": "model-agnostic",
-}
+#: Registry family (``tf_clrp.registry.FAMILIES``) → figure family; the rest (LRP rules and
+#: presets, CLRP and SGLRP, unregistered names) are "LRP".
+_FIGURE_FAMILIES: dict[str, str] = {"gradient": "gradient", "model_agnostic": "model-agnostic",
+                                    "cam": "CAM"}
 #: Family → the words on its colour bar.
 FAMILY_TITLES: dict[str, str] = {
     "gradient": "gradient family", "LRP": "LRP family (CLRP included)",
-    "model-agnostic": "model-agnostic",
+    "model-agnostic": "model-agnostic", "CAM": "class activation maps",
 }
 #: Analyzer name → column title (names not listed are shown as they are).
 METHOD_TITLES: dict[str, str] = {
@@ -37,8 +35,13 @@ METHOD_TITLES: dict[str, str] = {
 
 
 def method_family(name: str) -> str:
-    """The family of an analyzer name (see :data:`METHOD_FAMILIES`)."""
-    return METHOD_FAMILIES.get(name, "LRP")
+    """The figure family of an analyzer name, from its registry entry (default "LRP")."""
+    declared = ANALYZERS.get(name)
+    return "LRP" if declared is None else _FIGURE_FAMILIES.get(declared.family, "LRP")
+
+
+#: Analyzer name → figure family, for every registered name.
+METHOD_FAMILIES: dict[str, str] = {name: method_family(name) for name in ANALYZERS}
 
 
 def _family_runs(families: Sequence[str]) -> list[tuple[str, int, int]]:
