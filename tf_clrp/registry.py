@@ -43,6 +43,7 @@ FAMILIES: Mapping[str, str] = MappingProxyType({
     "gradient": "gradient family",
     "cam": "class activation maps (Grad-CAM family)",
     "model_agnostic": "model-agnostic and other",
+    "attention": "attention (transformer models)",
 })
 _NONE: Mapping[str, Any] = MappingProxyType({})
 
