@@ -158,7 +158,9 @@ class Occlusion(PerturbationAnalyzer):
         window: window side or (h, w).
         stride: step or (sy, sx).
         baseline: occluding value: scalar or array broadcastable to the input batch.
-        batch_size, logits, progress: see ``PerturbationAnalyzer``.
+        batch_size: images per model call.
+        logits: strip a final softmax/sigmoid of a Keras model.
+        progress: False, True (tqdm bar if installed) or a callable ``(done, total)``.
     """
 
     def __init__(
@@ -302,7 +304,8 @@ class PredictionDifference(PerturbationAnalyzer):
         seed: random seed.
         logits: strip a final softmax/sigmoid of a Keras model (the evidence is then
             computed from the logits).
-        batch_size, progress: see ``PerturbationAnalyzer``.
+        batch_size: images per model call (``PerturbationAnalyzer``).
+        progress: as for every ``PerturbationAnalyzer``.
     """
 
     def __init__(
