@@ -16,6 +16,7 @@ from tf_clrp import composites, rules
 from tf_clrp.analyzers import CLRP, SGLRP, IntegratedGradients, Propagation, SmoothGrad
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.analyzers.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, LayerCAM
+from tf_clrp.analyzers.rollout import AttentionRollout
 from tf_clrp.composites import Composite
 from tf_clrp.metrics.model_agnostic import Occlusion, PredictionDifference
 from tf_clrp.metrics.rise import RISE
@@ -178,6 +179,7 @@ ANALYZERS: dict[str, Callable[..., Any]] = {
     "grad_cam_plus_plus": GradCAMPlusPlus,
     "layer_cam": LayerCAM,
     "guided_grad_cam": GuidedGradCAM,
+    "attention_rollout": AttentionRollout,
     # model-agnostic baselines (tf_clrp.metrics)
     "occlusion": Occlusion,
     "prediction_difference": PredictionDifference,
