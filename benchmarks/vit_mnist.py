@@ -69,8 +69,8 @@ class Config:
     """Benchmark configuration (CLI flags of the same names)."""
 
     scenes: int = 100
-    train_scenes: int = 12000
-    epochs: int = 12
+    train_scenes: int = 36000
+    epochs: int = 8
     train_digits: int = 4000
     digits: int = 5000
     methods: tuple[str, ...] = DEFAULT_METHODS

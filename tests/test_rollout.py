@@ -190,3 +190,22 @@ def test_keras_hub_vit_rollout_reads_every_encoder_block():
     patches = maps.reshape(2, 4, 8, 4, 8, 3)
     assert np.allclose(patches, patches[:, :, :1, :, :1, :1])
     assert np.all((maps.reshape(2, -1).sum(1) > 0) & (maps.reshape(2, -1).sum(1) < 1))
+
+
+def test_keras_hub_bert_rollout_reads_the_softmax_and_zeroes_padding():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(23)
+    body = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=8)
+    model = keras_hub.models.BertTextClassifier(backbone=body, num_classes=3,
+                                                preprocessor=None)
+    mask = np.ones((2, 8), np.int32)
+    mask[1, 6:] = 0
+    batch = {"token_ids": np.random.default_rng(5).integers(1, 50, (2, 8)),
+             "segment_ids": np.zeros((2, 8), np.int32), "padding_mask": mask}
+    analyzer = tf_clrp.create_analyzer("attention_rollout", model, input_name="token_ids")
+    assert len(analyzer.sites) == 2 and all(s.weights is not None for s in analyzer.sites)
+    maps = analyzer.analyze(batch)
+    assert maps.shape == (2, 8) and np.all(maps[1, 6:] == 0) and np.all(maps[:, :6] > 0)
+    np.testing.assert_allclose(maps[0].sum(), 1.0, rtol=1e-5)

@@ -79,9 +79,13 @@ def attention_sites(graph: Graph) -> list[AttentionSite]:
                 f"attention_rollout cannot read the attention weights of layer {node.name!r}: "
                 f"it was not walked inside ({node.untraced or 'no reason recorded'})")
     if not calls:
+        opaque = [f"layer {n.name!r} of type {n.kind} ({n.untraced})"
+                  for n in graph.nodes if n.untraced]
+        hint = (f"; these layers were not walked inside and may hide some: {'; '.join(opaque)}"
+                if opaque else "")
         raise ModelStructureError(
             f"attention_rollout needs keras.layers.MultiHeadAttention calls; model "
-            f"{graph.model_name!r} has none that tf_clrp can walk into")
+            f"{graph.model_name!r} has none that tf_clrp can walk into{hint}")
     return [_site(name, nodes) for (name, _), nodes in calls.items()]
 
 

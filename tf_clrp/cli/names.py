@@ -23,6 +23,7 @@ ANALYZER_GROUPS: dict[str, tuple[str, ...]] = {
     "class activation maps (Grad-CAM family)": ("grad_cam", "grad_cam_plus_plus",
                                                 "guided_grad_cam", "layer_cam"),
     "model-agnostic and other": ("occlusion", "prediction_difference", "rise"),
+    "transformers": ("attention_rollout",),
 }
 #: Names that ``create_analyzer`` knows but the CLI cannot build (they need Python objects).
 PYTHON_ONLY = {"lrp": "needs composite= or rule="}
