@@ -209,3 +209,38 @@ def test_keras_hub_bert_rollout_reads_the_softmax_and_zeroes_padding():
     maps = analyzer.analyze(batch)
     assert maps.shape == (2, 8) and np.all(maps[1, 6:] == 0) and np.all(maps[:, :6] > 0)
     np.testing.assert_allclose(maps[0].sum(), 1.0, rtol=1e-5)
+
+
+def test_boolean_attention_mask_even_a_blank_row_matches_keras():
+    """An explicit attention_mask reaches the fused op as a boolean input; a query row that
+    may attend to nothing gets Keras' own weights (finite, no NaN)."""
+    keras.utils.set_random_seed(7)
+    tokens = keras.Input((5, 8), name="tokens")
+    mask = keras.Input((5, 5), dtype="bool", name="mask")
+    x = tokens
+    for i in range(2):
+        h = keras.layers.LayerNormalization(name=f"block{i}_ln1")(x)
+        h = keras.layers.MultiHeadAttention(2, 4, name=f"block{i}_mha")(h, h,
+                                                                        attention_mask=mask)
+        x = keras.layers.Add()([x, h])
+    model = keras.Model([tokens, mask], keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    x = np.random.default_rng(8).normal(size=(2, 5, 8)).astype(np.float32)
+    allowed = np.random.default_rng(9).random((2, 5, 5)) > 0.3
+    allowed[:, :, 0] = True
+    allowed[1, 2, :] = False  # query 2 of sample 1 may attend to nothing
+    analyzer = tf_clrp.create_analyzer("attention_rollout", model, input_name="tokens")
+    assert all(site.mask is not None for site in analyzer.sites)
+    maps = analyzer.analyze({"tokens": x, "mask": allowed})
+    probe = keras.Model(model.inputs, [model.get_layer(f"block{i}_ln1").output
+                                       for i in range(2)])
+    weights = [np.asarray(model.get_layer(f"block{i}_mha")(
+        h, h, attention_mask=allowed, return_attention_scores=True)[1], np.float64)
+        for i, h in enumerate(probe([x, allowed]))]
+    # The model's own (fused) forward gives a blank row uniform weights; the Softmax layer
+    # that return_attention_scores goes through zeroes it instead. Rollout follows the model.
+    for w in weights:
+        np.testing.assert_array_equal(w[1, :, 2], 0.0)
+        w[1, :, 2] = 1.0 / 5
+    assert np.all(np.isfinite(maps))
+    np.testing.assert_allclose(maps.sum(-1), numpy_rollout(weights).mean(axis=1),
+                               rtol=1e-5, atol=1e-8)

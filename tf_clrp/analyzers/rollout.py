@@ -70,10 +70,12 @@ def attention_sites(graph: Graph) -> list[AttentionSite]:
             computes its weights in a way rollout does not read.
     """
     calls: dict[tuple[str, tuple[int, ...]], list[Node]] = {}
+    layers: dict[str, Any] = {}
     for node in graph.nodes:
         outer = _attention_call(node)
         if outer is not None:
             calls.setdefault((outer.name, outer.outputs), []).append(node)
+            layers[outer.name] = outer.op
         elif isinstance(node.op, keras.layers.MultiHeadAttention):
             raise ModelStructureError(
                 f"attention_rollout cannot read the attention weights of layer {node.name!r}: "
@@ -86,10 +88,11 @@ def attention_sites(graph: Graph) -> list[AttentionSite]:
         raise ModelStructureError(
             f"attention_rollout needs keras.layers.MultiHeadAttention calls; model "
             f"{graph.model_name!r} has none that tf_clrp can walk into{hint}")
-    return [_site(name, nodes) for (name, _), nodes in calls.items()]
+    return [_site(name, layers[name], nodes) for (name, _), nodes in calls.items()]
 
 
-def _site(name: str, nodes: list[Node]) -> AttentionSite:
+def _site(name: str, layer: Any, nodes: list[Node]) -> AttentionSite:
+    """The site of one call of ``layer`` (a MultiHeadAttention), from its walked nodes."""
     softmax = [n for n in nodes if n.activation == "softmax"
                or type(n.op).__name__ == "Softmax"]
     if softmax:
@@ -107,13 +110,10 @@ def _site(name: str, nodes: list[Node]) -> AttentionSite:
     if len(ins) > 4:
         raise ModelStructureError(
             f"attention_rollout does not support an attention bias in layer {name!r}")
-    key_dim = None
-    outer = _attention_call(fused[0])
-    if outer is not None:
-        key_dim = outer.op.get_config()["key_dim"]
+    # Keras' MultiHeadAttention passes scale=1/√key_dim to the fused op
     return AttentionSite(name, query=ins[0], key=ins[1],
                          mask=ins[3] if len(ins) == 4 else None,
-                         scale=1.0 / math.sqrt(float(key_dim)),
+                         scale=1.0 / math.sqrt(float(layer.get_config()["key_dim"])),
                          causal=bool(getattr(op, "is_causal", False)))
 
 
@@ -126,7 +126,12 @@ def _weights(site: AttentionSite, values: dict[int, tf.Tensor]) -> tf.Tensor:
     scores = tf.einsum("bthd,bshd->bhts", q, k) * site.scale
     keep = None
     if site.mask is not None:
-        keep = tf.cast(values[site.mask], tf.bool)
+        keep = values[site.mask]
+        if keep.dtype != tf.bool:
+            raise ModelStructureError(
+                f"attention_rollout: the fused attention of layer {site.layer!r} takes a "
+                f"{keep.dtype.name} tensor where a boolean mask was expected (an additive "
+                "bias is not supported)")
     if site.causal:
         t, s = tf.shape(scores)[-2], tf.shape(scores)[-1]
         causal = tf.linalg.band_part(tf.ones((t, s), tf.bool), -1, 0)
