@@ -279,6 +279,9 @@ ENTRIES: tuple[AnalyzerEntry, ...] = (
                   options={"layer_name": None, "explained_layer": None,
                            "fold_batch_norm": False}),
     AnalyzerEntry("layer_cam", "cam", "tf_clrp.analyzers.cam:LayerCAM", options=_CAM),
+    # attention (transformer models)
+    AnalyzerEntry("attention_rollout", "attention", "tf_clrp.analyzers.rollout:AttentionRollout",
+                  options={"class_token": None}),
     # model-agnostic (not built on the propagation engine: only their own options)
     AnalyzerEntry("occlusion", "model_agnostic", "tf_clrp.analyzers.model_agnostic:Occlusion",
                   shared=_NONE, options={**_WINDOWS, "baseline": 0.0, **_SCORES}),
