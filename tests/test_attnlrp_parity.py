@@ -27,18 +27,16 @@ The tests are skipped until ``create_analyzer("attnlrp", ...)`` exists.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
+import transformer_models
 
 import tf_clrp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCES = os.path.join(HERE, "references")
-sys.path.insert(0, REFERENCES)
 
-import transformer_models  # noqa: E402
 
 pytestmark = pytest.mark.skipif("attnlrp" not in tf_clrp.list_analyzers(),
                                 reason="the attnlrp analyzer does not exist yet")

@@ -8,19 +8,13 @@ renormalised, Â_L ··· Â_1) and the mapping to pixels / tokens are re-done i
 
 from __future__ import annotations
 
-import os
-import sys
-
 import keras
 import numpy as np
 import pytest
+import transformer_models as tm
 
 import tf_clrp
 from tf_clrp.errors import ModelStructureError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "references"))
-
-import transformer_models as tm  # noqa: E402
 
 
 def _vit() -> keras.Model:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
 
 
 def test_vit_mnist_benchmark_tiny(tmp_path) -> None:

@@ -32,6 +32,10 @@ ENGINE_OPTIONS: Mapping[str, Any] = MappingProxyType({
     "batch_size": None, "fold_batch_norm": True, "use_tf_function": True,
     "neuron_selection_unit": "unit", "precision": "float32", "input_name": None,
 })
+#: Options of ``Analyzer`` itself (analyzers that run no propagation, e.g. attention rollout).
+_ANALYZER_OPTIONS: Mapping[str, Any] = MappingProxyType({
+    k: v for k, v in ENGINE_OPTIONS.items()
+    if k not in ("use_tf_function", "neuron_selection_unit")})
 #: Options of every LRP rule and preset entry, on top of ``ENGINE_OPTIONS``.
 LRP_OPTIONS: Mapping[str, Any] = MappingProxyType({"input_layer_rule": None,
                                                    "layer_rules": None})
@@ -281,7 +285,8 @@ ENTRIES: tuple[AnalyzerEntry, ...] = (
     AnalyzerEntry("layer_cam", "cam", "tf_clrp.analyzers.cam:LayerCAM", options=_CAM),
     # attention (transformer models)
     AnalyzerEntry("attention_rollout", "attention", "tf_clrp.analyzers.rollout:AttentionRollout",
-                  options={"class_token": None}),
+                  shared=_ANALYZER_OPTIONS,
+                  options={"class_token": None, "use_tf_function": True}),
     # model-agnostic (not built on the propagation engine: only their own options)
     AnalyzerEntry("occlusion", "model_agnostic", "tf_clrp.analyzers.model_agnostic:Occlusion",
                   shared=_NONE, options={**_WINDOWS, "baseline": 0.0, **_SCORES}),
