@@ -29,11 +29,8 @@ LRP_OPTIONS = ("input_layer_rule", "layer_rules")
 
 def _lrp(model: Any, composite: Composite, input_layer_rule: Any = None,
          layer_rules: dict[str, rules.Rule] | None = None, **kwargs: Any) -> Propagation:
-    first = composites.input_layer_rule(input_layer_rule)
-    if first is not None:
-        composite = composite.with_first_layer(first)
-    if layer_rules:
-        composite = composite.with_layer_rules(layer_rules)
+    composite = composites.assemble(composite, input_layer_rule=input_layer_rule,
+                                    layer_rules=layer_rules)
     return Propagation(model, composite, seed="value", **kwargs)
 
 
@@ -43,9 +40,8 @@ def _gradient_family(activation: str, multiply_by_input: bool = False,
     as iNNvestigate does (their maps scale with it)."""
     def factory(model: Any, postprocess: str | None = None,
                 layer_rules: dict[str, rules.Rule] | None = None, **kwargs: Any) -> Analyzer:
-        composite = composites.gradient_composite(activation)
-        if layer_rules:
-            composite = composite.with_layer_rules(layer_rules)
+        composite = composites.assemble(composites.gradient_composite(activation),
+                                        layer_rules=layer_rules)
         return Propagation(model, composite, seed=seed, multiply_by_input=multiply_by_input,
                            postprocess=postprocess, **kwargs)
     factory.lrp = False  # type: ignore[attr-defined]
@@ -118,10 +114,8 @@ def _deep_taylor_factory(model: Any, low: Any = None, high: Any = None, *, bound
     if bounded and (low is None or high is None):
         raise TypeError("'deep_taylor.bounded' needs low=<min input> and high=<max input>")
     first = rules.ZBox(low, high) if bounded else None
-    layer_rules = kwargs.pop("layer_rules", None)
-    composite = _deep_taylor(first)
-    if layer_rules:
-        composite = composite.with_layer_rules(layer_rules)
+    composite = composites.assemble(_deep_taylor(first),
+                                    layer_rules=kwargs.pop("layer_rules", None))
     return Propagation(model, composite, seed="relu", **kwargs)
 
 

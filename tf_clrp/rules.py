@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,9 @@ class Site:
         low: Lowest possible input values (first layer only), shape of ``inputs[0]``.
         high: Highest possible input values (first layer only).
         name: The layer's name, for error messages.
+        denominator_dtype: dtype for denominators a rule computes in its forward
+            (bfloat16 with ``precision`` "mixed"/"bfloat16" where that pays, else float32).
+        product_dtype: dtype of a rule's transposed products (bfloat16 with "bfloat16").
     """
 
     inputs: list[Tensor]
@@ -49,21 +53,22 @@ class Site:
     low: Tensor | None = None
     high: Tensor | None = None
     name: str = ""
-    #: The rule's denominator Σ_j c_jk + b'_k (unstabilized), when the mirrored model computed
-    #: it in the forward pass (``BasicRule.denominator``), so that several backward passes
-    #: over one forward share it.
-    denominator: Tensor | None = None
-    #: K' = Σ_t w_t when every term reads the plain input (``BasicRule.fused_parameters``):
-    #: the backward is then one transposed product with K'.
-    fused_kernel: Tensor | None = None
-    #: The layer's own output f(inputs, kernel) + bias, from the forward pass.
-    output: Tensor | None = None
-    #: dtype of the rules' convolutions (float32, or bfloat16 with ``precision="bfloat16"``).
-    compute_dtype: tf.DType = tf.float32
+    denominator_dtype: tf.DType = tf.float32
+    product_dtype: tf.DType = tf.float32
+
+    def output(self) -> Tensor:
+        """The layer's own output f(inputs, kernel) + bias."""
+        return self.add_bias(self.forward(self.inputs, self.kernel), self.bias)
 
 
 class Rule:
-    """Maps the relevance at a layer's output to relevance at each of its inputs."""
+    """Maps the relevance at a layer's output to relevance at each of its inputs.
+
+    The mirrored model calls ``forward`` in the forward pass (the layer's output, and
+    whatever the backward will need: denominators, probabilities) and ``backward`` with
+    the relevance at the output (once per seed; several seeds share one forward). A rule
+    that needs nothing from the forward only implements ``relevance``.
+    """
 
     #: True if the rule needs the input bounds (``Site.low`` / ``Site.high``).
     needs_bounds: bool = False
@@ -77,6 +82,31 @@ class Rule:
     #: flat, the gradient). CLRP's ``contrast="negated"`` dual normalises to its target then
     #: (a zero map), so CLRP refuses it. Inherited like ``linear_in_relevance`` (``declares``).
     negation_invariant: bool = False
+
+    def forward(self, site: Site) -> tuple[Tensor, Any]:
+        """The forward hook: the layer's output and what ``backward`` keeps from it.
+
+        Args:
+            site: The layer call (its inputs are the forward's values).
+
+        Returns:
+            (output, kept): the layer's output (the default: ``site.output()``) and any
+            value ``backward`` receives as ``kept`` (the default: None).
+        """
+        return site.output(), None
+
+    def backward(self, site: Site, kept: Any, relevance: Tensor) -> list[Tensor]:
+        """Relevance in, relevance out (the default: ``relevance(site, relevance)``).
+
+        Args:
+            site: The layer call, as in ``forward``.
+            kept: What ``forward`` returned besides the output.
+            relevance: R at the layer's output.
+
+        Returns:
+            R at each input.
+        """
+        return self.relevance(site, relevance)
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         """Args: site: the layer call; relevance: R at its output. Returns: R per input."""
@@ -92,8 +122,8 @@ class Rule:
 #: The methods through which a rule computes its backward pass. A class that overrides one
 #: of them is a new rule: properties declared by its ancestors no longer describe it.
 BACKWARD_METHODS: tuple[str, ...] = (
-    "relevance", "stabilize", "denominator", "fused_parameters", "_fused_relevance",
-    "_modified_inputs", "_active_terms")
+    "forward", "backward", "relevance", "stabilize", "denominator", "fused_parameters",
+    "_fused_relevance", "_modified_inputs", "_active_terms")
 
 
 def declares(rule: Rule, prop: str) -> bool:
@@ -121,29 +151,28 @@ def declares(rule: Rule, prop: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- modifiers
-def _identity(t: Tensor) -> Tensor:
-    return t
+@dataclass(frozen=True)
+class Modifier:
+    """A named elementwise map of a layer's inputs, kernel or bias (a term's part).
+
+    Modifiers are equal by name, so fast paths recognise ``POSITIVE`` in any rule built
+    from it (a rule written with a plain function of its own takes the general path).
+    """
+
+    name: str
+    fn: Callable[[Tensor], Tensor | None] = field(compare=False, repr=False)
+
+    def __call__(self, t: Tensor) -> Tensor | None:
+        return self.fn(t)
 
 
-def _positive(t: Tensor) -> Tensor:
-    return tf.maximum(t, 0.0)
-
-
-def _negative(t: Tensor) -> Tensor:
-    return tf.minimum(t, 0.0)
-
-
-def _ones(t: Tensor) -> Tensor:
-    return tf.ones_like(t)
-
-
-def _square(t: Tensor) -> Tensor:
-    return tf.square(t)
-
-
-def _drop(t: Tensor) -> None:
-    return None
-
+IDENTITY = Modifier("identity", lambda t: t)
+POSITIVE = Modifier("positive", lambda t: tf.maximum(t, 0.0))
+NEGATIVE = Modifier("negative", lambda t: tf.minimum(t, 0.0))
+ONES = Modifier("ones", tf.ones_like)
+SQUARE = Modifier("square", tf.square)
+#: Ignore the part (a bias left out of the denominator).
+DROP = Modifier("drop", lambda t: None)
 
 @dataclass(frozen=True)
 class Term:
@@ -152,13 +181,16 @@ class Term:
     Attributes:
         inputs: Modifier of the layer input (or "low" / "high" for the box bounds).
         kernel: Modifier of the kernel.
-        bias: Modifier of the bias (``_drop`` ignores the bias).
+        bias: Modifier of the bias (``DROP`` ignores the bias).
+
+    Any function of a tensor works as a modifier; the ``Modifier`` values (IDENTITY,
+    POSITIVE, ...) also let ``BasicRule`` take its fast paths.
         needs_negative_input: The term vanishes when the input is known to be >= 0.
     """
 
-    inputs: Callable[[Tensor], Tensor] | str = _identity
-    kernel: Callable[[Tensor], Tensor] = _identity
-    bias: Callable[[Tensor], Tensor | None] = _identity
+    inputs: Callable[[Tensor], Tensor] | str = IDENTITY
+    kernel: Callable[[Tensor], Tensor] = IDENTITY
+    bias: Callable[[Tensor], Tensor | None] = IDENTITY
     needs_negative_input: bool = False
 
 
@@ -198,7 +230,7 @@ class BasicRule(Rule):
         if term.inputs == "high":
             return [site.high]
         known = site.nonnegative or (False,) * len(site.inputs)
-        return [x if term.inputs is _positive and nonneg else term.inputs(x)
+        return [x if term.inputs == POSITIVE and nonneg else term.inputs(x)
                 for x, nonneg in zip(site.inputs, known)]
 
     def _active_terms(self, site: Site) -> list[Term]:
@@ -223,7 +255,7 @@ class BasicRule(Rule):
             return None
         site = Site(inputs=[], forward=lambda xs, k: xs[0], nonnegative=nonnegative)
         terms = self._active_terms(site)
-        if not all(t.inputs is _identity or (t.inputs is _positive and nonnegative[0])
+        if not all(t.inputs == IDENTITY or (t.inputs == POSITIVE and nonnegative[0])
                    for t in terms):
             return None
         kernels = [t.kernel(kernel) for t in terms]
@@ -242,9 +274,31 @@ class BasicRule(Rule):
             z = site.add_bias(z, None if site.bias is None else t.bias(site.bias))
         return z
 
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        if site.fused_kernel is not None and site.denominator is not None:
-            return self._fused_relevance(site, relevance)
+    def forward(self, site: Site) -> tuple[Tensor, _Kept]:
+        """The output and the denominator (shared by every seed's backward); with one
+        plain input, also the fused kernel K' (``fused_parameters``) the backward uses."""
+        fused = None
+        if site.kernel is not None and len(site.inputs) == 1:
+            fused = self.fused_parameters(site.kernel, site.bias, site.nonnegative)
+        output = site.output()
+        if fused is None:
+            return output, _Kept(self.denominator(site))
+        kernel, bias = fused
+        if kernel is site.kernel and bias is site.bias:  # the z and ε rules
+            return output, _Kept(output, kernel)
+        (x,) = site.inputs
+        if site.denominator_dtype != tf.float32:
+            low = site.forward([tf.cast(x, site.denominator_dtype)],
+                               tf.cast(kernel, site.denominator_dtype))
+            return output, _Kept(site.add_bias(tf.cast(low, tf.float32), bias), kernel)
+        # Two calls: one call with both kernels concatenated along the output channels was
+        # measured slower on CPU (BENCHMARKS.md, "Profile").
+        return output, _Kept(site.add_bias(site.forward([x], kernel), bias), kernel)
+
+    def backward(self, site: Site, kept: _Kept | None, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, with the denominator (and fused kernel) kept by ``forward``."""
+        if kept is not None and kept.fused_kernel is not None:
+            return self._fused_relevance(site, kept, relevance)
         terms = self._active_terms(site)
         modified = [self._modified_inputs(t, site) for t in terms]
         kernels = [None if site.kernel is None else t.kernel(site.kernel) for t in terms]
@@ -252,8 +306,9 @@ class BasicRule(Rule):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(flat)
             z = tf.add_n([site.forward(xs, k) for xs, k in zip(modified, kernels)])
-        denominator = site.denominator
-        if denominator is None:
+        if kept is not None:
+            denominator = kept.denominator
+        else:
             denominator = z
             for t in terms:
                 denominator = site.add_bias(
@@ -273,13 +328,17 @@ class BasicRule(Rule):
                 out[target] = x * g if out[target] is None else out[target] + x * g
         return [tf.zeros_like(x) if r is None else r for x, r in zip(site.inputs, out)]
 
-    def _fused_relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, computing the denominator itself."""
+        return self.backward(site, None, relevance)
+
+    def _fused_relevance(self, site: Site, kept: _Kept, relevance: Tensor) -> list[Tensor]:
         """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
         (x,) = site.inputs
-        scaled = relevance / self.stabilize(site.denominator)
-        dtype = site.compute_dtype
+        scaled = relevance / self.stabilize(kept.denominator)
+        dtype = site.product_dtype
         low_x = x if dtype == tf.float32 else tf.cast(x, dtype)
-        kernel = site.fused_kernel if dtype == tf.float32 else tf.cast(site.fused_kernel, dtype)
+        kernel = kept.fused_kernel if dtype == tf.float32 else tf.cast(kept.fused_kernel, dtype)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(low_x)
             z = site.forward([low_x], kernel)  # only its backward runs in a tf.function
@@ -289,6 +348,17 @@ class BasicRule(Rule):
     def stabilize(self, z: Tensor) -> Tensor:
         """The stabilized denominator (ε·sign(z) added)."""
         return stabilize(z, self.epsilon)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What ``BasicRule.forward`` keeps for the backward passes."""
+
+    #: The unstabilized denominator Σ_j c_jk + b'_k.
+    denominator: Tensor
+    #: K' = Σ_t w_t when every term reads the plain input: the backward is then one
+    #: transposed product with K'.
+    fused_kernel: Tensor | None = None
 
 
 @dataclass(repr=False)
@@ -330,7 +400,7 @@ class Z(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
-        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        super().__init__((Term(bias=IDENTITY if bias else DROP),), epsilon)
         self.bias = bias
 
 
@@ -345,25 +415,25 @@ class Epsilon(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
-        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        super().__init__((Term(bias=IDENTITY if bias else DROP),), epsilon)
         self.bias = bias
 
 
 def _positive_part_terms(bias: bool | str) -> tuple[Term, ...]:
     """Terms of (a·w)⁺: a⁺w⁺ + a⁻w⁻, plus b⁺ (``bias=True``) or the full b (``"full"``)."""
-    bias_fn = {True: _positive, "full": _identity}.get(bias, _drop)
+    bias_fn = {True: POSITIVE, "full": IDENTITY}.get(bias, DROP)
     return (
-        Term(_positive, _positive, bias_fn),
-        Term(_negative, _negative, _drop, needs_negative_input=True),
+        Term(POSITIVE, POSITIVE, bias_fn),
+        Term(NEGATIVE, NEGATIVE, DROP, needs_negative_input=True),
     )
 
 
 def _negative_part_terms(bias: bool | str) -> tuple[Term, ...]:
     """Terms of (a·w)⁻: a⁺w⁻ + a⁻w⁺, plus b⁻ (``bias=True``) or the full b (``"full"``)."""
-    bias_fn = {True: _negative, "full": _identity}.get(bias, _drop)
+    bias_fn = {True: NEGATIVE, "full": IDENTITY}.get(bias, DROP)
     return (
-        Term(_positive, _negative, bias_fn),
-        Term(_negative, _positive, _drop, needs_negative_input=True),
+        Term(POSITIVE, NEGATIVE, bias_fn),
+        Term(NEGATIVE, POSITIVE, DROP, needs_negative_input=True),
     )
 
 
@@ -391,7 +461,7 @@ class ZPlusFast(BasicRule):
     """iNNvestigate's fast z⁺ for non-negative inputs: c_jk = a_j w⁺_jk, no bias."""
 
     def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__((Term(_identity, _positive, _drop),), epsilon)
+        super().__init__((Term(IDENTITY, POSITIVE, DROP),), epsilon)
 
 
 class AlphaBeta(WeightedSum):
@@ -448,17 +518,23 @@ class Gamma(Rule):
         def branch(same: Callable[[Tensor], Tensor], other: Callable[[Tensor], Tensor]
                    ) -> BasicRule:
             return BasicRule((
-                Term(_positive, boost(same), boost(same) if bias else _drop),
-                Term(_negative, boost(other), _drop, needs_negative_input=True),
+                Term(POSITIVE, boost(same), boost(same) if bias else DROP),
+                Term(NEGATIVE, boost(other), DROP, needs_negative_input=True),
             ), epsilon)
 
         self.gamma, self.bias, self.epsilon = gamma, bias, epsilon
-        self._positive_units = branch(_positive, _negative)
-        self._negative_units = branch(_negative, _positive)
+        self._positive_units = branch(POSITIVE, NEGATIVE)
+        self._negative_units = branch(NEGATIVE, POSITIVE)
 
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        if site.output is not None and (self.bias or site.bias is None):
-            z = site.output
+    def forward(self, site: Site) -> tuple[Tensor, Tensor]:
+        """The output, kept: its sign chooses each unit's branch."""
+        output = site.output()
+        return output, output
+
+    def backward(self, site: Site, kept: Tensor | None, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, each unit through the branch of its output's sign."""
+        if kept is not None and (self.bias or site.bias is None):
+            z = kept
         else:
             z = site.add_bias(site.forward(site.inputs, site.kernel),
                               site.bias if self.bias else None)
@@ -467,6 +543,10 @@ class Gamma(Rule):
         positive = self._positive_units.relevance(site, up)
         negative = self._negative_units.relevance(site, down)
         return [p + n for p, n in zip(positive, negative)]
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, computing the output itself."""
+        return self.backward(site, None, relevance)
 
 
 class WSquare(BasicRule):
@@ -481,7 +561,7 @@ class WSquare(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
-        super().__init__((Term(_ones, _square, _square if bias else _drop),), epsilon)
+        super().__init__((Term(ONES, SQUARE, SQUARE if bias else DROP),), epsilon)
         self.bias = bias
 
 
@@ -491,7 +571,7 @@ class Flat(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__((Term(_ones, _ones, _drop),), epsilon)
+        super().__init__((Term(ONES, ONES, DROP),), epsilon)
 
 
 class ZBox(BasicRule):
@@ -517,9 +597,9 @@ class ZBox(BasicRule):
             raise ValueError(f"ZBox needs low <= high, got low={low}, high={high}")
         super().__init__(
             (
-                Term(_identity, _identity, _identity if bias else _drop),
-                Term("low", lambda w: -tf.maximum(w, 0.0), _drop),
-                Term("high", lambda w: -tf.minimum(w, 0.0), _drop),
+                Term(IDENTITY, IDENTITY, IDENTITY if bias else DROP),
+                Term("low", lambda w: -tf.maximum(w, 0.0), DROP),
+                Term("high", lambda w: -tf.minimum(w, 0.0), DROP),
             ),
             epsilon,
         )
