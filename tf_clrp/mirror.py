@@ -131,6 +131,7 @@ class MirroredModel:
                 nonnegative.update(node.outputs)
         if self.composite.activation == "pass":
             _warn_non_rectifiers([s.node for s in steps if s.node.group is Group.ACTIVATION
+                                  and s.rule is None
                                   and s.node.activation not in layers.RECTIFIERS])
         return steps
 

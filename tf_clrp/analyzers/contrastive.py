@@ -23,15 +23,16 @@ from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
 from tf_clrp.mirror import MirroredModel, Step
 from tf_clrp.rules import Rule
-from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
+from tf_clrp.selection import ALL_NEURONS, CODES, MAX_ACTIVATION, Selection
 
 #: Per precision: a rebuilt dual whose share of its seed is below this fraction of the
 #: target's (absolute) share is within rounding of zero (≈ 32 × the products' unit
 #: roundoff: bfloat16 2⁻⁸, float32 products 2⁻²³ with bfloat16 denominators).
 _UNRESOLVED = {"mixed": 32 * 2.0 ** -23, "bfloat16": 32 * 2.0 ** -8}
 
-#: Codes of the named contrasts (non-negative codes are rival unit indices).
-CONTRASTS = {"others": -1, "others_uniform": -2, "negated": -3}
+#: Codes of the named contrasts (non-negative codes are rival unit indices); from the one
+#: table of codes, ``selection.CODES``.
+CONTRASTS = {name: CODES[name] for name in ("others", "others_uniform", "negated")}
 
 #: Smallest target seed mass SGLRP accepts: below it, relevance spread over an image's
 #: inputs underflows float32 (smallest normal 1.2e-38) and the map would be all zero.
