@@ -250,7 +250,7 @@ class MirroredModel:
         reduced = _reduced_precision_pays(node)
         site = rules.Site(
             inputs=inputs, forward=_pure_forward(node), nonnegative=step.nonnegative,
-            low=low, high=high, name=node.name,
+            low=low, high=high, name=node.name, layer=node.op,
             denominator_dtype=self.denominator_dtype if reduced else tf.float32,
             product_dtype=self.compute_dtype if reduced else tf.float32)
         if spec is not None:

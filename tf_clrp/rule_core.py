@@ -40,6 +40,8 @@ class Site:
         low: Lowest possible input values (first layer only), shape of ``inputs[0]``.
         high: Highest possible input values (first layer only).
         name: The layer's name, for error messages.
+        layer: The Keras layer or operation (read-only), for rules that read its
+            configuration (an axis, an epsilon); None for nodes a canonizer made.
         denominator_dtype: dtype for denominators a rule computes in its forward
             (bfloat16 with ``precision`` "mixed"/"bfloat16" where that pays, else float32).
         product_dtype: dtype of a rule's transposed products (bfloat16 with "bfloat16").
@@ -54,6 +56,7 @@ class Site:
     low: Tensor | None = None
     high: Tensor | None = None
     name: str = ""
+    layer: Any = None
     denominator_dtype: tf.DType = tf.float32
     product_dtype: tf.DType = tf.float32
 

@@ -21,6 +21,7 @@ from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
+from tf_clrp.layers import Group
 from tf_clrp.mirror import MirroredModel, Step
 from tf_clrp.rules import Rule
 from tf_clrp.selection import ALL_NEURONS, CODES, MAX_ACTIVATION, Selection
@@ -79,7 +80,7 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
         if step.rule is not None:
             if not rules.declares(step.rule, "linear_in_relevance"):
                 return False
-        elif step.node.group == "activation" and (
+        elif step.node.group is Group.ACTIVATION and (
                 mirror.composite.activation_mode(step.node.fused)
                 not in _LINEAR_ACTIVATION_MODES):
             return False
