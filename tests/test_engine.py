@@ -493,3 +493,20 @@ def test_selection_codes_never_clash() -> None:
     assert all(tf_clrp.selection.code_name(code) == name for name, code in codes.items())
     assert set(tf_clrp.analyzers.contrastive.CONTRASTS.values()).isdisjoint(
         {tf_clrp.selection.MAX_ACTIVATION, tf_clrp.selection.ALL_NEURONS})
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad"])
+def test_averaged_gradients_take_their_layer_rules(name: str) -> None:
+    """``layer_rules`` (advertised by create_analyzer) reach the composite: z⁺ on the Dense
+    layers changes the map; the true gradient as a rule keeps it."""
+    model = mlp()
+    x = RNG.normal(0, 1, (3, 6)).astype("float32")
+    options = {"steps": 4} if name == "integrated_gradients" else {"augment_by_n": 3,
+                                                                    "noise_scale": 0.0}
+    plain = tf_clrp.create_analyzer(name, model, **options).analyze(x, neuron_selection=1)
+    same = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.Gradient()},
+                                   **options).analyze(x, neuron_selection=1)
+    ruled = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.ZPlus()},
+                                    **options).analyze(x, neuron_selection=1)
+    np.testing.assert_allclose(same, plain, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ruled, plain, rtol=1e-3, atol=1e-4)
