@@ -332,7 +332,8 @@ def test_fold_batch_norm_keeps_the_function(case: str) -> None:
     x = sample(model)
     assert_same_function(graph, model, x)
     # without folding, the graph computes the same function too
-    assert_same_function(build_graph(model, fold_batch_norm=False), model, x)
+    unfolded = canonizers.without(canonizers.DEFAULT, canonizers.fold_batch_norm)
+    assert_same_function(build_graph(model, canonizer_sequence=unfolded), model, x)
 
 
 def test_canonizers_return_new_graphs_and_are_idempotent() -> None:
@@ -507,3 +508,61 @@ def test_users_model_is_unchanged(analyzer: str) -> None:
     assert before["output"].tobytes() == after["output"].tobytes()
     assert model.layers[-1].activation is keras.activations.softmax
     assert sum(isinstance(layer, L.BatchNormalization) for layer in model.layers) == 3
+
+
+# ----------------------------------------------------------------------------- as values
+def _doubled_output(graph: Graph) -> Graph:
+    """A user canonizer (one function): the output times 2, as a Rescaling-group node."""
+    doubled = tf_clrp.graph.new_tensor_id()
+    node = tf_clrp.graph.Node(name="times_two", op=None, group=tf_clrp.layers.Group.RESCALING,
+                              inputs=(graph.output_id,), outputs=(doubled,),
+                              run=lambda values: [2.0 * values[0]])
+    return graph.evolve(nodes=[*graph.nodes, node], output_id=doubled,
+                        shapes={**graph.shapes, doubled: graph.output_shape})
+
+
+@pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
+def test_a_composite_carries_its_canonizers() -> None:
+    """A canonizer added to a composite's sequence reaches the explained graph: the doubled
+    logit doubles the z-rule map (relevance passes the rescaling node unchanged)."""
+    model = model_of(_fused_activations, (6, 6, 3))
+    x = sample(model)
+    plain = tf_clrp.composites.uniform(tf_clrp.rules.Z())
+    extended = plain.with_canonizers((*canonizers.DEFAULT, _doubled_output))
+    base = tf_clrp.create_analyzer("lrp", model, composite=plain)
+    doubled = tf_clrp.create_analyzer("lrp", model, composite=extended)
+    assert doubled.graph.nodes[-1].name == "times_two"
+    np.testing.assert_allclose(doubled.analyze(x, neuron_selection=1),
+                               2.0 * base.analyze(x, neuron_selection=1), rtol=1e-6, atol=0)
+
+
+def _gate_first(inp: Any) -> Any:
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="main")(inp)
+    gate = L.GlobalAveragePooling2D(keepdims=True)(h)
+    gate = L.Conv2D(4, 1, activation="sigmoid", name="gate")(gate)
+    h = L.Multiply(name="scale")([gate, h])  # the gate first in the call
+    return L.Dense(3, name="head")(L.Flatten()(h))
+
+
+def test_order_gates_puts_the_main_path_first() -> None:
+    model = model_of(_gate_first, (6, 6, 3))
+    traced = canonizers.split_linear_layers(trace_model(model))
+    ordered = canonizers.order_gates(traced)
+    producer = ordered.producer()
+    scale = next(n for n in ordered.nodes if n.name == "scale")
+    assert [producer[t].name for t in scale.inputs] == ["main/activation", "gate/activation"]
+    assert_same_function(ordered, model, sample(model))
+
+
+def test_append_negated_outputs_adds_the_negated_twins() -> None:
+    """Real units first, then each unit's negation (-(Wx + b)), for a Dense head."""
+    model = model_of(_fused_activations, (6, 6, 3))
+    graph = build_graph(model)
+    extended = canonizers.append_negated_outputs(graph)
+    assert extended.virtual_outputs == "negated" and graph.virtual_outputs == ""
+    x = sample(model)
+    logits = logits_of(model, x)
+    np.testing.assert_allclose(run_graph(extended, x), np.concatenate([logits, -logits], 1),
+                               rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+    hidden = build_graph(model, layer_name="sep")  # ends in an activation: nothing to negate
+    assert canonizers.append_negated_outputs(hidden) is hidden

@@ -297,3 +297,218 @@ def test_reduced_precision_stays_close_to_float32(name: str, precision: str) -> 
     assert np.abs(mixed - exact).max() <= 3e-2 * np.abs(exact).max()
     for a, b in zip(mixed, exact):
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+# ----------------------------------------------------------------------------- extension points
+class _SoftmaxRule(tf_clrp.rules.Rule):
+    """AttnLRP's softmax rule, R_in = x ⊙ (R_out − p ΣR_out), written as one class."""
+
+    linear_in_relevance = True
+
+    def forward(self, site):
+        p = site.output()
+        return p, p  # keeps the probabilities for the backward
+
+    def backward(self, site, kept, relevance):
+        (x,) = site.inputs
+        return [x * (relevance - kept * tf.reduce_sum(relevance, axis=-1, keepdims=True))]
+
+
+class _HalfEach(tf_clrp.rules.Rule):
+    """A product of two activations: each factor gets half of the relevance."""
+
+    linear_in_relevance = True
+
+    def relevance(self, site, relevance):
+        return [relevance / 2.0, relevance / 2.0]
+
+
+def _epsilon_back(a: np.ndarray, kernel: np.ndarray, z: np.ndarray, r: np.ndarray,
+                  epsilon: float) -> np.ndarray:
+    """float64 LRP-ε through a Dense layer: a ⊙ Wᵀ(R / (z + ε·sign z))."""
+    return a * ((r / (z + epsilon * np.where(z >= 0, 1.0, -1.0))) @ kernel.T)
+
+
+def _dense_weights(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
+    return layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64)
+
+
+def test_a_softmax_rule_is_one_class() -> None:
+    """A rule with a forward hook (it keeps p) runs in the mirror unchanged; the map matches
+    a float64 numpy reference of ε-Dense → softmax rule → ε-Dense."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(6, name="d1")(inp)
+    h = keras.layers.Softmax(name="sm")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, name="d2")(h))
+    x = RNG.normal(0, 1, (4, 5)).astype("float32")
+    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.01,
+                                       layer_rules={"Softmax": _SoftmaxRule()})
+    got = analyzer.analyze(x, neuron_selection=2)
+
+    w1, b1 = _dense_weights(model.get_layer("d1"))
+    w2, b2 = _dense_weights(model.get_layer("d2"))
+    a = x.astype(np.float64)
+    z1 = a @ w1 + b1
+    p = np.exp(z1 - z1.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    z2 = p @ w2 + b2
+    r2 = np.zeros_like(z2)
+    r2[:, 2] = z2[:, 2]
+    r_p = _epsilon_back(p, w2, z2, r2, 0.01)
+    r_z1 = z1 * (r_p - p * r_p.sum(axis=1, keepdims=True))
+    expected = _epsilon_back(a, w1, z1, r_z1, 0.01)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+class _Gated(keras.layers.Layer):
+    """a(x) ⊙ b(x): walked by the engine, its product becomes a BILINEAR node."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.a = keras.layers.Dense(4, name="a")
+        self.b = keras.layers.Dense(4, name="b")
+
+    def call(self, x):
+        return keras.ops.multiply(self.a(x), self.b(x))
+
+
+def test_a_bilinear_rule_is_one_class() -> None:
+    """A two-input rule keyed by the BILINEAR group needs no engine change; the map matches
+    a float64 numpy reference."""
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((5,))
+    gated = _Gated(name="gated")
+    model = keras.Model(inp, keras.layers.Dense(3, name="out")(gated(inp)))
+    x = RNG.normal(0, 1, (4, 5)).astype("float32")
+    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.01,
+                                       layer_rules={"bilinear": _HalfEach()})
+    got = analyzer.analyze(x, neuron_selection=0)
+
+    wa, ba = _dense_weights(gated.a)
+    wb, bb = _dense_weights(gated.b)
+    wo, bo = _dense_weights(model.get_layer("out"))
+    a = x.astype(np.float64)
+    ha, hb = a @ wa + ba, a @ wb + bb
+    g = ha * hb
+    z = g @ wo + bo
+    r = np.zeros_like(z)
+    r[:, 0] = z[:, 0]
+    r_g = _epsilon_back(g, wo, z, r, 0.01)
+    expected = (_epsilon_back(a, wa, ha, r_g / 2, 0.01)
+                + _epsilon_back(a, wb, hb, r_g / 2, 0.01))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_an_equivalent_user_rule_keeps_the_fast_path() -> None:
+    """Modifiers are values equal by name: a user's z⁺-fast built from its own
+    Modifier("identity", ...) takes the fused path like ZPlusFast (bit-identical maps)."""
+    own_identity = tf_clrp.rules.Modifier("identity", lambda t: t)
+    user_rule = tf_clrp.rules.BasicRule(
+        (tf_clrp.rules.Term(own_identity, tf_clrp.rules.POSITIVE, tf_clrp.rules.DROP),), 1e-9)
+    model = small_cnn()
+    x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
+    expected = tf_clrp.create_analyzer("lrp.z_plus_fast", model).analyze(x, neuron_selection=1)
+    got = tf_clrp.create_analyzer("lrp", model, rule=user_rule).analyze(x, neuron_selection=1)
+    np.testing.assert_array_equal(got, expected)
+    site = tf_clrp.rules.Site(inputs=[tf.ones((2, 3))], forward=lambda xs, k: xs[0] @ k,
+                              kernel=tf.ones((3, 2)), nonnegative=(True,))
+    assert user_rule.forward(site)[1].fused_kernel is not None
+
+
+class _Linear(keras.layers.Layer):
+    """A user's own Dense-like layer (not a Dense subclass)."""
+
+    def __init__(self, units: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.units, self.use_bias = units, True
+
+    def build(self, shape) -> None:
+        self.kernel = self.add_weight(shape=(shape[-1], self.units))
+        self.bias = self.add_weight(shape=(self.units,), initializer="random_normal")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel) + self.bias
+
+
+def test_a_layer_class_joins_a_group_with_one_line(monkeypatch) -> None:
+    """One GROUP_OF_CLASS entry makes a user layer a Dense for the engine: its maps equal
+    those of a keras Dense with the same weights; without the entry it is refused."""
+    def build(layer: keras.layers.Layer) -> keras.Model:
+        inp = keras.Input((6,))
+        h = keras.layers.Dense(5, activation="relu", name="h")(inp)
+        return keras.Model(inp, layer(h))
+
+    keras.utils.set_random_seed(6)
+    own = build(_Linear(3, name="head"))
+    dense = build(keras.layers.Dense(3, name="head"))
+    dense.set_weights(own.get_weights())
+    x = RNG.normal(0, 1, (4, 6)).astype("float32")
+    with pytest.raises(tf_clrp.UnsupportedLayerError):
+        tf_clrp.create_analyzer("lrp.epsilon", own)
+    monkeypatch.setitem(tf_clrp.layers.GROUP_OF_CLASS, "_Linear", tf_clrp.layers.Group.DENSE)
+    got = tf_clrp.create_analyzer("lrp.epsilon", own).analyze(x, neuron_selection=1)
+    expected = tf_clrp.create_analyzer("lrp.epsilon", dense).analyze(x, neuron_selection=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_linear_layer_is_recognised_by_its_class_not_its_name() -> None:
+    """A DepthwiseConv2D subclass with another name gets the depthwise forward."""
+    class PerChannel(keras.layers.DepthwiseConv2D):
+        pass
+
+    def build(layer: keras.layers.Layer) -> keras.Model:
+        inp = keras.Input((6, 6, 3))
+        h = keras.layers.Flatten()(layer(inp))
+        return keras.Model(inp, keras.layers.Dense(4, name="out")(h))
+
+    keras.utils.set_random_seed(7)
+    own = build(PerChannel(3, depth_multiplier=2, name="dw"))
+    plain = build(keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw"))
+    plain.set_weights(own.get_weights())
+    x = RNG.normal(0, 1, (2, 6, 6, 3)).astype("float32")
+    got = tf_clrp.create_analyzer("lrp.epsilon", own).analyze(x, neuron_selection=1)
+    expected = tf_clrp.create_analyzer("lrp.epsilon", plain).analyze(x, neuron_selection=1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_composites_are_assembled_in_one_place() -> None:
+    """``composites.assemble``: the analyzers' composite/rule/first-layer options."""
+    composites, rules = tf_clrp.composites, tf_clrp.rules
+    with pytest.raises(TypeError, match="not both"):
+        composites.assemble(composites.zbox_zplus(), rule=rules.ZPlus())
+    paper = composites.assemble(default=composites.zbox_zplus)
+    assert isinstance(paper.first_layer, rules.ZBox)
+    uniform = composites.assemble(rule=rules.Epsilon(0.1), input_layer_rule="Flat",
+                                  layer_rules={"out": rules.Z()})
+    assert isinstance(uniform.first_layer, rules.Flat)
+    assert isinstance(uniform.layer_map["out"], rules.Z)
+    clrp = tf_clrp.create_analyzer("clrp", mlp(), rule=rules.ZPlus())
+    assert clrp.composite.first_layer is None  # a uniform rule: no z^B first layer
+
+
+def test_selection_codes_never_clash() -> None:
+    """Every integer code of the compiled functions is distinct and negative (unit
+    indices are >= 0), and each has a word."""
+    codes = tf_clrp.selection.CODES
+    assert len(set(codes.values())) == len(codes) and max(codes.values()) < 0
+    assert all(tf_clrp.selection.code_name(code) == name for name, code in codes.items())
+    assert set(tf_clrp.analyzers.contrastive.CONTRASTS.values()).isdisjoint(
+        {tf_clrp.selection.MAX_ACTIVATION, tf_clrp.selection.ALL_NEURONS})
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad"])
+def test_averaged_gradients_take_their_layer_rules(name: str) -> None:
+    """``layer_rules`` (advertised by create_analyzer) reach the composite: z⁺ on the Dense
+    layers changes the map; the true gradient as a rule keeps it."""
+    model = mlp()
+    x = RNG.normal(0, 1, (3, 6)).astype("float32")
+    options = {"steps": 4} if name == "integrated_gradients" else {"augment_by_n": 3,
+                                                                    "noise_scale": 0.0}
+    plain = tf_clrp.create_analyzer(name, model, **options).analyze(x, neuron_selection=1)
+    same = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.Gradient()},
+                                   **options).analyze(x, neuron_selection=1)
+    ruled = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.ZPlus()},
+                                    **options).analyze(x, neuron_selection=1)
+    np.testing.assert_allclose(same, plain, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ruled, plain, rtol=1e-3, atol=1e-4)

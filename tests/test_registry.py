@@ -94,8 +94,8 @@ def test_every_declared_default_is_taken_and_changes_nothing(name: str) -> None:
 def test_undeclared_options_are_refused_with_the_declared_list() -> None:
     with pytest.raises(TypeError, match=r"'low'.*it accepts: .*layer_rules"):
         create_analyzer("deep_taylor", _cnn(), low=0.0, high=1.0)  # was silently ignored
-    with pytest.raises(TypeError, match="layer_rules"):
-        create_analyzer("integrated_gradients", _cnn(), layer_rules={})
+    with pytest.raises(TypeError, match="input_layer_rule"):
+        create_analyzer("integrated_gradients", _cnn(), input_layer_rule=(0.0, 1.0))
     with pytest.raises(ValueError, match="Did you mean 'lrp.epsilon'"):
         create_analyzer("lrp.epsilom", _cnn())
 

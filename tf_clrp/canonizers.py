@@ -1,25 +1,33 @@
 """Graph rewrites that make a model explainable without touching the user's model.
 
-Each canonizer maps a ``Graph`` to a new ``Graph``: the forward computation is unchanged
-(up to float rounding), only its pieces are arranged so that rules apply cleanly:
+A canonizer is a value: any function ``Graph -> Graph`` that returns a new graph computing
+the same function (up to float rounding), its pieces arranged so that rules apply cleanly.
+A composite carries the sequence it wants (``Composite.canonizers``, default ``DEFAULT``);
+``canonize`` applies one in order. Adding a canonizer is writing one such function.
 
 * ``split_linear_layers``: Dense/Conv become pure linear nodes; fused activations become
   separate activation nodes; SeparableConv becomes depthwise + pointwise.
 * ``strip_output_activation``: explain pre-softmax/sigmoid logits.
 * ``fold_batch_norm``: BatchNorm after a linear layer is folded into its kernel and bias;
   a BatchNorm with no linear layer before it becomes an elementwise affine node.
+* ``order_gates``: the inputs of a Multiply, main path first (the rules' gate convention).
+* ``append_negated_outputs``: CLRP's "negated" dual as virtual output units.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tf_clrp import layers
 from tf_clrp.graph import Graph, Node, new_tensor_id
-from tf_clrp.layers import LinearSpec
+from tf_clrp.layers import Group, LinearSpec
+
+#: A graph rewrite that keeps the computed function.
+Canonizer = Callable[[Graph], Graph]
 
 #: Output non-linearities that are removed so that logits are explained.
 STRIPPED_OUTPUT_ACTIVATIONS = frozenset({"softmax", "sigmoid", "log_softmax", "linear"})
@@ -31,14 +39,14 @@ def _linear_node(node: Node, spec: LinearSpec, outputs: tuple[int, ...], name: s
         x = tf.cast(values[0], tf.float32)
         return [spec.add_bias(spec.forward(x, spec.read_kernel()), spec.read_bias())]
 
-    return Node(name=name, op=node.op, group=node.group if node.group != "separable"
-                else "convolution", inputs=inputs or node.inputs, outputs=outputs, run=run,
-                linear=spec)
+    group = Group.CONVOLUTION if node.group is Group.SEPARABLE else node.group
+    return Node(name=name, op=node.op, group=group, inputs=inputs or node.inputs,
+                outputs=outputs, run=run, linear=spec)
 
 
 def _activation_node(node: Node, name: str, fn: Any, inputs: tuple[int, ...],
                      outputs: tuple[int, ...]) -> Node:
-    return Node(name=name, op=node.op, group="activation", inputs=inputs, outputs=outputs,
+    return Node(name=name, op=node.op, group=Group.ACTIVATION, inputs=inputs, outputs=outputs,
                 run=lambda values: [fn(values[0])], activation=layers.activation_name(fn),
                 fused=True)
 
@@ -54,15 +62,15 @@ def split_linear_layers(graph: Graph) -> Graph:
     """
     nodes: list[Node] = []
     for node in graph.nodes:
-        if node.group == "activation" and node.activation is None:
+        if node.group is Group.ACTIVATION and node.activation is None:
             nodes.append(node.evolve(activation=layers.activation_of(node.op)))
             continue
-        if node.group not in ("dense", "convolution", "separable") or node.linear is not None:
+        if node.group is None or not node.group.is_linear or node.linear is not None:
             nodes.append(node)
             continue
         activation = layers.fused_activation(node.op)
         linear_out = node.outputs if activation == "linear" else (new_tensor_id(),)
-        if node.group == "separable":
+        if node.group is Group.SEPARABLE:
             depthwise, pointwise = layers.separable_specs(node.op)
             middle = (new_tensor_id(),)
             nodes.append(_linear_node(node, depthwise, middle, node.name + "/depthwise"))
@@ -73,25 +81,26 @@ def split_linear_layers(graph: Graph) -> Graph:
         if activation != "linear":
             nodes.append(_activation_node(node, node.name + "/activation", node.op.activation,
                                           linear_out, node.outputs))
-    return _with_nodes(graph, nodes)
+    return graph.evolve(nodes=nodes)
 
 
 def strip_output_activation(graph: Graph) -> Graph:
-    """Explains the logits: drops a final softmax/sigmoid node.
+    """Explains the logits: drops a final softmax/sigmoid node of a model output.
 
     Args:
         graph: A graph after ``split_linear_layers``.
 
     Returns:
-        The graph ending before the output non-linearity (unchanged if there is none).
+        The graph ending before the output non-linearity (unchanged if there is none, and
+        for a hidden layer's output: ``Graph.output_layer``).
     """
     producer = graph.producer().get(graph.output_id)
-    if (producer is None or producer.group != "activation"
+    if (graph.output_layer or producer is None or producer.group is not Group.ACTIVATION
             or producer.activation not in STRIPPED_OUTPUT_ACTIVATIONS):
         return graph
-    return replace(graph, nodes=[n for n in graph.nodes if n is not producer],
-                   output_id=producer.inputs[0],
-                   stripped_output_activation=producer.activation)
+    return graph.evolve(nodes=[n for n in graph.nodes if n is not producer],
+                        output_id=producer.inputs[0],
+                        stripped_output_activation=producer.activation)
 
 
 def _batch_norm_affine(op: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -170,7 +179,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
     dropped: set[int] = set()
     affine: dict[int, Node] = {}
     for node in graph.nodes:
-        if node.group != "batch_norm":
+        if node.group is not Group.BATCH_NORM:
             continue
         source = producer.get(node.inputs[0])
         rank = len(graph.shapes.get(node.inputs[0], ())) or 4
@@ -185,7 +194,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
         else:
             spec = _affine_spec(node.op, rank)
             affine[id(node)] = Node(
-                name=node.name, op=node.op, group="batch_norm", inputs=node.inputs,
+                name=node.name, op=node.op, group=Group.BATCH_NORM, inputs=node.inputs,
                 outputs=node.outputs, run=lambda v, s=spec: [s.add_bias(
                     s.forward(tf.cast(v[0], tf.float32), s.read_kernel()), s.read_bias())],
                 linear=spec)
@@ -194,27 +203,121 @@ def fold_batch_norm(graph: Graph) -> Graph:
         if id(node) in dropped:
             continue
         nodes.append(folded.get(id(node)) or affine.get(id(node)) or node)
-    return _with_nodes(graph, nodes)
+    return graph.evolve(nodes=nodes)
 
 
-def _with_nodes(graph: Graph, nodes: list[Node]) -> Graph:
-    return replace(graph, nodes=nodes)
+def order_gates(graph: Graph) -> Graph:
+    """Puts the main path first among a Multiply's inputs, the gates after it.
 
-
-def canonize(graph: Graph, *, strip_output: bool = True, fold_bn: bool = True) -> Graph:
-    """Applies the default canonizers in order.
+    The main path is the largest input (a gate broadcasts: a squeeze-excitation scale, a
+    mask); ties keep their order. Rules for the MULTIPLY group (``rules.Pass`` by default)
+    read the first input as the path relevance flows along. The node's computation is
+    unchanged: it receives its inputs back in the original order.
 
     Args:
         graph: A traced graph.
-        strip_output: Remove a final softmax/sigmoid (explain logits).
-        fold_bn: Fold BatchNormalization into preceding linear layers.
+
+    Returns:
+        The graph with every Multiply's inputs in gate order.
+    """
+    nodes = []
+    for node in graph.nodes:
+        if node.group is not Group.MULTIPLY or len(node.inputs) < 2:
+            nodes.append(node)
+            continue
+        sizes = [int(np.prod([d for d in graph.shapes.get(t, ())[1:] if d is not None] or [1]))
+                 for t in node.inputs]
+        order = sorted(range(len(node.inputs)), key=lambda i: -sizes[i])
+        if order == list(range(len(order))):
+            nodes.append(node)
+            continue
+        inverse = [int(i) for i in np.argsort(order)]
+        nodes.append(node.evolve(
+            inputs=tuple(node.inputs[i] for i in order),
+            run=lambda values, run=node.run, inverse=inverse: run(
+                [values[i] for i in inverse])))
+    return graph.evolve(nodes=nodes)
+
+
+def append_negated_outputs(graph: Graph) -> Graph:
+    """CLRP's "negated" dual: C virtual output units after the C real ones.
+
+    The last linear layer's kernel (and bias) is extended by its negation along the output
+    channels, so that layer yields 2C channels per position, and a reordering node (a
+    permutation: relevance moves with its gradient) flattens the C real and the C virtual
+    channels separately: output unit i (< C) is real unit i, unit C + i its negated twin.
+    (Flattening the 2C channels together would interleave real and virtual units at every
+    position of a channels-last Conv output or a Dense on a >=3-D input.) The user's
+    weights are never edited. ``Graph.virtual_outputs`` is "negated" on the result.
+
+    Args:
+        graph: A canonical graph.
+
+    Returns:
+        The extended graph, or ``graph`` itself when its output does not come straight from
+        a Dense/Conv layer (nothing to negate).
+    """
+    if not graph.nodes or graph.nodes[-1].outputs[0] != graph.output_id:
+        return graph
+    last = graph.nodes[-1]
+    spec = last.linear
+    if spec is None or spec.depthwise_multiplier is not None or (
+            last.group is Group.BATCH_NORM):
+        return graph
+    axis = spec.out_channel_kernel_axis
+
+    def read_kernel() -> tf.Tensor:
+        kernel = spec.read_kernel()
+        return tf.concat([kernel, -kernel], axis=axis)
+
+    def read_bias() -> tf.Tensor | None:
+        bias = spec.read_bias()
+        return None if bias is None else tf.concat([bias, -bias], axis=0)
+
+    extended = LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis, axis)
+
+    def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        return [extended.add_bias(extended.forward(tf.cast(values[0], tf.float32),
+                                                   read_kernel()), read_bias())]
+
+    def real_then_virtual(values: list[tf.Tensor]) -> list[tf.Tensor]:
+        real, virtual = tf.split(values[0], 2, axis=spec.channel_axis)
+        rows = tf.shape(real)[0]
+        return [tf.concat([tf.reshape(real, (rows, -1)), tf.reshape(virtual, (rows, -1))],
+                          axis=1)]
+
+    doubled = new_tensor_id()
+    # The head keeps its name: layer_rules keyed by it must still apply.
+    head = last.evolve(linear=extended, run=run, outputs=(doubled,))
+    order = Node(name=last.name + "/real_then_virtual", op=None, group=Group.RESHAPE,
+                 inputs=(doubled,), outputs=(graph.output_id,), run=real_then_virtual)
+    return graph.evolve(nodes=[*graph.nodes[:-1], head, order], virtual_outputs="negated")
+
+
+#: The canonizers every analyzer applies, in order.
+DEFAULT: tuple[Canonizer, ...] = (split_linear_layers, strip_output_activation,
+                                  fold_batch_norm, order_gates)
+
+#: The forward to the logits with every layer's own output kept (BatchNorm not folded):
+#: what the metrics evaluate and restart from hidden tensors.
+LOGITS: tuple[Canonizer, ...] = (split_linear_layers, strip_output_activation)
+
+
+def canonize(graph: Graph, canonizers: Sequence[Canonizer] = DEFAULT) -> Graph:
+    """Applies ``canonizers`` in order.
+
+    Args:
+        graph: A traced graph.
+        canonizers: ``Graph -> Graph`` functions (default ``DEFAULT``).
 
     Returns:
         The canonical graph.
     """
-    graph = split_linear_layers(graph)
-    if strip_output:
-        graph = strip_output_activation(graph)
-    if fold_bn:
-        graph = fold_batch_norm(graph)
+    for canonizer in canonizers:
+        graph = canonizer(graph)
     return graph
+
+
+def without(canonizers: Sequence[Canonizer], *dropped: Canonizer) -> tuple[Canonizer, ...]:
+    """``canonizers`` with some removed (e.g. ``without(DEFAULT, fold_batch_norm)``)."""
+    return tuple(c for c in canonizers if c not in dropped)

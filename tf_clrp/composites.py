@@ -4,36 +4,40 @@ A ``Composite`` maps layer groups (``"dense"``, ``"convolution"``, ``"avg_pool"`
 ``"batch_norm"``, ...) — or a layer's class name, or a layer's own name — to a rule, with an
 optional special rule for the first linear layer(s) after the input. It also says how the
 backward signal crosses elementwise non-linearities (``"pass"`` for LRP, ``"gradient"``,
-``"guided"``, ``"deconvnet"``). Named presets are the
-functions at the end of this module (``create_analyzer`` exposes them as ``lrp.*`` names).
+``"guided"``, ``"deconvnet"``), and which canonizers prepare the graph (``canonizers``, a
+sequence of ``Graph -> Graph`` functions). Named presets are the functions at the end of
+this module (``create_analyzer`` exposes them as ``lrp.*`` names); ``assemble`` is the one
+place where a composite is built from an analyzer's ``composite`` / ``rule`` /
+``input_layer_rule`` / ``layer_rules`` options.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tf_clrp import layers, rules
+from tf_clrp import canonizers as canonizers_module
+from tf_clrp import rules
+from tf_clrp.canonizers import Canonizer
+from tf_clrp.layers import Group
 from tf_clrp.rules import Rule
 
 #: Rules that every LRP composite uses unless it says otherwise.
 LRP_DEFAULTS: dict[str, Rule] = {
-    "avg_pool": rules.Norm(),
-    "add": rules.Norm(),
-    "batch_norm": rules.Pass(),
-    "layer_norm": rules.Pass(),
-    "rescaling": rules.Pass(),
-    "multiply": rules.Pass(),
+    Group.AVG_POOL: rules.Norm(),
+    Group.ADD: rules.Norm(),
+    Group.BATCH_NORM: rules.Pass(),
+    Group.LAYER_NORM: rules.Pass(),
+    Group.RESCALING: rules.Pass(),
+    Group.MULTIPLY: rules.Pass(),
 }
 
 ACTIVATION_MODES = ("pass", "gradient", "guided", "deconvnet")
 
-
-def _group_names() -> frozenset[str]:
-    """Every layer group a composite can key (read when rules are assigned)."""
-    return frozenset(layers.GROUP_OF_CLASS.values()) | {"separable", "activation"}
+#: Every layer group a composite can key.
+_GROUP_NAMES = frozenset(Group)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Composite:
         fused_activation: Backward through activations fused into Dense/Conv layers, if it
             differs from ``activation`` (iNNvestigate's Deep Taylor passes relevance through
             fused ReLUs but masks with standalone ReLU layers).
+        canonizers: The ``Graph -> Graph`` rewrites applied before the rules, in order
+            (``tf_clrp.canonizers.DEFAULT``).
     """
 
     layer_map: Mapping[str, Rule] = field(default_factory=dict)
@@ -64,6 +70,7 @@ class Composite:
     name: str = "custom"
     first_layer_groups: tuple[str, ...] | None = None
     fused_activation: str | None = None
+    canonizers: tuple[Canonizer, ...] = canonizers_module.DEFAULT
 
     def __post_init__(self) -> None:
         for mode in (self.activation, self.fused_activation or self.activation):
@@ -92,7 +99,7 @@ class Composite:
         for key in (name, short, class_name):
             # A layer named like a group ("dense", "add", ...: Keras' default names) is
             # matched as that group, so the first-layer rule still applies to it.
-            if key in self.layer_map and key not in _group_names():
+            if key in self.layer_map and key not in _GROUP_NAMES:
                 return self.layer_map[key]
         if is_first and self.first_layer is not None and (
                 self.first_layer_groups is None or group in self.first_layer_groups):
@@ -121,10 +128,49 @@ class Composite:
         """A copy with extra per-layer (name, class or group) rules, the escape hatch."""
         return replace(self, layer_map={**self.layer_map, **overrides})
 
+    def with_canonizers(self, sequence: Sequence[Canonizer]) -> Composite:
+        """A copy that prepares the graph with ``sequence`` instead."""
+        return replace(self, canonizers=tuple(sequence))
+
+
+def assemble(composite: Composite | None = None, *, rule: Rule | None = None,
+             input_layer_rule: Any = None, layer_rules: Mapping[str, Rule] | None = None,
+             default: Callable[[], Composite] | None = None) -> Composite:
+    """The composite an analyzer's options describe: the one place they are combined.
+
+    Args:
+        composite: A whole composite.
+        rule: One rule for every Dense and convolution layer instead (``uniform``).
+        input_layer_rule: A first-layer rule for any linear first layer (see
+            ``input_layer_rule``); None keeps the composite's.
+        layer_rules: Per-layer (name, class or group) overrides.
+        default: Makes the composite when neither ``composite`` nor ``rule`` is given.
+
+    Returns:
+        The composite.
+
+    Raises:
+        TypeError: both ``composite`` and ``rule``, or neither and no ``default``.
+    """
+    if composite is not None and rule is not None:
+        raise TypeError("give composite=<Composite> or rule=<Rule>, not both")
+    if composite is None:
+        if rule is not None:
+            composite = uniform(rule)
+        elif default is not None:
+            composite = default()
+        else:
+            raise TypeError("give composite=<Composite> or rule=<Rule>")
+    if input_layer_rule is not None:
+        composite = composite.with_first_layer(parse_input_layer_rule(input_layer_rule))
+    if layer_rules:
+        composite = composite.with_layer_rules(layer_rules)
+    return composite
+
 
 def uniform(rule: Rule, name: str = "uniform") -> Composite:
     """The same rule on every Dense and convolution layer."""
-    return Composite({"dense": rule, "convolution": rule}, name=name)
+    return Composite({Group.DENSE: rule, Group.CONVOLUTION: rule}, name=name)
 
 
 def gradient_composite(activation: str = "gradient") -> Composite:
@@ -132,7 +178,7 @@ def gradient_composite(activation: str = "gradient") -> Composite:
     return Composite({}, None, activation, defaults={}, name=f"gradient[{activation}]")
 
 
-def input_layer_rule(spec: Any) -> Rule | None:
+def parse_input_layer_rule(spec: Any) -> Rule | None:
     """iNNvestigate's ``input_layer_rule``: None, "Flat", "WSquare", (low, high) or a Rule.
 
     Args:
@@ -161,11 +207,15 @@ def input_layer_rule(spec: Any) -> Rule | None:
     )
 
 
+#: The former name of ``parse_input_layer_rule``.
+input_layer_rule = parse_input_layer_rule
+
+
 # ----------------------------------------------------------------------------- presets
 def epsilon_plus(epsilon: float = 1e-6) -> Composite:
     """Zennit's EpsilonPlus: ε on Dense, z⁺ (with b⁺ in the denominator) on convolutions."""
-    return Composite({"dense": rules.Epsilon(epsilon),
-                      "convolution": rules.ZPlus(epsilon, bias=True)}, name="epsilon_plus")
+    return Composite({Group.DENSE: rules.Epsilon(epsilon),
+                      Group.CONVOLUTION: rules.ZPlus(epsilon, bias=True)}, name="epsilon_plus")
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
@@ -176,15 +226,15 @@ def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
 def epsilon_gamma_box(low: Any = -3.0, high: Any = 3.0, epsilon: float = 1e-6,
                       gamma: float = 0.25) -> Composite:
     """Zennit's EpsilonGammaBox: z^B on a first convolution, γ on convolutions, ε on Dense."""
-    return Composite({"dense": rules.Epsilon(epsilon), "convolution": rules.Gamma(gamma)},
-                     first_layer=rules.ZBox(low, high), first_layer_groups=("convolution",),
+    return Composite({Group.DENSE: rules.Epsilon(epsilon), Group.CONVOLUTION: rules.Gamma(gamma)},
+                     first_layer=rules.ZBox(low, high), first_layer_groups=(Group.CONVOLUTION,),
                      name="epsilon_gamma_box")
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6) -> Composite:
     """Zennit's EpsilonAlpha2Beta1: ε on Dense, α2β1 on convolutions."""
-    return Composite({"dense": rules.Epsilon(epsilon),
-                      "convolution": rules.AlphaBeta(2.0, 1.0, epsilon=epsilon)},
+    return Composite({Group.DENSE: rules.Epsilon(epsilon),
+                      Group.CONVOLUTION: rules.AlphaBeta(2.0, 1.0, epsilon=epsilon)},
                      name="epsilon_alpha2_beta1")
 
 
@@ -198,7 +248,7 @@ def zbox_zplus(low: Any = None, high: Any = None) -> Composite:
         low: First-layer lower bounds; None uses each sample's own per-channel minimum.
         high: Upper bounds; None uses each sample's own per-channel maximum.
     """
-    return Composite({"dense": rules.ZPlus(), "convolution": rules.ZPlus()},
+    return Composite({Group.DENSE: rules.ZPlus(), Group.CONVOLUTION: rules.ZPlus()},
                      first_layer=rules.ZBox(low, high), name="zbox_zplus")
 
 

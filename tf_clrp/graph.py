@@ -7,7 +7,7 @@ The walk reads the user's model and never changes it. Tensors are identified by 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tf_clrp import _compat, layers, tracing
 from tf_clrp.errors import ModelStructureError
+from tf_clrp.layers import Group
 
 Run = Callable[[list[tf.Tensor]], list[tf.Tensor]]
 
@@ -34,7 +35,8 @@ class Node:
     Attributes:
         name: Layer name (``outer/inner`` for layers of nested models).
         op: The original Keras layer/operation (read, never modified), or None.
-        group: Its relevance group (see ``layers.GROUP_OF_CLASS``), or None if unknown.
+        group: Its relevance group (see ``layers.Group``; a group's name is accepted and
+            converted), or None if unknown.
         inputs: Ids of the consumed tensors.
         outputs: Ids of the produced tensors.
         run: Computes the outputs from concrete inputs (the original computation).
@@ -45,7 +47,7 @@ class Node:
 
     name: str
     op: Any
-    group: str | None
+    group: Group | None
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     run: Run
@@ -57,6 +59,10 @@ class Node:
     #: The calls of walked layers this node is inside, outermost first: each as the one
     #: node it would be without walking (``collapse_layers`` restores it).
     within: tuple[Node, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.group is not None and not isinstance(self.group, Group):
+            object.__setattr__(self, "group", Group(self.group))
 
     @property
     def kind(self) -> str:
@@ -121,6 +127,20 @@ class Graph:
     #: For token inputs: the Embedding call whose output is explained (``input_id``), run
     #: on the token ids before the graph (see ``tf_clrp.inputs``); else None.
     embedding: Node | None = None
+    #: The name of the hidden layer whose output is explained (``at_layer``), or "" for a
+    #: model output (only a model output's final softmax/sigmoid is stripped).
+    output_layer: str = ""
+    #: Virtual output units appended after the real ones by a canonizer ("negated" for
+    #: ``canonizers.append_negated_outputs``), or "".
+    virtual_outputs: str = ""
+
+    def evolve(self, **changes: Any) -> Graph:
+        """A copy with some fields replaced (the nodes list is shared unless replaced)."""
+        return replace(self, **changes)
+
+    def at_layer(self, name: str) -> Graph:
+        """The sub-graph explaining the output of the layer called ``name``."""
+        return self.truncated(self.find(name).outputs[0]).evolve(output_layer=name)
 
     def producer(self) -> dict[int, Node]:
         """Maps each tensor id to the node producing it."""
@@ -152,9 +172,36 @@ class Graph:
             if needed.intersection(node.outputs):
                 kept.append(node)
                 needed.update(node.inputs)
-        return replace(self, nodes=kept[::-1], output_id=output_id,
-                       output_shape=self.shapes.get(output_id, ()),
-                       stripped_output_activation=None)
+        return self.evolve(nodes=kept[::-1], output_id=output_id,
+                           output_shape=self.shapes.get(output_id, ()),
+                           stripped_output_activation=None)
+
+
+#: How one node is evaluated by ``execute``: ``call(node, inputs) -> outputs``.
+NodeCall = Callable[[Node, list[tf.Tensor]], list[tf.Tensor]]
+
+
+def run_node(node: Node, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+    """A node's original computation (``node.run``)."""
+    return node.run(inputs)
+
+
+def execute(nodes: Sequence[Node], values: dict[int, tf.Tensor],
+            call: NodeCall = run_node) -> dict[int, tf.Tensor]:
+    """Evaluates ``nodes`` in order: the one node executor of the mirror and the metrics.
+
+    Args:
+        nodes: Graph nodes in execution order.
+        values: Tensor id -> value for the given tensors; filled with every output.
+        call: Evaluates one node (default: its own computation). The mirrored model passes
+            one that applies the rules.
+
+    Returns:
+        ``values``.
+    """
+    for node in nodes:
+        values.update(zip(node.outputs, call(node, [values[t] for t in node.inputs])))
+    return values
 
 
 def _node_runner(node: Any) -> Run:
@@ -259,7 +306,7 @@ def collapse_layers(graph: Graph, keys: Any) -> Graph:
         elif id(outer) not in placed:
             placed.add(id(outer))
             nodes.append(outer.evolve(within=()))
-    return graph if not placed else replace(graph, nodes=nodes)
+    return graph if not placed else graph.evolve(nodes=nodes)
 
 
 def trace_model(model: keras.Model, output_index: int | None = None,
@@ -343,7 +390,7 @@ def _output_index(model_name: str, n_outputs: int, output_index: int | None) -> 
 
 
 #: The group of a subclassed model's single node: autodiff only, no relevance rule.
-OPAQUE_GROUP = "opaque_model"
+OPAQUE_GROUP = Group.OPAQUE_MODEL
 
 
 def opaque_refusal(node: Node) -> ModelStructureError:

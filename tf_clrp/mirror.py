@@ -15,20 +15,16 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from tf_clrp import layers, rules
 from tf_clrp.composites import Composite
 from tf_clrp.errors import UnsupportedLayerError
-from tf_clrp.graph import OPAQUE_GROUP, Graph, Node, collapse_layers, opaque_refusal
-
-#: Groups whose gradient moves relevance exactly (permutations, copies, routing), and
-#: embeddings of fed (integer, never explained) inputs, which carry no relevance.
-GRADIENT_GROUPS = frozenset({"reshape", "max_pool", "concatenate", "embedding"})
+from tf_clrp.graph import Graph, Node, collapse_layers, execute, opaque_refusal
+from tf_clrp.layers import Group
 
 #: Layers already covered by a non-rectifier warning (weak: forgotten with their model), so
 #: that the warning comes once per model and activation, not once per analyzer or process.
@@ -73,22 +69,26 @@ class Step:
     nonnegative: tuple[bool, ...]
 
 
-def _site_forward(node: Node) -> Callable[[list[tf.Tensor], tf.Tensor | None], tf.Tensor]:
+def _pure_forward(node: Node) -> Callable[[list[tf.Tensor], tf.Tensor | None], tf.Tensor]:
+    """The node's computation as ``forward(inputs, kernel)`` (the bias added apart)."""
     if node.linear is not None:
         spec = node.linear
         return lambda xs, kernel: spec.forward(xs[0], kernel)
-    if node.group == "add" and len(node.inputs) > 1:
+    if node.group is Group.ADD and len(node.inputs) > 1:
         return lambda xs, kernel: tf.add_n(xs)
     return lambda xs, kernel: tf.cast(node.run(list(xs))[0], tf.float32)
 
 
-def _gate_order(node: Node, graph: Graph) -> tuple[int, ...]:
-    """Input positions of a Multiply, main path first (the largest input), gates after."""
-    sizes = []
-    for t in node.inputs:
-        shape = graph.shapes.get(t, ())
-        sizes.append(int(np.prod([d for d in shape[1:] if d is not None] or [1])))
-    return tuple(sorted(range(len(node.inputs)), key=lambda i: -sizes[i]))
+def _output_nonnegative(node: Node, nonnegative: set[int]) -> bool:
+    """Whether the node's output is known to be >= 0 (``nonnegative``: such tensors)."""
+    if node.group is Group.ACTIVATION:
+        return node.activation in layers.NONNEGATIVE_ACTIVATIONS
+    return (node.group is not None and node.group.keeps_nonnegative
+            and all(t in nonnegative for t in node.inputs))
+
+
+def _is_preprocessing(node: Node) -> bool:
+    return node.group is not None and node.group.is_preprocessing
 
 
 class MirroredModel:
@@ -110,6 +110,7 @@ class MirroredModel:
         self.composite = composite
         self.denominator_dtype, self.compute_dtype = PRECISIONS[precision]
         self.steps = self._plan()
+        self._step_of = {id(step.node): step for step in self.steps}
         self.first_rules = [s.rule for s in self.steps if s.is_first and s.rule is not None]
         self.needs_bounds = any(r.needs_bounds for r in self.first_rules)
 
@@ -120,37 +121,26 @@ class MirroredModel:
         steps = []
         for node in self.graph.nodes:
             inputs_raw = all(t in raw for t in node.inputs)
-            is_first = node.linear is not None and node.group != "batch_norm" and inputs_raw
+            is_first = (node.linear is not None and node.group is not None
+                        and node.group.is_linear and inputs_raw)
             rule = self._rule(node, is_first)
             steps.append(Step(node, rule, is_first, tuple(t in nonnegative for t in node.inputs)))
-            if self._is_preprocessing(node) and inputs_raw:
+            if _is_preprocessing(node) and inputs_raw:
                 raw.update(node.outputs)
-            if self._output_nonnegative(node, nonnegative):
+            if _output_nonnegative(node, nonnegative):
                 nonnegative.update(node.outputs)
         if self.composite.activation == "pass":
-            _warn_non_rectifiers([s.node for s in steps if s.node.group == "activation"
+            _warn_non_rectifiers([s.node for s in steps if s.node.group is Group.ACTIVATION
+                                  and s.rule is None
                                   and s.node.activation not in layers.RECTIFIERS])
         return steps
 
-    @staticmethod
-    def _is_preprocessing(node: Node) -> bool:
-        """Layers between the input and the first linear layer that keep it "the input":
-        reshapes, Rescaling/Normalization and an input BatchNorm (elementwise affine)."""
-        return node.group in ("reshape", "rescaling", "batch_norm")
-
-    @staticmethod
-    def _output_nonnegative(node: Node, nonnegative: set[int]) -> bool:
-        if node.group == "activation":
-            return node.activation in layers.NONNEGATIVE_ACTIVATIONS
-        if node.group in ("max_pool", "avg_pool", "reshape", "concatenate", "add", "multiply"):
-            return all(t in nonnegative for t in node.inputs)
-        return False
-
     def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
-        if node.group == OPAQUE_GROUP and not self.composite.is_plain_gradient:
+        if node.group is Group.OPAQUE_MODEL and not self.composite.is_plain_gradient:
             raise opaque_refusal(node)
         rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
-        if rule is not None or node.group in GRADIENT_GROUPS or node.group == "activation":
+        if rule is not None or node.group is Group.ACTIVATION or (
+                node.group is not None and node.group.moves_with_gradient):
             return rule
         if node.group is None and not self.composite.is_plain_gradient:
             raise UnsupportedLayerError(
@@ -184,6 +174,20 @@ class MirroredModel:
         return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
                 tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
 
+    def _bounds_by_tensor(self, x: tf.Tensor) -> dict[int, tuple[tf.Tensor, tf.Tensor]]:
+        """The input bounds mapped through the preprocessing layers after the input."""
+        bounds = self.input_bounds(x)
+        if bounds is None:
+            return {}
+        low_high = {self.graph.input_id: bounds}
+        for step in self.steps:
+            node = step.node
+            if _is_preprocessing(node) and all(t in low_high for t in node.inputs):
+                lo = node.run([low_high[t][0] for t in node.inputs])[0]
+                hi = node.run([low_high[t][1] for t in node.inputs])[0]
+                low_high[node.outputs[0]] = (tf.minimum(lo, hi), tf.maximum(lo, hi))
+        return low_high
+
     def __call__(self, x: tf.Tensor, feeds: Sequence[tf.Tensor] = ()) -> tf.Tensor:
         """Runs the mirrored forward.
 
@@ -194,31 +198,21 @@ class MirroredModel:
         Returns:
             The explained output.
         """
-        bounds = self.input_bounds(x)
+        low_high = self._bounds_by_tensor(x)
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
         values.update((fed.id, value) for fed, value in zip(self.graph.feeds, feeds,
                                                              strict=True))
-        low_high: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
-        if bounds is not None:
-            low_high[self.graph.input_id] = bounds
-        for step in self.steps:
-            node = step.node
-            inputs = [values[t] for t in node.inputs]
+
+        def call(node: Node, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+            step = self._step_of[id(node)]
             if step.rule is not None:
-                site_bounds = low_high.get(node.inputs[0]) if step.is_first else None
-                outputs = [self._ruled(step, inputs, site_bounds)]
-            elif node.group == "activation":
-                outputs = [self._activation(node, inputs[0])]
-            else:
-                outputs = node.run(inputs)
-            if bounds is not None and self._is_preprocessing(node) and all(
-                    t in low_high for t in node.inputs):
-                lo = node.run([low_high[t][0] for t in node.inputs])[0]
-                hi = node.run([low_high[t][1] for t in node.inputs])[0]
-                low_high[node.outputs[0]] = (tf.minimum(lo, hi), tf.maximum(lo, hi))
-            for t, v in zip(node.outputs, outputs):
-                values[t] = v
-        return values[self.graph.output_id]
+                bounds = low_high.get(node.inputs[0]) if step.is_first else None
+                return [self._ruled(step, inputs, bounds)]
+            if node.group is Group.ACTIVATION:
+                return [self._activation(node, inputs[0])]
+            return node.run(inputs)
+
+        return execute([s.node for s in self.steps], values, call)[self.graph.output_id]
 
     def _activation(self, node: Node, x: tf.Tensor) -> tf.Tensor:
         mode = self.composite.activation_mode(node.fused)
@@ -240,73 +234,51 @@ class MirroredModel:
 
         return activation(x)
 
-    def _ruled(self, step: Step, inputs: list[tf.Tensor],
-               bounds: tuple[tf.Tensor, tf.Tensor] | None) -> tf.Tensor:
+    def _site(self, step: Step, inputs: list[tf.Tensor],
+              bounds: tuple[tf.Tensor, tf.Tensor] | None) -> rules.Site:
+        """The layer call as the rule sees it. Parameters are read here, outside the custom
+        gradient (Keras 3 variables must not be read inside it)."""
         node, rule = step.node, step.rule
         assert rule is not None
-        inputs = [tf.cast(x, tf.float32) for x in inputs]
-        order = None
-        if node.group == "multiply":
-            order = _gate_order(node, self.graph)
-            inputs = [inputs[i] for i in order]
-        # Read parameters here, outside the custom gradient (Keras 3 variables must not be
-        # read inside it).
-        kernel = node.linear.read_kernel() if node.linear is not None else None
-        bias = node.linear.read_bias() if node.linear is not None else None
-        add_bias = node.linear.add_bias if node.linear is not None else (
-            lambda z, b: z if b is None else z + b)
-        forward = _site_forward(node)
-        if order is not None:
-            inverse = np.argsort(order)
-            base_forward = forward
-            forward = lambda xs, k: base_forward([xs[i] for i in inverse], k)  # noqa: E731
-        nonnegative = step.nonnegative if order is None else tuple(
-            step.nonnegative[i] for i in order)
-        if bounds is not None and rule.needs_bounds:
-            low, high = bounds
-        else:
-            low = high = None
-            if rule.needs_bounds:
-                raise UnsupportedLayerError(
-                    f"rule {rule!r} needs input bounds but layer {node.name!r} is not a first "
-                    "layer fed by the input through reshapes/preprocessing only"
-                )
-
-        fused = None
-        if isinstance(rule, rules.BasicRule) and kernel is not None and len(inputs) == 1:
-            fused = rule.fused_parameters(kernel, bias, nonnegative)
+        if rule.needs_bounds and bounds is None:
+            raise UnsupportedLayerError(
+                f"rule {rule!r} needs input bounds but layer {node.name!r} is not a first "
+                "layer fed by the input through reshapes/preprocessing only"
+            )
+        low, high = bounds if bounds is not None and rule.needs_bounds else (None, None)
+        spec = node.linear
         reduced = _reduced_precision_pays(node)
-        denominator_dtype = self.denominator_dtype if reduced else tf.float32
-        product_dtype = self.compute_dtype if reduced else tf.float32
+        site = rules.Site(
+            inputs=inputs, forward=_pure_forward(node), nonnegative=step.nonnegative,
+            low=low, high=high, name=node.name, layer=node.op,
+            denominator_dtype=self.denominator_dtype if reduced else tf.float32,
+            product_dtype=self.compute_dtype if reduced else tf.float32)
+        if spec is not None:
+            site = replace(site, kernel=spec.read_kernel(), bias=spec.read_bias(),
+                           add_bias=spec.add_bias)
+        return site
 
-        def site(xs: list[tf.Tensor], **extra: Any) -> rules.Site:
-            return rules.Site(
-                inputs=xs, forward=forward, kernel=kernel, bias=bias, add_bias=add_bias,
-                nonnegative=nonnegative, low=low, high=high, name=node.name,
-                compute_dtype=product_dtype, **extra)
+    def _ruled(self, step: Step, inputs: list[tf.Tensor],
+               bounds: tuple[tf.Tensor, tf.Tensor] | None) -> tf.Tensor:
+        """The node as one custom-gradient op: the rule's forward hook, then its backward."""
+        rule = step.rule
+        assert rule is not None
+        site = self._site(step, [tf.cast(x, tf.float32) for x in inputs], bounds)
 
         @tf.custom_gradient
         def ruled_op(*xs: tf.Tensor) -> tf.Tensor:
-            if fused is not None:
-                z, denominator = _forward_with_denominator(node, xs[0], kernel, bias, fused,
-                                                           denominator_dtype)
-            else:
-                z = add_bias(forward(list(xs), kernel), bias)
-                denominator = (rule.denominator(site(list(xs)))
-                               if isinstance(rule, rules.BasicRule) else None)
+            at = replace(site, inputs=list(xs))
+            output, kept = rule.forward(at)
 
             def grad(relevance: tf.Tensor, variables: list | None = None) -> Any:
                 # ``variables``: weights a layer reads inside its own call (LayerNorm, ...);
                 # relevance does not flow into them.
-                result = rule.relevance(
-                    site(list(xs), denominator=denominator, output=z,
-                         fused_kernel=None if fused is None else fused[0]),
-                    tf.cast(relevance, tf.float32))
+                result = rule.backward(at, kept, tf.cast(relevance, tf.float32))
                 return result if variables is None else (result, [None] * len(variables))
 
-            return z, grad
+            return output, grad
 
-        return ruled_op(*inputs)
+        return ruled_op(*site.inputs)
 
 
 def _reduced_precision_pays(node: Node) -> bool:
@@ -316,27 +288,4 @@ def _reduced_precision_pays(node: Node) -> bool:
     EfficientNet-Lite0)."""
     spec = node.linear
     return (spec is not None and spec.depthwise_multiplier is None
-            and node.group != "dense")
-
-
-def _forward_with_denominator(node: Node, x: tf.Tensor, kernel: tf.Tensor,
-                              bias: tf.Tensor | None,
-                              fused: tuple[tf.Tensor, tf.Tensor | None],
-                              dtype: tf.DType = tf.float32) -> tuple[tf.Tensor, tf.Tensor]:
-    """The layer output and a rule's denominator f(x, K') + b', both from the forward pass.
-
-    When K' is the kernel itself (z and ε rules) the output is the denominator. Otherwise the
-    two kernels run as two calls: one call with both kernels concatenated along the output
-    channels was measured slower on CPU (the doubled convolution costs 2.06× a single one,
-    plus the split copies; BENCHMARKS.md, "Profile").
-    """
-    spec = node.linear
-    assert spec is not None
-    fused_kernel, fused_bias = fused
-    z = spec.add_bias(spec.forward(x, kernel), bias)
-    if fused_kernel is kernel and fused_bias is bias:
-        return z, z
-    if dtype != tf.float32:
-        low = spec.forward(tf.cast(x, dtype), tf.cast(fused_kernel, dtype))
-        return z, spec.add_bias(tf.cast(low, tf.float32), fused_bias)
-    return z, spec.add_bias(spec.forward(x, fused_kernel), fused_bias)
+            and node.group is not Group.DENSE)

@@ -117,11 +117,8 @@ def _lrp(model: Any, composite: Composite, input_layer_rule: Any = None,
     from tf_clrp import composites
     from tf_clrp.analyzers.propagation import Propagation
 
-    first = composites.input_layer_rule(input_layer_rule)
-    if first is not None:
-        composite = composite.with_first_layer(first)
-    if layer_rules:
-        composite = composite.with_layer_rules(layer_rules)
+    composite = composites.assemble(composite, input_layer_rule=input_layer_rule,
+                                    layer_rules=layer_rules)
     return Propagation(model, composite, seed="value", **kwargs)
 
 
@@ -133,9 +130,8 @@ def _gradient(model: Any, *, activation: str, multiply_by_input: bool = False,
     from tf_clrp import composites
     from tf_clrp.analyzers.propagation import Propagation
 
-    composite = composites.gradient_composite(activation)
-    if layer_rules:
-        composite = composite.with_layer_rules(layer_rules)
+    composite = composites.assemble(composites.gradient_composite(activation),
+                                    layer_rules=layer_rules)
     return Propagation(model, composite, seed=seed, multiply_by_input=multiply_by_input,
                        postprocess=postprocess, **kwargs)
 
@@ -177,7 +173,7 @@ def _alpha_beta(alpha: float | None = None, beta: float | None = None, *,
 def _deep_taylor(model: Any, low: Any = None, high: Any = None, *, bounded: bool = False,
                  layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> Analyzer:
     """iNNvestigate's Deep Taylor: z⁺ on Dense/Conv, true gradients elsewhere."""
-    from tf_clrp import rules
+    from tf_clrp import composites, rules
     from tf_clrp.analyzers.propagation import Propagation
     from tf_clrp.composites import Composite
 
@@ -187,8 +183,7 @@ def _deep_taylor(model: Any, low: Any = None, high: Any = None, *, bounded: bool
                            "avg_pool": rules.Gradient(), "add": rules.Gradient()},
                           first_layer=rules.ZBox(low, high) if bounded else None,
                           activation="gradient", fused_activation="pass", name="deep_taylor")
-    if layer_rules:
-        composite = composite.with_layer_rules(layer_rules)
+    composite = composites.assemble(composite, layer_rules=layer_rules)
     return Propagation(model, composite, seed="relu", **kwargs)
 
 
@@ -271,10 +266,11 @@ ENTRIES: tuple[AnalyzerEntry, ...] = (
                   fixed={"activation": "gradient", "multiply_by_input": True}),
     AnalyzerEntry("integrated_gradients", "gradient",
                   "tf_clrp.analyzers.gradient_methods:IntegratedGradients",
-                  options={"reference_inputs": 0.0, "steps": 64, "postprocess": None}),
+                  options={"reference_inputs": 0.0, "steps": 64, "postprocess": None,
+                           "layer_rules": None}),
     AnalyzerEntry("smoothgrad", "gradient", "tf_clrp.analyzers.gradient_methods:SmoothGrad",
                   options={"augment_by_n": 64, "noise_scale": 1.0, "noise_relative": False,
-                           "seed": 0, "postprocess": None}),
+                           "seed": 0, "postprocess": None, "layer_rules": None}),
     # class activation maps
     AnalyzerEntry("grad_cam", "cam", "tf_clrp.analyzers.cam:GradCAM", options=_CAM),
     AnalyzerEntry("grad_cam_plus_plus", "cam", "tf_clrp.analyzers.cam:GradCAMPlusPlus",

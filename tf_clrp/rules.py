@@ -1,14 +1,9 @@
-"""LRP rules as small pure pieces.
+"""LRP rules as small pure pieces: the named rules of the family.
 
-Every rule of the family has the form
-
-    R_j = Σ_k  c_jk / stabilize(Σ_j' c_j'k + b'_k) · R_k,
-
-with contributions c_jk = Σ_t m_t(a)_j · w_t,jk built from a few *terms* t (an input modifier
-m_t, a kernel modifier and a bias modifier). ``BasicRule`` evaluates any such set of terms
-with one vector-Jacobian product of the layer's own (modified) forward function, so a named
-rule is nothing but its terms and stabilizer. Rules act on a ``Site``: the layer's inputs,
-its pure forward function and its parameters, prepared by the mirrored model.
+A rule is one class: ``forward`` (what to compute and keep in the forward pass) and
+``backward`` (relevance in, relevance out), or just ``relevance`` when it needs nothing from
+the forward (see ``tf_clrp.rule_core``, whose names are re-exported here). Most rules are a
+``BasicRule``: a few terms and a stabilizer.
 """
 
 from __future__ import annotations
@@ -20,302 +15,33 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp.checks import finite_bounds, finite_parameter
+from tf_clrp.rule_core import (
+    BACKWARD_METHODS,
+    DROP,
+    IDENTITY,
+    NEGATIVE,
+    ONES,
+    POSITIVE,
+    SQUARE,
+    BasicRule,
+    Modifier,
+    Rule,
+    Site,
+    Term,
+    WeightedSum,
+    _stabiliser,
+    declares,
+    stabilize,
+)
 
 Tensor = tf.Tensor
 
-
-@dataclass
-class Site:
-    """One layer call as seen by a rule.
-
-    Attributes:
-        inputs: The layer's inputs.
-        forward: ``forward(inputs, kernel)`` -> the layer's output without bias.
-        kernel: The (possibly BatchNorm-folded) kernel, or None for parameter-free layers.
-        bias: The bias, or None.
-        add_bias: Adds a bias to an output along the channel axis.
-        nonnegative: Per input, True if it is known to be >= 0 (ReLU output, ...).
-        low: Lowest possible input values (first layer only), shape of ``inputs[0]``.
-        high: Highest possible input values (first layer only).
-        name: The layer's name, for error messages.
-    """
-
-    inputs: list[Tensor]
-    forward: Callable[[list[Tensor], Tensor | None], Tensor]
-    kernel: Tensor | None = None
-    bias: Tensor | None = None
-    add_bias: Callable[[Tensor, Tensor | None], Tensor] = lambda z, b: z if b is None else z + b
-    nonnegative: tuple[bool, ...] = ()
-    low: Tensor | None = None
-    high: Tensor | None = None
-    name: str = ""
-    #: The rule's denominator Σ_j c_jk + b'_k (unstabilized), when the mirrored model computed
-    #: it in the forward pass (``BasicRule.denominator``), so that several backward passes
-    #: over one forward share it.
-    denominator: Tensor | None = None
-    #: K' = Σ_t w_t when every term reads the plain input (``BasicRule.fused_parameters``):
-    #: the backward is then one transposed product with K'.
-    fused_kernel: Tensor | None = None
-    #: The layer's own output f(inputs, kernel) + bias, from the forward pass.
-    output: Tensor | None = None
-    #: dtype of the rules' convolutions (float32, or bfloat16 with ``precision="bfloat16"``).
-    compute_dtype: tf.DType = tf.float32
-
-
-class Rule:
-    """Maps the relevance at a layer's output to relevance at each of its inputs."""
-
-    #: True if the rule needs the input bounds (``Site.low`` / ``Site.high``).
-    needs_bounds: bool = False
-    #: True if the relevance at the inputs is linear in the relevance at the output (for a
-    #: fixed forward pass). Reduced-precision CLRP rebuilds its dual by linearity only then.
-    #: Undeclared (custom) rules count as non-linear, and so does a subclass that overrides a
-    #: backward method without re-declaring it (read it through ``declares``).
-    linear_in_relevance: bool = False
-    #: True if negating the layer's kernel and bias changes the relevance at its inputs at
-    #: most by its sign (contributions all odd, or all even, in the weights: z, ε, γ, w²,
-    #: flat, the gradient). CLRP's ``contrast="negated"`` dual normalises to its target then
-    #: (a zero map), so CLRP refuses it. Inherited like ``linear_in_relevance`` (``declares``).
-    negation_invariant: bool = False
-
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        """Args: site: the layer call; relevance: R at its output. Returns: R per input."""
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        """The class and its numeric parameters, e.g. ``Epsilon(epsilon=1e-06, bias=True)``."""
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                           if not k.startswith("_") and isinstance(v, (bool, int, float)))
-        return f"{type(self).__name__}({params})"
-
-
-#: The methods through which a rule computes its backward pass. A class that overrides one
-#: of them is a new rule: properties declared by its ancestors no longer describe it.
-BACKWARD_METHODS: tuple[str, ...] = (
-    "relevance", "stabilize", "denominator", "fused_parameters", "_fused_relevance",
-    "_modified_inputs", "_active_terms")
-
-
-def declares(rule: Rule, prop: str) -> bool:
-    """Whether ``rule`` truly has the boolean property ``prop`` (e.g. "linear_in_relevance").
-
-    A declaration counts only for the class that makes it (or an instance attribute): if a
-    subclass overrides a backward method (``BACKWARD_METHODS``) without re-declaring ``prop``,
-    the inherited claim is dropped and the property counts as undeclared (False).
-
-    Args:
-        rule: The rule instance.
-        prop: The property's name.
-
-    Returns:
-        The declared value, or False when the declaring class's backward was overridden.
-    """
-    if prop in vars(rule):
-        return bool(vars(rule)[prop])
-    for cls in type(rule).__mro__:
-        if prop in vars(cls):
-            return bool(getattr(rule, prop))
-        if any(method in vars(cls) for method in BACKWARD_METHODS):
-            return False
-    return False
-
-
-# ----------------------------------------------------------------------------- modifiers
-def _identity(t: Tensor) -> Tensor:
-    return t
-
-
-def _positive(t: Tensor) -> Tensor:
-    return tf.maximum(t, 0.0)
-
-
-def _negative(t: Tensor) -> Tensor:
-    return tf.minimum(t, 0.0)
-
-
-def _ones(t: Tensor) -> Tensor:
-    return tf.ones_like(t)
-
-
-def _square(t: Tensor) -> Tensor:
-    return tf.square(t)
-
-
-def _drop(t: Tensor) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class Term:
-    """One contribution m(a) · w' (+ b') of a rule.
-
-    Attributes:
-        inputs: Modifier of the layer input (or "low" / "high" for the box bounds).
-        kernel: Modifier of the kernel.
-        bias: Modifier of the bias (``_drop`` ignores the bias).
-        needs_negative_input: The term vanishes when the input is known to be >= 0.
-    """
-
-    inputs: Callable[[Tensor], Tensor] | str = _identity
-    kernel: Callable[[Tensor], Tensor] = _identity
-    bias: Callable[[Tensor], Tensor | None] = _identity
-    needs_negative_input: bool = False
-
-
-def _stabiliser(rule: str, epsilon: object) -> float:
-    """ε as a float; refuses NaN, Inf, ε <= 0 and non-numbers, naming the rule."""
-    return finite_parameter(f"{rule} epsilon", epsilon, minimum=0.0, strict=True)
-
-
-def stabilize(z: Tensor, epsilon: float) -> Tensor:
-    """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
-    return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
-
-
-@dataclass(repr=False)
-class BasicRule(Rule):
-    """The generic rule kernel: any set of terms and an ε-stabilizer.
-
-    Args:
-        terms: The contributions whose sum is the (modified) pre-activation.
-        epsilon: Stabilizer of the denominator.
-    """
-
-    terms: tuple[Term, ...] = (Term(),)
-    epsilon: float = 1e-9
-    linear_in_relevance = True
-
-    def __post_init__(self) -> None:
-        self.epsilon = _stabiliser(type(self).__name__, self.epsilon)
-
-    @property
-    def needs_bounds(self) -> bool:  # type: ignore[override]
-        return any(isinstance(t.inputs, str) for t in self.terms)
-
-    def _modified_inputs(self, term: Term, site: Site) -> list[Tensor]:
-        if term.inputs == "low":
-            return [site.low]
-        if term.inputs == "high":
-            return [site.high]
-        known = site.nonnegative or (False,) * len(site.inputs)
-        return [x if term.inputs is _positive and nonneg else term.inputs(x)
-                for x, nonneg in zip(site.inputs, known)]
-
-    def _active_terms(self, site: Site) -> list[Term]:
-        nonnegative = bool(site.nonnegative) and all(site.nonnegative)
-        return [t for t in self.terms if not (t.needs_negative_input and nonnegative)]
-
-    def fused_parameters(self, kernel: Tensor, bias: Tensor | None,
-                         nonnegative: tuple[bool, ...]
-                         ) -> tuple[Tensor, Tensor | None] | None:
-        """(K', b') when every term reads the plain input: then Σ_t f(m_t(a), w_t) equals
-        f(a, K') with K' = Σ_t w_t, and the denominator can be computed in the forward pass.
-
-        Args:
-            kernel: The layer's kernel.
-            bias: The layer's bias (or None).
-            nonnegative: Per input, whether it is known to be >= 0.
-
-        Returns:
-            (K', b'), or None if some term modifies the input.
-        """
-        if len(nonnegative) != 1:
-            return None
-        site = Site(inputs=[], forward=lambda xs, k: xs[0], nonnegative=nonnegative)
-        terms = self._active_terms(site)
-        if not all(t.inputs is _identity or (t.inputs is _positive and nonnegative[0])
-                   for t in terms):
-            return None
-        kernels = [t.kernel(kernel) for t in terms]
-        biases = [] if bias is None else [b for b in (t.bias(bias) for t in terms)
-                                           if b is not None]
-        fused_bias = None if not biases else biases[0] if len(biases) == 1 else tf.add_n(biases)
-        return (kernels[0] if len(kernels) == 1 else tf.add_n(kernels)), fused_bias
-
-    def denominator(self, site: Site) -> Tensor:
-        """The unstabilized denominator Σ_t f(m_t(a), w_t) + Σ_t b_t of ``site``."""
-        terms = self._active_terms(site)
-        z = tf.add_n([site.forward(self._modified_inputs(t, site),
-                                   None if site.kernel is None else t.kernel(site.kernel))
-                      for t in terms])
-        for t in terms:
-            z = site.add_bias(z, None if site.bias is None else t.bias(site.bias))
-        return z
-
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        if site.fused_kernel is not None and site.denominator is not None:
-            return self._fused_relevance(site, relevance)
-        terms = self._active_terms(site)
-        modified = [self._modified_inputs(t, site) for t in terms]
-        kernels = [None if site.kernel is None else t.kernel(site.kernel) for t in terms]
-        flat = [x for xs in modified for x in xs]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(flat)
-            z = tf.add_n([site.forward(xs, k) for xs, k in zip(modified, kernels)])
-        denominator = site.denominator
-        if denominator is None:
-            denominator = z
-            for t in terms:
-                denominator = site.add_bias(
-                    denominator, None if site.bias is None else t.bias(site.bias))
-        scaled = relevance / self.stabilize(denominator)
-        # With a precomputed denominator z's value is unused: graph mode prunes the forward.
-        grads = tape.gradient(z, flat, output_gradients=scaled)
-        out: list[Tensor | None] = [None] * len(site.inputs)
-        position = 0
-        for term, xs in zip(terms, modified):
-            for i, x in enumerate(xs):
-                g = grads[position]
-                position += 1
-                if g is None:
-                    continue
-                target = 0 if isinstance(term.inputs, str) else i  # bounds: the single input
-                out[target] = x * g if out[target] is None else out[target] + x * g
-        return [tf.zeros_like(x) if r is None else r for x, r in zip(site.inputs, out)]
-
-    def _fused_relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        """R_in = a ⊙ f(·, K')ᵀ(R / stabilize(z')), z' taken from the forward pass."""
-        (x,) = site.inputs
-        scaled = relevance / self.stabilize(site.denominator)
-        dtype = site.compute_dtype
-        low_x = x if dtype == tf.float32 else tf.cast(x, dtype)
-        kernel = site.fused_kernel if dtype == tf.float32 else tf.cast(site.fused_kernel, dtype)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(low_x)
-            z = site.forward([low_x], kernel)  # only its backward runs in a tf.function
-        grad = tape.gradient(z, low_x, output_gradients=tf.cast(scaled, dtype))
-        return [x * tf.cast(grad, tf.float32)]
-
-    def stabilize(self, z: Tensor) -> Tensor:
-        """The stabilized denominator (ε·sign(z) added)."""
-        return stabilize(z, self.epsilon)
-
-
-@dataclass(repr=False)
-class WeightedSum(Rule):
-    """Σ_p weight_p · R_p over several rules (AlphaBeta is α·R⁺ − β·R⁻)."""
-
-    parts: tuple[tuple[float, Rule], ...] = ()
-
-    @property
-    def needs_bounds(self) -> bool:  # type: ignore[override]
-        return any(rule.needs_bounds for _, rule in self.parts)
-
-    @property
-    def linear_in_relevance(self) -> bool:  # type: ignore[override]
-        return all(declares(rule, "linear_in_relevance") for _, rule in self.parts)
-
-    @property
-    def negation_invariant(self) -> bool:  # type: ignore[override]
-        return bool(self.parts) and all(declares(rule, "negation_invariant")
-                                        for _, rule in self.parts)
-
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        total: list[Tensor] | None = None
-        for weight, rule in self.parts:
-            part = [weight * r for r in rule.relevance(site, relevance)]
-            total = part if total is None else [a + b for a, b in zip(total, part)]
-        return total or []
+__all__ = [
+    "BACKWARD_METHODS", "DROP", "IDENTITY", "NEGATIVE", "ONES", "POSITIVE", "SQUARE",
+    "AlphaBeta", "BasicRule", "Epsilon", "Flat", "Gamma", "Gradient", "Modifier", "Norm",
+    "Pass", "Rule", "Site", "Term", "WSquare", "WeightedSum", "Z", "ZBox", "ZPlus",
+    "ZPlusFast", "declares", "stabilize", "ACTIVATION_BACKWARDS",
+]
 
 
 # ----------------------------------------------------------------------------- named rules
@@ -330,7 +56,7 @@ class Z(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
-        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        super().__init__((Term(bias=IDENTITY if bias else DROP),), epsilon)
         self.bias = bias
 
 
@@ -345,25 +71,25 @@ class Epsilon(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-7, bias: bool = True) -> None:
-        super().__init__((Term(bias=_identity if bias else _drop),), epsilon)
+        super().__init__((Term(bias=IDENTITY if bias else DROP),), epsilon)
         self.bias = bias
 
 
 def _positive_part_terms(bias: bool | str) -> tuple[Term, ...]:
     """Terms of (a·w)⁺: a⁺w⁺ + a⁻w⁻, plus b⁺ (``bias=True``) or the full b (``"full"``)."""
-    bias_fn = {True: _positive, "full": _identity}.get(bias, _drop)
+    bias_fn = {True: POSITIVE, "full": IDENTITY}.get(bias, DROP)
     return (
-        Term(_positive, _positive, bias_fn),
-        Term(_negative, _negative, _drop, needs_negative_input=True),
+        Term(POSITIVE, POSITIVE, bias_fn),
+        Term(NEGATIVE, NEGATIVE, DROP, needs_negative_input=True),
     )
 
 
 def _negative_part_terms(bias: bool | str) -> tuple[Term, ...]:
     """Terms of (a·w)⁻: a⁺w⁻ + a⁻w⁺, plus b⁻ (``bias=True``) or the full b (``"full"``)."""
-    bias_fn = {True: _negative, "full": _identity}.get(bias, _drop)
+    bias_fn = {True: NEGATIVE, "full": IDENTITY}.get(bias, DROP)
     return (
-        Term(_positive, _negative, bias_fn),
-        Term(_negative, _positive, _drop, needs_negative_input=True),
+        Term(POSITIVE, NEGATIVE, bias_fn),
+        Term(NEGATIVE, POSITIVE, DROP, needs_negative_input=True),
     )
 
 
@@ -391,7 +117,7 @@ class ZPlusFast(BasicRule):
     """iNNvestigate's fast z⁺ for non-negative inputs: c_jk = a_j w⁺_jk, no bias."""
 
     def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__((Term(_identity, _positive, _drop),), epsilon)
+        super().__init__((Term(IDENTITY, POSITIVE, DROP),), epsilon)
 
 
 class AlphaBeta(WeightedSum):
@@ -448,17 +174,23 @@ class Gamma(Rule):
         def branch(same: Callable[[Tensor], Tensor], other: Callable[[Tensor], Tensor]
                    ) -> BasicRule:
             return BasicRule((
-                Term(_positive, boost(same), boost(same) if bias else _drop),
-                Term(_negative, boost(other), _drop, needs_negative_input=True),
+                Term(POSITIVE, boost(same), boost(same) if bias else DROP),
+                Term(NEGATIVE, boost(other), DROP, needs_negative_input=True),
             ), epsilon)
 
         self.gamma, self.bias, self.epsilon = gamma, bias, epsilon
-        self._positive_units = branch(_positive, _negative)
-        self._negative_units = branch(_negative, _positive)
+        self._positive_units = branch(POSITIVE, NEGATIVE)
+        self._negative_units = branch(NEGATIVE, POSITIVE)
 
-    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
-        if site.output is not None and (self.bias or site.bias is None):
-            z = site.output
+    def forward(self, site: Site) -> tuple[Tensor, Tensor]:
+        """The output, kept: its sign chooses each unit's branch."""
+        output = site.output()
+        return output, output
+
+    def backward(self, site: Site, kept: Tensor | None, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, each unit through the branch of its output's sign."""
+        if kept is not None and (self.bias or site.bias is None):
+            z = kept
         else:
             z = site.add_bias(site.forward(site.inputs, site.kernel),
                               site.bias if self.bias else None)
@@ -467,6 +199,10 @@ class Gamma(Rule):
         positive = self._positive_units.relevance(site, up)
         negative = self._negative_units.relevance(site, down)
         return [p + n for p, n in zip(positive, negative)]
+
+    def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
+        """R_in from R_out, computing the output itself."""
+        return self.backward(site, None, relevance)
 
 
 class WSquare(BasicRule):
@@ -481,7 +217,7 @@ class WSquare(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-9, bias: bool = False) -> None:
-        super().__init__((Term(_ones, _square, _square if bias else _drop),), epsilon)
+        super().__init__((Term(ONES, SQUARE, SQUARE if bias else DROP),), epsilon)
         self.bias = bias
 
 
@@ -491,7 +227,7 @@ class Flat(BasicRule):
     negation_invariant = True
 
     def __init__(self, epsilon: float = 1e-9) -> None:
-        super().__init__((Term(_ones, _ones, _drop),), epsilon)
+        super().__init__((Term(ONES, ONES, DROP),), epsilon)
 
 
 class ZBox(BasicRule):
@@ -517,9 +253,9 @@ class ZBox(BasicRule):
             raise ValueError(f"ZBox needs low <= high, got low={low}, high={high}")
         super().__init__(
             (
-                Term(_identity, _identity, _identity if bias else _drop),
-                Term("low", lambda w: -tf.maximum(w, 0.0), _drop),
-                Term("high", lambda w: -tf.minimum(w, 0.0), _drop),
+                Term(IDENTITY, IDENTITY, IDENTITY if bias else DROP),
+                Term("low", lambda w: -tf.maximum(w, 0.0), DROP),
+                Term("high", lambda w: -tf.minimum(w, 0.0), DROP),
             ),
             epsilon,
         )

@@ -9,9 +9,35 @@ import numpy as np
 
 from tf_clrp.errors import SelectionError
 
-#: Index codes understood by the compiled explain functions.
-MAX_ACTIVATION = -1
-ALL_NEURONS = -2
+#: Every integer code of the compiled explain functions, in one table so that no two mean
+#: different things. Codes stay inside the analyzers (their ``tf.function`` arguments):
+#: datasets store unit indices and words (``code_name``), never a code.
+CODES: dict[str, int] = {
+    # neuron_selection, per sample (non-negative values are unit indices)
+    "max_activation": -1,
+    "all": -2,
+    # CLRP's dual, per sample (non-negative values are rival unit indices)
+    "others": -11,
+    "others_uniform": -12,
+    "negated": -13,
+    # a CAM without a contrast
+    "no_contrast": -14,
+}
+MAX_ACTIVATION = CODES["max_activation"]
+ALL_NEURONS = CODES["all"]
+
+_NAME_OF_CODE = {code: name for name, code in CODES.items()}
+
+
+def code_name(code: int) -> str:
+    """The word for an integer code ("max_activation", "all", "others", ...).
+
+    Raises:
+        ValueError: not a code (a unit index, or an unknown negative number).
+    """
+    if code not in _NAME_OF_CODE:
+        raise ValueError(f"{code} is not a tf_clrp selection code")
+    return _NAME_OF_CODE[code]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +66,16 @@ def selection_scores(y: tf.Tensor, channels: int | None = None) -> tf.Tensor:
 
 
 def build_graph(model: Any, output_index: int | None = None, layer_name: str | None = None,
-                fold_batch_norm: bool = True, input_name: str | None = None) -> Graph:
+                canonizer_sequence: Sequence[canonizers.Canonizer] = canonizers.DEFAULT,
+                input_name: str | None = None) -> Graph:
     """Traces and canonizes a model for explanation.
 
     Args:
         model: A Keras model.
         output_index: Which output to explain if there are several.
         layer_name: Explain this layer's output instead of the model's (hidden neurons).
-        fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
+        canonizer_sequence: The canonizers to apply, in order (``canonizers.DEFAULT``; a
+            composite's own are ``Composite.canonizers``).
         input_name: Which input to explain if there are several (see ``tf_clrp.inputs``).
 
     Returns:
@@ -81,9 +83,8 @@ def build_graph(model: Any, output_index: int | None = None, layer_name: str | N
     """
     graph = inputs.at_embedding(trace_model(model, output_index, input_name))
     if layer_name is not None:
-        node = graph.find(layer_name)
-        graph = graph.truncated(node.outputs[0])
-    return canonizers.canonize(graph, strip_output=layer_name is None, fold_bn=fold_batch_norm)
+        graph = graph.at_layer(layer_name)
+    return canonizers.canonize(graph, canonizer_sequence)
 
 
 def check_input(x: Any, graph: Graph) -> np.ndarray:
@@ -126,6 +127,14 @@ def check_input(x: Any, graph: Graph) -> np.ndarray:
     return array
 
 
+def _canonizer_sequence(sequence: Sequence[canonizers.Canonizer] | None,
+                        fold_batch_norm: bool) -> tuple[canonizers.Canonizer, ...]:
+    """The canonizers an analyzer applies: ``sequence`` (default ``canonizers.DEFAULT``),
+    without BatchNorm folding if ``fold_batch_norm`` is False."""
+    chosen = tuple(canonizers.DEFAULT if sequence is None else sequence)
+    return chosen if fold_batch_norm else canonizers.without(chosen, canonizers.fold_batch_norm)
+
+
 class Analyzer:
     """Base class: explains one output (or a hidden layer) of a Keras model.
 
@@ -137,7 +146,10 @@ class Analyzer:
             or "all" (used when ``analyze`` gets no ``neuron_selection``).
         batch_size: Default chunk size for ``analyze`` (None: the whole batch at once; else
             a whole number >= 1).
-        fold_batch_norm: Fold BatchNormalization into the preceding linear layers.
+        fold_batch_norm: Fold BatchNormalization into the preceding linear layers (False
+            drops ``canonizers.fold_batch_norm`` from ``canonizers``).
+        canonizers: The graph rewrites to apply, in order (None: ``canonizers.DEFAULT``;
+            rule-based analyzers pass their composite's).
         input_name: The explained input of a multi-input model (the others are fed through
             unchanged); an integer input feeding an Embedding is explained at the
             embedding's output (maps of shape (batch, tokens)). See ``tf_clrp.inputs``.
@@ -155,7 +167,8 @@ class Analyzer:
     def __init__(self, model: Any, *, output_index: int | None = None,
                  layer_name: str | None = None, neuron_selection_mode: str = "max_activation",
                  batch_size: int | None = None, fold_batch_norm: bool = True,
-                 precision: str = "float32", input_name: str | None = None) -> None:
+                 precision: str = "float32", input_name: str | None = None,
+                 canonizers: Sequence[canonizers.Canonizer] | None = None) -> None:
         if neuron_selection_mode not in ("max_activation", "index", "all"):
             raise ValueError(
                 f"neuron_selection_mode={neuron_selection_mode!r}; use 'max_activation', "
@@ -169,7 +182,8 @@ class Analyzer:
         self.neuron_selection_mode = neuron_selection_mode
         self.batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
         self.layer_name = layer_name
-        self.graph = build_graph(model, output_index, layer_name, fold_batch_norm, input_name)
+        self.graph = build_graph(model, output_index, layer_name,
+                                 _canonizer_sequence(canonizers, fold_batch_norm), input_name)
         if self.graph.feeds and not self.accepts_feeds:
             raise ModelStructureError(
                 f"{type(self).__name__} does not yet explain models with several inputs "

@@ -40,10 +40,10 @@ from tf_clrp.analyzers.propagation import Propagation, one_hot_selection
 from tf_clrp.composites import gradient_composite
 from tf_clrp.errors import ModelStructureError, SelectionError
 from tf_clrp.graph import Graph, trace_model
-from tf_clrp.selection import Selection
+from tf_clrp.selection import CODES, Selection
 
 #: Contrast code of a plain (non-contrastive) CAM.
-NO_CONTRAST = -4
+NO_CONTRAST = CODES["no_contrast"]
 
 #: Layers skipped by the automatic choice of the feature map: they re-sample or copy the
 #: last convolutional features (VGG's final max pooling, dropout, padding).

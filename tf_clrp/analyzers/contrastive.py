@@ -3,8 +3,8 @@
 The target and its *dual virtual class* are two seeds of one mirrored model: the forward
 (with every rule's denominator) runs once, and two backward passes of one persistent tape
 yield both maps. For
-``contrast="negated"`` the dual is a virtual output neuron appended to the mirrored model
-(the last linear layer's kernel extended by its negation), never an edit of user weights.
+``contrast="negated"`` the dual is a virtual output neuron appended to the mirrored model by
+a canonizer (``canonizers.append_negated_outputs``), never an edit of user weights.
 """
 
 from __future__ import annotations
@@ -16,24 +16,24 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import composites, rules
+from tf_clrp import canonizers, composites, rules
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
-from tf_clrp.graph import Graph, Node, new_tensor_id
-from tf_clrp.layers import LinearSpec
+from tf_clrp.layers import Group
 from tf_clrp.mirror import MirroredModel, Step
 from tf_clrp.rules import Rule
-from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
+from tf_clrp.selection import ALL_NEURONS, CODES, MAX_ACTIVATION, Selection
 
 #: Per precision: a rebuilt dual whose share of its seed is below this fraction of the
 #: target's (absolute) share is within rounding of zero (≈ 32 × the products' unit
 #: roundoff: bfloat16 2⁻⁸, float32 products 2⁻²³ with bfloat16 denominators).
 _UNRESOLVED = {"mixed": 32 * 2.0 ** -23, "bfloat16": 32 * 2.0 ** -8}
 
-#: Codes of the named contrasts (non-negative codes are rival unit indices).
-CONTRASTS = {"others": -1, "others_uniform": -2, "negated": -3}
+#: Codes of the named contrasts (non-negative codes are rival unit indices); from the one
+#: table of codes, ``selection.CODES``.
+CONTRASTS = {name: CODES[name] for name in ("others", "others_uniform", "negated")}
 
 #: Smallest target seed mass SGLRP accepts: below it, relevance spread over an image's
 #: inputs underflows float32 (smallest normal 1.2e-38) and the map would be all zero.
@@ -55,56 +55,6 @@ class ContrastiveExplanation:
     dual: np.ndarray
     contrastive: np.ndarray
     difference: np.ndarray
-
-
-def _negated_head(graph: Graph) -> Graph | None:
-    """The graph whose output is the real units followed by C virtual negated units.
-
-    The last linear layer's kernel is extended by its negation along the output channels,
-    so that layer yields 2C channels per position. A reordering node (a permutation,
-    relevance moves with its gradient) then flattens the C real and the C virtual channels
-    separately: output unit i (< n) is real unit i, unit n + i its negated twin. (Flattening
-    the 2C channels together would interleave real and virtual units at every position of
-    a channels-last Conv output or a Dense on a >=3-D input.)
-    """
-    if not graph.nodes or graph.nodes[-1].outputs[0] != graph.output_id:
-        return None
-    last = graph.nodes[-1]
-    spec = last.linear
-    if spec is None or spec.depthwise_multiplier is not None or last.group == "batch_norm":
-        return None
-    axis = spec.out_channel_kernel_axis
-
-    def read_kernel() -> tf.Tensor:
-        kernel = spec.read_kernel()
-        return tf.concat([kernel, -kernel], axis=axis)
-
-    def read_bias() -> tf.Tensor | None:
-        bias = spec.read_bias()
-        return None if bias is None else tf.concat([bias, -bias], axis=0)
-
-    extended = LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis, axis)
-
-    def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
-        return [extended.add_bias(extended.forward(tf.cast(values[0], tf.float32),
-                                                   read_kernel()), read_bias())]
-
-    def real_then_virtual(values: list[tf.Tensor]) -> list[tf.Tensor]:
-        real, virtual = tf.split(values[0], 2, axis=spec.channel_axis)
-        rows = tf.shape(real)[0]
-        return [tf.concat([tf.reshape(real, (rows, -1)), tf.reshape(virtual, (rows, -1))],
-                          axis=1)]
-
-    doubled = new_tensor_id()
-    # The head keeps its name: layer_rules keyed by it must still apply.
-    head = last.evolve(linear=extended, run=run, outputs=(doubled,))
-    order = Node(name=last.name + "/real_then_virtual", op=None, group="reshape",
-                 inputs=(doubled,), outputs=(graph.output_id,), run=real_then_virtual)
-    return Graph(nodes=graph.nodes[:-1] + [head, order], input_id=graph.input_id,
-                 output_id=graph.output_id, input_shape=graph.input_shape,
-                 output_shape=graph.output_shape, model_name=graph.model_name,
-                 stripped_output_activation=graph.stripped_output_activation,
-                 shapes=graph.shapes)
 
 
 def _normalize(r: tf.Tensor) -> tf.Tensor:
@@ -130,7 +80,7 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
         if step.rule is not None:
             if not rules.declares(step.rule, "linear_in_relevance"):
                 return False
-        elif step.node.group == "activation" and (
+        elif step.node.group is Group.ACTIVATION and (
                 mirror.composite.activation_mode(step.node.fused)
                 not in _LINEAR_ACTIVATION_MODES):
             return False
@@ -139,7 +89,7 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
 
 def _negated_head_step(mirror: MirroredModel) -> Step:
     """The step of the mirrored model's head (the layer extended by its negation): the
-    last step but the reordering one (see ``_negated_head``)."""
+    last step but the reordering one (see ``canonizers.append_negated_outputs``)."""
     return mirror.steps[-2]
 
 
@@ -151,17 +101,10 @@ class _TwoSeedAnalyzer(Analyzer):
                  layer_rules: dict[str, Rule] | None = None,
                  neuron_selection_unit: str = "unit", use_tf_function: bool = True,
                  **kwargs: Any) -> None:
+        composite = composites.assemble(composite, rule=rule, input_layer_rule=input_layer_rule,
+                                        layer_rules=layer_rules, default=composites.zbox_zplus)
+        kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
-        if composite is None:
-            composite = (composites.uniform(rule) if rule is not None
-                         else composites.zbox_zplus())
-            first = composites.input_layer_rule(input_layer_rule)
-            if input_layer_rule is not None or rule is not None:
-                composite = composite.with_first_layer(first)
-        elif input_layer_rule is not None:
-            composite = composite.with_first_layer(composites.input_layer_rule(input_layer_rule))
-        if layer_rules:
-            composite = composite.with_layer_rules(layer_rules)
         if neuron_selection_unit not in ("unit", "channel"):
             raise ValueError(
                 f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
@@ -174,9 +117,10 @@ class _TwoSeedAnalyzer(Analyzer):
             raise SelectionError(
                 f"{type(self).__name__} explains one target unit per sample against its dual; "
                 "neuron_selection_mode='all' has no dual (the map would be plain LRP)")
-        negated = _negated_head(self.graph) if self.channels is None else None
-        self.has_virtual_head = negated is not None
-        self.mirror = MirroredModel(negated or self.graph, composite, self.precision)
+        explained = (canonizers.append_negated_outputs(self.graph) if self.channels is None
+                     else self.graph)
+        self.has_virtual_head = explained.virtual_outputs == "negated"
+        self.mirror = MirroredModel(explained, composite, self.precision)
         #: Reduced precision rebuilds the dual from the contrast pass only for a backward that
         #: is linear in the seed; otherwise both seeds get their own pass.
         self.dual_by_linearity = _linear_in_relevance(self.mirror)

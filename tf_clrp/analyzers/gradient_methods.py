@@ -14,7 +14,8 @@ import numpy as np
 from tf_clrp import checks
 from tf_clrp.analyzers.base import ReplicaStep
 from tf_clrp.analyzers.propagation import Propagation
-from tf_clrp.composites import gradient_composite
+from tf_clrp.composites import Composite, assemble, gradient_composite
+from tf_clrp.rules import Rule
 from tf_clrp.selection import Selection
 
 
@@ -23,9 +24,10 @@ class _AveragedGradient(Propagation):
 
     n_points: int = 1
 
-    def __init__(self, model: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("composite", gradient_composite())
-        super().__init__(model, seed="one", **kwargs)
+    def __init__(self, model: Any, *, composite: Composite | None = None,
+                 layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> None:
+        composite = assemble(composite, layer_rules=layer_rules, default=gradient_composite)
+        super().__init__(model, composite, seed="one", **kwargs)
 
     def _points(self, x: np.ndarray) -> np.ndarray:
         """(n_points, batch, ...) inputs at which the gradient is taken."""

@@ -78,6 +78,7 @@ class Propagation(Analyzer):
                  multiply_by_input: bool = False, postprocess: str | None = None,
                  use_tf_function: bool = True, neuron_selection_unit: str = "unit",
                  **kwargs: Any) -> None:
+        kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
         if neuron_selection_unit not in ("unit", "channel"):
             raise ValueError(

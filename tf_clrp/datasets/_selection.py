@@ -2,7 +2,9 @@
 
 On disk a sample's selection is its unit index, or -1 where no single unit was explained;
 the manifest says why in words (``"max_activation"`` left unresolved, ``"all"``,
-``"seeds"``). The integer codes of ``tf_clrp.selection`` never reach the disk.
+``"seeds"``). The integer codes of ``tf_clrp.selection`` never reach the disk. (Folders of
+format 1, written before this, stored codes in ``selection``: they are refused on resume,
+see ``_resume.check_version``.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.datasets._fingerprint import Fingerprinter, digest
 from tf_clrp.errors import SelectionError
-from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, resolve_selection
+from tf_clrp.selection import code_name, resolve_selection
 
 #: Stored in ``selection`` where no single unit was explained.
 NO_UNIT = -1
@@ -99,8 +101,7 @@ def chunk_kwargs(analyzer: Any, analyze_kwargs: dict[str, Any], index: np.ndarra
 
 def _stored(indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Unit indices (codes replaced by NO_UNIT) and the per-sample kinds, in words."""
-    kinds = [UNIT if i >= 0 else UNRESOLVED if i == MAX_ACTIVATION else
-             ALL if i == ALL_NEURONS else "unknown" for i in indices.tolist()]
+    kinds = [UNIT if i >= 0 else code_name(i) for i in indices.tolist()]
     return np.where(indices >= 0, indices, NO_UNIT).astype(np.int32), kinds
 
 

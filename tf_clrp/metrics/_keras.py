@@ -2,11 +2,12 @@
 
 The metrics need two things the user's model does not offer directly: the pre-softmax logits
 and the ability to restart the computation from a modified hidden tensor. Both come from the
-engine's graph (``tf_clrp.graph.trace_model`` + ``split_linear_layers`` +
-``strip_output_activation``), evaluated with each node's ``run`` inside a ``tf.function``
-compiled once per input signature (batch dimension ``None``). Calling layers on concrete or
-traced tensors creates no Keras graph nodes, so the user's layers, weights and graph metadata are
-left exactly as they were.
+engine's graph (``tf_clrp.graph.trace_model`` canonized with ``canonizers.LOGITS``: linear
+layers split from their activations, a final softmax/sigmoid stripped, every layer's own
+output kept), evaluated by the engine's node executor (``tf_clrp.graph.execute``) inside a
+``tf.function`` compiled once per input signature (batch dimension ``None``). Calling layers
+on concrete or traced tensors creates no Keras graph nodes, so the user's layers, weights and
+graph metadata are left exactly as they were.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp.canonizers import split_linear_layers, strip_output_activation
+from tf_clrp import canonizers
 from tf_clrp.errors import InputError, ModelStructureError
-from tf_clrp.graph import Graph, Node, trace_model
+from tf_clrp.graph import Graph, Node, execute, trace_model
 from tf_clrp.metrics._common import chunks
 
 
@@ -44,9 +45,7 @@ def compile_nodes(
     nodes, inputs, outputs = list(nodes), list(inputs), list(outputs)
 
     def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
-        values = dict(zip(inputs, tensors))
-        for node in nodes:
-            values.update(zip(node.outputs, node.run([values[t] for t in node.inputs])))
+        values = execute(nodes, dict(zip(inputs, tensors)))
         return [values[t] for t in outputs]
 
     return tf.function(run, input_signature=list(specs))
@@ -71,8 +70,9 @@ class CanonicalModel:
 
     def __init__(self, model: keras.Model, logits: bool = True) -> None:
         self.traced: Graph = trace_model(model)
-        graph = split_linear_layers(self.traced)
-        self.graph: Graph = strip_output_activation(graph) if logits else graph
+        sequence = (canonizers.LOGITS if logits
+                    else canonizers.without(canonizers.LOGITS, canonizers.strip_output_activation))
+        self.graph: Graph = canonizers.canonize(self.traced, sequence)
         self.input_spec = batch_spec(self.graph.input_shape)
         self._forward = compile_nodes(
             self.graph.nodes, [self.graph.input_id], [self.graph.output_id], [self.input_spec]
