@@ -155,10 +155,10 @@ class Analyzer:
             embedding's output (maps of shape (batch, tokens)). See ``tf_clrp.inputs``.
         precision: "float32" (default), "mixed" or "bfloat16". "bfloat16" runs the LRP
             rules' extra convolutions (denominators and transposed products) in bfloat16
-            (≈ 1.4× faster on CPUs with bf16 units; VGG16 maps within 0.5 % of float32,
-            r > 0.99998); "mixed" only the denominators. Dense layers and the relevance
-            handed between layers stay float32. CLRP and SGLRP run their two passes in a
-            contrast basis then (see ``CLRP``), keeping r > 0.9999 against float32.
+            (faster on CPUs with bf16 units); "mixed" only the denominators. Dense layers
+            and the relevance handed between layers stay float32. CLRP and SGLRP run their
+            two passes in a contrast basis then (see ``CLRP``). Speed and agreement with
+            float32 are measured in BENCHMARKS.md ("Accuracy of the reduced precisions").
     """
 
     #: Whether the analyzer threads fed inputs (the other inputs of a multi-input model).

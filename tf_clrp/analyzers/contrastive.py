@@ -161,8 +161,8 @@ class _TwoSeedAnalyzer(Analyzer):
         LRP is linear in the seed for a fixed forward pass, so R_d = (R_t/m_t − R_v)·m_d.
         Rounding in a pass is relative to that pass's own relevance; the contrast's own pass
         keeps it relative to the (small) contrast instead of to the two nearly equal maps
-        whose difference it is (measured on VGG16: Pearson r 0.99999 against float32 in
-        this basis, 0.04 with bfloat16 passes for s_t and s_d). A backward that is not
+        whose difference it is (BENCHMARKS.md, "Accuracy of the reduced precisions", has
+        the measured agreement with float32 in both bases). A backward that is not
         linear in the seed (guided/deconvnet activations, undeclared rules) runs the target
         and dual seeds themselves at every precision.
         """
