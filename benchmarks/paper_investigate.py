@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import paper_common as pc  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = pc.ROOT
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CACHE = os.path.join(ROOT, "benchmarks", "_cache")
 VALUE_SEEDED = ("lrp.z_plus", "lrp.epsilon_plus", "lrp.sequential_preset_a")
