@@ -670,11 +670,12 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, doc: dict[str, Any]) -> None:
-    """Write a result document as indented JSON (numpy scalars and arrays as numbers/lists;
-    NaN as NaN)."""
+def write_json(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Write a result document as indented JSON and a final newline, creating the folder
+    (numpy scalars and arrays as numbers / lists; NaN as NaN)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(doc, fh, indent=1, default=_json_default)
+        fh.write(json.dumps(doc, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:
