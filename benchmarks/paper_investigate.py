@@ -8,7 +8,8 @@ are recomputed; the models run one forward pass on the explained rows).
    sign of the explained logit.
 2. Where z+ relevance sits: the share of CLRP's target and dual maps in the outer 8 px.
 
-Usage (after ``paper_pointing_game.py`` and ``paper_mnist.py``):
+Usage (after ``paper_pointing_game.py`` and ``paper_mnist.py``; writes
+benchmarks/results/paper_investigate.md):
     python benchmarks/paper_investigate.py
 """
 
@@ -66,13 +67,8 @@ def photos() -> list[str]:
     lines.append(f"explained (scene, class) rows: {len(z)}; logit < 0: {(z < 0).sum()} "
                  f"(classes: {negative})")
     methods = ["gradient", "guided_backprop", "deconvnet", *VALUE_SEEDED, "clrp (others)",
-               "clrp (negated)", "clrp (rival)", "sglrp", "occlusion"]
-    split = _hits_by_sign(rows_csv, "scene", signs, methods)
-    lines.append("| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|")
-    for m in methods:
-        pos, neg = split[m]["z>0"], split[m]["z<0"]
-        lines.append(f"| {m} | {pc.fmt(np.mean(pos) if pos else np.nan, 2)} ({len(pos)}) | "
-                     f"{pc.fmt(np.mean(neg) if neg else np.nan, 2)} ({len(neg)}) |")
+               "clrp (negated)", "clrp (rival)", "sglrp", "occlusion", "rise"]
+    lines += _sign_table(_hits_by_sign(rows_csv, "scene", signs, methods), methods)
     t = data["part/clrp (others)/target"].astype(np.float64)[scene_rows]
     d = data["part/clrp (others)/dual"].astype(np.float64)[scene_rows]
     tn, dn = t / t.sum((1, 2), keepdims=True), d / d.sum((1, 2), keepdims=True)
@@ -106,20 +102,38 @@ def mnist() -> list[str]:
     neg = sum(v < 0 for v in signs.values())
     lines.append(f"explained rows: {len(signs)}; logit < 0: {neg}")
     methods = ["gradient", "guided_backprop", "deconvnet", *VALUE_SEEDED, "clrp (others)",
-               "clrp (rival)", "sglrp", "occlusion"]
+               "clrp (rival)", "sglrp", "occlusion", "rise"]
     split = _hits_by_sign(os.path.join(RESULTS, "paper_mnist_rows.csv"), "scene", signs, methods)
-    lines.append("| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|")
+    return lines + _sign_table(split, methods)
+
+
+def _sign_table(split: dict[str, dict[str, list[float]]], methods: list[str]) -> list[str]:
+    """Markdown rows: hit rate (and count) per sign of the explained logit; methods absent
+    from the rows CSV are left out."""
+    lines = ["| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|"]
     for m in methods:
-        pos, neg_hits = split[m]["z>0"], split[m]["z<0"]
+        pos, neg = split[m]["z>0"], split[m]["z<0"]
+        if not pos and not neg:
+            continue
         lines.append(f"| {m} | {pc.fmt(np.mean(pos) if pos else np.nan, 2)} ({len(pos)}) | "
-                     f"{pc.fmt(np.mean(neg_hits) if neg_hits else np.nan, 2)} "
-                     f"({len(neg_hits)}) |")
+                     f"{pc.fmt(np.mean(neg) if neg else np.nan, 2)} ({len(neg)}) |")
     return lines
 
 
-def main() -> None:
-    """Print both analyses as markdown."""
-    print("\n".join(photos() + [""] + mnist()))
+def main(argv: list[str] | None = None) -> None:
+    """Print both analyses as markdown and write them to benchmarks/results."""
+    import time
+
+    start = time.perf_counter()
+    body = photos() + [""] + mnist()
+    head = [f"Command: `{pc.command_line(__file__, argv)}` "
+            f"({time.perf_counter() - start:.0f} s on 2 shared CPU cores), from the saved maps "
+            "and rows of the last `paper_pointing_game.py` run with the default --cache "
+            "(the engine-method group) and of `paper_mnist.py`.", ""]
+    text = "\n".join(head + body) + "\n"
+    with open(os.path.join(RESULTS, "paper_investigate.md"), "w") as fh:
+        fh.write(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ scenes, photo classes or baselines differ. Each run's command and runtime are ke
 Usage:
     python benchmarks/paper_merge.py RUN_DIR [RUN_DIR ...] --maps NPZ [NPZ ...] \\
         --out benchmarks/results --figures docs/figures
+    python benchmarks/paper_merge.py --compare RUN_A RUN_B    # per-row agreement of 2 runs
 
 ``RUN_DIR`` holds a run's ``paper_pointing_game.{json,md}``, ``*_rows.csv`` and
 ``*_aopc.csv`` (its ``--out``); ``--maps`` names each run's saved maps
@@ -208,16 +209,54 @@ def figures(doc: dict[str, Any], maps_files: list[str], fig_dir: str) -> dict[st
     return paths
 
 
+def agreement(run_a: str, run_b: str) -> str:
+    """How far two runs of the same scenes agree per method (e.g. RISE with 250 vs 1000
+    masks): share of rows whose arg-max falls in the same box-hit state (τ = 0), share of
+    rows with the same τ = 15 hit, median arg-max distance (px), and each run's τ = 0
+    Pointing Game."""
+    (doc_a, rows_a, _), (doc_b, rows_b, _) = load_run(run_a), load_run(run_b)
+    if doc_a["scenes"] != doc_b["scenes"]:
+        raise ValueError("the runs explained different scenes")
+    boxes = {s["name"]: s["classes"] for s in doc_a["scenes"]}
+    lines = ["| method | same hit τ=0 | same hit τ=15 | median arg-max distance (px) | "
+             f"τ=0 {doc_a['config'].get('rise_masks')} masks | "
+             f"τ=0 {doc_b['config'].get('rise_masks')} masks |", "|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows_a):
+        a = [r for r in rows_a if r["method"] == method and r["kind"] != "photo"]
+        b = [r for r in rows_b if r["method"] == method and r["kind"] != "photo"]
+
+        def inside(r: dict[str, str]) -> float:
+            y, x = int(r["max_y"]), int(r["max_x"])
+            return float(any(y0 <= y < y1 and x0 <= x < x1
+                             for y0, x0, y1, x1 in boxes[r["scene"]][r["class"]]))
+
+        in_a, in_b = np.array([inside(r) for r in a]), np.array([inside(r) for r in b])
+        hit_a, hit_b = (np.array([float(r["hit"]) for r in rows]) for rows in (a, b))
+        dist = [np.hypot(int(p["max_y"]) - int(q["max_y"]), int(p["max_x"]) - int(q["max_x"]))
+                for p, q in zip(a, b)]
+        cls = np.array([int(r["class"]) for r in a])
+        lines.append(f"| {method} (n={len(a)} rows) | {np.mean(in_a == in_b):.2f} | "
+                     f"{np.mean(hit_a == hit_b):.2f} | {np.median(dist):.0f} | "
+                     f"{pc.class_mean(in_a, cls):.2f} | {pc.class_mean(in_b, cls):.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Merge the runs and write the merged outputs."""
+    """Merge the runs and write the merged outputs (or compare two runs)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="the runs' --out folders")
     p.add_argument("--maps", nargs="*", default=[], help="the runs' saved maps (.npz)")
     p.add_argument("--out", default=os.path.join(pg.ROOT, "benchmarks", "results"))
     p.add_argument("--figures", default=os.path.join(pg.ROOT, "docs", "figures"))
+    p.add_argument("--compare", action="store_true",
+                   help="print how far two runs of the same scenes agree; write nothing")
     args = p.parse_args(argv)
+    if args.compare:
+        print(agreement(*args.runs))
+        return
     loaded = [load_run(d) for d in args.runs]
     doc = merge_docs([d for d, _, _ in loaded])
+    doc["merge_command"] = pc.command_line(__file__, argv)
     os.makedirs(args.out, exist_ok=True)
     pc.write_json(os.path.join(args.out, f"{PREFIX}.json"), doc)
     with open(os.path.join(args.out, f"{PREFIX}.md"), "w") as fh:

@@ -332,8 +332,13 @@ def markdown(res: Result | dict[str, Any], command: str | None = None) -> str:
     scenes = doc["scenes"]
     n_scenes = {k: sum(s["kind"] == k for s in scenes) for k in ("mosaic", "pair", "voc")}
     kinds = [k for k in ("mosaic", "pair", "voc") if k in doc["pointing"]]
-    out = ["\n".join(run_line(r) for r in doc["runs"])
-           + " Photos and their classes: "
+    if len(doc["runs"]) == 1:
+        runs = run_line(doc["runs"][0])
+    else:
+        runs = (f"{len(doc['runs'])} invocations on the same scenes, one per method group, "
+                f"merged with `{doc.get('merge_command', 'benchmarks/paper_merge.py')}`:\n\n"
+                + "\n".join("- " + run_line(r) for r in doc["runs"]) + "\n\n")
+    out = [runs + "Photos and their classes: "
            + ", ".join(f"{n} → {short[c]} ({c})" for n, c in doc["photo_classes"].items()) + "."]
     if n_scenes["voc"]:
         voc = [s for s in scenes if s["kind"] == "voc"][0]
@@ -354,8 +359,8 @@ def markdown(res: Result | dict[str, Any], command: str | None = None) -> str:
         cells.append("" if sec is None else f"{sec / doc['n_rows']:.2f}")
         body.append(cells)
     n_photos = len(doc["photo_classes"])
-    rise = (f" `rise`: {cfg['rise_masks']} masks per map (one seeded set), {cfg['rise_grid']}×"
-            f"{cfg['rise_grid']} grid, p = 0.5, masked pixels 0 (mid-grey), on the logit."
+    rise = (f". `rise`: {cfg['rise_masks']} masks per map (one seeded set), {cfg['rise_grid']}×"
+            f"{cfg['rise_grid']} grid, p = 0.5, masked pixels 0 (mid-grey), on the logit"
             if "rise" in doc["pointing"][kinds[0]] else "")
     out.append("**Pointing Game** (accuracy = mean over classes of hits/(hits+misses); "
                "τ = 15 px at 224 px: the maximum must lie within 15 px of the class's box; "
@@ -370,7 +375,7 @@ def markdown(res: Result | dict[str, Any], command: str | None = None) -> str:
                f"the mosaics are {n_scenes['mosaic']} orderings of 4 of the same "
                f"{n_photos} photos and the pairs orderings of 2, so every photo recurs in "
                f"many scenes and the intervals measure the spread over arrangements of "
-               f"these photos, not over new photos.{rise}):\n\n"
+               f"these photos, not over new photos{rise}):\n\n"
                + pc.markdown_table(header, body))
     dkinds = [k for k in kinds if k != "voc" or n_scenes["voc"]]
     header = ["method"] + [f"{titles[k]}: corr / own / other" for k in dkinds]
