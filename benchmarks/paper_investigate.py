@@ -49,13 +49,12 @@ def _hits_by_sign(csv_path: str, scene_key: str, signs: dict[tuple[str, int], fl
     return out
 
 
-def photos() -> list[str]:
+def photos(maps_file: str, rows_csv: str) -> list[str]:
     """Sign analysis and border shares for the EfficientNet-Lite0 scenes."""
     from tf_clrp.zoo import efficientnet_lite0
 
     lines = ["## EfficientNet-Lite0 scenes (mosaics, pairs, VOC)"]
-    data = np.load(os.path.join(CACHE, "paper_pointing_game_maps.npz"))
-    rows_csv = os.path.join(RESULTS, "paper_pointing_game_rows.csv")
+    data = np.load(maps_file)
     with open(rows_csv) as fh:
         meta = [r for r in csv.DictReader(fh) if r["method"] == "gradient"]
     scene_rows = [i for i, r in enumerate(meta) if r["kind"] != "photo"]
@@ -122,14 +121,21 @@ def _sign_table(split: dict[str, dict[str, list[float]]], methods: list[str]) ->
 
 def main(argv: list[str] | None = None) -> None:
     """Print both analyses as markdown and write them to benchmarks/results."""
+    import argparse
     import time
 
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--maps", default=os.path.join(CACHE, "paper_pointing_game_maps.npz"),
+                   help="saved maps of a paper_pointing_game.py run with clrp (others)")
+    p.add_argument("--rows", default=os.path.join(RESULTS, "paper_pointing_game_rows.csv"),
+                   help="rows CSV of the same scenes (a merged one: every method)")
+    args = p.parse_args(argv)
     start = time.perf_counter()
-    body = photos() + [""] + mnist()
+    body = photos(args.maps, args.rows) + [""] + mnist()
     head = [f"Command: `{pc.command_line(__file__, argv)}` "
             f"({time.perf_counter() - start:.0f} s on 2 shared CPU cores), from the saved maps "
-            "and rows of the last `paper_pointing_game.py` run with the default --cache "
-            "(the engine-method group) and of `paper_mnist.py`.", ""]
+            "and rows of `paper_pointing_game.py` (--maps, --rows) and of `paper_mnist.py` "
+            "(its cached model and rows CSV).", ""]
     text = "\n".join(head + body) + "\n"
     with open(os.path.join(RESULTS, "paper_investigate.md"), "w") as fh:
         fh.write(text)

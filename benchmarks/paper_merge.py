@@ -36,7 +36,7 @@ import paper_pointing_game as pg  # noqa: E402
 
 BASELINES = ("(center)", "(random point)")
 #: Config fields that must agree between merged runs (the rest: methods, rise masks, ...).
-SAME_SCENES = ("photos", "mosaics", "pairs", "voc", "seed", "tolerance", "aopc",
+SAME_SCENES = ("photos", "mosaics", "pairs", "voc", "seed", "tolerance",
                "aopc_mosaics", "aopc_steps", "patch_size")
 PREFIX = "paper_pointing_game"
 
