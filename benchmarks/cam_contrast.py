@@ -13,7 +13,7 @@ Writes benchmarks/results/cam_contrast.json.
 from __future__ import annotations
 
 import itertools
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ import numpy as np
 import tf_clrp
 from tf_clrp import zoo
 from tf_clrp.metrics import relevance_mass_in_region
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import paper_common as pc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("chelsea", "coffee", "motorcycle", "camera", "grace_hopper", "china")
@@ -80,7 +84,7 @@ def main() -> int:
                           "hit_ci95": interval(hits), "empty_maps": int(empty.sum())}
         print(label, {k: np.round(v, 3).tolist() for k, v in results[label].items()},
               flush=True)
-    report = {"command": "python benchmarks/cam_contrast.py " + " ".join(sys.argv[1:]),
+    report = {"command": pc.command_line(__file__, None),
               "model": "tf_clrp.zoo.efficientnet_lite0() (ImageNet weights)",
               "photos": PHOTOS, "n_maps": len(x),
               "setup": "ordered photo pairs side by side (tiles 112 px on a 224 px black "
@@ -88,8 +92,7 @@ def main() -> int:
                        "counts as 0 mass",
               "interval": "95% percentile bootstrap over maps (2000 resamples)",
               "results": results}
-    out = ROOT / "benchmarks" / "results" / "cam_contrast.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    pc.write_json(ROOT / "benchmarks" / "results" / "cam_contrast.json", report)
     return 0
 
 

@@ -9,6 +9,9 @@ region perturbation / AOPC). Not a library module: it lives next to the scripts 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +30,30 @@ from tf_clrp.metrics import (
 
 Box = tuple[int, int, int, int]
 
+#: The repository (result files and figures are written below it by default).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 #: Maps of these analyzers are saliency magnitudes: |map| max over channels (TorchRay's
 #: ``gradient_to_saliency``); all others are summed over channels (signed relevance).
 ABS_MAX = frozenset({"gradient", "guided_backprop", "deconvnet", "guided_grad_cam"})
+
+#: Analyzers that only call the model (through a memoising :class:`Scorer`, so that the
+#: classes of one scene share their perturbed forward passes); they take their options from
+#: ``paper_methods``' arguments.
+MODEL_AGNOSTIC = frozenset({"occlusion", "prediction_difference", "rise"})
+
+
+@dataclass
+class SharedConfig:
+    """The configuration both paper scripts share (flags of ``add_common_args``); each
+    script's Config adds its own fields."""
+
+    methods: tuple[str, ...] | None = None
+    ablations: bool = True
+    aopc: bool = True
+    aopc_steps: int = 20
+    tolerance: float = 15.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,8 +80,9 @@ class MethodSpec:
 
     @property
     def model_agnostic(self) -> bool:
-        """True for occlusion / prediction difference (they call the model, not the engine)."""
-        return self.analyzer in ("occlusion", "prediction_difference")
+        """True for occlusion / prediction difference / RISE (they call the model, not the
+        engine)."""
+        return self.analyzer in MODEL_AGNOSTIC
 
     def key(self) -> tuple[str, str]:
         """Analyzers with equal keys are created once and shared (e.g. CLRP contrasts)."""
@@ -66,8 +91,7 @@ class MethodSpec:
 
 #: The compared methods, in table order: (table name, registry analyzer, z^B on the first
 #: layer, CLRP contrast, keep CLRP's parts). Model-agnostic analyzers take their options
-#: from ``paper_methods``' arguments. A new analyzer is one line here. ``rise`` is not
-#: listed: its thousands of masked forwards per map do not fit the default run.
+#: from ``paper_methods``' arguments. A new analyzer is one line here.
 METHOD_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
     ("gradient", "gradient", False, None, False),
     ("input_t_gradient", "input_t_gradient", False, None, False),
@@ -82,6 +106,7 @@ METHOD_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
     ("sglrp", "sglrp", True, None, False),
     ("occlusion", "occlusion", False, None, False),
     ("prediction_difference", "prediction_difference", False, None, False),
+    ("rise", "rise", False, None, False),
     ("grad_cam", "grad_cam", False, None, False),
     ("grad_cam_plus_plus", "grad_cam_plus_plus", False, None, False),
     ("layer_cam", "layer_cam", False, None, False),
@@ -110,24 +135,108 @@ def _specs(table: Sequence[tuple[str, str, bool, Any, bool]], bounds: tuple[floa
 
 
 def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
-                  prediction_difference: dict[str, Any]) -> dict[str, MethodSpec]:
+                  prediction_difference: dict[str, Any],
+                  rise: dict[str, Any] | None = None) -> dict[str, MethodSpec]:
     """The compared methods of ``METHOD_TABLE``, keyed by their table name.
 
     Args:
         bounds: (low, high) of the model's input (z^B first-layer rule).
         occlusion: Occlusion options (window, stride, ...).
         prediction_difference: PredictionDifference options.
+        rise: RISE options (n_masks, grid_size, ...); None: RISE's defaults.
 
     Returns:
         name -> MethodSpec, in table order.
     """
     return _specs(METHOD_TABLE, bounds, {"occlusion": occlusion,
-                                         "prediction_difference": prediction_difference})
+                                         "prediction_difference": prediction_difference,
+                                         "rise": rise or {}})
+
+
+def split_methods(text: str | None) -> tuple[str, ...] | None:
+    """``--methods`` text -> table names: split at commas outside parentheses (so that
+    "clrp (others, per-image z^B)" stays one name); None stays None."""
+    if text is None:
+        return None
+    return tuple(n.strip() for n in re.split(r",(?![^()]*\))", text) if n.strip())
 
 
 def ablation_methods() -> dict[str, MethodSpec]:
     """The methods of ``ABLATION_TABLE`` (Pointing Game / discriminativeness only)."""
     return _specs(ABLATION_TABLE, None, {})
+
+
+def select_methods(cfg: Any, bounds: tuple[float, float], batch_size: int,
+                   rise: dict[str, Any]) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
+    """A script's methods and z^B ablations, filtered by ``cfg.methods``.
+
+    Args:
+        cfg: the script's Config (``methods``, ``ablations``, ``occlusion_window``,
+            ``pd_samples``, ``rise_masks``).
+        bounds: (low, high) of the model's input.
+        batch_size: perturbed images per model call (occlusion, prediction difference, RISE).
+        rise: RISE's mask-shape options (grid_size, ...).
+
+    Returns:
+        (main methods, ablations), name -> MethodSpec.
+    """
+    win = cfg.occlusion_window
+    methods = paper_methods(
+        bounds,
+        occlusion={"window": win, "stride": win, "batch_size": batch_size},
+        prediction_difference={"window": win, "stride": win, "n_samples": cfg.pd_samples,
+                               "batch_size": batch_size},
+        rise={**rise, "n_masks": cfg.rise_masks, "batch_size": batch_size},
+    )
+    ablations = ablation_methods() if cfg.ablations else {}
+    if cfg.methods is not None:
+        known = {*methods, *ablation_methods()}
+        unknown = set(cfg.methods) - known
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(known)}")
+        methods = {k: v for k, v in methods.items() if k in cfg.methods}
+        ablations = {k: v for k, v in ablations.items() if k in cfg.methods}
+    return methods, ablations
+
+
+def add_common_args(p: Any, defaults: Any) -> None:
+    """The flags both paper scripts share (their defaults from the script's Config)."""
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of the table names (METHOD_TABLE, ablations)")
+    p.add_argument("--no-ablations", action="store_true", help="skip the z^B ablations")
+    p.add_argument("--no-aopc", action="store_true", help="skip region perturbation")
+    p.add_argument("--aopc-steps", type=int, default=defaults.aopc_steps)
+    p.add_argument("--pd-samples", type=int, default=defaults.pd_samples)
+    p.add_argument("--rise-masks", type=int, default=defaults.rise_masks,
+                   help="RISE masks per map (the same seeded set for every map)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
+                   help="folder of the result files")
+    p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"),
+                   help="folder of the figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def common_options(args: Any) -> dict[str, Any]:
+    """Config keyword arguments from the flags of ``add_common_args``."""
+    return {"methods": split_methods(args.methods), "ablations": not args.no_ablations,
+            "aopc": not args.no_aopc, "aopc_steps": args.aopc_steps,
+            "pd_samples": args.pd_samples, "rise_masks": args.rise_masks, "seed": args.seed}
+
+
+def print_report(markdown_text: str, paths: dict[str, str]) -> None:
+    """Print a run's tables and the files it wrote."""
+    print(markdown_text)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """``python benchmarks/<script> <args>`` of this invocation (for the result files)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    return f"python benchmarks/{os.path.basename(script)} {' '.join(args)}".strip()
 
 
 # ----------------------------------------------------------------------------- model calls
@@ -559,6 +668,24 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Write a result document as indented JSON and a final newline, creating the folder
+    (numpy scalars and arrays as numbers / lists; NaN as NaN)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(json.dumps(doc, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
 
 
 def write_csv(path: str, header: Sequence[str], body: Iterable[Sequence[Any]]) -> None:

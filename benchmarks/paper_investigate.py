@@ -8,7 +8,8 @@ are recomputed; the models run one forward pass on the explained rows).
    sign of the explained logit.
 2. Where z+ relevance sits: the share of CLRP's target and dual maps in the outer 8 px.
 
-Usage (after ``paper_pointing_game.py`` and ``paper_mnist.py``):
+Usage (after ``paper_pointing_game.py`` and ``paper_mnist.py``; writes
+benchmarks/results/paper_investigate.md):
     python benchmarks/paper_investigate.py
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import paper_common as pc  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = pc.ROOT
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CACHE = os.path.join(ROOT, "benchmarks", "_cache")
 VALUE_SEEDED = ("lrp.z_plus", "lrp.epsilon_plus", "lrp.sequential_preset_a")
@@ -48,13 +49,12 @@ def _hits_by_sign(csv_path: str, scene_key: str, signs: dict[tuple[str, int], fl
     return out
 
 
-def photos() -> list[str]:
+def photos(maps_file: str, rows_csv: str) -> list[str]:
     """Sign analysis and border shares for the EfficientNet-Lite0 scenes."""
     from tf_clrp.zoo import efficientnet_lite0
 
     lines = ["## EfficientNet-Lite0 scenes (mosaics, pairs, VOC)"]
-    data = np.load(os.path.join(CACHE, "paper_pointing_game_maps.npz"))
-    rows_csv = os.path.join(RESULTS, "paper_pointing_game_rows.csv")
+    data = np.load(maps_file)
     with open(rows_csv) as fh:
         meta = [r for r in csv.DictReader(fh) if r["method"] == "gradient"]
     scene_rows = [i for i, r in enumerate(meta) if r["kind"] != "photo"]
@@ -66,13 +66,8 @@ def photos() -> list[str]:
     lines.append(f"explained (scene, class) rows: {len(z)}; logit < 0: {(z < 0).sum()} "
                  f"(classes: {negative})")
     methods = ["gradient", "guided_backprop", "deconvnet", *VALUE_SEEDED, "clrp (others)",
-               "clrp (negated)", "clrp (rival)", "sglrp", "occlusion"]
-    split = _hits_by_sign(rows_csv, "scene", signs, methods)
-    lines.append("| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|")
-    for m in methods:
-        pos, neg = split[m]["z>0"], split[m]["z<0"]
-        lines.append(f"| {m} | {pc.fmt(np.mean(pos) if pos else np.nan, 2)} ({len(pos)}) | "
-                     f"{pc.fmt(np.mean(neg) if neg else np.nan, 2)} ({len(neg)}) |")
+               "clrp (negated)", "clrp (rival)", "sglrp", "occlusion", "rise"]
+    lines += _sign_table(_hits_by_sign(rows_csv, "scene", signs, methods), methods)
     t = data["part/clrp (others)/target"].astype(np.float64)[scene_rows]
     d = data["part/clrp (others)/dual"].astype(np.float64)[scene_rows]
     tn, dn = t / t.sum((1, 2), keepdims=True), d / d.sum((1, 2), keepdims=True)
@@ -106,20 +101,45 @@ def mnist() -> list[str]:
     neg = sum(v < 0 for v in signs.values())
     lines.append(f"explained rows: {len(signs)}; logit < 0: {neg}")
     methods = ["gradient", "guided_backprop", "deconvnet", *VALUE_SEEDED, "clrp (others)",
-               "clrp (rival)", "sglrp", "occlusion"]
+               "clrp (rival)", "sglrp", "occlusion", "rise"]
     split = _hits_by_sign(os.path.join(RESULTS, "paper_mnist_rows.csv"), "scene", signs, methods)
-    lines.append("| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|")
+    return lines + _sign_table(split, methods)
+
+
+def _sign_table(split: dict[str, dict[str, list[float]]], methods: list[str]) -> list[str]:
+    """Markdown rows: hit rate (and count) per sign of the explained logit; methods absent
+    from the rows CSV are left out."""
+    lines = ["| method | hit rate, logit > 0 | hit rate, logit < 0 |\n|---|---|---|"]
     for m in methods:
-        pos, neg_hits = split[m]["z>0"], split[m]["z<0"]
+        pos, neg = split[m]["z>0"], split[m]["z<0"]
+        if not pos and not neg:
+            continue
         lines.append(f"| {m} | {pc.fmt(np.mean(pos) if pos else np.nan, 2)} ({len(pos)}) | "
-                     f"{pc.fmt(np.mean(neg_hits) if neg_hits else np.nan, 2)} "
-                     f"({len(neg_hits)}) |")
+                     f"{pc.fmt(np.mean(neg) if neg else np.nan, 2)} ({len(neg)}) |")
     return lines
 
 
-def main() -> None:
-    """Print both analyses as markdown."""
-    print("\n".join(photos() + [""] + mnist()))
+def main(argv: list[str] | None = None) -> None:
+    """Print both analyses as markdown and write them to benchmarks/results."""
+    import argparse
+    import time
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--maps", default=os.path.join(CACHE, "paper_pointing_game_maps.npz"),
+                   help="saved maps of a paper_pointing_game.py run with clrp (others)")
+    p.add_argument("--rows", default=os.path.join(RESULTS, "paper_pointing_game_rows.csv"),
+                   help="rows CSV of the same scenes (a merged one: every method)")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    body = photos(args.maps, args.rows) + [""] + mnist()
+    head = [f"Command: `{pc.command_line(__file__, argv)}` "
+            f"({time.perf_counter() - start:.0f} s on 2 shared CPU cores), from the saved maps "
+            "and rows of `paper_pointing_game.py` (--maps, --rows) and of `paper_mnist.py` "
+            "(its cached model and rows CSV).", ""]
+    text = "\n".join(head + body) + "\n"
+    with open(os.path.join(RESULTS, "paper_investigate.md"), "w") as fh:
+        fh.write(text)
+    print(text)
 
 
 if __name__ == "__main__":

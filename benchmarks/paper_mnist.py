@@ -27,7 +27,6 @@ import argparse
 import gzip
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -42,31 +41,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import paper_common as pc  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = pc.ROOT
 HEIGHT, WIDTH = 28, 56
 BOUNDS = (0.0, 1.0)
+#: RISE's grid on the 28x56 canvas: 7 px cells.
+RISE_GRID = (4, 8)
 
 
 @dataclass
-class Config:
+class Config(pc.SharedConfig):
     """Benchmark configuration (CLI flags of the same names)."""
 
     scenes: int = 100
+    """Two-digit test scenes (both digits explained)."""
     train_scenes: int = 12000
     epochs: int = 3
     train_digits: int = 4000
+    """The first this many shuffled digits build the training scenes, the rest the tests."""
     digits: int = 5000
-    methods: tuple[str, ...] | None = None
-    ablations: bool = True
-    aopc: bool = True
     aopc_scenes: int = 25
-    aopc_steps: int = 20
+    """AOPC on both digits of the first this many scenes."""
     patch_size: int = 4
-    tolerance: float = 15.0
     occlusion_window: int = 4
+    """Window and stride of occlusion and prediction difference (px)."""
     pd_samples: int = 4
+    rise_masks: int = 1000
     batch_size: int = 64
-    seed: int = 0
+    """Rows per engine call."""
     cache: bool = True
 
 
@@ -234,21 +235,7 @@ def run(cfg: Config, model: Any = None, progress: bool = True,
     rows = pc.build_rows(list(x), regions, logits)
     reference, _, _ = make_scenes(images[train], labels[train], 200, rng, single_fraction=0.5)
 
-    win = cfg.occlusion_window
-    methods = pc.paper_methods(
-        BOUNDS,
-        occlusion={"window": win, "stride": win, "batch_size": 512},
-        prediction_difference={"window": win, "stride": win, "n_samples": cfg.pd_samples,
-                               "batch_size": 512},
-    )
-    ablations = pc.ablation_methods() if cfg.ablations else {}
-    if cfg.methods is not None:
-        known = set(methods) | set(pc.ablation_methods())
-        unknown = set(cfg.methods) - known
-        if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(known)}")
-        methods = {k: v for k, v in methods.items() if k in cfg.methods}
-        ablations = {k: v for k, v in pc.ablation_methods().items() if k in cfg.methods}
+    methods, ablations = pc.select_methods(cfg, BOUNDS, 512, {"grid_size": RISE_GRID})
     t = time.perf_counter()
     analyzers: dict[tuple[str, str], Any] = {}
     maps = pc.explain_rows(model, scorer, rows, {**methods, **ablations},
@@ -368,8 +355,7 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str) -> dict
                "clrp_parts": res.clrp_parts,
                "aopc": None if res.aopc is None else asdict(res.aopc)}
     paths["json"] = os.path.join(out_dir, "paper_mnist.json")
-    with open(paths["json"], "w") as fh:
-        json.dump(summary, fh, indent=1)
+    pc.write_json(paths["json"], summary)
     paths["md"] = os.path.join(out_dir, "paper_mnist.md")
     with open(paths["md"], "w") as fh:
         fh.write(markdown(res, command))
@@ -392,17 +378,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenes", type=int, default=Config.scenes)
     p.add_argument("--train-scenes", type=int, default=Config.train_scenes)
     p.add_argument("--epochs", type=int, default=Config.epochs)
-    p.add_argument("--methods", default=None, help="comma-separated subset of the table names")
-    p.add_argument("--no-ablations", action="store_true")
-    p.add_argument("--no-aopc", action="store_true")
     p.add_argument("--aopc-scenes", type=int, default=Config.aopc_scenes)
-    p.add_argument("--aopc-steps", type=int, default=Config.aopc_steps)
-    p.add_argument("--seed", type=int, default=Config.seed)
     p.add_argument("--no-cache", action="store_true",
                    help="train without reading or writing the cached model")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"))
-    p.add_argument("--quiet", action="store_true")
+    pc.add_common_args(p, Config)
     return p.parse_args(argv)
 
 
@@ -410,18 +389,13 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write its outputs."""
     args = parse_args(argv)
     cfg = Config(scenes=args.scenes, train_scenes=args.train_scenes, epochs=args.epochs,
-                 methods=None if args.methods is None else tuple(args.methods.split(",")),
-                 ablations=not args.no_ablations, aopc=not args.no_aopc,
-                 aopc_scenes=args.aopc_scenes, aopc_steps=args.aopc_steps, seed=args.seed,
-                 cache=not args.no_cache)
-    command = ("python benchmarks/paper_mnist.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)).strip()
+                 aopc_scenes=args.aopc_scenes, cache=not args.no_cache,
+                 **pc.common_options(args))
+    command = pc.command_line(__file__, argv)
     cache = os.path.join(ROOT, "benchmarks", "_cache")
     res = run(cfg, progress=not args.quiet, cache_dir=cache if cfg.cache else None)
     paths = write_outputs(res, args.out, args.figures, command)
-    print(markdown(res, command))
-    for kind, path in paths.items():
-        print(f"wrote {kind}: {path}")
+    pc.print_report(markdown(res, command), paths)
 
 
 if __name__ == "__main__":

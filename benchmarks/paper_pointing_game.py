@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -55,28 +54,31 @@ VOC_TO_IMAGENET: dict[str, tuple[str, ...]] = {
     "diningtable": ("dining table",),
 }
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = pc.ROOT
 
 
 @dataclass
-class Config:
+class Config(pc.SharedConfig):
     """Benchmark configuration (CLI flags of the same names)."""
 
     photos: tuple[str, ...] = GOOD_PHOTOS
     mosaics: int = 6
+    """2x2 mosaics: a seeded subset of the ordered choices of 4 photos."""
     pairs: int = 6
+    """1x2 pairs: a seeded subset of the ordered choices of 2 photos."""
     voc: bool = True
-    methods: tuple[str, ...] | None = None
-    ablations: bool = True
-    aopc: bool = True
     aopc_mosaics: int = 1
-    aopc_steps: int = 20
+    """AOPC per present class on the first this many mosaics."""
     patch_size: int = 16
-    tolerance: float = 15.0
+    """AOPC patch side (px)."""
     occlusion_window: int = 28
+    """Window and stride of occlusion and prediction difference (px)."""
     pd_samples: int = 2
+    rise_masks: int = 500
+    rise_grid: int = 7
+    """RISE grid cells per side (32 px cells at 224 px)."""
     batch_size: int = 8
-    seed: int = 0
+    """Rows per engine call."""
 
 
 @dataclass
@@ -166,22 +168,7 @@ def select_methods(cfg: Config) -> tuple[dict[str, pc.MethodSpec], dict[str, pc.
     """Main methods (filtered by ``cfg.methods``) and the z^B ablations."""
     from tf_clrp.zoo import PREPROCESSING_BOUNDS
 
-    win = cfg.occlusion_window
-    methods = pc.paper_methods(
-        PREPROCESSING_BOUNDS,
-        occlusion={"window": win, "stride": win, "batch_size": 64},
-        prediction_difference={"window": win, "stride": win, "n_samples": cfg.pd_samples,
-                               "batch_size": 64},
-    )
-    if cfg.methods is not None:
-        unknown = set(cfg.methods) - set(methods) - set(pc.ablation_methods())
-        if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(methods)}")
-        methods = {k: v for k, v in methods.items() if k in cfg.methods}
-    ablations = pc.ablation_methods() if cfg.ablations else {}
-    if cfg.methods is not None:
-        ablations = {k: v for k, v in ablations.items() if k in cfg.methods}
-    return methods, ablations
+    return pc.select_methods(cfg, PREPROCESSING_BOUNDS, 64, {"grid_size": cfg.rise_grid})
 
 
 def run(cfg: Config, model: Any = None, progress: bool = True) -> Result:
@@ -300,40 +287,81 @@ def _concat_rows(a: pc.Rows, b: pc.Rows) -> pc.Rows:
 
 
 # ----------------------------------------------------------------------------- outputs
-def markdown(res: Result, command: str) -> str:
-    """The markdown tables of a run (pasted into BENCHMARKS.md)."""
+def summary(res: Result, command: str) -> dict[str, Any]:
+    """The JSON document of a run (``markdown`` renders it; ``paper_merge.py`` merges several).
+    """
+    return {
+        "command": command,
+        "runs": [{"command": command, "seconds": res.seconds}],
+        "config": asdict(res.config),
+        "seconds": res.seconds,
+        "seconds_per_method": res.maps.seconds,
+        "n_rows": len(res.rows.classes),
+        "photo_classes": res.photo_classes,
+        "scenes": [{"name": s.name, "kind": s.kind,
+                    "classes": {str(c): b for c, b in s.regions.items()}} for s in res.scenes],
+        "pointing": res.pointing,
+        "discriminativeness": res.discriminativeness,
+        "clrp_parts": res.clrp_parts,
+        "aopc_photos": None if res.aopc_photos is None else asdict(res.aopc_photos),
+        "aopc_mosaics": None if res.aopc_mosaics is None else asdict(res.aopc_mosaics),
+    }
+
+
+def run_line(run: dict[str, Any]) -> str:
+    """``Command: `...` — runtime`` of one invocation."""
+    s = run["seconds"]
+    return (f"Command: `{run['command']}` — {s['total'] / 60:.1f} min on 2 shared CPU cores "
+            "(other jobs running: the times are not speed figures) "
+            f"(explaining {s['explain']:.0f} s, AOPC {s.get('aopc', 0):.0f} s).")
+
+
+def markdown(res: Result | dict[str, Any], command: str | None = None) -> str:
+    """The markdown tables of a run (pasted into BENCHMARKS.md).
+
+    Args:
+        res: a :class:`Result` (with ``command``) or its ``summary`` document (also a merged
+            one: one command line per run).
+        command: the command line of ``res`` when it is a Result.
+    """
     from tf_clrp.zoo import imagenet_class_names
 
+    doc = summary(res, command or "") if isinstance(res, Result) else res
     short = imagenet_class_names(short=True)
-    cfg = res.config
-    n_scenes = {k: sum(s.kind == k for s in res.scenes) for k in ("mosaic", "pair", "voc")}
-    kinds = [k for k in ("mosaic", "pair", "voc") if k in res.pointing]
-    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
-           "(other jobs running: the times are not speed figures) "
-           f"(explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)."
-           f" Photos and their classes: "
-           + ", ".join(f"{n} → {short[c]} ({c})" for n, c in res.photo_classes.items()) + "."]
-    if "voc" in n_scenes and n_scenes["voc"]:
-        voc = [s for s in res.scenes if s.kind == "voc"][0]
+    cfg = doc["config"]
+    scenes = doc["scenes"]
+    n_scenes = {k: sum(s["kind"] == k for s in scenes) for k in ("mosaic", "pair", "voc")}
+    kinds = [k for k in ("mosaic", "pair", "voc") if k in doc["pointing"]]
+    if len(doc["runs"]) == 1:
+        runs = run_line(doc["runs"][0])
+    else:
+        runs = (f"{len(doc['runs'])} invocations on the same scenes, one per method group, "
+                f"merged with `{doc.get('merge_command', 'benchmarks/paper_merge.py')}`:\n\n"
+                + "\n".join("- " + run_line(r) for r in doc["runs"]) + "\n\n")
+    out = [runs + "Photos and their classes: "
+           + ", ".join(f"{n} → {short[c]} ({c})" for n, c in doc["photo_classes"].items()) + "."]
+    if n_scenes["voc"]:
+        voc = [s for s in scenes if s["kind"] == "voc"][0]
         out.append("VOC photo targets: " + ", ".join(
-            f"{short[c]} ({c}, {len(b)} box{'es' if len(b) > 1 else ''})"
-            for c, b in voc.regions.items()) + ".")
+            f"{short[int(c)]} ({c}, {len(b)} box{'es' if len(b) > 1 else ''})"
+            for c, b in voc["classes"].items()) + ".")
     titles = {"mosaic": f"2×2 mosaics (n={n_scenes['mosaic']})",
               "pair": f"1×2 pairs (n={n_scenes['pair']})", "voc": "VOC photo"}
     header = (["method"] + [f"{titles[k]} τ=15 / τ=0" for k in kinds]
               + ["s / map (incl. tracing)"])
     body = []
-    names = list(next(iter(res.pointing.values())))
-    n_rows = len(res.rows.classes)
-    for name in names:
+    for name in doc["pointing"][kinds[0]]:
         cells = [name]
         for k in kinds:
-            p = res.pointing[k][name]
+            p = doc["pointing"][k][name]
             cells.append(f"{pc.scored_cell(p['accuracy'])} / {pc.scored_cell(p['strict'])}")
-        sec = res.maps.seconds.get(name)
-        cells.append("" if sec is None else f"{sec / n_rows:.2f}")
+        sec = doc["seconds_per_method"].get(name)
+        cells.append("" if sec is None else f"{sec / doc['n_rows']:.2f}")
         body.append(cells)
-    n_photos = len(res.photo_classes)
+    n_photos = len(doc["photo_classes"])
+    rise = (f". `rise`: {cfg['rise_masks']} masks per map (one seeded set), {cfg['rise_grid']}×"
+            f"{cfg['rise_grid']} grid, p = 0.5, masked pixels 0 (mid-grey), on the logit"
+            if "rise" in doc["pointing"][kinds[0]] else "")
     out.append("**Pointing Game** (accuracy = mean over classes of hits/(hits+misses); "
                "τ = 15 px at 224 px: the maximum must lie within 15 px of the class's box; "
                "τ = 0: inside the box. [low, high] = 95 % percentile bootstrap interval, "
@@ -347,15 +375,15 @@ def markdown(res: Result, command: str) -> str:
                f"the mosaics are {n_scenes['mosaic']} orderings of 4 of the same "
                f"{n_photos} photos and the pairs orderings of 2, so every photo recurs in "
                f"many scenes and the intervals measure the spread over arrangements of "
-               f"these photos, not over new photos):\n\n"
+               f"these photos, not over new photos{rise}):\n\n"
                + pc.markdown_table(header, body))
     dkinds = [k for k in kinds if k != "voc" or n_scenes["voc"]]
     header = ["method"] + [f"{titles[k]}: corr / own / other" for k in dkinds]
     body = []
-    for name in res.discriminativeness[dkinds[0]]:
+    for name in doc["discriminativeness"][dkinds[0]]:
         cells = [name]
         for k in dkinds:
-            d = res.discriminativeness[k][name]
+            d = doc["discriminativeness"][k][name]
             cells.append(f"{pc.fmt(d['correlation'], 2)} / {pc.fmt(d['own_mass'], 2)} / "
                          f"{pc.fmt(d['other_mass'], 2)}")
         body.append(cells)
@@ -364,48 +392,54 @@ def markdown(res: Result, command: str) -> str:
                "the map's positive relevance inside the class's own box / inside the other "
                "classes' boxes; a tile is a quarter of the image in mosaics and pairs):\n\n"
                + pc.markdown_table(header, body))
-    if res.clrp_parts:
+    if doc["clrp_parts"]:
         header = ["scenes", "corr(target, dual)", "Σ CLRP map", "pointing: target part",
                   "pointing: dual part"]
         body = [[titles[k], pc.fmt(v["corr_target_dual"]), pc.fmt(v["contrastive_sum"]),
                  pc.fmt(v["pointing_target_part"]), pc.fmt(v["pointing_dual_part"])]
-                for k, v in res.clrp_parts.items()]
+                for k, v in doc["clrp_parts"].items()]
         out.append("**CLRP (others): target vs dual** (Σ CLRP map = Σ max(0, t/Σt − d/Σd), "
                    "0 when the normalised target and dual maps coincide):\n\n"
                    + pc.markdown_table(header, body))
-    if res.aopc_photos is not None:
-        a, m = res.aopc_photos, res.aopc_mosaics
-        header = ["method", "photos MoRF ↑", "photos LeRF ↓", "MoRF − LeRF ↑"]
-        if m is not None:
-            header.append("mosaics, per class MoRF ↑")
-        body = []
-        for name, v in a.aopc.items():
-            if name == "(random order)":
-                rand = aopc_cell(a, name, "random")
-                cells = [name, rand, rand, ""]
-                if m is not None:
-                    cells.append(aopc_cell(m, name, "random"))
-            else:
-                cells = [name, aopc_cell(a, name, "morf"), aopc_cell(a, name, "lerf"),
-                         pc.fmt(v["morf"] - v["lerf"], 2)]
-                if m is not None:
-                    cells.append(aopc_cell(m, name, "morf"))
-            body.append(cells)
-        extra = (f"; mosaics: each present class of the first {cfg.aopc_mosaics} mosaics "
-                 f"({m.n} rows), the class's own logit, intervals resample mosaics"
-                 if m is not None else "")
-        out.append(f"**Region perturbation** (AOPC in logits, {cfg.aopc_steps} steps of "
-                   f"{cfg.patch_size}×{cfg.patch_size} patches replaced by the image mean; "
-                   f"photos: the {a.n} single photos, top-1 logit, intervals resample photos"
-                   f"{extra}; [low, high] = 95 % bootstrap interval):\n\n"
-                   + pc.markdown_table(header, body))
+    if doc["aopc_photos"] is not None:
+        out.append(_aopc_markdown(doc["aopc_photos"], doc["aopc_mosaics"], cfg))
     return "\n\n".join(out) + "\n"
 
 
-def aopc_cell(result: pc.AopcResult, method: str, order: str) -> str:
-    """``AOPC [low, high]`` of one method and order."""
-    return pc.scored_cell({"mean": result.aopc[method][order],
-                           "ci": result.ci[method][order]})
+def _aopc_markdown(a: dict[str, Any], m: dict[str, Any] | None, cfg: dict[str, Any]) -> str:
+    """The region perturbation table (photos, and mosaics per class when ``m``)."""
+    header = ["method", "photos MoRF ↑", "photos LeRF ↓", "MoRF − LeRF ↑"]
+    if m is not None:
+        header.append("mosaics, per class MoRF ↑")
+    body = []
+    for name, v in a["aopc"].items():
+        if name == "(random order)":
+            rand = aopc_cell(a, name, "random")
+            cells = [name, rand, rand, ""]
+            if m is not None:
+                cells.append(aopc_cell(m, name, "random"))
+        else:
+            cells = [name, aopc_cell(a, name, "morf"), aopc_cell(a, name, "lerf"),
+                     pc.fmt(v["morf"] - v["lerf"], 2)]
+            if m is not None:
+                cells.append(aopc_cell(m, name, "morf"))
+        body.append(cells)
+    extra = (f"; mosaics: each present class of the first {cfg['aopc_mosaics']} mosaics "
+             f"({m['n']} rows), the class's own logit, intervals resample mosaics"
+             if m is not None else "")
+    return (f"**Region perturbation** (AOPC in logits, {cfg['aopc_steps']} steps of "
+            f"{cfg['patch_size']}×{cfg['patch_size']} patches replaced by the image mean; "
+            f"photos: the {a['n']} single photos, top-1 logit, intervals resample photos"
+            f"{extra}; [low, high] = 95 % bootstrap interval):\n\n"
+            + pc.markdown_table(header, body))
+
+
+def aopc_cell(result: pc.AopcResult | dict[str, Any], method: str, order: str) -> str:
+    """``AOPC [low, high]`` of one method and order (an AopcResult or its ``asdict``)."""
+    if isinstance(result, pc.AopcResult):
+        result = asdict(result)
+    return pc.scored_cell({"mean": result["aopc"][method][order],
+                           "ci": result["ci"][method][order]})
 
 
 def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str,
@@ -449,26 +483,12 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str,
     if body:
         paths["aopc"] = os.path.join(out_dir, "paper_pointing_game_aopc.csv")
         pc.write_csv(paths["aopc"], ["set", "method", "order", "aopc", "n", "mean_curve"], body)
-    summary = {
-        "command": command,
-        "config": asdict(res.config),
-        "seconds": res.seconds,
-        "seconds_per_method": res.maps.seconds,
-        "photo_classes": res.photo_classes,
-        "scenes": [{"name": s.name, "kind": s.kind,
-                    "classes": {str(c): b for c, b in s.regions.items()}} for s in res.scenes],
-        "pointing": res.pointing,
-        "discriminativeness": res.discriminativeness,
-        "clrp_parts": res.clrp_parts,
-        "aopc_photos": None if res.aopc_photos is None else asdict(res.aopc_photos),
-        "aopc_mosaics": None if res.aopc_mosaics is None else asdict(res.aopc_mosaics),
-    }
+    doc = summary(res, command)
     paths["json"] = os.path.join(out_dir, "paper_pointing_game.json")
-    with open(paths["json"], "w") as fh:
-        json.dump(summary, fh, indent=1, default=_json_default)
+    pc.write_json(paths["json"], doc)
     paths["md"] = os.path.join(out_dir, "paper_pointing_game.md")
     with open(paths["md"], "w") as fh:
-        fh.write(markdown(res, command))
+        fh.write(markdown(doc))
     # figures: the first scene of each kind, rows = its classes, columns = methods
     shown = {k: v for k, v in res.maps.maps.items() if "(no z^B)" not in k and "per-image" not in k}
     for kind, fname in (("mosaic", "pointing_mosaic_examples.png"),
@@ -500,16 +520,6 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str,
     return paths
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj).__name__)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """CLI flags (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -518,16 +528,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=Config.pairs, help="1x2 pairs")
     p.add_argument("--photos", default=",".join(GOOD_PHOTOS))
     p.add_argument("--no-voc", action="store_true", help="skip the VOC photo")
-    p.add_argument("--methods", default=None, help="comma-separated subset of the table names")
-    p.add_argument("--no-ablations", action="store_true", help="skip the z^B ablations")
-    p.add_argument("--no-aopc", action="store_true", help="skip region perturbation")
     p.add_argument("--aopc-mosaics", type=int, default=Config.aopc_mosaics)
-    p.add_argument("--aopc-steps", type=int, default=Config.aopc_steps)
-    p.add_argument("--pd-samples", type=int, default=Config.pd_samples)
-    p.add_argument("--seed", type=int, default=Config.seed)
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"))
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--cache", default=os.path.join(ROOT, "benchmarks", "_cache"),
+                   help="where the maps are saved (paper_investigate.py reads them)")
+    pc.add_common_args(p, Config)
     return p.parse_args(argv)
 
 
@@ -535,19 +539,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write its outputs."""
     args = parse_args(argv)
     cfg = Config(photos=tuple(args.photos.split(",")), mosaics=args.mosaics, pairs=args.pairs,
-                 voc=not args.no_voc,
-                 methods=None if args.methods is None else tuple(args.methods.split(",")),
-                 ablations=not args.no_ablations, aopc=not args.no_aopc,
-                 aopc_mosaics=args.aopc_mosaics, aopc_steps=args.aopc_steps,
-                 pd_samples=args.pd_samples, seed=args.seed)
-    command = "python benchmarks/paper_pointing_game.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+                 voc=not args.no_voc, aopc_mosaics=args.aopc_mosaics, **pc.common_options(args))
+    command = pc.command_line(__file__, argv)
     res = run(cfg, progress=not args.quiet)
-    paths = write_outputs(res, args.out, args.figures, command.strip(),
-                          cache_dir=os.path.join(ROOT, "benchmarks", "_cache"))
-    print(markdown(res, command.strip()))
-    for kind, path in paths.items():
-        print(f"wrote {kind}: {path}")
+    paths = write_outputs(res, args.out, args.figures, command, cache_dir=args.cache)
+    pc.print_report(markdown(res, command), paths)
 
 
 if __name__ == "__main__":

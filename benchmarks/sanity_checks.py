@@ -13,7 +13,7 @@ Writes benchmarks/results/sanity_checks.json and docs/figures/sanity_checks.png.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import sys
 import time
@@ -25,6 +25,10 @@ import numpy as np
 from tf_clrp import zoo
 from tf_clrp.metrics import model_randomization
 from tf_clrp.metrics.randomization import weighted_layers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import paper_common as pc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               f"ssim {np.round(results[label]['ssim'], 3).tolist()} "
               f"({timings[label]:.0f} s)", flush=True)
     report = {
-        "command": "python benchmarks/" + Path(__file__).name + " " + " ".join(
-            sys.argv[1:] if argv is None else argv),
+        "command": pc.command_line(__file__, argv),
         "model": "tf_clrp.zoo.efficientnet_lite0() (ImageNet weights)",
         "photos": names,
         "targets": "each photo's predicted class on the original model",
@@ -148,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": timings,
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    pc.write_json(args.out, report)
     plot(results, labels, Path(args.figure),
          f"{args.mode} randomisation, EfficientNet-Lite0, n = {len(names)} photos "
          "(shaded: 95 % bootstrap CI)")

@@ -24,19 +24,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from speed_common import (  # noqa: E402
-    THREADS,
-    Record,
-    make_record,
-    measure,
-    print_header,
-    print_records,
-    records_payload,
-    set_thread_env,
-    write_json,
-)
+import speed_common as sc  # noqa: E402
 
-set_thread_env(int(os.environ.get("TF_CLRP_BENCH_THREADS", THREADS)))
+sc.set_thread_env()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -69,9 +59,9 @@ def set_threads(threads: int) -> None:
 
 
 def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str],
-        repeats: int, min_repeats: int, budget: float) -> list[Record]:
+        repeats: int, min_repeats: int, budget: float) -> list[sc.Record]:
     """Forward and each method for every (size, batch); one Record per measurement."""
-    records: list[Record] = []
+    records: list[sc.Record] = []
     for size in sizes:
         model = build_model(model_name, size)
         shape = model.input_shape[1:]
@@ -81,11 +71,11 @@ def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str
         forwards = {}
         for b in batches:
             xt = tf.constant(inputs[b])
-            forwards[b] = measure(lambda xt=xt, f=forward_fn: f(xt).numpy(), repeats, min_repeats,
-                                  budget)
-            records.append(make_record("tf_clrp", model_name, "forward", b, shape[0],
-                                       forwards[b], forwards[b], "Keras model(x), tf.function"))
-            print_records(records[-1:])
+            forwards[b] = sc.measure(lambda xt=xt, f=forward_fn: f(xt).numpy(), repeats,
+                                     min_repeats, budget)
+            records.append(sc.make_record("tf_clrp", model_name, "forward", b, shape[0],
+                                          forwards[b], forwards[b], "Keras model(x), tf.function"))
+            sc.print_records(records[-1:])
         for method in methods:
             start = time.perf_counter()
             name, _, precision = method.partition("@")
@@ -93,15 +83,15 @@ def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str
             setup = time.perf_counter() - start
             for b in batches:
                 x = inputs[b]
-                timing = measure(
+                timing = sc.measure(
                     lambda a=analyzer, x=x: a.analyze(x, neuron_selection=TARGET_CLASS),
                     repeats, min_repeats, budget)
                 timing.setup_s = setup if b == batches[0] else 0.0
                 note = "both maps (target and dual) in one call" if method in (
                     "clrp", "sglrp") else ""
-                records.append(make_record("tf_clrp", model_name, method, b, shape[0], timing,
-                                           forwards[b], note))
-                print_records(records[-1:])
+                records.append(sc.make_record("tf_clrp", model_name, method, b, shape[0], timing,
+                                              forwards[b], note))
+                sc.print_records(records[-1:])
             del analyzer
             gc.collect()
         del model
@@ -121,28 +111,21 @@ def main() -> None:
                         help="vgg16, resnet50, efficientnet_lite0 or mobilenet_v2")
     parser.add_argument("--batch", default="8", help="batch size(s), comma-separated")
     parser.add_argument("--size", default="224", help="image size(s), comma-separated")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best of N)")
-    parser.add_argument("--min-repeats", type=int, default=2,
-                        help="timed runs at least, even past --budget")
-    parser.add_argument("--budget", type=float, default=float("inf"),
-                        help="seconds of timed runs per measurement before stopping early")
-    parser.add_argument("--threads", type=int, default=THREADS, help="TF intra-op threads")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="analyzer names; NAME@PRECISION (mixed, bfloat16) sets precision=")
-    parser.add_argument("--json", default=None, help="write the records to this JSON file")
+    sc.add_timing_args(parser)
     args = parser.parse_args()
 
     set_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     print(f"model={args.model} batch={args.batch} size={args.size} threads={args.threads} "
           f"tf={tf.__version__} keras={keras.__version__}", flush=True)
-    print_header()
+    sc.print_header()
     records = run(args.model, _ints(args.batch), _ints(args.size), methods, args.repeats,
                   args.min_repeats, args.budget)
-    if args.json:
-        versions = {"tensorflow": tf.__version__, "keras": keras.__version__,
-                    "tf_clrp": tf_clrp.__version__, "numpy": np.__version__}
-        write_json(args.json, records_payload(records, versions, command=sys.argv))
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__,
+                "tf_clrp": tf_clrp.__version__, "numpy": np.__version__}
+    sc.save_records(args.json, records, versions, command=sys.argv)
 
 
 if __name__ == "__main__":

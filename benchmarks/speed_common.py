@@ -8,6 +8,7 @@ through ``/proc/self/clear_refs`` before it (Linux >= 4.0; otherwise the process
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -23,8 +24,14 @@ from typing import Any
 THREADS = 2
 
 
-def set_thread_env(threads: int = THREADS) -> None:
-    """OpenMP/MKL thread counts for libraries that read them at import (call before import)."""
+def set_thread_env(threads: int | None = None) -> None:
+    """OpenMP/MKL thread counts for libraries that read them at import (call before import).
+
+    Args:
+        threads: the count; None: ``$TF_CLRP_BENCH_THREADS``, else :data:`THREADS`.
+    """
+    if threads is None:
+        threads = int(os.environ.get("TF_CLRP_BENCH_THREADS", THREADS))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -156,6 +163,27 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+
+
+def save_records(path: str | None, records: list[Record], versions: dict[str, str],
+                 **extra: Any) -> None:
+    """Writes ``records_payload(records, versions, **extra)`` to ``path`` (nothing if None)."""
+    if path:
+        write_json(path, records_payload(records, versions, **extra))
+
+
+def add_timing_args(parser: argparse.ArgumentParser, budget: bool = True) -> None:
+    """The flags every speed worker shares: --repeats, --min-repeats and --budget (unless
+    ``budget`` is False), --threads and --json."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best of N)")
+    if budget:
+        parser.add_argument("--min-repeats", type=int, default=2,
+                            help="timed runs at least, even past --budget")
+        parser.add_argument("--budget", type=float, default=float("inf"),
+                            help="seconds of timed runs per measurement before stopping early")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="compute threads (TF intra-op / torch)")
+    parser.add_argument("--json", default=None, help="write the records to this JSON file")
 
 
 def records_payload(records: list[Record], versions: dict[str, str], **extra: Any

@@ -24,17 +24,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from speed_common import (  # noqa: E402
-    THREADS,
-    Record,
-    make_record,
-    measure,
-    print_header,
-    print_records,
-    records_payload,
-    set_thread_env,
-    write_json,
-)
+import speed_common as sc  # noqa: E402
 
 DEFAULT_METHODS = ("lrp.sequential_preset_a", "lrp.z_plus")
 TARGET_CLASS = 1
@@ -42,7 +32,7 @@ TARGET_CLASS = 1
 
 def run(model_name: str, batch: int, size: int, methods: list[str], repeats: int,
         min_repeats: int, budget: float, threads: int,
-        save: Callable[[list[Record]], None]) -> list[Record]:
+        save: Callable[[list[sc.Record]], None]) -> list[sc.Record]:
     """The forward and each analyzer on one model; ``save`` gets the records so far."""
     import numpy as np
     import tensorflow as tf
@@ -59,21 +49,21 @@ def run(model_name: str, batch: int, size: int, methods: list[str], repeats: int
                                      classifier_activation=None)
     x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     forward_fn = tf.keras.backend.function(model.inputs, model.outputs)
-    forward = measure(lambda: forward_fn([x]), repeats, min_repeats, budget)
-    records = [make_record("innvestigate", model_name, "forward", batch, size, forward, forward,
-                           "tf.keras model, keras.backend.function (graph mode)")]
-    print_records(records)
+    forward = sc.measure(lambda: forward_fn([x]), repeats, min_repeats, budget)
+    records = [sc.make_record("innvestigate", model_name, "forward", batch, size, forward, forward,
+                              "tf.keras model, keras.backend.function (graph mode)")]
+    sc.print_records(records)
     save(records)
     for method in methods:
         start = time.perf_counter()
         analyzer = innvestigate.create_analyzer(method, model, neuron_selection_mode="index")
         setup = time.perf_counter() - start
-        timing = measure(lambda a=analyzer: a.analyze(x, neuron_selection=TARGET_CLASS),
-                         repeats, min_repeats, budget)
+        timing = sc.measure(lambda a=analyzer: a.analyze(x, neuron_selection=TARGET_CLASS),
+                            repeats, min_repeats, budget)
         timing.setup_s = setup
-        records.append(make_record("innvestigate", model_name, method, batch, size, timing,
-                                   forward))
-        print_records(records[-1:])
+        records.append(sc.make_record("innvestigate", model_name, method, batch, size, timing,
+                                      forward))
+        sc.print_records(records[-1:])
         save(records)
     return records
 
@@ -84,21 +74,16 @@ def main() -> None:
     parser.add_argument("--model", default="vgg16", help="vgg16 or resnet50")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--min-repeats", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=float("inf"))
-    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--json", default=None)
+    sc.add_timing_args(parser)
     args = parser.parse_args()
-    set_thread_env(args.threads)
-    print_header()
+    sc.set_thread_env(args.threads)
+    sc.print_header()
     versions = {p: importlib.metadata.version(p)
                 for p in ("tensorflow-cpu", "innvestigate", "numpy")}
 
-    def save(records: list[Record]) -> None:  # after every record: a killed run keeps its part
-        if args.json:
-            write_json(args.json, records_payload(records, versions, command=sys.argv))
+    def save(records: list[sc.Record]) -> None:  # after every record: a killed run keeps its part
+        sc.save_records(args.json, records, versions, command=sys.argv)
 
     run(args.model, args.batch, args.size, [m for m in args.methods.split(",") if m],
         args.repeats, args.min_repeats, args.budget, args.threads, save)

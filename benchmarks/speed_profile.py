@@ -37,20 +37,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from speed_common import (  # noqa: E402
-    THREADS,
-    Record,
-    Timing,
-    make_record,
-    measure,
-    print_header,
-    print_records,
-    records_payload,
-    set_thread_env,
-    write_json,
-)
+import speed_common as sc  # noqa: E402
 
-set_thread_env(THREADS)
+sc.set_thread_env(sc.THREADS)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -116,7 +105,7 @@ def _analyzer_fn(name: str, model: keras.Model, x: np.ndarray,
     return lambda: analyzer.analyze(x, neuron_selection=TARGET_CLASS)
 
 
-def conv_ops(batch: int, size: int, repeats: int) -> list[tuple[str, Timing]]:
+def conv_ops(batch: int, size: int, repeats: int) -> list[tuple[str, sc.Timing]]:
     """Forward conv vs its input-gradient for VGG16's conv3 block shape (256 -> 256, 3x3)."""
     s = max(size // 4, 4)
     x = tf.random.uniform((batch, s, s, 256))
@@ -130,7 +119,7 @@ def conv_ops(batch: int, size: int, repeats: int) -> list[tuple[str, Timing]]:
     bwd = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(x), filter=w, out_backprop=g, strides=[1, 1, 1, 1],
         padding="SAME"))
-    return [(name, measure(lambda f=f: f().numpy(), repeats))
+    return [(name, sc.measure(lambda f=f: f().numpy(), repeats))
             for name, f in (("conv fwd (3x3, 256->256)", fwd),
                             ("conv fwd, 2x out channels", fwd2),
                             ("conv fwd, bfloat16", fwd_bf16),
@@ -173,7 +162,7 @@ def op_breakdown(fn: Callable[[], Any], top: int = 12) -> list[dict[str, Any]]:
 
 
 def run(model_name: str, batch: int, size: int, repeats: int,
-        trace: list[str]) -> tuple[list[Record], dict[str, Any]]:
+        trace: list[str]) -> tuple[list[sc.Record], dict[str, Any]]:
     """All variants; ratios are to the Keras forward of the same batch."""
     keras.utils.set_random_seed(0)
     ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
@@ -190,14 +179,14 @@ def run(model_name: str, batch: int, size: int, repeats: int,
             y = model(t, training=False)[:, TARGET_CLASS]
         return tape.gradient(y, t)
 
-    forward = measure(lambda: forward_fn(xt).numpy(), repeats)
-    rec = [make_record("profile", model_name, "keras forward", batch, size, forward, forward)]
-    print_records(rec)
+    forward = sc.measure(lambda: forward_fn(xt).numpy(), repeats)
+    rec = [sc.make_record("profile", model_name, "keras forward", batch, size, forward, forward)]
+    sc.print_records(rec)
 
     def add(name: str, fn: Callable[[], Any]) -> None:
-        rec.append(make_record("profile", model_name, name, batch, size,
-                               measure(fn, repeats), forward))
-        print_records(rec[-1:])
+        rec.append(sc.make_record("profile", model_name, name, batch, size,
+                                  sc.measure(fn, repeats), forward))
+        sc.print_records(rec[-1:])
 
     add("keras input-gradient", lambda: input_gradient(xt).numpy())
     for name in ("gradient", "lrp.epsilon", "lrp.z_plus", "lrp.z_plus@bfloat16", "clrp",
@@ -209,9 +198,9 @@ def run(model_name: str, batch: int, size: int, repeats: int,
     add("lrp.z_plus [XLA]", _analyzer_fn("lrp.z_plus", model, x, "xla"))
     ops = conv_ops(batch, size, repeats)
     for name, timing in ops:  # ratios to the plain conv
-        rec.append(make_record("profile", "-", name, batch, max(size // 4, 4), timing,
-                               ops[0][1]))
-        print_records(rec[-1:])
+        rec.append(sc.make_record("profile", "-", name, batch, max(size // 4, 4), timing,
+                                  ops[0][1]))
+        sc.print_records(rec[-1:])
     breakdowns = {}
     for name in trace:
         fn = (lambda: forward_fn(xt).numpy()) if name == "forward" else _analyzer_fn(
@@ -229,21 +218,17 @@ def main() -> None:
     parser.add_argument("--model", default="vgg16")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--trace", default="forward,lrp.z_plus,clrp,clrp@bfloat16",
                         help="methods to run once under tf.profiler ('' for none)")
-    parser.add_argument("--json", default=None)
+    sc.add_timing_args(parser, budget=False)
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    print_header()
+    sc.print_header()
     records, breakdowns = run(args.model, args.batch, args.size, args.repeats,
                               [m for m in args.trace.split(",") if m])
-    if args.json:
-        versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        write_json(args.json, records_payload(records, versions, command=sys.argv,
-                                              op_breakdown=breakdowns))
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    sc.save_records(args.json, records, versions, command=sys.argv, op_breakdown=breakdowns)
 
 
 if __name__ == "__main__":

@@ -39,19 +39,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from speed_common import (  # noqa: E402
-    THREADS,
-    Record,
-    make_record,
-    measure,
-    print_header,
-    print_records,
-    records_payload,
-    set_thread_env,
-    write_json,
-)
+import speed_common as sc  # noqa: E402
 
-set_thread_env(int(os.environ.get("TF_CLRP_BENCH_THREADS", THREADS)))
+sc.set_thread_env()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -187,11 +177,11 @@ def measure_forward(model: nn.Module, x: torch.Tensor, args: argparse.Namespace)
     def forward() -> None:
         with torch.no_grad():
             model(x)
-    return measure(forward, args.repeats, args.min_repeats, args.budget)
+    return sc.measure(forward, args.repeats, args.min_repeats, args.budget)
 
 
 # ----------------------------------------------------------------------------- zennit
-def run_zennit(args: argparse.Namespace) -> list[Record]:
+def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
     """Zennit EpsilonPlus and the plain gradient, with the torch forward."""
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlus
@@ -199,9 +189,9 @@ def run_zennit(args: argparse.Namespace) -> list[Record]:
     model = build_model(args.model)
     x = make_input(args.batch, args.size)
     forward = measure_forward(model, x, args)
-    records = [make_record("zennit", args.model, "forward", args.batch, args.size, forward,
-                           forward, "torch model(x) under no_grad")]
-    print_records(records)
+    records = [sc.make_record("zennit", args.model, "forward", args.batch, args.size, forward,
+                              forward, "torch model(x) under no_grad")]
+    sc.print_records(records)
     mask = torch.zeros((args.batch, 1000))
     mask[:, TARGET_CLASS] = 1.0
 
@@ -224,13 +214,13 @@ def run_zennit(args: argparse.Namespace) -> list[Record]:
         with Gradient(model=model, composite=composite) as attributor:
             setup = time.perf_counter() - start
             xi = x.clone()
-            timing = measure(lambda a=attributor, xi=xi: a(xi, seed)[1], args.repeats,
-                             args.min_repeats, args.budget)
+            timing = sc.measure(lambda a=attributor, xi=xi: a(xi, seed)[1], args.repeats,
+                                args.min_repeats, args.budget)
         timing.setup_s = setup
         name = "lrp.epsilon_plus" if method == "epsilon_plus" else "gradient"
-        records.append(make_record("zennit", args.model, name, args.batch, args.size, timing,
-                                   forward, note))
-        print_records(records[-1:])
+        records.append(sc.make_record("zennit", args.model, name, args.batch, args.size, timing,
+                                      forward, note))
+        sc.print_records(records[-1:])
     return records
 
 
@@ -261,7 +251,7 @@ def load_authors_code(repo: Path) -> tuple[Any, Any]:
     return namespace["register_hooks"], namespace["clrp"]
 
 
-def run_authors(args: argparse.Namespace) -> list[Record]:
+def run_authors(args: argparse.Namespace) -> list[sc.Record]:
     """The authors' CLRP (type1) per image, and the torch forward of the same VGG16."""
     warnings.filterwarnings("ignore", category=UserWarning)  # register_backward_hook
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -271,9 +261,9 @@ def run_authors(args: argparse.Namespace) -> list[Record]:
     model = build_model("vgg16")
     x = make_input(args.batch, args.size)
     forward = measure_forward(model, x, args)  # before the hooks are registered
-    records = [make_record("authors", "vgg16", "forward", args.batch, args.size, forward,
-                           forward, "torch model(x) under no_grad")]
-    print_records(records)
+    records = [sc.make_record("authors", "vgg16", "forward", args.batch, args.size, forward,
+                              forward, "torch model(x) under no_grad")]
+    sc.print_records(records)
     model = register_hooks(model=model)
 
     def clrp_map() -> np.ndarray:
@@ -287,11 +277,11 @@ def run_authors(args: argparse.Namespace) -> list[Record]:
             maps.append(np.maximum(sm_lrp / sm_lrp.sum() - sm_contrast / sm_contrast.sum(), 0))
         return np.concatenate(maps)
 
-    timing = measure(clrp_map, args.repeats, args.min_repeats, args.budget)
-    records.append(make_record(
+    timing = sc.measure(clrp_map, args.repeats, args.min_repeats, args.budget)
+    records.append(sc.make_record(
         "authors", "vgg16", "clrp", args.batch, args.size, timing, forward,
         "one CLRP map (type1): forward + LRP map + dual map, one image at a time"))
-    print_records(records[-1:])
+    sc.print_records(records[-1:])
     return records
 
 
@@ -304,12 +294,8 @@ def main() -> None:
     parser.add_argument("--model", default="vgg16", help="vgg16 or resnet50 (zennit)")
     parser.add_argument("--batch", type=int, default=None, help="default: zennit 8, authors 1")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--min-repeats", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=float("inf"))
-    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--methods", default="epsilon_plus,gradient", help="zennit methods")
-    parser.add_argument("--json", default=None)
+    sc.add_timing_args(parser)
     args = parser.parse_args()
     if args.peer == "authors" and not args.repo:
         parser.error("authors needs the path of their repository (checkout or git dir)")
@@ -318,7 +304,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.set_flush_denormal(True)
-    print_header()
+    sc.print_header()
     records = run_zennit(args) if args.peer == "zennit" else run_authors(args)
     if args.json:
         versions = {"torch": torch.__version__, "zennit": importlib.metadata.version("zennit"),
@@ -326,7 +312,7 @@ def main() -> None:
         extra: dict[str, Any] = {"command": sys.argv}
         if args.peer == "authors":
             extra["authors_commit"] = _commit(Path(args.repo))
-        write_json(args.json, records_payload(records, versions, **extra))
+        sc.save_records(args.json, records, versions, **extra)
 
 
 def _commit(repo: Path) -> str:

@@ -134,3 +134,118 @@ def test_mnist_benchmark_tiny(tmp_path) -> None:
     paths = pm.write_outputs(res, str(tmp_path), str(tmp_path), "smoke")
     for key in ("rows", "aopc", "json", "md", "figure", "curves"):
         assert os.path.getsize(paths[key]) > 0
+
+
+def test_method_names_with_commas_survive_the_flag() -> None:
+    import paper_common as pc
+
+    text = "gradient,clrp (others),clrp (others, per-image z^B), rise"
+    assert pc.split_methods(text) == ("gradient", "clrp (others)",
+                                      "clrp (others, per-image z^B)", "rise")
+    assert pc.split_methods(None) is None
+
+
+def test_rise_shares_its_masked_forwards_between_the_classes_of_a_scene() -> None:
+    """RISE runs through the memoising scorer: the classes of one scene cost one set of
+    masked forwards, and every map equals a direct RISE call on the model."""
+    import keras
+    import paper_common as pc
+
+    import tf_clrp
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+    regions = [{0: [(0, 0, 4, 4)], 2: [(4, 4, 8, 8)]}, {1: [(0, 0, 8, 4)], 2: [(0, 4, 8, 8)]}]
+    scorer = pc.Scorer(model)
+    rows = pc.build_rows(list(x), regions, scorer(x))
+    options = {"n_masks": 40, "grid_size": 2, "batch_size": 16}
+    methods = {"rise": pc.MethodSpec("rise", tuple(sorted(options.items())))}
+    assert methods["rise"].model_agnostic
+
+    scorer.calls = 0
+    maps = pc.explain_rows(model, scorer, rows, methods)
+    # per scene: the unmasked image + 40 masked images, shared by its two classes
+    assert scorer.calls == 2 * (1 + 40)
+    direct = tf_clrp.create_analyzer("rise", model, logits=True, **options)
+    for i in range(len(rows.classes)):
+        expected = direct.analyze(rows.x[i:i + 1], neuron_selection=int(rows.classes[i]))
+        np.testing.assert_allclose(maps.maps["rise"][i], expected[0].sum(-1), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def _summary(methods: tuple[str, ...]) -> dict:
+    """A synthetic paper_pointing_game summary with made-up numbers per method."""
+    rng = np.random.default_rng(len(methods))
+
+    def score() -> dict:
+        return {"mean": float(rng.random()), "ci": [0.1, 0.9]}
+
+    base = {"(center)": {"accuracy": {"mean": 1.0, "ci": [1.0, 1.0]},
+                         "strict": {"mean": 0.25, "ci": [0.2, 0.3]}, "n": 8, "scenes": 2},
+            "(random point)": {"accuracy": {"mean": 0.3, "ci": [0.3, 0.3]},
+                               "strict": {"mean": 0.25, "ci": [0.25, 0.25]}, "n": 8,
+                               "scenes": 2}}
+    aopc = {"n": 4, "aopc": {m: {"morf": float(rng.random())} for m in methods},
+            "ci": {m: {"morf": [0.0, 1.0]} for m in methods},
+            "curves": {m: {"morf": [0.0, 1.0]} for m in methods}}
+    aopc["aopc"]["(random order)"] = {"random": 0.5}
+    aopc["ci"]["(random order)"] = {"random": [0.4, 0.6]}
+    aopc["curves"]["(random order)"] = {"random": [0.0, 0.5]}
+    return {
+        "command": "run", "runs": [{"command": "run", "seconds": {"total": 1.0}}],
+        "config": {"photos": ["a"], "mosaics": 2, "pairs": 0, "voc": False, "seed": 0,
+                   "tolerance": 15.0, "aopc": True, "aopc_mosaics": 1, "aopc_steps": 2,
+                   "patch_size": 16, "rise_masks": 250, "rise_grid": 7, "methods": None},
+        "seconds_per_method": {m: 1.0 for m in methods}, "n_rows": 8,
+        "photo_classes": {"a": 1}, "scenes": [{"name": "m1", "kind": "mosaic", "classes": {}}],
+        "pointing": {"mosaic": {**{m: {"accuracy": score(), "strict": score(), "n": 8,
+                                       "scenes": 2} for m in methods}, **base}},
+        "discriminativeness": {"mosaic": {m: {"correlation": float(rng.random())}
+                                          for m in methods}},
+        "clrp_parts": {}, "aopc_photos": aopc, "aopc_mosaics": None,
+    }
+
+
+def test_merged_runs_keep_every_method_number_and_the_table_order() -> None:
+    import paper_merge as pmg
+
+    engine, rise = _summary(("gradient", "clrp (others)")), _summary(("rise",))
+    merged = pmg.merge_docs([rise, engine])
+    table = merged["pointing"]["mosaic"]
+    # table order (METHOD_TABLE), baselines last, whatever the order of the runs
+    assert list(table) == ["gradient", "clrp (others)", "rise", "(center)", "(random point)"]
+    for doc in (engine, rise):
+        for name, value in doc["pointing"]["mosaic"].items():
+            assert table[name] == value
+        for name, value in doc["aopc_photos"]["aopc"].items():
+            assert merged["aopc_photos"]["aopc"][name] == value
+    assert list(merged["aopc_photos"]["aopc"])[-1] == "(random order)"
+    assert [r["command"] for r in merged["runs"]] == ["run", "run"]
+
+
+def test_merge_refuses_runs_on_different_scenes() -> None:
+    import paper_merge as pmg
+
+    engine, rise = _summary(("gradient",)), _summary(("rise",))
+    rise["config"]["mosaics"] = 3
+    with pytest.raises(ValueError, match="mosaics"):
+        pmg.merge_docs([engine, rise])
+    rise = _summary(("rise",))
+    rise["pointing"]["mosaic"]["(center)"]["strict"]["mean"] = 0.5
+    with pytest.raises(ValueError, match="baseline"):
+        pmg.merge_docs([engine, rise])
+    with pytest.raises(ValueError, match="two runs"):
+        pmg.merge_docs([engine, _summary(("gradient",))])
+
+
+def test_merged_rows_are_grouped_by_row_in_table_order() -> None:
+    import paper_merge as pmg
+
+    def lines(methods: tuple[str, ...], n: int) -> list[dict[str, str]]:
+        return [{"row": str(i), "method": m} for i in range(n) for m in methods]
+
+    merged = pmg.merge_rows([lines(("rise",), 3), lines(("gradient", "sglrp"), 3)], 3)
+    assert [(r["row"], r["method"]) for r in merged] == [
+        (str(i), m) for i in range(3) for m in ("gradient", "sglrp", "rise")]
