@@ -24,7 +24,7 @@ from tf_clrp.metrics import (
     PointingGame,
     discriminativeness_report,
     random_baseline,
-    random_hit_rate,
+    random_hit_rates,
     region_perturbation,
 )
 
@@ -518,8 +518,8 @@ def pointing_table(maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray,
                            baseline="center").update(blank, regions, cls)
     table["(center)"] = {"accuracy": _scored(center, scenes, cls),
                          "strict": _scored(center0, scenes, cls), **sizes}
-    chance = np.array([random_hit_rate(r, shape, tolerance) for r in regions])
-    chance0 = np.array([random_hit_rate(r, shape, 0.0, scale_tolerance=False) for r in regions])
+    chance = random_hit_rates(regions, shape, tolerance)
+    chance0 = random_hit_rates(regions, shape, 0.0, scale_tolerance=False)
     table["(random point)"] = {
         "accuracy": _scored(chance, scenes, cls, random_baseline(regions, cls, shape,
                                                                  tolerance).mean),

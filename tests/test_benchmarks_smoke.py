@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
-
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "benchmarks")
-sys.path.insert(0, BENCHMARKS)
 
 
 def _check_pointing(table: dict, methods: tuple[str, ...]) -> None:

@@ -22,11 +22,11 @@ def score_function(model: Any, output_index: int | None
     stripped, as the analyzers see it. Probabilities: the stripped softmax or sigmoid; for
     an output without one, softmax over several units and sigmoid of a single unit.
     """
-    from tf_clrp.canonizers import split_linear_layers, strip_output_activation
+    from tf_clrp.canonizers import LOGITS, canonize
     from tf_clrp.graph import trace_model
     from tf_clrp.metrics._keras import batch_spec, compile_nodes
 
-    graph = strip_output_activation(split_linear_layers(trace_model(model, output_index)))
+    graph = canonize(trace_model(model, output_index), LOGITS)
     forward = compile_nodes(graph.nodes, [graph.input_id], [graph.output_id],
                             [batch_spec(graph.input_shape)])
     activation = graph.stripped_output_activation
