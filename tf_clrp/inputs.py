@@ -20,6 +20,7 @@ import tensorflow as tf
 from tf_clrp import _compat
 from tf_clrp.errors import InputError, ModelStructureError
 from tf_clrp.graph import Graph, ModelInput, Node, new_tensor_id
+from tf_clrp.tracing import SHAPE_ONLY
 
 #: The model input whose zeros mark padding tokens (keras_hub's convention), besides an
 #: ``Embedding(mask_zero=True)``.
@@ -64,7 +65,7 @@ def at_embedding(graph: Graph) -> Graph:
     if chosen is None or not chosen.is_integer:
         return graph
     readers = graph.consumers().get(graph.input_id, [])
-    embeddings = [n for n in readers if n.group == "embedding"]
+    embeddings = [n for n in readers if n.group == "embedding" and n.untraced != SHAPE_ONLY]
     if len(embeddings) != 1:
         found = "no Embedding" if not embeddings else (
             f"{len(embeddings)} Embedding layers ({', '.join(n.name for n in embeddings)})")

@@ -102,6 +102,13 @@ GROUP_OF_CLASS: dict[str, str] = {
     "ExpandDims": "reshape",
     "GetItem": "reshape",
     "Cast": "reshape",
+    # boolean results (Keras masks: Embedding(mask_zero=True), attention masks): no
+    # relevance flows through a boolean, and autodiff sends none
+    "NotEqual": "reshape",
+    "Equal": "reshape",
+    "LogicalAnd": "reshape",
+    "LogicalOr": "reshape",
+    "LogicalNot": "reshape",
 }
 
 #: Activations that are rectifiers: LRP's pass-through of relevance is exact for them.
