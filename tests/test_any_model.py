@@ -274,9 +274,76 @@ def test_multi_input_errors_name_the_choices():
         analyzer.analyze(batch["image"])
 
 
-def test_contrastive_analyzers_refuse_several_inputs_clearly():
-    with pytest.raises(ModelStructureError, match="CLRP does not yet.*'side'"):
-        create_analyzer("clrp", _two_input_model(), input_name="image")
+def _gated_two_input_model() -> keras.Model:
+    """image → Conv2D+ReLU, gated per channel by sigmoid(Dense(side)), → Dense+ReLU → head."""
+    keras.utils.set_random_seed(31)
+    image = keras.Input((5, 5, 2), name="image")
+    side = keras.Input((4,), name="side")
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(image)
+    gate = keras.layers.Reshape((1, 1, 3))(
+        keras.layers.Dense(3, activation="sigmoid", name="gate_dense")(side))
+    x = keras.layers.Flatten()(keras.layers.Multiply()([h, gate]))
+    x = keras.layers.Dense(6, activation="relu", name="hidden")(x)
+    return keras.Model({"image": image, "side": side}, keras.layers.Dense(4, name="head")(x))
+
+
+@pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
+@pytest.mark.parametrize("name,contrast", [("clrp", "others"), ("clrp", 2), ("sglrp", None)])
+def test_contrastive_analyzers_explain_one_input_of_several(name, contrast):
+    """Float64 numpy reference (tests/clrp_reference.py): with the side input fixed, the
+    positive channel gate folds into the next Dense kernel (z⁺ of a·g·w⁺ = a·(g·w)⁺, and the
+    gate's Pass rule hands relevance on unchanged), one single-input network per sample."""
+    import clrp_reference as ref
+
+    model = _gated_two_input_model()
+    rng = np.random.default_rng(32)
+    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    targets = [1, 0, 3]
+    options = {} if contrast is None else {"contrast": contrast}
+    got = create_analyzer(name, model, input_name="image", **options).analyze(
+        batch, neuron_selection=targets, return_parts=True)
+    gates = model.get_layer("gate_dense")(batch["side"]).numpy().astype(np.float64)
+    conv, hidden, head = (model.get_layer(n) for n in ("conv", "hidden", "head"))
+
+    def weights(layer):
+        return (w.astype(np.float64) for w in layer.get_weights())
+
+    for i in range(3):
+        kernel, bias = weights(hidden)
+        folded = kernel * np.tile(gates[i], 25)[:, None]
+        layers = [ref.Layer("conv", *weights(conv)), ref.Layer("relu"), ref.Layer("flatten"),
+                  ref.Layer("dense", folded, bias), ref.Layer("relu"),
+                  ref.Layer("dense", *weights(head))]
+        x = batch["image"][i:i + 1].astype(np.float64)
+        low = np.broadcast_to(x.min(axis=(1, 2), keepdims=True), x.shape)
+        high = np.broadcast_to(x.max(axis=(1, 2), keepdims=True), x.shape)
+        if name == "sglrp":
+            want = ref.sglrp(layers, x, [targets[i]], low, high)
+        else:
+            want = ref.clrp(layers, x, [targets[i]], contrast if contrast == "others"
+                            else [contrast], low, high)
+        for part in ("target", "dual"):
+            expected = want[part][0]
+            np.testing.assert_allclose(getattr(got, part)[i], expected, rtol=1e-4,
+                                       atol=1e-5 * np.abs(expected).max(), err_msg=part)
+    assert np.abs(got.contrastive).max() > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
+def test_contrastive_per_sample_contrast_with_several_inputs_is_chunked():
+    model = _gated_two_input_model()
+    rng = np.random.default_rng(33)
+    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    analyzer = create_analyzer("clrp", model, input_name="image")
+    whole = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0])
+    chunked = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0],
+                               batch_size=2)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-9)
+    alone = analyzer.analyze({k: v[2:] for k, v in batch.items()}, neuron_selection=[2],
+                             contrast=[0])
+    np.testing.assert_allclose(whole[2:], alone, rtol=1e-6, atol=1e-9)
 
 
 def test_a_rule_for_a_whole_walked_layer_applies_to_it_as_one_node():

@@ -247,10 +247,11 @@ def analyze_fed(analyzer: Any, x: Any, neuron_selection: Any = None,
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         parts = []
         for start in range(0, len(array), size):
-            stop = start + size
+            stop = min(start + size, len(array))
+            options = analyzer.chunk_options(kwargs, np.arange(start, stop), total=len(array))
             if graph.feeds:
-                kwargs["feeds"] = tuple(f[start:stop] for f in batch.feeds)
+                options = {**options, "feeds": tuple(f[start:stop] for f in batch.feeds)}
             parts.append(analyzer._explain(array[start:stop], selection.chunk(start, stop),
-                                           **kwargs))
+                                           **options))
         result = analyzer._concatenate(parts)
     return token_map(result, batch.token_mask) if graph.embedding is not None else result
