@@ -424,3 +424,63 @@ def test_einsum_dense_is_a_linear_layer_for_every_rule(name):
         positive = x[:, t, :] * np.maximum(kernel[:, d, e], 0)
         want[:, t, :] = positive / positive.sum(1, keepdims=True) * z[:, None]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- batch size
+class ClassToken(keras.layers.Layer):
+    """Prepends a learned class token tiled to the batch size (read from ``ops.shape``, so
+    the call cannot run on a symbolic batch) and adds learned position embeddings."""
+
+    def build(self, shape):
+        self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal",
+                                     name="token")
+        self.positions = self.add_weight(shape=(1, shape[1] + 1, shape[-1]),
+                                         initializer="random_normal", name="positions")
+
+    def call(self, x):
+        token = keras.ops.tile(self.token, (keras.ops.shape(x)[0], 1, 1))
+        return keras.ops.concatenate([token, x], axis=1) + self.positions
+
+
+def _class_token_model() -> keras.Model:
+    keras.utils.set_random_seed(34)
+    x_in = keras.Input((4, 3))
+    x = keras.layers.Flatten()(ClassToken(name="class_token")(x_in))
+    return keras.Model(x_in, keras.layers.Dense(2, name="head",
+                                                bias_initializer="random_normal")(x))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_class_token_layer_epsilon_lrp_at_any_batch_size(n):
+    """ε-LRP, numpy float64 reference: the head's ε rule, the position embeddings absorbed
+    like a bias by the sum (Norm: shares of x_cat in x_cat + positions), the class token's
+    row routed away by the concatenation. Batch sizes other than the traced 2 and 3."""
+    model = _class_token_model()
+    x = np.random.default_rng(35).standard_normal((n, 4, 3)).astype(np.float32)
+    analyzer = create_analyzer("lrp.epsilon", model, epsilon=0.1)
+    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    got = analyzer.analyze(x, neuron_selection=1)
+    layer = model.get_layer("class_token")
+    token, positions = (w.numpy().astype(np.float64) for w in (layer.token, layer.positions))
+    kernel, bias = (w.astype(np.float64) for w in model.get_layer("head").get_weights())
+    x_cat = np.concatenate([np.broadcast_to(token, (n, 1, 3)), x.astype(np.float64)], axis=1)
+    a = (x_cat + positions).reshape(n, -1)
+    z = a @ kernel[:, 1] + bias[1]
+    relevance_a = a * kernel[:, 1] * (z / (z + 0.1 * np.sign(z)))[:, None]
+    want = (x_cat.reshape(n, -1) / a * relevance_a).reshape(n, 5, 3)[:, 1:]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    grad = create_analyzer("gradient", model).analyze(x, neuron_selection=1)
+    np.testing.assert_allclose(grad, _tape_gradient(model, x, 1), rtol=1e-5, atol=1e-7)
+
+
+def test_changed_position_weights_are_read_live():
+    """``+ self.positions`` reads the variable in the graph (no constant): a later change
+    is followed, no refusal."""
+    model = _class_token_model()
+    x = np.random.default_rng(36).standard_normal((1, 4, 3)).astype(np.float32)
+    analyzer = create_analyzer("gradient", model)
+    positions = model.get_layer("class_token").positions
+    positions.assign(positions.numpy() + 0.5)
+    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
+                               rtol=1e-5, atol=1e-6)
