@@ -249,7 +249,8 @@ def evaluate(case: Case, label: str, name: str, options: dict[str, Any],
     cell["s_per_sample"] = round((time.perf_counter() - start) / len(targets), 4)
     x, feeds, _ = _explained(analyzer, case.batch)
     mirrored = analyzer.mirror(tf.constant(x), [tf.constant(f) for f in feeds]).numpy()
-    cell["forward_rel"] = _rel(mirrored.reshape(len(x), -1), expected.reshape(len(x), -1))
+    expected = expected.reshape(len(x), -1)  # (CLRP appends virtual dual outputs)
+    cell["forward_rel"] = _rel(mirrored.reshape(len(x), -1)[:, :expected.shape[1]], expected)
     cell["finite"] = bool(np.isfinite(maps).all())
     cell["nonzero"] = bool(np.abs(maps).sum() > 0)
     if label == "gradient":
