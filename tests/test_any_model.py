@@ -484,3 +484,26 @@ def test_changed_position_weights_are_read_live():
     positions.assign(positions.numpy() + 0.5)
     np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+class SingleSampleSpecial(keras.layers.Layer):
+    """Scales by 2 except for a batch of one sample (Python control flow on the batch size,
+    which a symbolic batch does not have)."""
+
+    def call(self, x):
+        return x * (3.0 if keras.ops.shape(x)[0] == 1 else 2.0)
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+def test_a_call_that_treats_one_sample_differently_is_not_walked():
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, keras.layers.Dense(2)(SingleSampleSpecial(name="special")(x_in)))
+    with pytest.raises(UnsupportedLayerError, match="'special' of type SingleSampleSpecial.*"
+                                                    "differently at batch size 1"):
+        create_analyzer("lrp.z", model)
+    x = np.random.default_rng(37).standard_normal((1, 4)).astype(np.float32)
+    got = create_analyzer("gradient", model, use_tf_function=False).analyze(
+        x, neuron_selection=0)
+    np.testing.assert_allclose(got, _tape_gradient(model, x, 0), rtol=1e-6)

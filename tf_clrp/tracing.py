@@ -12,12 +12,13 @@ the mask computation as nodes; the mask is an input of the traced graph like any
 
 Batch size: many layers read their input's batch size (``ops.shape(x)[0]``: a class token
 tiled to the batch, patches reshaped to ``(batch, -1, dim)``), which a symbolic input does
-not have. Such a call is traced twice, with batch sizes 2 and 3. The two graphs must agree
-op by op, and every argument or setting that differs between them must be a multiple of the
-batch size (an integer) or a constant repeated along its first axis (the tiled token): at run
-time each becomes the same function of the actual batch size. A call whose outputs do not
-depend on its inputs' values at all (keras_hub's ``PositionEmbedding`` broadcasts its table
-to the input's shape) is a ``ShapeOnlyCall``.
+not have. Such a call is traced at batch sizes 2 and 3. The two graphs must agree op by op,
+and every argument or setting that differs between them must be a multiple of the batch
+size (an integer) or a constant repeated along its first axis (the tiled token): at run time
+each becomes the same function of the actual batch size. A third trace at batch size 1 must
+be called exactly as predicted (a call that treats one sample differently is refused). A call
+whose outputs do not depend on its inputs' values at all (keras_hub's ``PositionEmbedding``
+broadcasts its table to the input's shape) is a ``ShapeOnlyCall``.
 
 Weights: a traced call may compute values from its weights eagerly (a tiled class token, a
 looked-up position table) and hand them to its graph as constants, which would not follow
@@ -42,6 +43,9 @@ SHAPE_ONLY = "its outputs depend on its inputs' shapes only, not on their values
 
 #: Batch sizes of the two traces of a call that reads its input's batch size.
 TRACE_BATCH_SIZES = (2, 3)
+#: The batch size of a third trace that must agree with what the two predict (catches
+#: calls that treat a single sample differently).
+CHECK_BATCH_SIZE = 1
 #: The size other open axes (a variable sequence length) get in those traces: enough to
 #: tell a shape-only call; a graph traced so is refused (it may hold that size).
 OTHER_AXIS_SIZE = 5
@@ -107,23 +111,27 @@ def trace_call(knode: Any, open_shape: Callable[[Any], Shape] | None = None
     outer = _outer_tensors(knode)
     batch_open = _trace(knode, outer, shape_of, None)
     if isinstance(batch_open, _Trace):
-        if batch_open.function is None:
-            return ShapeOnlyCall()
-        return _guarded(batch_open, {})
-    traces = [_trace(knode, outer, shape_of, b) for b in TRACE_BATCH_SIZES]
+        # The same call for one sample (other open axes kept open) must be the same graph:
+        # else the call depends on the batch size after all (Python code on ``ops.shape``).
+        single = _trace(knode, outer, shape_of, CHECK_BATCH_SIZE, other_axes_open=True)
+        if isinstance(single, _Trace) and _same_calls(batch_open, single):
+            return ShapeOnlyCall() if batch_open.function is None else _guarded(batch_open, {})
+    traces = [_trace(knode, outer, shape_of, b) for b in (*TRACE_BATCH_SIZES,
+                                                          CHECK_BATCH_SIZE)]
     for trace in traces:
         if isinstance(trace, str):
             return trace
-    first, second = traces
+    first, second, check = traces
     assert isinstance(first, _Trace) and isinstance(second, _Trace)
-    if first.function is None and second.function is None:
+    assert isinstance(check, _Trace)
+    if all(t.function is None for t in traces):
         return ShapeOnlyCall()
-    if first.function is None or second.function is None:
+    if any(t.function is None for t in traces):
         return "whether its outputs depend on its inputs changes with the batch size"
     if any(None in shape_of(t)[1:] for t in outer):
         return ("it reads the size of its input's batch or of another open axis, and an "
                 f"input has an open axis besides the batch ({batch_open})")
-    return _batch_polymorphic(first, second)
+    return _batch_polymorphic(first, second, check)
 
 
 def _outer_tensors(knode: Any) -> list[Any]:
@@ -138,12 +146,15 @@ def _outer_tensors(knode: Any) -> list[Any]:
 
 
 def _trace(knode: Any, outer: list[Any], shape_of: Callable[[Any], Shape],
-           batch: int | None) -> _Trace | str:
-    """One symbolic run of the call at ``batch`` (None: batch axis open)."""
+           batch: int | None, other_axes_open: bool = False) -> _Trace | str:
+    """One symbolic run of the call at ``batch`` (None: batch axis open; other open axes get
+    ``OTHER_AXIS_SIZE`` unless ``other_axes_open``)."""
     def shape(t: Any) -> Shape:
         dims = shape_of(t)
         if batch is None or not dims or dims[0] is not None:
             return dims
+        if other_axes_open:
+            return (batch, *dims[1:])
         return (batch, *(OTHER_AXIS_SIZE if d is None else d for d in dims[1:]))
 
     layer = _compat.node_operation(knode)
@@ -179,34 +190,112 @@ def _traced_call(trace: _Trace, rewrites: dict[int, Rewrite],
 
 
 # ---------------------------------------------------------------------- batch size
-def _batch_polymorphic(first: _Trace, second: _Trace) -> TracedCall | str:
-    """The graph of ``first`` with each batch-sized argument a function of the batch."""
+def _batch_polymorphic(first: _Trace, second: _Trace, check: _Trace) -> TracedCall | str:
+    """The graph of ``first`` with each batch-sized argument a function of the batch size,
+    found from ``second`` and confirmed on ``check``."""
     nodes = list(_compat.nodes_in_order(first.function))
-    others = list(_compat.nodes_in_order(second.function))
-    if len(nodes) != len(others) or any(
-            type(_compat.node_operation(a)) is not type(_compat.node_operation(b))
-            for a, b in zip(nodes, others)):
+    twins = list(_compat.nodes_in_order(second.function))
+    checks = list(_compat.nodes_in_order(check.function))
+    if len({len(nodes), len(twins), len(checks)}) > 1 or any(
+            len({type(_compat.node_operation(n)) for n in triple}) > 1
+            for triple in zip(nodes, twins, checks)):
         return "its graph changes with the batch size"
     shapes = {id(a): _open(a, b) for a, b in zip(first.fresh, second.fresh)}
     rewrites: dict[int, Rewrite] = {}
-    for a, b in zip(nodes, others):
+    for a, b, c in zip(nodes, twins, checks):
         for ta, tb in zip(_compat.node_output_tensors(a), _compat.node_output_tensors(b)):
             shapes[id(ta)] = _open(ta, tb)
-        rewrite = _batch_rewrite(a, b, first.batch, second.batch, shapes)
-        if isinstance(rewrite, str):
-            name = getattr(_compat.node_operation(a), "name", "?")
-            return f"its op {name!r} reads the batch size: {rewrite}"
-        if rewrite is not None:
-            rewrites[id(a)] = rewrite
+        name = getattr(_compat.node_operation(a), "name", "?")
+        spec = _batch_spec(a, b, first.batch, second.batch, shapes)
+        if isinstance(spec, str):
+            return f"its op {name!r} reads the batch size: {spec}"
+        if not _predicts(spec, a, c, check.batch):
+            return (f"its op {name!r} is called differently at batch size {check.batch} than "
+                    "its calls at other batch sizes predict")
+        if spec is not None:
+            rewrites[id(a)] = spec.rewrite
     return _guarded(first, rewrites, shapes)
+
+
+def _same_calls(first: _Trace, other: _Trace) -> bool:
+    """Whether two traces are the same graph with the same non-tensor arguments."""
+    if (first.function is None) != (other.function is None):
+        return False
+    if first.function is None:
+        return True
+    nodes = list(_compat.nodes_in_order(first.function))
+    others = list(_compat.nodes_in_order(other.function))
+    return len(nodes) == len(others) and all(
+        type(_compat.node_operation(a)) is type(_compat.node_operation(c))
+        and _predicts(None, a, c, CHECK_BATCH_SIZE) for a, c in zip(nodes, others))
 
 
 def _open(a: Any, b: Any) -> Shape:
     return tuple(x if x == y else None for x, y in zip(a.shape, b.shape))
 
 
-def _batch_rewrite(a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int, Shape]
-                   ) -> Rewrite | str | None:
+@dataclass(frozen=True)
+class _BatchSpec:
+    """Which arguments (flat positions) and settings (name -> (value, flat positions)) of a
+    node are functions of the batch size n, and which input tensor gives n."""
+
+    arguments: dict[int, Callable[[Any], Any]]
+    settings: dict[str, tuple[Any, dict[int, Callable[[Any], Any]]]]
+    batch_input: int
+
+    def rewrite(self, args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
+                ) -> tuple[Any, Any, Any]:
+        """The call at the batch size of ``values[batch_input]`` (a ``Rewrite``)."""
+        value = values[self.batch_input]
+        n = value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
+        if self.arguments:
+            flat = keras.tree.flatten((args, kwargs))
+            for i, function in self.arguments.items():
+                flat[i] = function(n)
+            args, kwargs = keras.tree.pack_sequence_as((args, kwargs), flat)
+        if self.settings:
+            operation = _compat.operation_with(operation, self.settings_at(n))
+        return args, kwargs, operation
+
+    def settings_at(self, n: Any) -> dict[str, Any]:
+        changes = {}
+        for key, (value, changed) in self.settings.items():
+            flat = keras.tree.flatten(value)
+            for i, function in changed.items():
+                flat[i] = function(n)
+            changes[key] = keras.tree.pack_sequence_as(value, flat)
+        return changes
+
+
+def _predicts(spec: _BatchSpec | None, a: Any, c: Any, batch_c: int) -> bool:
+    """Whether node ``c`` (traced at ``batch_c``) is called as ``spec`` predicts from ``a``."""
+    leaves_a = keras.tree.flatten(_compat.arguments_of(a))
+    leaves_c = keras.tree.flatten(_compat.arguments_of(c))
+    if len(leaves_a) != len(leaves_c):
+        return False
+    arguments = spec.arguments if spec is not None else {}
+    for i, (x, y) in enumerate(zip(leaves_a, leaves_c)):
+        if isinstance(x, keras.KerasTensor):
+            continue
+        want = arguments[i](batch_c) if i in arguments else x
+        if not _same(np.asarray(want) if _is_array(want) else want, y):
+            return False
+    op_a, op_c = _compat.node_operation(a), _compat.node_operation(c)
+    if _compat.is_layer(op_a):
+        return True
+    mine = _compat.operation_settings(op_a)
+    if spec is not None:
+        mine.update(spec.settings_at(batch_c))
+    theirs = _compat.operation_settings(op_c)
+    return mine.keys() == theirs.keys() and all(
+        len(keras.tree.flatten(v)) == len(keras.tree.flatten(theirs[k])) and all(
+            _same(np.asarray(p) if _is_array(p) else p, q)
+            for p, q in zip(keras.tree.flatten(v), keras.tree.flatten(theirs[k])))
+        for k, v in mine.items())
+
+
+def _batch_spec(a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int, Shape]
+                ) -> _BatchSpec | str | None:
     """How node ``a`` (traced at ``batch_a``) is called at another batch size, judged by its
     twin ``b`` (traced at ``batch_b``); None if its call does not depend on the batch."""
     leaves_a = keras.tree.flatten(_compat.arguments_of(a))
@@ -247,27 +336,7 @@ def _batch_rewrite(a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int,
                        None)
     if batch_input is None:
         return "it reads no tensor with a batch axis to take the batch size from"
-
-    def rewrite(args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
-                ) -> tuple[Any, Any, Any]:
-        value = values[batch_input]
-        n = value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
-        if arguments:
-            flat = keras.tree.flatten((args, kwargs))
-            for i, function in arguments.items():
-                flat[i] = function(n)
-            args, kwargs = keras.tree.pack_sequence_as((args, kwargs), flat)
-        if settings:
-            changes = {}
-            for key, (value_a, changed) in settings.items():
-                flat = keras.tree.flatten(value_a)
-                for i, function in changed.items():
-                    flat[i] = function(n)
-                changes[key] = keras.tree.pack_sequence_as(value_a, flat)
-            operation = _compat.operation_with(operation, changes)
-        return args, kwargs, operation
-
-    return rewrite
+    return _BatchSpec(arguments, settings, batch_input)
 
 
 def _batch_function(x: Any, y: Any, batch_x: int, batch_y: int
