@@ -303,7 +303,8 @@ def _refused_at(error: str) -> str:
 def _unnumbered(text: str) -> str:
     """Without Keras' per-call name suffixes (``einsum_56`` -> ``einsum``) and composite
     names, so that one refusal reads the same for every analyzer."""
-    text = re.sub(r"_\d+(?=['/)]|$)", "", text)
+    text = re.sub(r"^([A-Za-z_]*?)_\d+$", r"\1", text)  # an op name alone
+    text = re.sub(r"(layer '(?:[^'/]*/)*[^'/]*?)_\d+'", r"\1'", text, count=1)  # its path
     return re.sub(r"composite '[^']+'", "the composite", text)
 
 
