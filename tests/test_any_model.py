@@ -274,9 +274,76 @@ def test_multi_input_errors_name_the_choices():
         analyzer.analyze(batch["image"])
 
 
-def test_contrastive_analyzers_refuse_several_inputs_clearly():
-    with pytest.raises(ModelStructureError, match="CLRP does not yet.*'side'"):
-        create_analyzer("clrp", _two_input_model(), input_name="image")
+def _gated_two_input_model() -> keras.Model:
+    """image → Conv2D+ReLU, gated per channel by sigmoid(Dense(side)), → Dense+ReLU → head."""
+    keras.utils.set_random_seed(31)
+    image = keras.Input((5, 5, 2), name="image")
+    side = keras.Input((4,), name="side")
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(image)
+    gate = keras.layers.Reshape((1, 1, 3))(
+        keras.layers.Dense(3, activation="sigmoid", name="gate_dense")(side))
+    x = keras.layers.Flatten()(keras.layers.Multiply()([h, gate]))
+    x = keras.layers.Dense(6, activation="relu", name="hidden")(x)
+    return keras.Model({"image": image, "side": side}, keras.layers.Dense(4, name="head")(x))
+
+
+@pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
+@pytest.mark.parametrize("name,contrast", [("clrp", "others"), ("clrp", 2), ("sglrp", None)])
+def test_contrastive_analyzers_explain_one_input_of_several(name, contrast):
+    """Float64 numpy reference (tests/clrp_reference.py): with the side input fixed, the
+    positive channel gate folds into the next Dense kernel (z⁺ of a·g·w⁺ = a·(g·w)⁺, and the
+    gate's Pass rule hands relevance on unchanged), one single-input network per sample."""
+    import clrp_reference as ref
+
+    model = _gated_two_input_model()
+    rng = np.random.default_rng(32)
+    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    targets = [1, 0, 3]
+    options = {} if contrast is None else {"contrast": contrast}
+    got = create_analyzer(name, model, input_name="image", **options).analyze(
+        batch, neuron_selection=targets, return_parts=True)
+    gates = model.get_layer("gate_dense")(batch["side"]).numpy().astype(np.float64)
+    conv, hidden, head = (model.get_layer(n) for n in ("conv", "hidden", "head"))
+
+    def weights(layer):
+        return (w.astype(np.float64) for w in layer.get_weights())
+
+    for i in range(3):
+        kernel, bias = weights(hidden)
+        folded = kernel * np.tile(gates[i], 25)[:, None]
+        layers = [ref.Layer("conv", *weights(conv)), ref.Layer("relu"), ref.Layer("flatten"),
+                  ref.Layer("dense", folded, bias), ref.Layer("relu"),
+                  ref.Layer("dense", *weights(head))]
+        x = batch["image"][i:i + 1].astype(np.float64)
+        low = np.broadcast_to(x.min(axis=(1, 2), keepdims=True), x.shape)
+        high = np.broadcast_to(x.max(axis=(1, 2), keepdims=True), x.shape)
+        if name == "sglrp":
+            want = ref.sglrp(layers, x, [targets[i]], low, high)
+        else:
+            want = ref.clrp(layers, x, [targets[i]], contrast if contrast == "others"
+                            else [contrast], low, high)
+        for part in ("target", "dual"):
+            expected = want[part][0]
+            np.testing.assert_allclose(getattr(got, part)[i], expected, rtol=1e-4,
+                                       atol=1e-5 * np.abs(expected).max(), err_msg=part)
+    assert np.abs(got.contrastive).max() > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
+def test_contrastive_per_sample_contrast_with_several_inputs_is_chunked():
+    model = _gated_two_input_model()
+    rng = np.random.default_rng(33)
+    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    analyzer = create_analyzer("clrp", model, input_name="image")
+    whole = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0])
+    chunked = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0],
+                               batch_size=2)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-9)
+    alone = analyzer.analyze({k: v[2:] for k, v in batch.items()}, neuron_selection=[2],
+                             contrast=[0])
+    np.testing.assert_allclose(whole[2:], alone, rtol=1e-6, atol=1e-9)
 
 
 def test_a_rule_for_a_whole_walked_layer_applies_to_it_as_one_node():
@@ -357,3 +424,86 @@ def test_einsum_dense_is_a_linear_layer_for_every_rule(name):
         positive = x[:, t, :] * np.maximum(kernel[:, d, e], 0)
         want[:, t, :] = positive / positive.sum(1, keepdims=True) * z[:, None]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- batch size
+class ClassToken(keras.layers.Layer):
+    """Prepends a learned class token tiled to the batch size (read from ``ops.shape``, so
+    the call cannot run on a symbolic batch) and adds learned position embeddings."""
+
+    def build(self, shape):
+        self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal",
+                                     name="token")
+        self.positions = self.add_weight(shape=(1, shape[1] + 1, shape[-1]),
+                                         initializer="random_normal", name="positions")
+
+    def call(self, x):
+        token = keras.ops.tile(self.token, (keras.ops.shape(x)[0], 1, 1))
+        return keras.ops.concatenate([token, x], axis=1) + self.positions
+
+
+def _class_token_model() -> keras.Model:
+    keras.utils.set_random_seed(34)
+    x_in = keras.Input((4, 3))
+    x = keras.layers.Flatten()(ClassToken(name="class_token")(x_in))
+    return keras.Model(x_in, keras.layers.Dense(2, name="head",
+                                                bias_initializer="random_normal")(x))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_class_token_layer_epsilon_lrp_at_any_batch_size(n):
+    """ε-LRP, numpy float64 reference: the head's ε rule, the position embeddings absorbed
+    like a bias by the sum (Norm: shares of x_cat in x_cat + positions), the class token's
+    row routed away by the concatenation. Batch sizes other than the traced 2 and 3."""
+    model = _class_token_model()
+    x = np.random.default_rng(35).standard_normal((n, 4, 3)).astype(np.float32)
+    analyzer = create_analyzer("lrp.epsilon", model, epsilon=0.1)
+    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    got = analyzer.analyze(x, neuron_selection=1)
+    layer = model.get_layer("class_token")
+    token, positions = (w.numpy().astype(np.float64) for w in (layer.token, layer.positions))
+    kernel, bias = (w.astype(np.float64) for w in model.get_layer("head").get_weights())
+    x_cat = np.concatenate([np.broadcast_to(token, (n, 1, 3)), x.astype(np.float64)], axis=1)
+    a = (x_cat + positions).reshape(n, -1)
+    z = a @ kernel[:, 1] + bias[1]
+    relevance_a = a * kernel[:, 1] * (z / (z + 0.1 * np.sign(z)))[:, None]
+    want = (x_cat.reshape(n, -1) / a * relevance_a).reshape(n, 5, 3)[:, 1:]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    grad = create_analyzer("gradient", model).analyze(x, neuron_selection=1)
+    np.testing.assert_allclose(grad, _tape_gradient(model, x, 1), rtol=1e-5, atol=1e-7)
+
+
+def test_changed_position_weights_are_read_live():
+    """``+ self.positions`` reads the variable in the graph (no constant): a later change
+    is followed, no refusal."""
+    model = _class_token_model()
+    x = np.random.default_rng(36).standard_normal((1, 4, 3)).astype(np.float32)
+    analyzer = create_analyzer("gradient", model)
+    positions = model.get_layer("class_token").positions
+    positions.assign(positions.numpy() + 0.5)
+    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+class SingleSampleSpecial(keras.layers.Layer):
+    """Scales by 2 except for a batch of one sample (Python control flow on the batch size,
+    which a symbolic batch does not have)."""
+
+    def call(self, x):
+        return x * (3.0 if keras.ops.shape(x)[0] == 1 else 2.0)
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+def test_a_call_that_treats_one_sample_differently_is_not_walked():
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, keras.layers.Dense(2)(SingleSampleSpecial(name="special")(x_in)))
+    with pytest.raises(UnsupportedLayerError, match="'special' of type SingleSampleSpecial.*"
+                                                    "differently at batch size 1"):
+        create_analyzer("lrp.z", model)
+    x = np.random.default_rng(37).standard_normal((1, 4)).astype(np.float32)
+    got = create_analyzer("gradient", model, use_tf_function=False).analyze(
+        x, neuron_selection=0)
+    np.testing.assert_allclose(got, _tape_gradient(model, x, 0), rtol=1e-6)

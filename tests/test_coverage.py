@@ -483,3 +483,48 @@ def test_coverage_matrix(name: str, variant: str) -> None:
             assert cell["conservation"] < matrix.CONSERVATION_TOL, (label, cell["conservation"])
         if "gradient_rel" in cell:
             assert cell["gradient_rel"] < matrix.GRADIENT_TOL, cell["gradient_rel"]
+
+
+# ----------------------------------------------------------------------------- any model
+_GRADIENT_FAMILY = {"gradient", "input_t_gradient", "integrated_gradients", "smoothgrad"}
+_ANY_MODEL_FAST = ("Keras ViT (Conv2D + MultiHeadAttention)",
+                   "Keras text (Embedding + MultiHeadAttention)", "CNN with a subclassed block")
+_ANY_MODEL_KERAS_HUB = ("keras_hub ViTImageClassifier", "keras_hub DeiTImageClassifier",
+                        "keras_hub BertTextClassifier")
+
+
+def _check_any_model_row(name: str) -> dict[str, dict[str, Any]]:
+    """Every analyzer works (forward, finite, non-zero, gradient == autodiff) or refuses
+    with an error naming the layer or op by its path."""
+    _load_matrix()
+    import coverage_any_model as any_model
+
+    row = any_model.run_model(name, list(any_model.ANALYZERS))
+    assert "cells" in row, row.get("error")
+    cells = {c["analyzer"]: c for c in row["cells"]}
+    for label, cell in cells.items():
+        if not cell["ok"]:
+            assert cell["names_layer"], (label, cell["error"])
+            continue
+        assert cell["forward_rel"] <= any_model.FORWARD_TOL, (label, cell["forward_rel"])
+        assert cell["finite"] and cell["nonzero"], label
+        if "gradient_rel" in cell:
+            assert cell["gradient_rel"] <= any_model.GRADIENT_TOL, cell["gradient_rel"]
+    assert all(cells[n]["ok"] for n in _GRADIENT_FAMILY), cells
+    return cells
+
+
+@pytest.mark.parametrize("name", _ANY_MODEL_FAST)
+def test_any_model_row(name: str) -> None:
+    cells = _check_any_model_row(name)
+    if name == "CNN with a subclassed block":  # walked inside: every analyzer applies
+        assert all(c["ok"] for c in cells.values()), cells
+    else:  # the attention product has no LRP rule yet: named, not skipped
+        assert "dot_product_attention" in cells["lrp.epsilon(0.1)"]["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _ANY_MODEL_KERAS_HUB)
+def test_any_model_row_keras_hub(name: str) -> None:
+    pytest.importorskip("keras_hub")
+    _check_any_model_row(name)

@@ -63,8 +63,10 @@ def _bert() -> keras.Model:
                        max_sequence_length=8)
 
 
-def _images() -> np.ndarray:
-    return np.random.default_rng(24).random((2, 32, 32, 3), dtype=np.float32)
+def _images(n: int = 5) -> np.ndarray:
+    """Not 2 or 3 images: layers that read the batch size are traced at those sizes
+    (``tracing.TRACE_BATCH_SIZES``), so other sizes test the run-time rewrite."""
+    return np.random.default_rng(24).random((n, 32, 32, 3), dtype=np.float32)
 
 
 def _text() -> dict[str, np.ndarray]:
@@ -120,7 +122,7 @@ def test_every_analyzer_works_or_names_what_it_refuses(make):
     model = make()
     is_text = make is _bert
     options = {"input_name": "token_ids"} if is_text else {}
-    batch = _text() if is_text else _images()
+    batch = _text() if is_text else _images(1)
     worked, refused = [], []
     for name in ENGINE_ANALYZERS:
         kwargs = {**options, **REQUIRED.get(name, {})}
@@ -171,3 +173,56 @@ def test_explaining_keras_hub_models_leaves_them_untouched(make):
     assert model.get_config() == config
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make,patching", [(_vit, "vit_patching_and_embedding"),
+                                           (_deit, "deit_patching_and_embedding")],
+                         ids=["vit", "deit"])
+def test_patch_embedding_is_walked_inside_at_any_batch_size(make, patching):
+    """The patching layers tile their class token to ``ops.shape(x)[0]`` and reshape to
+    (batch, -1, dim): walked inside, their graph runs at batch sizes it was not traced at."""
+    model = make()
+    analyzer = create_analyzer("gradient", model)
+    names = [n.name for n in analyzer.graph.nodes]
+    inside = [n for n in names if f"/{patching}/" in n]
+    assert any(n.endswith("/patch_embedding") for n in inside), names
+    assert any("/concatenate" in n for n in inside), inside  # class token(s) prepended
+    for n in (1, 4):
+        x = _images(n)
+        np.testing.assert_allclose(_mirrored_output(analyzer, x), model(x).numpy(),
+                                   rtol=1e-5, atol=1e-5 * np.abs(model(x).numpy()).max())
+
+
+def test_lrp_on_vit_refuses_the_attention_product_not_the_patching():
+    with pytest.raises(TfClrpError, match=r"/mha/dot_product_attention(_\d+)?' "
+                                          r"\(DotProductAttention, group 'bilinear'\)"):
+        create_analyzer("lrp.epsilon", _vit())
+
+
+def test_lrp_on_bert_refuses_the_attention_product_not_the_embeddings():
+    """keras_hub's PositionEmbedding depends on its input's shape only (a constant for
+    relevance); the first op without a rule is the attention score einsum."""
+    model = _bert()
+    graph = create_analyzer("gradient", model, input_name="token_ids").graph
+    position = graph.find("position_embedding")
+    assert position.group == "embedding" and "shapes only" in position.untraced
+    with pytest.raises(TfClrpError, match=r"self_attention_layer/einsum(_\d+)?' "
+                                          r"\(Einsum, group 'bilinear'\)"):
+        create_analyzer("lrp.epsilon", model, input_name="token_ids")
+
+
+def test_changed_class_token_after_creation_is_refused():
+    """The tiled class token is a constant of the traced graph: changing the weight it
+    came from must not give maps of the old model."""
+    model = _vit()
+    x = _images(1)
+    analyzer = create_analyzer("guided_backprop", model)
+    analyzer.analyze(x, neuron_selection=0)
+    token = next(w for w in model.weights if w.path.endswith("class_token"))
+    token.assign(token.numpy() + 1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="class_token.*vit_patching_and_embedding.*create the analyzer"):
+        analyzer.analyze(x, neuron_selection=0)
+    fresh = create_analyzer("guided_backprop", model)
+    np.testing.assert_allclose(_mirrored_output(fresh, x), model(x).numpy(), rtol=1e-5,
+                               atol=1e-5 * np.abs(model(x).numpy()).max())

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tf_clrp import create_analyzer
-from tf_clrp.errors import InputError, ModelStructureError
+from tf_clrp.errors import InputError, ModelStructureError, UnsupportedLayerError
 
 TOKENS, VOCAB, DIM = 6, 20, 4
 
@@ -110,6 +110,48 @@ def test_gradient_through_attention_on_tokens_equals_autodiff():
     embedded, grad = _embedding_gradient(model, rest, ids, 2)
     np.testing.assert_allclose(got, (embedded * grad).sum(-1) * mask, rtol=1e-4, atol=1e-6)
     assert np.all(got[mask == 0] == 0.0)
+
+
+def test_attention_with_a_keras_mask_is_walked_inside():
+    """The Embedding's mask_zero mask reaches MultiHeadAttention as query/value masks: its
+    call is traced with them (mask ops become nodes) and LRP names the attention product."""
+    model = _mask_zero_model(attention=True)
+    graph = create_analyzer("gradient", model).graph
+    inside = [n.name for n in graph.nodes if n.name.startswith("multi_head_attention")]
+    assert any("/dot_product_attention" in n for n in inside), inside
+    assert any("/logical_and" in n for n in inside), inside  # query mask & value mask
+    with pytest.raises(UnsupportedLayerError, match=r"dot_product_attention(_\d+)?' "
+                                                    r"\(DotProductAttention"):
+        create_analyzer("lrp.epsilon", model)
+
+
+class MaskedMean(keras.layers.Layer):
+    """A custom layer with a ``mask`` argument (Keras fills it in from the input)."""
+
+    def call(self, x, mask=None):
+        weights = keras.ops.expand_dims(keras.ops.cast(mask, x.dtype), -1)
+        return keras.ops.sum(x * weights, axis=1) / keras.ops.sum(weights, axis=1)
+
+    def compute_mask(self, x, mask=None):
+        return None  # the token axis is reduced
+
+
+def test_custom_layer_with_a_mask_argument_equals_autodiff():
+    keras.utils.set_random_seed(15)
+    ids_in = keras.Input((TOKENS,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embed")(ids_in)
+    pooled = MaskedMean(name="masked_mean")(x)
+    model = keras.Model(ids_in, keras.layers.Dense(3, name="head")(pooled))
+    ids, mask = _batch()
+    analyzer = create_analyzer("input_t_gradient", model)
+    assert any(n.name.startswith("masked_mean/") for n in analyzer.graph.nodes)
+    got = analyzer.analyze(ids, neuron_selection=1)
+    layer, head = model.get_layer("masked_mean"), model.get_layer("head")
+    keras_mask = tf.constant(ids != 0)
+    embedded, grad = _embedding_gradient(model, lambda e: head(layer(e, mask=keras_mask)),
+                                         ids, 1)
+    np.testing.assert_allclose(got, (embedded * grad).sum(-1) * mask, rtol=1e-5, atol=1e-7)
+    assert np.all(got[mask == 0] == 0.0) and np.abs(got).max() > 0
 
 
 def test_lrp_on_tokens_conserves_the_logit():

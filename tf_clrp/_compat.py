@@ -9,7 +9,9 @@ The zoo's reader of Keras 2 HDF5 files without an ``.h5`` suffix is here too
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -84,7 +86,8 @@ def node_output_tensors(node: Any) -> list[Any]:
     return list(node.outputs)
 
 
-def call_node(node: Any, values: Sequence[Any], autocast: bool = True) -> list[Any]:
+def call_node(node: Any, values: Sequence[Any], autocast: bool = True,
+              rewrite: Callable[..., tuple[Any, Any, Any]] | None = None) -> list[Any]:
     """Calls a node's operation on concrete tensors, keeping its other arguments.
 
     Args:
@@ -92,6 +95,8 @@ def call_node(node: Any, values: Sequence[Any], autocast: bool = True) -> list[A
         values: One concrete tensor per KerasTensor in ``node_input_tensors(node)``.
         autocast: False calls a layer's ``call`` directly, skipping the cast of its inputs
             to the layer's compute dtype (keeps float32 under mixed precision).
+        rewrite: ``rewrite(args, kwargs, operation, values) -> (args, kwargs, operation)``
+            adapts the call before it runs (see ``tf_clrp.tracing``).
 
     Returns:
         The flattened outputs of the call.
@@ -99,6 +104,8 @@ def call_node(node: Any, values: Sequence[Any], autocast: bool = True) -> list[A
     tensor_dict = {id(t): v for t, v in zip(node.arguments.keras_tensors, values, strict=True)}
     args, kwargs = node.arguments.fill_in(tensor_dict)
     operation = node.operation
+    if rewrite is not None:
+        args, kwargs, operation = rewrite(args, kwargs, operation, values)
     if not autocast and isinstance(operation, keras.layers.Layer):
         outputs = operation.call(*args, **kwargs)
     else:
@@ -164,16 +171,91 @@ def has_keras_mask(tensor: Any) -> bool:
     return getattr(tensor, "_keras_mask", None) is not None
 
 
-def fresh_input(tensor: Any) -> Any:
-    """A new symbolic input with the shape and dtype of ``tensor`` (not linked to it)."""
-    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype)
+def keras_mask(tensor: Any) -> Any | None:
+    """The Keras mask a symbolic tensor carries, or None."""
+    return getattr(tensor, "_keras_mask", None)
+
+
+def fresh_input(tensor: Any, shape: Sequence[int | None] | None = None,
+                mask: Any | None = None) -> Any:
+    """A new symbolic input with the dtype of ``tensor`` (not linked to it).
+
+    Args:
+        tensor: The symbolic tensor it stands for.
+        shape: Its shape, batch axis included (default: ``tensor``'s).
+        mask: A symbolic mask to attach (read by layers the way Keras hands masks on).
+    """
+    fresh = keras.Input(batch_shape=tuple(tensor.shape if shape is None else shape),
+                        dtype=tensor.dtype)
+    return with_keras_mask(fresh, mask)
+
+
+def arguments_of(node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The (args, kwargs) a node was called with, KerasTensors included."""
+    return tuple(node.arguments.args), dict(node.arguments.kwargs)
+
+
+#: Attributes every Keras operation has that do not configure its computation.
+_BOOKKEEPING = frozenset({"name", "_inbound_nodes", "_outbound_nodes", "_auto_config", "_lock",
+                          "_remat_mode", "_call_has_training_arg", "_call_has_mask_arg"})
+
+
+def operation_settings(op: Any) -> dict[str, Any]:
+    """The attributes that configure a (non-layer) operation's computation, e.g. the target
+    shape of ``ops.reshape`` or the repeats of ``ops.tile``."""
+    return {k: v for k, v in vars(op).items() if k not in _BOOKKEEPING}
+
+
+def operation_with(op: Any, settings: dict[str, Any]) -> Any:
+    """A shallow copy of a (non-layer) operation with some settings replaced."""
+    changed = copy.copy(op)
+    changed.__dict__.update(settings)
+    return changed
+
+
+def variables_of(layer: Any) -> list[Any]:
+    """Every variable a layer owns, its sublayers' included."""
+    return list(layer.weights)
+
+
+def is_variable(value: Any) -> bool:
+    """True for a Keras variable (read live when an operation runs)."""
+    return isinstance(value, keras.Variable)
 
 
 def call_symbolically(node: Any, replacement: dict[int, Any]) -> list[Any]:
     """Runs the ``call`` of a node's layer on symbolic tensors (ids in ``replacement``
     replaced), so its sublayers and ops record their own nodes; returns the flat outputs."""
     args, kwargs = node.arguments.fill_in(replacement)
+    kwargs = _with_masks(node.operation, args, kwargs)
     return list(keras.tree.flatten(node.operation.call(*args, **kwargs)))
+
+
+def _with_masks(layer: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The mask arguments ``Layer.__call__`` fills in from the inputs' Keras masks before it
+    runs ``call``: ``mask`` for a single tensor argument, ``<name>_mask`` for each of
+    several (``query_mask``, ``value_mask`` of ``MultiHeadAttention``)."""
+    try:
+        bound = inspect.signature(layer.call).bind_partial(*args, **kwargs)
+    except TypeError:
+        return kwargs
+    parameters = inspect.signature(layer.call).parameters
+    tensors = {name: value for name, value in bound.arguments.items()
+               if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))}
+    kwargs = dict(kwargs)
+    if len(tensors) == 1:
+        only = next(iter(tensors.values()))
+        if "mask" in parameters and bound.arguments.get("mask") is None:
+            masks = keras.tree.map_structure(keras_mask, only)
+            if any(m is not None for m in keras.tree.flatten(masks)):
+                kwargs["mask"] = masks
+    else:
+        for name, value in tensors.items():
+            if f"{name}_mask" in parameters and bound.arguments.get(f"{name}_mask") is None:
+                masks = keras.tree.map_structure(keras_mask, value)
+                if any(m is not None for m in keras.tree.flatten(masks)):
+                    kwargs[f"{name}_mask"] = masks
+    return kwargs
 
 
 def symbolic_function(inputs: Sequence[Any], outputs: Sequence[Any]) -> Any:

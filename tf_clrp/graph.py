@@ -204,28 +204,36 @@ def execute(nodes: Sequence[Node], values: dict[int, tf.Tensor],
     return values
 
 
-def _node_runner(node: Any) -> Run:
+def _node_runner(node: Any, rewrite: tracing.Rewrite | None = None) -> Run:
     if _compat.compute_dtype(_compat.node_operation(node)) == "float32":
-        return lambda values: _compat.call_node(node, values)
+        return lambda values: _compat.call_node(node, values, rewrite=rewrite)
     # Mixed precision: run the layer's computation in float32 (relevance values are far
     # below float16's range), skipping Keras' cast of the inputs.
     return lambda values: [tf.cast(v, tf.float32) if v.dtype.is_floating else v
-                           for v in _compat.call_node(node, values, autocast=False)]
+                           for v in _compat.call_node(node, values, autocast=False,
+                                                      rewrite=rewrite)]
 
 
 def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node],
-          shapes: dict[int, tuple[int | None, ...]], within: tuple[Node, ...] = ()) -> None:
+          shapes: dict[int, tuple[int | None, ...]], within: tuple[Node, ...] = (),
+          traced: tracing.TracedCall | None = None) -> None:
     """Appends the nodes of ``functional`` to ``nodes``, inlining nested models and the
-    calls of layers without a group of their own (``within``: the walked calls around)."""
+    calls of layers without a group of their own (``within``: the walked calls around;
+    ``traced``: the traced call ``functional`` comes from, if it does)."""
     def canonical(t: Any) -> int:
         return alias.get(id(t), id(t))
 
+    def open_shape(t: Any) -> tuple[int | None, ...]:
+        return shapes.get(id(t)) or _compat.tensor_shape(t)
+
+    rewrites = traced.rewrites if traced is not None else {}
     for knode in _compat.nodes_in_order(functional):
         op = _compat.node_operation(knode)
         ins = _compat.node_input_tensors(knode)
         outs = _compat.node_output_tensors(knode)
         for t in outs:
-            shapes[id(t)] = _compat.tensor_shape(t)
+            shapes[id(t)] = (traced.shapes.get(id(t)) if traced is not None else None) or \
+                _compat.tensor_shape(t)
         if _compat.is_model(op):
             inner = _compat.functional_of(op)
             if inner is None:
@@ -246,31 +254,69 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
                 alias[id(outer_t)] = canonical(inner_t)
             continue
         untraced = ""
-        if layers.group_of(op) is None and _compat.is_layer(op):
-            traced = tracing.trace_call(knode)
-            if isinstance(traced, tracing.TracedCall):  # walk inside the layer's call
-                for inner_t, outer_t in zip(traced.inputs, traced.outer_inputs):
+        group = layers.group_of_call(op, len(ins), bool(within))
+        if layers.group_of(op) is None and _compat.is_layer(op) and id(knode) not in rewrites:
+            _walk_masks(functional, ins, alias, prefix, nodes, shapes, within, traced)
+            result = tracing.trace_call(knode, open_shape)
+            if isinstance(result, tracing.TracedCall):  # walk inside the layer's call
+                for inner_t, outer_t in zip(result.inputs, result.outer_inputs):
                     alias[id(inner_t)] = canonical(outer_t)
+                    shapes[id(inner_t)] = result.shapes.get(id(inner_t)) or open_shape(outer_t)
                 whole = Node(name=prefix + op.name, op=op, group=None,
                              inputs=tuple(canonical(t) for t in ins), outputs=(),
                              run=_node_runner(knode), within=within)
-                _walk(traced.function, alias, f"{prefix}{op.name}/", nodes, shapes,
-                      (*within, whole))
-                for inner_t, outer_t in zip(traced.outputs, outs):
+                _walk(result.function, alias, f"{prefix}{op.name}/", nodes, shapes,
+                      (*within, whole), result)
+                for inner_t, outer_t in zip(result.outputs, outs):
                     alias[id(outer_t)] = canonical(inner_t)
                 _set_outputs(nodes, whole, tuple(alias[id(t)] for t in outs))
                 continue
-            untraced = traced
+            if isinstance(result, tracing.ShapeOnlyCall):
+                # A constant for relevance (its output ignores its inputs' values), like the
+                # lookup of a fed input.
+                group, untraced = "embedding", tracing.SHAPE_ONLY
+            else:
+                untraced = result
         nodes.append(Node(
             name=prefix + getattr(op, "name", type(op).__name__),
             op=op,
-            group=layers.group_of_call(op, len(ins), bool(within)),
+            group=group,
             inputs=tuple(canonical(t) for t in ins),
             outputs=tuple(id(t) for t in outs),
-            run=_node_runner(knode),
+            run=_node_runner(knode, rewrites.get(id(knode))),
             untraced=untraced,
             within=within,
         ))
+
+
+def _walk_masks(functional: Any, tensors: list[Any], alias: dict[int, int], prefix: str,
+                nodes: list[Node], shapes: dict[int, tuple[int | None, ...]],
+                within: tuple[Node, ...], traced: tracing.TracedCall | None) -> None:
+    """Walks the computation of the Keras masks ``tensors`` carry if the graph has not
+    computed them yet (Keras hands masks on beside the graph's edges), so that a traced
+    call can read them as inputs."""
+    masks = [m for m in (_compat.keras_mask(t) for t in tensors) if m is not None]
+    if not masks:
+        return
+    inputs = _compat.graph_inputs(functional)
+    known = {t for n in nodes for t in n.outputs} | set(alias.values()) | {
+        alias.get(id(t), id(t)) for t in inputs}
+    missing = [m for m in masks if alias.get(id(m), id(m)) not in known]
+    if not missing:
+        return
+    try:
+        computation = _compat.symbolic_function(inputs, missing)
+    except Exception:  # noqa: BLE001 - the traced call then names the missing mask
+        return
+    before = len(nodes)
+    _walk(computation, alias, prefix, nodes, shapes, within, traced)
+    kept = nodes[:before]
+    produced = {t for n in kept for t in n.outputs}
+    for node in nodes[before:]:  # drop the nodes that were walked already
+        if not set(node.outputs) <= produced:
+            kept.append(node)
+            produced.update(node.outputs)
+    nodes[:] = kept
 
 
 def _set_outputs(nodes: list[Node], whole: Node, outputs: tuple[int, ...]) -> None:

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tf_clrp import _compat
 from tf_clrp.errors import InputError, ModelStructureError
 from tf_clrp.graph import Graph, ModelInput, Node, new_tensor_id
+from tf_clrp.tracing import SHAPE_ONLY
 
 #: The model input whose zeros mark padding tokens (keras_hub's convention), besides an
 #: ``Embedding(mask_zero=True)``.
@@ -64,7 +65,7 @@ def at_embedding(graph: Graph) -> Graph:
     if chosen is None or not chosen.is_integer:
         return graph
     readers = graph.consumers().get(graph.input_id, [])
-    embeddings = [n for n in readers if n.group == "embedding"]
+    embeddings = [n for n in readers if n.group == "embedding" and n.untraced != SHAPE_ONLY]
     if len(embeddings) != 1:
         found = "no Embedding" if not embeddings else (
             f"{len(embeddings)} Embedding layers ({', '.join(n.name for n in embeddings)})")
@@ -246,10 +247,11 @@ def analyze_fed(analyzer: Any, x: Any, neuron_selection: Any = None,
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         parts = []
         for start in range(0, len(array), size):
-            stop = start + size
+            stop = min(start + size, len(array))
+            options = analyzer.chunk_options(kwargs, np.arange(start, stop), total=len(array))
             if graph.feeds:
-                kwargs["feeds"] = tuple(f[start:stop] for f in batch.feeds)
+                options = {**options, "feeds": tuple(f[start:stop] for f in batch.feeds)}
             parts.append(analyzer._explain(array[start:stop], selection.chunk(start, stop),
-                                           **kwargs))
+                                           **options))
         result = analyzer._concatenate(parts)
     return token_map(result, batch.token_mask) if graph.embedding is not None else result

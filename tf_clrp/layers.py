@@ -187,6 +187,13 @@ GROUP_OF_CLASS: dict[str, Group] = {
     "ExpandDims": Group.RESHAPE,
     "GetItem": Group.RESHAPE,
     "Cast": Group.RESHAPE,
+    # boolean results (Keras masks: Embedding(mask_zero=True), attention masks): no
+    # relevance flows through a boolean, and autodiff sends none
+    "NotEqual": Group.RESHAPE,
+    "Equal": Group.RESHAPE,
+    "LogicalAnd": Group.RESHAPE,
+    "LogicalOr": Group.RESHAPE,
+    "LogicalNot": Group.RESHAPE,
 }
 
 #: Activations that are rectifiers: LRP's pass-through of relevance is exact for them.

@@ -21,6 +21,7 @@ from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
+from tf_clrp.inputs import feed_specs
 from tf_clrp.layers import Group
 from tf_clrp.mirror import MirroredModel, Step
 from tf_clrp.rules import Rule
@@ -96,6 +97,8 @@ def _negated_head_step(mirror: MirroredModel) -> Step:
 class _TwoSeedAnalyzer(Analyzer):
     """Target and dual seeds through one forward and two backward passes."""
 
+    accepts_feeds = True
+
     def __init__(self, model: Any, *, composite: Composite | None = None,
                  rule: Rule | None = None, input_layer_rule: Any = None,
                  layer_rules: dict[str, Rule] | None = None,
@@ -128,8 +131,8 @@ class _TwoSeedAnalyzer(Analyzer):
         self.n_real = n_real
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         index = tf.TensorSpec((None,), tf.int32)
-        self._parts = (tf.function(self._backward, input_signature=[spec, index, index],
-                                   autograph=False)
+        self._parts = (tf.function(self._backward, autograph=False,
+                                   input_signature=[spec, index, index, *feed_specs(self.graph)])
                        if use_tf_function else self._backward)
         self._forward = self._compile_forward(self.mirror, self.channels, columns=n_real,
                                               use_tf_function=use_tf_function)
@@ -149,7 +152,7 @@ class _TwoSeedAnalyzer(Analyzer):
     def _target_mask(self, y: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         return one_hot_selection(y[:, :self.n_real], indices, self.channels)
 
-    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor
+    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor, *feeds: tf.Tensor
                   ) -> tuple[tf.Tensor, tf.Tensor]:
         """Both seeds' relevance, stacked, and the log of the target seed's mass per sample.
 
@@ -168,7 +171,7 @@ class _TwoSeedAnalyzer(Analyzer):
         """
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
             tape.watch(x)
-            y = self.mirror(x)
+            y = self.mirror(x, feeds)
             y = tf.reshape(y, (tf.shape(y)[0], -1))
         logits = tf.stop_gradient(y)
         pad = tf.zeros_like(logits[:, self.n_real:])
@@ -254,8 +257,10 @@ class _TwoSeedAnalyzer(Analyzer):
         raise NotImplementedError
 
     def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None,
-                     return_parts: bool = False) -> ReplicaStep:
-        """Both seeds' backward and their combination (see ``Analyzer.replica_step``)."""
+                     return_parts: bool = False, feeds: tuple[np.ndarray, ...] = ()
+                     ) -> ReplicaStep:
+        """Both seeds' backward and their combination (see ``Analyzer.replica_step``);
+        ``feeds`` are the model's other inputs for these rows (see ``tf_clrp.inputs``)."""
         if selection.seeds is not None:
             raise SelectionError(
                 f"{type(self).__name__} takes target indices, not seed arrays, as "
@@ -267,11 +272,12 @@ class _TwoSeedAnalyzer(Analyzer):
                 "neuron_selection='all' has no dual (the map would be plain LRP): pass a "
                 "target index, or use an lrp.* analyzer for all units")
         codes = self._contrast_codes(contrast, len(x))
-        selection = self._check_rivals(x, selection, codes)
+        selection = self._check_rivals(x, selection, codes, feeds)
         self._check_sample_bounds(np.asarray(x))
 
-        def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            parts, log_mass = self._parts(xs, target, code)
+        def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor, *fed: tf.Tensor
+               ) -> tuple[tf.Tensor, ...]:
+            parts, log_mass = self._parts(xs, target, code, *fed)
             difference, contrastive = self._combine(parts[0], parts[1])
             return parts[0], parts[1], contrastive, difference, log_mass
 
@@ -280,7 +286,8 @@ class _TwoSeedAnalyzer(Analyzer):
             explanation = ContrastiveExplanation(*out[:4])
             return explanation if return_parts else explanation.contrastive
 
-        return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes), finish)
+        return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes, *feeds),
+                           finish)
 
     def _check_sample_bounds(self, x: np.ndarray) -> None:
         """Refuses samples whose own per-channel bounds collapse in every channel.
@@ -317,8 +324,8 @@ class _TwoSeedAnalyzer(Analyzer):
                 f"bounds of the first layer {step.node.name!r} give those channels no "
                 f"relevance. To attribute them, {fix}", stacklevel=4)
 
-    def _check_rivals(self, x: np.ndarray, selection: Selection, codes: np.ndarray
-                      ) -> Selection:
+    def _check_rivals(self, x: np.ndarray, selection: Selection, codes: np.ndarray,
+                      feeds: tuple[np.ndarray, ...] = ()) -> Selection:
         """Refuses a rival class equal to the target (its dual is the target: a zero map).
 
         Returns:
@@ -328,7 +335,7 @@ class _TwoSeedAnalyzer(Analyzer):
         if not np.any(rivals):
             return selection
         if np.any(selection.indices[rivals] == MAX_ACTIVATION):
-            selection = self.resolve_max_activation(x, selection)
+            selection = self.resolve_max_activation(x, selection, feeds)
         same = np.flatnonzero(rivals & (selection.indices == codes))
         if same.size:
             i = int(same[0])
