@@ -235,3 +235,24 @@ def split_attention(graph: Graph) -> Graph:
             node = node.evolve(group=Group.ATTENTION_VALUES)
         nodes.append(node)
     return graph.evolve(nodes=nodes)
+
+
+#: Groups whose presence makes a model a transformer for the contrastive analyzers' default.
+TRANSFORMER_GROUPS = frozenset({Group.LAYER_NORM, Group.BILINEAR, Group.MASKED_ACTIVATION,
+                                Group.SOFTMAX, Group.ATTENTION_VALUES})
+
+
+def is_transformer(graph: Graph) -> bool:
+    """Whether a walked graph has attention or LayerNorm/RMSNorm (AttnLRP's domain).
+
+    Args:
+        graph: A traced (or canonical) graph.
+
+    Returns:
+        True if a node is in ``TRANSFORMER_GROUPS``, is a fused attention op, or is a
+        ``MultiHeadAttention`` layer that was not walked inside.
+    """
+    return any(node.group in TRANSFORMER_GROUPS
+               or type(node.op).__name__ in ("DotProductAttention", "MultiHeadAttention")
+               or any(type(w.op).__name__ == "MultiHeadAttention" for w in node.within)
+               for node in graph.nodes)
