@@ -208,3 +208,21 @@ def test_layer_rules_change_the_linear_layers() -> None:
     gamma = tf_clrp.create_analyzer("attnlrp", model, layer_rules={"dense": rules.Gamma(0.25)}
                                     ).analyze(x, neuron_selection=0)
     assert np.all(np.isfinite(gamma)) and not np.allclose(plain, gamma)
+
+
+class _ScaledAttention(layers.Layer):
+    """Self-attention through ops.dot_product_attention with a scale of its own (0.5)."""
+
+    def call(self, x):
+        q = keras.ops.reshape(x, (-1, 6, 2, 4))
+        return keras.ops.reshape(keras.ops.dot_product_attention(q, q, q, scale=0.5),
+                                 (-1, 6, 8))
+
+
+def test_a_fused_attention_the_split_does_not_reproduce_is_refused() -> None:
+    """The split is checked against the fused op on a probe: a custom scale is refused
+    with the layer's name, never explained with the wrong scores."""
+    inp = keras.Input((6, 8))
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(_ScaledAttention(name="own")(inp))))
+    with pytest.raises(tf_clrp.errors.UnsupportedLayerError, match="cannot split.*own"):
+        tf_clrp.create_analyzer("attnlrp", model)
