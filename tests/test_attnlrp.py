@@ -226,3 +226,47 @@ def test_a_fused_attention_the_split_does_not_reproduce_is_refused() -> None:
     model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(_ScaledAttention(name="own")(inp))))
     with pytest.raises(tf_clrp.errors.UnsupportedLayerError, match="cannot split.*own"):
         tf_clrp.create_analyzer("attnlrp", model)
+
+
+def _epsilon_back(a: np.ndarray, w: np.ndarray, z: np.ndarray, r: np.ndarray,
+                  eps: float) -> np.ndarray:
+    """ε rule of a Dense layer in float64: a ⊙ W (R / (z + ε·sign z))."""
+    return a * ((r / (z + eps * np.where(z >= 0, 1.0, -1.0))) @ w.T)
+
+
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+def test_normalization_holds_the_scale_constant(norm: str) -> None:
+    """Dense → RMSNormalization / LayerNormalization → Dense against float64 numpy: the
+    identity on 1/rms (1/σ), the ε rule through γ ⊙ x/rms (γ ⊙ (x − mean)/σ + β)."""
+    keras.utils.set_random_seed(12)
+    inp = keras.Input((6,))
+    h = layers.Dense(6, name="d1")(inp)
+    layer = (layers.RMSNormalization(epsilon=1e-3, name="norm") if norm == "rms"
+             else layers.LayerNormalization(epsilon=1e-3, name="norm"))
+    model = keras.Model(inp, layers.Dense(3, name="d2")(layer(h)))
+    for var in layer.weights:  # non-trivial γ (and β)
+        var.assign(RNG.normal(1.0 if var.name in ("gamma", "scale") else 0.0, 0.3, var.shape))
+    x = RNG.normal(0, 1, (4, 6)).astype("float32")
+    got = tf_clrp.create_analyzer("attnlrp", model).analyze(x, neuron_selection=1)
+
+    w1, b1 = (np.asarray(v, np.float64) for v in model.get_layer("d1").weights)
+    w2, b2 = (np.asarray(v, np.float64) for v in model.get_layer("d2").weights)
+    a = x.astype(np.float64)
+    z1 = a @ w1 + b1
+    if norm == "rms":
+        (gamma,) = (np.asarray(v, np.float64) for v in layer.weights)
+        inverse = 1.0 / np.sqrt((z1 ** 2).mean(1, keepdims=True) + 1e-3)
+        y = gamma * z1 * inverse
+    else:
+        gamma, beta = (np.asarray(v, np.float64) for v in layer.weights)
+        centred = z1 - z1.mean(1, keepdims=True)
+        inverse = 1.0 / np.sqrt((centred ** 2).mean(1, keepdims=True) + 1e-3)
+        y = gamma * centred * inverse + beta
+    z2 = y @ w2 + b2
+    r2 = np.zeros_like(z2)
+    r2[:, 1] = z2[:, 1]
+    r_y = _epsilon_back(y, w2, z2, r2, 1e-6)
+    s = r_y / (y + 1e-6 * np.where(y >= 0, 1.0, -1.0)) * gamma * inverse
+    r_z1 = z1 * (s if norm == "rms" else s - s.mean(1, keepdims=True))
+    expected = _epsilon_back(a, w1, z1, r_z1, 1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
