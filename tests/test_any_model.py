@@ -134,11 +134,14 @@ def test_unbuilt_subclassed_model_is_refused_with_advice():
 
 @pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.z_plus", "clrp"])
 def test_lrp_refuses_the_attention_product_naming_op_and_path(name):
+    """Composites without AttnLRP's rules refuse the attention product (CLRP with the
+    paper's rules given explicitly: its default on transformers is AttnLRP's)."""
     model, _ = _attention_model()
+    options = {"composite": tf_clrp.composites.zbox_zplus()} if name == "clrp" else {}
     with pytest.raises(UnsupportedLayerError,
                        match=r"'multi_head_attention(_\d+)?/dot_product_attention(_\d+)?' "
                              r"\(DotProductAttention, group 'bilinear'\).*layer_rules"):
-        create_analyzer(name, model)
+        create_analyzer(name, model, **options)
 
 
 def test_lrp_refuses_an_op_inside_a_custom_layer():

@@ -268,3 +268,37 @@ def clrp_paper(low: Any = None, high: Any = None) -> Composite:
         "tf_clrp.bounds.input_bounds(...) for the paper's setting", DeprecationWarning,
         stacklevel=2)
     return zbox_zplus(low, high)
+
+
+def attnlrp(epsilon: float = 1e-6, product_epsilon: float = 1e-8, cp: bool = False) -> Composite:
+    """AttnLRP (Achtibat et al. 2024), LXT's rules; ``cp=True``: CP-LRP (Ali et al. 2022).
+
+    ε (``epsilon``, bias in the denominator) on Dense, EinsumDense and convolutions; the
+    softmax rule x ⊙ (R − p·ΣR); products of two activations (Q·Kᵀ, A·V, gates) by the
+    uniform ε rule (each factor half, ``product_epsilon``); LayerNorm/RMSNorm with 1/σ held
+    constant; the identity on elementwise non-linearities (GELU, SiLU, ...) and constant
+    scalings; the ε rule on residual sums and means. Fused attention is split into its three
+    steps (``tf_clrp.attention.split_attention``). CP-LRP holds the attention weights
+    constant: no relevance through queries and keys, all of A·V's to the values.
+
+    On a model without attention or normalisation layers (a CNN) this is the ε composite
+    (ε on every linear layer, relevance passed through activations).
+
+    Args:
+        epsilon: ε of linear layers, LayerNorm and CP-LRP's A·V (LXT's 1e-6).
+        product_epsilon: ε of the uniform product rule (LXT's 1e-8).
+        cp: CP-LRP instead of AttnLRP.
+    """
+    from tf_clrp import attention, rules_attention
+
+    linear = rules.Epsilon(epsilon)
+    product = rules_attention.UniformProduct(product_epsilon)
+    return Composite(
+        {Group.DENSE: linear, Group.CONVOLUTION: linear,
+         Group.LAYER_NORM: rules_attention.LayerNormIdentity(epsilon),
+         Group.BILINEAR: product, Group.MULTIPLY: product,
+         Group.ATTENTION_VALUES: (rules_attention.ConstantWeights(epsilon) if cp else product),
+         Group.SOFTMAX: rules_attention.NoRelevance() if cp else rules_attention.SoftmaxRule(),
+         Group.ACTIVATION: rules.Pass()},
+        name="attnlrp.cp" if cp else "attnlrp",
+        canonizers=(*canonizers_module.DEFAULT, attention.split_attention))

@@ -43,6 +43,12 @@ class Group(str, Enum):
     MULTIPLY = "multiply"
     #: A product of two activations inside a walked layer (attention scores, gates).
     BILINEAR = "bilinear"
+    #: A softmax over an axis of attention scores (optionally masked): not elementwise.
+    #: Set by ``tf_clrp.attention.split_attention`` (AttnLRP's canonizer).
+    SOFTMAX = "softmax"
+    #: Attention weights times values (A·V): a bilinear product whose first input is a
+    #: softmax's output. Set by ``tf_clrp.attention.split_attention``.
+    ATTENTION_VALUES = "attention_values"
     EMBEDDING = "embedding"
     RESCALING = "rescaling"
     RESHAPE = "reshape"

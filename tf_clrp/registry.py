@@ -247,6 +247,10 @@ ENTRIES: tuple[AnalyzerEntry, ...] = (
     _lrp_preset("lrp.epsilon_plus", "tf_clrp.composites:epsilon_plus", {"epsilon": 1e-6}),
     _lrp_preset("lrp.epsilon_plus_flat", "tf_clrp.composites:epsilon_plus_flat",
                 {"epsilon": 1e-6}),
+    # transformers: AttnLRP (LXT's rules) and CP-LRP; the ε composite on other models
+    _lrp_preset("attnlrp", "tf_clrp.composites:attnlrp",
+                {"epsilon": 1e-6, "product_epsilon": 1e-8}),
+    _lrp_preset("attnlrp.cp", "tf_clrp.composites:attnlrp", {"epsilon": 1e-6}, cp=True),
     _lrp_preset("lrp.sequential_preset_a", _sequential_preset, {"epsilon": 0.1},
                 alpha=1.0, beta=0.0, flat=False),
     _lrp_preset("lrp.sequential_preset_a_flat", _sequential_preset, {"epsilon": 0.1},

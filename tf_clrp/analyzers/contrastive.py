@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp import canonizers, composites, rules
+from tf_clrp import attention, canonizers, composites, rules
 from tf_clrp.analyzers.base import Analyzer, ReplicaStep
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
+from tf_clrp.graph import trace_model
 from tf_clrp.inputs import feed_specs
 from tf_clrp.layers import Group
 from tf_clrp.mirror import MirroredModel, Step
@@ -88,6 +89,23 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
     return True
 
 
+def default_composite(model: Any, output_index: int | None = None,
+                      input_name: str | None = None) -> Composite:
+    """The contrastive analyzers' default rules: AttnLRP (``composites.attnlrp``) on a model
+    with attention or LayerNorm/RMSNorm, else the CLRP paper's (z^B first, z⁺ elsewhere).
+
+    Args:
+        model: The Keras model.
+        output_index: The explained output (as the analyzer's option).
+        input_name: The explained input (as the analyzer's option).
+    """
+    try:
+        graph = trace_model(model, output_index, input_name)
+    except Exception:  # noqa: BLE001 - the analyzer's own walk reports the problem
+        return composites.zbox_zplus()
+    return composites.attnlrp() if attention.is_transformer(graph) else composites.zbox_zplus()
+
+
 def _negated_head_step(mirror: MirroredModel) -> Step:
     """The step of the mirrored model's head (the layer extended by its negation): the
     last step but the reordering one (see ``canonizers.append_negated_outputs``)."""
@@ -104,8 +122,10 @@ class _TwoSeedAnalyzer(Analyzer):
                  layer_rules: dict[str, Rule] | None = None,
                  neuron_selection_unit: str = "unit", use_tf_function: bool = True,
                  **kwargs: Any) -> None:
-        composite = composites.assemble(composite, rule=rule, input_layer_rule=input_layer_rule,
-                                        layer_rules=layer_rules, default=composites.zbox_zplus)
+        composite = composites.assemble(
+            composite, rule=rule, input_layer_rule=input_layer_rule, layer_rules=layer_rules,
+            default=lambda: default_composite(model, kwargs.get("output_index"),
+                                              kwargs.get("input_name")))
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
         if neuron_selection_unit not in ("unit", "channel"):
@@ -379,8 +399,11 @@ class CLRP(_TwoSeedAnalyzer):
 
     Keyword Args:
         input_layer_rule (Any): First-layer rule; default z^B with each sample's own per-channel
-            min/max as bounds. (low, high) gives fixed bounds (see ``tf_clrp.bounds``).
-        composite (Composite): Any composite instead of the paper's rules (z^B first, z⁺ elsewhere).
+            min/max as bounds (AttnLRP on transformers: ε). (low, high) gives fixed bounds
+            (see ``tf_clrp.bounds``).
+        composite (Composite): Any composite instead of the default rules: the paper's (z^B
+            first, z⁺ elsewhere), or AttnLRP (``composites.attnlrp``) on a model with
+            attention or LayerNorm (``default_composite``).
         rule (Rule): One rule for every linear layer instead of the paper's.
         layer_rules (dict): Per-layer (name or class) rule overrides.
         neuron_selection_unit (str): "unit" (flat index) or "channel" (hidden conv
@@ -473,7 +496,8 @@ class SGLRP(_TwoSeedAnalyzer):
 
     With p = softmax(z): the target is seeded with p_j(1 − p_j), the dual with p_j·p_k on
     every k ≠ j, and the map is R_t − R_d·(ΣR_t/ΣR_d) (``difference``); ``analyze`` returns
-    its positive part. Rules as for CLRP (the paper's by default). The seeds are computed
+    its positive part. Rules as for CLRP (the paper's by default, AttnLRP on transformers: see
+    ``default_composite``). The seeds are computed
     in log space (1 − p_j as Σ_{k≠j} p_k), so they stay exact when p_j rounds to 1; a sample
     whose p_j(1 − p_j) is below 1e-30 is refused (its relevance would underflow float32).
     """
