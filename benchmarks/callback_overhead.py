@@ -27,16 +27,18 @@ def _model(shape: tuple[int, int, int], classes: int):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(shape),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(classes, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     shape = (args.size, args.size, 1)
     x = rng.random((args.samples, *shape), dtype=np.float32)
-    y = (x[:, : args.size // 2].mean(axis=(1, 2, 3)) > x[:, args.size // 2:].mean(
-        axis=(1, 2, 3))).astype(np.int64)
+    y = (
+        x[:, : args.size // 2].mean(axis=(1, 2, 3)) > x[:, args.size // 2 :].mean(axis=(1, 2, 3))
+    ).astype(np.int64)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     class EpochTimer(tf.keras.callbacks.Callback):
@@ -78,28 +81,41 @@ def main(argv: list[str] | None = None) -> int:
     def run(extra: list) -> tuple[object, list[float]]:
         model = _model(shape, 2)
         timer = EpochTimer()
-        model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
-                  callbacks=[timer, *extra])
+        model.fit(
+            x,
+            y,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            verbose=0,
+            callbacks=[timer, *extra],
+        )
         return model, timer.times
 
     plain, epoch_times = run([])
     with tempfile.TemporaryDirectory() as log_dir:
-        callback = HeatmapCallback(x[: args.images], methods=methods, log_dir=log_dir,
-                                   tensorboard=False, use_tf_function=not args.eager)
+        callback = HeatmapCallback(
+            x[: args.images],
+            methods=methods,
+            log_dir=log_dir,
+            tensorboard=False,
+            use_tf_function=not args.eager,
+        )
         with_cb, _ = run([callback])
     calls = [seconds for *_, seconds in callback.timings]
-    identical = all(a.tobytes() == b.tobytes()
-                    for a, b in zip(plain.get_weights(), with_cb.get_weights()))
+    identical = all(
+        a.tobytes() == b.tobytes() for a, b in zip(plain.get_weights(), with_cb.get_weights())
+    )
     epoch = float(np.median(epoch_times[1:] or epoch_times))
     later = float(np.mean(calls[1:])) if len(calls) > 1 else float("nan")
-    print(f"model: small CNN {shape}, {plain.count_params()} parameters; {args.samples} "
-          f"samples, batch {args.batch_size}; {args.images} explained images; methods "
-          f"{', '.join(methods)} ({'eager' if args.eager else 'tf.function'}); "
-          f"{os.cpu_count()} CPU(s)")
+    print(
+        f"model: small CNN {shape}, {plain.count_params()} parameters; {args.samples} "
+        f"samples, batch {args.batch_size}; {args.images} explained images; methods "
+        f"{', '.join(methods)} ({'eager' if args.eager else 'tf.function'}); "
+        f"{os.cpu_count()} CPU(s)"
+    )
     print(f"{'training epoch (median, no callback)':<44}{epoch:8.3f} s")
     print(f"{'callback, first call (create + trace)':<44}{calls[0]:8.3f} s")
-    print(f"{'callback, later calls (mean)':<44}{later:8.3f} s   "
-          f"= {later / epoch:.0%} of an epoch")
+    print(f"{'callback, later calls (mean)':<44}{later:8.3f} s   = {later / epoch:.0%} of an epoch")
     print(f"{'weights bitwise equal with / without':<44}{str(identical):>8}")
     return 0 if identical else 1
 

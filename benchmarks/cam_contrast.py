@@ -46,8 +46,9 @@ def main() -> int:
     classes = np.asarray(model(singles)).argmax(axis=1)
     images, targets, rivals, boxes = [], [], [], []
     for a, b in itertools.permutations(range(len(PHOTOS)), 2):
-        mosaic, tiles = zoo.make_mosaic([zoo.load_photo(PHOTOS[a]), zoo.load_photo(PHOTOS[b])],
-                                        grid=(1, 2), tile=112)
+        mosaic, tiles = zoo.make_mosaic(
+            [zoo.load_photo(PHOTOS[a]), zoo.load_photo(PHOTOS[b])], grid=(1, 2), tile=112
+        )
         canvas = np.zeros((224, 224, 3), np.uint8)
         canvas[56:168] = mosaic
         for own, other, tile in ((a, b, tiles[0]), (b, a, tiles[1])):
@@ -58,14 +59,15 @@ def main() -> int:
     x = zoo.preprocess_input(np.stack(images))
     targets_arr, rivals_arr = np.array(targets), np.array(rivals)
     grad_cam = tf_clrp.create_analyzer("grad_cam", model)
-    clrp = tf_clrp.create_analyzer("clrp", model,
-                                   input_layer_rule=tuple(zoo.PREPROCESSING_BOUNDS))
+    clrp = tf_clrp.create_analyzer("clrp", model, input_layer_rule=tuple(zoo.PREPROCESSING_BOUNDS))
     maps: dict[str, np.ndarray] = {
         "grad_cam": grad_cam.analyze(x, targets_arr, batch_size=8),
-        "grad_cam (contrast='others')": grad_cam.analyze(x, targets_arr, batch_size=8,
-                                                         contrast="others"),
-        "grad_cam (contrast=rival tile)": grad_cam.analyze(x, targets_arr, batch_size=8,
-                                                           contrast=rivals_arr),
+        "grad_cam (contrast='others')": grad_cam.analyze(
+            x, targets_arr, batch_size=8, contrast="others"
+        ),
+        "grad_cam (contrast=rival tile)": grad_cam.analyze(
+            x, targets_arr, batch_size=8, contrast=rivals_arr
+        ),
         "clrp (others)": clrp.analyze(x, targets_arr, batch_size=8),
     }
     masks = np.zeros((len(x), 224, 224), bool)
@@ -79,19 +81,25 @@ def main() -> int:
         hits = masks.reshape(len(x), -1)[np.arange(len(x)), flat].astype(float)
         empty = ~np.isfinite(mass)
         mass = np.where(empty, 0.0, mass)
-        results[label] = {"mass_in_target_tile": float(mass.mean()),
-                          "mass_ci95": interval(mass), "pointing_hit_rate": float(hits.mean()),
-                          "hit_ci95": interval(hits), "empty_maps": int(empty.sum())}
-        print(label, {k: np.round(v, 3).tolist() for k, v in results[label].items()},
-              flush=True)
-    report = {"command": pc.command_line(__file__, None),
-              "model": "tf_clrp.zoo.efficientnet_lite0() (ImageNet weights)",
-              "photos": PHOTOS, "n_maps": len(x),
-              "setup": "ordered photo pairs side by side (tiles 112 px on a 224 px black "
-                       "canvas); each tile's class explained; a map with no positive mass "
-                       "counts as 0 mass",
-              "interval": "95% percentile bootstrap over maps (2000 resamples)",
-              "results": results}
+        results[label] = {
+            "mass_in_target_tile": float(mass.mean()),
+            "mass_ci95": interval(mass),
+            "pointing_hit_rate": float(hits.mean()),
+            "hit_ci95": interval(hits),
+            "empty_maps": int(empty.sum()),
+        }
+        print(label, {k: np.round(v, 3).tolist() for k, v in results[label].items()}, flush=True)
+    report = {
+        "command": pc.command_line(__file__, None),
+        "model": "tf_clrp.zoo.efficientnet_lite0() (ImageNet weights)",
+        "photos": PHOTOS,
+        "n_maps": len(x),
+        "setup": "ordered photo pairs side by side (tiles 112 px on a 224 px black "
+        "canvas); each tile's class explained; a map with no positive mass "
+        "counts as 0 mass",
+        "interval": "95% percentile bootstrap over maps (2000 resamples)",
+        "results": results,
+    }
     pc.write_json(ROOT / "benchmarks" / "results" / "cam_contrast.json", report)
     return 0
 

@@ -70,14 +70,18 @@ def _random_biases(model: keras.Model) -> keras.Model:
     return model
 
 
-def _keras_hub(backbone: str, classifier: str, seed: int, num_classes: int,
-               **config: Any) -> keras.Model:
+def _keras_hub(
+    backbone: str, classifier: str, seed: int, num_classes: int, **config: Any
+) -> keras.Model:
     import keras_hub
 
     keras.utils.set_random_seed(seed)
     body = getattr(keras_hub.models, backbone)(**config)
-    return _random_biases(getattr(keras_hub.models, classifier)(
-        backbone=body, num_classes=num_classes, preprocessor=None))
+    return _random_biases(
+        getattr(keras_hub.models, classifier)(
+            backbone=body, num_classes=num_classes, preprocessor=None
+        )
+    )
 
 
 def _images(n: int = 5, size: int = 32) -> np.ndarray:
@@ -96,22 +100,50 @@ def _token_batch(with_segments: bool) -> dict[str, np.ndarray]:
 
 
 def vit() -> Case:
-    model = _keras_hub("ViTBackbone", "ViTImageClassifier", 21, 5, image_shape=(32, 32, 3),
-                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    model = _keras_hub(
+        "ViTBackbone",
+        "ViTImageClassifier",
+        21,
+        5,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+    )
     return Case(model, _images(), {})
 
 
 def deit() -> Case:
-    model = _keras_hub("DeiTBackbone", "DeiTImageClassifier", 22, 5, image_shape=(32, 32, 3),
-                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-                       intermediate_dim=64)
+    model = _keras_hub(
+        "DeiTBackbone",
+        "DeiTImageClassifier",
+        22,
+        5,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+    )
     return Case(model, _images(), {})
 
 
 def bert() -> Case:
-    model = _keras_hub("BertBackbone", "BertTextClassifier", 23, 3, vocabulary_size=50,
-                       num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-                       max_sequence_length=8)
+    model = _keras_hub(
+        "BertBackbone",
+        "BertTextClassifier",
+        23,
+        3,
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
     return Case(model, _token_batch(True), {"input_name": "token_ids"})
 
 
@@ -119,7 +151,8 @@ def _attention_block(x: Any, heads: int, key_dim: int, hidden: int) -> Any:
     """Pre-norm transformer block of stock Keras layers."""
     width = x.shape[-1]
     attended = keras.layers.MultiHeadAttention(heads, key_dim)(
-        *[keras.layers.LayerNormalization()(x)] * 2)
+        *[keras.layers.LayerNormalization()(x)] * 2
+    )
     x = keras.layers.Add()([x, attended])
     h = keras.layers.Dense(hidden, activation="gelu")(keras.layers.LayerNormalization()(x))
     return keras.layers.Add()([x, keras.layers.Dense(width)(h)])
@@ -142,8 +175,11 @@ def keras_text() -> Case:
     x = keras.layers.Embedding(50, 16, mask_zero=True)(ids)
     x = _attention_block(x, 2, 8, 32)
     x = keras.layers.GlobalAveragePooling1D()(x)
-    return Case(keras.Model(ids, keras.layers.Dense(3)(x), name="keras_text"),
-                _token_batch(False)["token_ids"], {})
+    return Case(
+        keras.Model(ids, keras.layers.Dense(3)(x), name="keras_text"),
+        _token_batch(False)["token_ids"],
+        {},
+    )
 
 
 class ResidualConvBlock(keras.layers.Layer):
@@ -151,10 +187,12 @@ class ResidualConvBlock(keras.layers.Layer):
 
     def __init__(self, channels: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.first = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
-                                         bias_initializer="random_normal")
-        self.second = keras.layers.Conv2D(channels, 3, padding="same",
-                                          bias_initializer="random_normal")
+        self.first = keras.layers.Conv2D(
+            channels, 3, padding="same", activation="relu", bias_initializer="random_normal"
+        )
+        self.second = keras.layers.Conv2D(
+            channels, 3, padding="same", bias_initializer="random_normal"
+        )
 
     def call(self, x: Any) -> Any:
         return keras.ops.relu(self.second(self.first(x)) + x)
@@ -166,8 +204,9 @@ def subclassed_cnn() -> Case:
     x = keras.layers.Conv2D(8, 3, activation="relu")(image)
     x = ResidualConvBlock(8, name="residual_block")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return Case(keras.Model(image, keras.layers.Dense(5)(x), name="subclassed_cnn"),
-                _images(size=16), {})
+    return Case(
+        keras.Model(image, keras.layers.Dense(5)(x), name="subclassed_cnn"), _images(size=16), {}
+    )
 
 
 #: Row name -> builder.
@@ -194,13 +233,15 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def _explained(analyzer: Any, batch: Any) -> tuple[np.ndarray, list[np.ndarray], Any]:
     """The analyzer's input (embedded tokens for a token input), its feeds, the split."""
     split = inputs.split_batch(batch, analyzer.graph)
-    x = (inputs.embed(analyzer.graph, split.explained) if analyzer.graph.embedding is not None
-         else split.explained)
+    x = (
+        inputs.embed(analyzer.graph, split.explained)
+        if analyzer.graph.embedding is not None
+        else split.explained
+    )
     return x, list(split.feeds), split
 
 
-def autodiff_gradient(case: Case, analyzer: Any, targets: np.ndarray
-                      ) -> tuple[np.ndarray, float]:
+def autodiff_gradient(case: Case, analyzer: Any, targets: np.ndarray) -> tuple[np.ndarray, float]:
     """∂ output_target / ∂ explained input by ``tf.GradientTape`` on the user's model, and
     the scale errors are relative to (its max magnitude). For a token input: summed over the
     embedding axis (padding 0), read off the gradient of the embedding table (one row per
@@ -213,8 +254,9 @@ def autodiff_gradient(case: Case, analyzer: Any, targets: np.ndarray
             x = tf.constant(case.batch[graph.explained_input])
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                y = case.model({**{k: tf.constant(v) for k, v in case.batch.items()},
-                                graph.explained_input: x})
+                y = case.model(
+                    {**{k: tf.constant(v) for k, v in case.batch.items()}, graph.explained_input: x}
+                )
                 score = tf.reduce_sum(tf.gather(y, targets, axis=1, batch_dims=1))
             grad = tape.gradient(score, x).numpy()
             return grad, float(np.abs(grad).max())
@@ -225,8 +267,11 @@ def autodiff_gradient(case: Case, analyzer: Any, targets: np.ndarray
         grad = tape.gradient(score, x).numpy()
         return grad, float(np.abs(grad).max())
     table = graph.embedding.op.embeddings
-    feed = {k: tf.constant(v) for k, v in case.batch.items()} if isinstance(
-        case.batch, dict) else tf.constant(case.batch)
+    feed = (
+        {k: tf.constant(v) for k, v in case.batch.items()}
+        if isinstance(case.batch, dict)
+        else tf.constant(case.batch)
+    )
     with tf.GradientTape() as tape:
         score = tf.reduce_sum(tf.gather(case.model(feed), targets, axis=1, batch_dims=1))
     slices = tape.gradient(score, table)
@@ -239,8 +284,14 @@ def autodiff_gradient(case: Case, analyzer: Any, targets: np.ndarray
     return grad, float(np.abs(rows).max())
 
 
-def evaluate(case: Case, label: str, name: str, options: dict[str, Any],
-             targets: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+def evaluate(
+    case: Case,
+    label: str,
+    name: str,
+    options: dict[str, Any],
+    targets: np.ndarray,
+    expected: np.ndarray,
+) -> dict[str, Any]:
     """Runs one analyzer on one model and measures it."""
     cell: dict[str, Any] = {"analyzer": label, "ok": False}
     start = time.perf_counter()
@@ -258,7 +309,7 @@ def evaluate(case: Case, label: str, name: str, options: dict[str, Any],
     x, feeds, _ = _explained(analyzer, case.batch)
     mirrored = analyzer.mirror(tf.constant(x), [tf.constant(f) for f in feeds]).numpy()
     expected = expected.reshape(len(x), -1)  # (CLRP appends virtual dual outputs)
-    cell["forward_rel"] = _rel(mirrored.reshape(len(x), -1)[:, :expected.shape[1]], expected)
+    cell["forward_rel"] = _rel(mirrored.reshape(len(x), -1)[:, : expected.shape[1]], expected)
     cell["finite"] = bool(np.isfinite(maps).all())
     cell["nonzero"] = bool(np.abs(maps).sum() > 0)
     if label == "gradient":
@@ -285,8 +336,9 @@ def run_model(name: str, analyzers: list[tuple[str, str, dict[str, Any]]]) -> di
         cell = evaluate(case, label, analyzer_name, options, targets, output)
         row["cells"].append(cell)
         status = "ok" if cell["ok"] else cell["error"][:110]
-        print(f"  {label:22s} {status}  fwd={cell.get('forward_rel', float('nan')):.1e}",
-              flush=True)
+        print(
+            f"  {label:22s} {status}  fwd={cell.get('forward_rel', float('nan')):.1e}", flush=True
+        )
     keras.backend.clear_session()
     return row
 
@@ -332,7 +384,7 @@ def markdown(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
         "Built offline with random weights from tiny configs (`benchmarks/"
         "coverage_any_model.py`): keras_hub ViT/DeiT/BERT classifiers, a stock-Keras ViT",
         "(Conv2D patchify + MultiHeadAttention), a stock-Keras text classifier (Embedding with",
-        "`mask_zero=True` + MultiHeadAttention; BERT explains `input_name=\"token_ids\"`, the",
+        '`mask_zero=True` + MultiHeadAttention; BERT explains `input_name="token_ids"`, the',
         "other inputs fed through) and a CNN with a subclassed block. Each sample's arg-max",
         "output is explained (batch in the table). ✓: the mirrored forward equals the",
         f"model's output (≤ {FORWARD_TOL:g}·max|output|), the map is finite and non-zero, and",
@@ -350,18 +402,21 @@ def markdown(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
     errors: dict[str, list[str]] = {}
     for row in rows:
         if "cells" not in row:
-            lines.append(f"| {row['model']} | | | " + " | ".join(["✗ build"] * len(labels))
-                         + " |")
+            lines.append(f"| {row['model']} | | | " + " | ".join(["✗ build"] * len(labels)) + " |")
             errors.setdefault(row["error"], []).append(row["model"])
             continue
         cells = {c["analyzer"]: c for c in row["cells"]}
         texts = [cell_text(cells[label]) if label in cells else "" for label in labels]
-        lines.append(f"| {row['model']} | {row['batch']} | {row['max_output']:.1e} | "
-                     + " | ".join(texts) + " |")
+        lines.append(
+            f"| {row['model']} | {row['batch']} | {row['max_output']:.1e} | "
+            + " | ".join(texts)
+            + " |"
+        )
         for cell in row["cells"]:
             if not cell["ok"]:
                 errors.setdefault(_unnumbered(cell["error"]), []).append(
-                    f"{row['model']} ({cell['analyzer']})")
+                    f"{row['model']} ({cell['analyzer']})"
+                )
     lines += ["", "Errors:", ""]
     if not errors:
         lines.append("None.")

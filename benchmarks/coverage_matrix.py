@@ -127,8 +127,17 @@ FORWARD_TOL = 1e-3
 #: folding changes float32 rounding, which flips ReLU gates of pre-activations ~0 and
 #: max-pooling near-ties (InceptionV3: 9e-3 folded, exactly 0 with fold_batch_norm=False).
 GRADIENT_TOL = 1e-2
-LRP_FAMILY = frozenset({"lrp.z_plus", "lrp.epsilon_plus", "lrp.epsilon(0.1)",
-                        "lrp.sequential_preset_a", "clrp", "sglrp", EXACT})
+LRP_FAMILY = frozenset(
+    {
+        "lrp.z_plus",
+        "lrp.epsilon_plus",
+        "lrp.epsilon(0.1)",
+        "lrp.sequential_preset_a",
+        "clrp",
+        "sglrp",
+        EXACT,
+    }
+)
 
 
 def build(name: str, variant: str, size: int = 0) -> tuple[keras.Model, tuple[float, float]]:
@@ -149,8 +158,9 @@ def build(name: str, variant: str, size: int = 0) -> tuple[keras.Model, tuple[fl
     if variant == "plain":
         return constructor(weights=None, input_shape=shape, classes=10), value_range
     base = constructor(weights=None, include_top=False, pooling="avg", input_shape=shape)
-    model = keras.Sequential([keras.Input(shape), base, keras.layers.Dense(5)],
-                             name=f"transfer_{name.lower()}")
+    model = keras.Sequential(
+        [keras.Input(shape), base, keras.layers.Dense(5)], name=f"transfer_{name.lower()}"
+    )
     return model, value_range
 
 
@@ -178,17 +188,21 @@ def calibrate_batch_norm(model: keras.Model, x: np.ndarray) -> int:
     Returns:
         The number of BatchNorm layers calibrated.
     """
-    norms = [layer for layer in _all_layers(model)
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
-    def hooked(layer: keras.layers.BatchNormalization, original: Callable[..., Any]
-               ) -> Callable[..., Any]:
+    def hooked(
+        layer: keras.layers.BatchNormalization, original: Callable[..., Any]
+    ) -> Callable[..., Any]:
         def call(inputs: Any, *args: Any, **kwargs: Any) -> Any:
             second_moment = float(np.mean(np.square(np.asarray(inputs, dtype=np.float64))))
             layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, "float32"))
-            layer.moving_variance.assign(np.full(layer.moving_variance.shape, second_moment,
-                                                 "float32"))
+            layer.moving_variance.assign(
+                np.full(layer.moving_variance.shape, second_moment, "float32")
+            )
             return original(inputs, *args, **kwargs)
+
         return call
 
     for layer in norms:
@@ -212,6 +226,7 @@ def logits_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
         def logits(x: tf.Tensor) -> tf.Tensor:
             z = tf.matmul(features(x, training=False), tf.convert_to_tensor(last.kernel))
             return z + tf.convert_to_tensor(last.bias)
+
         return logits
     return lambda x: model(x, training=False)
 
@@ -219,8 +234,13 @@ def logits_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
 def non_rectifiers(model: keras.Model) -> list[str]:
     """Names of the non-rectifier activations in the canonical graph."""
     graph = build_graph(model)
-    return sorted({n.activation or "?" for n in graph.nodes if n.group == "activation"
-                   and n.activation not in tfc_layers.RECTIFIERS})
+    return sorted(
+        {
+            n.activation or "?"
+            for n in graph.nodes
+            if n.group == "activation" and n.activation not in tfc_layers.RECTIFIERS
+        }
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -232,9 +252,15 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
 
 
-def evaluate(model: keras.Model, x: np.ndarray, label: str, name: str,
-             options: dict[str, Any], logits: np.ndarray,
-             true_grad: np.ndarray) -> dict[str, Any]:
+def evaluate(
+    model: keras.Model,
+    x: np.ndarray,
+    label: str,
+    name: str,
+    options: dict[str, Any],
+    logits: np.ndarray,
+    true_grad: np.ndarray,
+) -> dict[str, Any]:
     """Runs one analyzer on one model and measures it."""
     cell: dict[str, Any] = {"analyzer": label, "ok": False}
     target = logits.argmax(axis=1)
@@ -244,8 +270,7 @@ def evaluate(model: keras.Model, x: np.ndarray, label: str, name: str,
             warnings.simplefilter("always")
             analyzer = tf_clrp.create_analyzer(name, model, **options)
             if name in ("clrp", "sglrp"):
-                parts = analyzer.analyze(x, neuron_selection="max_activation",
-                                         return_parts=True)
+                parts = analyzer.analyze(x, neuron_selection="max_activation", return_parts=True)
                 relevance, conserved = parts.contrastive, parts.target
             else:
                 relevance = conserved = analyzer.analyze(x, neuron_selection="max_activation")
@@ -272,8 +297,7 @@ def evaluate(model: keras.Model, x: np.ndarray, label: str, name: str,
         else:
             seed = chosen
         total = conserved.reshape(len(x), -1).sum(axis=1)
-        cell["conservation"] = float(np.max(np.abs(total - seed) / np.maximum(np.abs(seed),
-                                                                             1e-12)))
+        cell["conservation"] = float(np.max(np.abs(total - seed) / np.maximum(np.abs(seed), 1e-12)))
         cell["promised"] = label == EXACT
     if label == "gradient":
         cell["gradient_rel"] = _rel(relevance, true_grad)
@@ -293,16 +317,27 @@ def _reference(model: keras.Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _report(cell: dict[str, Any]) -> None:
     status = "ok" if cell["ok"] else cell["error"][:90]
-    print(f"  {cell['analyzer']:24s} {status}  fwd={cell.get('forward_rel', float('nan')):.1e} "
-          f"cons={cell.get('conservation', float('nan')):.1e} "
-          f"t={cell.get('s_per_image', float('nan'))}", flush=True)
+    print(
+        f"  {cell['analyzer']:24s} {status}  fwd={cell.get('forward_rel', float('nan')):.1e} "
+        f"cons={cell.get('conservation', float('nan')):.1e} "
+        f"t={cell.get('s_per_image', float('nan'))}",
+        flush=True,
+    )
 
 
-def run_model(name: str, variant: str, analyzers: list[tuple[str, str, dict[str, Any]]],
-              extra: dict[str, Any] | None = None, size: int = 0) -> dict[str, Any]:
+def run_model(
+    name: str,
+    variant: str,
+    analyzers: list[tuple[str, str, dict[str, Any]]],
+    extra: dict[str, Any] | None = None,
+    size: int = 0,
+) -> dict[str, Any]:
     """All analyzers on one model variant."""
-    row: dict[str, Any] = {"model": name, "variant": variant,
-                           "options": sorted(extra) if extra else []}
+    row: dict[str, Any] = {
+        "model": name,
+        "variant": variant,
+        "options": sorted(extra) if extra else [],
+    }
     start = time.perf_counter()
     try:
         model, (low, high) = build(name, variant, size)
@@ -325,8 +360,9 @@ def run_model(name: str, variant: str, analyzers: list[tuple[str, str, dict[str,
         row["graph_error"] = _first_line(error)
     row["cells"] = []
     for label, analyzer_name, options in analyzers:
-        cell = evaluate(model, x, label, analyzer_name, {**options, **(extra or {})},
-                        logits, true_grad)
+        cell = evaluate(
+            model, x, label, analyzer_name, {**options, **(extra or {})}, logits, true_grad
+        )
         row["cells"].append(cell)
         _report(cell)
     keras.backend.clear_session()
@@ -369,14 +405,20 @@ def markdown(result: dict[str, Any]) -> str:
         "Generated by " + commands + " on tf_clrp " + result["git"] + " "
         f"(Keras {result['keras']}, TensorFlow {result['tensorflow']}, "
         f"{result['threads']} CPU thread(s), batch 2, random weights).",
-        *(["Rows come from several runs; the `engine` column is the commit each row was",
-           "measured on (the later run's row replaces an earlier one)."] if several else []),
+        *(
+            [
+                "Rows come from several runs; the `engine` column is the commit each row was",
+                "measured on (the later run's row replaces an earlier one).",
+            ]
+            if several
+            else []
+        ),
         "Do not edit by hand; rerun the command. `s/img` is a wall time on a shared machine",
         "(other jobs running), not a speed figure; see BENCHMARKS.md for speed.",
         "",
         "Each model is built with `weights=None` at its smallest input size, *plain* (full",
         "classifier; the softmax is stripped, logits are explained) and *nested* "
-        "(`keras.Sequential([keras.Input(...), base(include_top=False, pooling=\"avg\"), "
+        '(`keras.Sequential([keras.Input(...), base(include_top=False, pooling="avg"), '
         "keras.layers.Dense(5)])`). The max-activation logit of 2 random inputs is explained.",
         "BatchNorms are rescaled on these 2 and 6 more random inputs (moving mean 0, moving",
         "variance = E[input²], layer by layer): with the initial (0, 1) statistics deep SE",
@@ -392,7 +434,9 @@ def markdown(result: dict[str, Any]) -> str:
         "is broken, `all-zero`, `non-finite`). ✗ failed (error class; first lines of the",
         "errors below).",
         "",
-        "| model | variant | max\\|z\\| | " + " | ".join(labels) + " | s/img (z+) |"
+        "| model | variant | max\\|z\\| | "
+        + " | ".join(labels)
+        + " | s/img (z+) |"
         + (" engine |" if several else ""),
         "|---|---|---|" + "---|" * len(labels) + "---|" + ("---|" if several else ""),
     ]
@@ -400,22 +444,30 @@ def markdown(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         model = row["model"] + (f" + {', '.join(row['options'])}" if row["options"] else "")
         if "cells" not in row:
-            lines.append(f"| {model} | {row['variant']} | | " + " | ".join(
-                ["✗ build"] * len(labels)) + " | |")
+            lines.append(
+                f"| {model} | {row['variant']} | | "
+                + " | ".join(["✗ build"] * len(labels))
+                + " | |"
+            )
             errors.setdefault(row["error"], []).append(f"{model} ({row['variant']})")
             continue
         cells = {c["analyzer"]: c for c in row["cells"]}
         texts = [_cell_text(cells[label]) if label in cells else "" for label in labels]
         zplus = cells.get("lrp.z_plus", {}).get("s_per_image", "")
-        lines.append(f"| {model} | {row['variant']} | {row['max_logit']:.1e} | "
-                     + " | ".join(texts) + f" | {zplus} |"
-                     + (f" {row.get('git', result['git'])} |" if several else ""))
+        lines.append(
+            f"| {model} | {row['variant']} | {row['max_logit']:.1e} | "
+            + " | ".join(texts)
+            + f" | {zplus} |"
+            + (f" {row.get('git', result['git'])} |" if several else "")
+        )
         for cell in row["cells"]:
             if not cell["ok"]:
                 errors.setdefault(cell["error"], []).append(
-                    f"{model} ({row['variant']}, {cell['analyzer']})")
-    shown_issues = [name for name in KNOWN_ISSUES
-                    if any(row["model"] == name for row in result["rows"])]
+                    f"{model} ({row['variant']}, {cell['analyzer']})"
+                )
+    shown_issues = [
+        name for name in KNOWN_ISSUES if any(row["model"] == name for row in result["rows"])
+    ]
     if shown_issues:
         lines += ["", "## Known engine bugs", ""]
         lines += [f"* {name}: {KNOWN_ISSUES[name]}" for name in shown_issues]
@@ -438,14 +490,14 @@ def markdown(result: dict[str, Any]) -> str:
         "LRP's rules are derived for rectifier networks (ReLU family): relevance crosses a",
         "ReLU unchanged because the unit is linear where it is active. For swish/SiLU, GELU,",
         "hard-swish and sigmoid gates tf_clrp does the same — the relevance at the",
-        "activation's output is handed to its input unchanged (the `\"pass\"` activation",
+        'activation\'s output is handed to its input unchanged (the `"pass"` activation',
         "mode) — and warns once per activation name (`UserWarning: layer ... uses the",
         "non-rectifier activation 'silu'`). The activation then neither creates nor destroys",
         "relevance, but the map is an approximation — a unit with negative swish output can",
         "carry positive relevance — and z⁺-type rules are no longer conservative (see below:",
-        "the warning's \"maps are still conservative\" holds for LRP-0/ε, not for z⁺).",
+        'the warning\'s "maps are still conservative" holds for LRP-0/ε, not for z⁺).',
         "SE / gating blocks (`Multiply`) hand all relevance to the main path; the gate gets",
-        "none (rule `Pass` on group \"multiply\").",
+        'none (rule `Pass` on group "multiply").',
         "",
         "`guided_backprop` and `deconvnet` apply their ReLU rules to rectifiers only; through",
         "swish/hard-swish, GELU and sigmoid they keep the plain gradient (as iNNvestigate",
@@ -492,6 +544,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from runs of different rows: a later run's row replaces an earlier row of
     the same model, variant and options; each row keeps the engine commit it was measured
     on (the commands and commits are listed)."""
+
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
         return (row["model"], row.get("variant"), str(row.get("options")))
 
@@ -507,10 +560,12 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
             replaced = {key(r) for r in fresh}
             kept = [r for r in merged[field] if key(r) not in replaced]
             order = [key(r) for r in merged[field]]
-            merged[field] = sorted(kept + fresh, key=lambda r: order.index(key(r))
-                                   if key(r) in order else len(order))
-        merged["any_model_analyzers"] = (merged.get("any_model_analyzers")
-                                         or result.get("any_model_analyzers", []))
+            merged[field] = sorted(
+                kept + fresh, key=lambda r: order.index(key(r)) if key(r) in order else len(order)
+            )
+        merged["any_model_analyzers"] = merged.get("any_model_analyzers") or result.get(
+            "any_model_analyzers", []
+        )
         merged["analyzers"] = merged["analyzers"] or result["analyzers"]
     return merged
 
@@ -518,10 +573,20 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _git_state() -> str:
     """Commit of the engine the matrix was measured on (``+dirty`` for local changes)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "tf_clrp"], cwd=ROOT,
-                               check=True, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "tf_clrp"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -533,15 +598,23 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,nested")
     parser.add_argument("--analyzers", default=",".join(a[0] for a in ANALYZERS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--size", type=int, default=0,
-                        help="input height/width (default: each model's minimum)")
+    parser.add_argument(
+        "--size", type=int, default=0, help="input height/width (default: each model's minimum)"
+    )
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/coverage.json"))
     parser.add_argument("--md", default=str(ROOT / "docs/coverage.md"))
-    parser.add_argument("--any-models", default=",".join(any_model.MODELS),
-                        help="transformer / custom-layer rows (coverage_any_model.MODELS)")
-    parser.add_argument("--render", metavar="JSON", nargs="+",
-                        help="only re-render the markdown from saved result files (several "
-                             "are merged, and written to --json if given)")
+    parser.add_argument(
+        "--any-models",
+        default=",".join(any_model.MODELS),
+        help="transformer / custom-layer rows (coverage_any_model.MODELS)",
+    )
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        nargs="+",
+        help="only re-render the markdown from saved result files (several "
+        "are merged, and written to --json if given)",
+    )
     args = parser.parse_args()
     if args.render:
         merged = merge([json.loads(Path(p).read_text()) for p in args.render])
@@ -562,12 +635,17 @@ def main() -> None:
     result = {
         "command": f"python benchmarks/coverage_matrix.py {argv}".strip(),
         "git": engine,
-        "keras": keras.__version__, "tensorflow": tf.__version__,
-        "python": platform.python_version(), "threads": args.threads,
-        "analyzers": [a[0] for a in chosen], "conservation_tol": CONSERVATION_TOL,
-        "forward_tol": FORWARD_TOL, "gradient_tol": GRADIENT_TOL,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "analyzers": [a[0] for a in chosen],
+        "conservation_tol": CONSERVATION_TOL,
+        "forward_tol": FORWARD_TOL,
+        "gradient_tol": GRADIENT_TOL,
         "rows": rows,
-        "any_model_analyzers": [a[0] for a in chosen_any], "any_model_rows": any_rows,
+        "any_model_analyzers": [a[0] for a in chosen_any],
+        "any_model_rows": any_rows,
     }
 
     def save() -> None:  # after every row: a long run that is stopped keeps its rows
@@ -585,8 +663,12 @@ def main() -> None:
             failed = any(not c["ok"] for c in row.get("cells", []))
             if name in ESCAPE_HATCHES and failed:
                 print(f"{name} ({variant}) with {sorted(ESCAPE_HATCHES[name])}", flush=True)
-                rows.append({**run_model(name, variant, chosen, ESCAPE_HATCHES[name],
-                                         args.size), "git": engine})
+                rows.append(
+                    {
+                        **run_model(name, variant, chosen, ESCAPE_HATCHES[name], args.size),
+                        "git": engine,
+                    }
+                )
             save()
     for name in [n for n in args.any_models.split(",") if n]:
         print(name, flush=True)
@@ -594,6 +676,7 @@ def main() -> None:
         save()
     save()
     print(f"wrote {args.json or '-'} and {args.md or '-'}")
+
 
 if __name__ == "__main__":
     main()

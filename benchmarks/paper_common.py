@@ -75,7 +75,7 @@ class MethodSpec:
 
     @property
     def reduce(self) -> str:
-        """"absmax" for gradient-type saliency, else "sum"."""
+        """ "absmax" for gradient-type saliency, else "sum"."""
         return "absmax" if self.analyzer in ABS_MAX else "sum"
 
     @property
@@ -120,8 +120,11 @@ ABLATION_TABLE: tuple[tuple[str, str, bool, Any, bool], ...] = (
 )
 
 
-def _specs(table: Sequence[tuple[str, str, bool, Any, bool]], bounds: tuple[float, float] | None,
-           agnostic: dict[str, dict[str, Any]]) -> dict[str, MethodSpec]:
+def _specs(
+    table: Sequence[tuple[str, str, bool, Any, bool]],
+    bounds: tuple[float, float] | None,
+    agnostic: dict[str, dict[str, Any]],
+) -> dict[str, MethodSpec]:
     """MethodSpecs of a method table (``bounds`` for the rows with z^B)."""
     specs = {}
     for name, analyzer, zb, contrast, parts in table:
@@ -134,9 +137,12 @@ def _specs(table: Sequence[tuple[str, str, bool, Any, bool]], bounds: tuple[floa
     return specs
 
 
-def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
-                  prediction_difference: dict[str, Any],
-                  rise: dict[str, Any] | None = None) -> dict[str, MethodSpec]:
+def paper_methods(
+    bounds: tuple[float, float],
+    occlusion: dict[str, Any],
+    prediction_difference: dict[str, Any],
+    rise: dict[str, Any] | None = None,
+) -> dict[str, MethodSpec]:
     """The compared methods of ``METHOD_TABLE``, keyed by their table name.
 
     Args:
@@ -148,9 +154,15 @@ def paper_methods(bounds: tuple[float, float], occlusion: dict[str, Any],
     Returns:
         name -> MethodSpec, in table order.
     """
-    return _specs(METHOD_TABLE, bounds, {"occlusion": occlusion,
-                                         "prediction_difference": prediction_difference,
-                                         "rise": rise or {}})
+    return _specs(
+        METHOD_TABLE,
+        bounds,
+        {
+            "occlusion": occlusion,
+            "prediction_difference": prediction_difference,
+            "rise": rise or {},
+        },
+    )
 
 
 def split_methods(text: str | None) -> tuple[str, ...] | None:
@@ -166,8 +178,9 @@ def ablation_methods() -> dict[str, MethodSpec]:
     return _specs(ABLATION_TABLE, None, {})
 
 
-def select_methods(cfg: Any, bounds: tuple[float, float], batch_size: int,
-                   rise: dict[str, Any]) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
+def select_methods(
+    cfg: Any, bounds: tuple[float, float], batch_size: int, rise: dict[str, Any]
+) -> tuple[dict[str, MethodSpec], dict[str, MethodSpec]]:
     """A script's methods and z^B ablations, filtered by ``cfg.methods``.
 
     Args:
@@ -184,8 +197,12 @@ def select_methods(cfg: Any, bounds: tuple[float, float], batch_size: int,
     methods = paper_methods(
         bounds,
         occlusion={"window": win, "stride": win, "batch_size": batch_size},
-        prediction_difference={"window": win, "stride": win, "n_samples": cfg.pd_samples,
-                               "batch_size": batch_size},
+        prediction_difference={
+            "window": win,
+            "stride": win,
+            "n_samples": cfg.pd_samples,
+            "batch_size": batch_size,
+        },
         rise={**rise, "n_masks": cfg.rise_masks, "batch_size": batch_size},
     )
     ablations = ablation_methods() if cfg.ablations else {}
@@ -201,27 +218,44 @@ def select_methods(cfg: Any, bounds: tuple[float, float], batch_size: int,
 
 def add_common_args(p: Any, defaults: Any) -> None:
     """The flags both paper scripts share (their defaults from the script's Config)."""
-    p.add_argument("--methods", default=None,
-                   help="comma-separated subset of the table names (METHOD_TABLE, ablations)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated subset of the table names (METHOD_TABLE, ablations)",
+    )
     p.add_argument("--no-ablations", action="store_true", help="skip the z^B ablations")
     p.add_argument("--no-aopc", action="store_true", help="skip region perturbation")
     p.add_argument("--aopc-steps", type=int, default=defaults.aopc_steps)
     p.add_argument("--pd-samples", type=int, default=defaults.pd_samples)
-    p.add_argument("--rise-masks", type=int, default=defaults.rise_masks,
-                   help="RISE masks per map (the same seeded set for every map)")
+    p.add_argument(
+        "--rise-masks",
+        type=int,
+        default=defaults.rise_masks,
+        help="RISE masks per map (the same seeded set for every map)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
-                   help="folder of the result files")
-    p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"),
-                   help="folder of the figures")
+    p.add_argument(
+        "--out",
+        default=os.path.join(ROOT, "benchmarks", "results"),
+        help="folder of the result files",
+    )
+    p.add_argument(
+        "--figures", default=os.path.join(ROOT, "docs", "figures"), help="folder of the figures"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def common_options(args: Any) -> dict[str, Any]:
     """Config keyword arguments from the flags of ``add_common_args``."""
-    return {"methods": split_methods(args.methods), "ablations": not args.no_ablations,
-            "aopc": not args.no_aopc, "aopc_steps": args.aopc_steps,
-            "pd_samples": args.pd_samples, "rise_masks": args.rise_masks, "seed": args.seed}
+    return {
+        "methods": split_methods(args.methods),
+        "ablations": not args.no_ablations,
+        "aopc": not args.no_aopc,
+        "aopc_steps": args.aopc_steps,
+        "pd_samples": args.pd_samples,
+        "rise_masks": args.rise_masks,
+        "seed": args.seed,
+    }
 
 
 def print_report(markdown_text: str, paths: dict[str, str]) -> None:
@@ -262,8 +296,10 @@ class Scorer:
         key = hashlib.blake2b(x.tobytes(), digest_size=16).digest() + bytes(str(x.shape), "ascii")
         if self.memo is not None and key in self.memo:
             return self.memo[key]
-        outs = [np.asarray(self._fn(x[i:i + self.batch_size]), dtype=np.float64)
-                for i in range(0, len(x), self.batch_size)]
+        outs = [
+            np.asarray(self._fn(x[i : i + self.batch_size]), dtype=np.float64)
+            for i in range(0, len(x), self.batch_size)
+        ]
         out = np.concatenate(outs) if outs else np.zeros((0,))
         self.calls += len(x)
         if self.memo is not None:
@@ -321,8 +357,9 @@ class Rows:
     regions: list[list[Box]]
 
 
-def build_rows(images: Sequence[np.ndarray], regions: Sequence[dict[int, list[Box]]],
-               logits: np.ndarray) -> Rows:
+def build_rows(
+    images: Sequence[np.ndarray], regions: Sequence[dict[int, list[Box]]], logits: np.ndarray
+) -> Rows:
     """One row per (scene, present class); ``images`` are model inputs (H, W, C)."""
     xs, cls, riv, scene, regs = [], [], [], [], []
     for s, (img, reg) in enumerate(zip(images, regions)):
@@ -335,8 +372,9 @@ def build_rows(images: Sequence[np.ndarray], regions: Sequence[dict[int, list[Bo
             riv.append(rival)
             scene.append(s)
             regs.append(list(reg[c]))
-    return Rows(np.stack(xs).astype(np.float32), np.array(cls), np.array(riv),
-                np.array(scene), regs)
+    return Rows(
+        np.stack(xs).astype(np.float32), np.array(cls), np.array(riv), np.array(scene), regs
+    )
 
 
 @dataclass
@@ -348,10 +386,16 @@ class MethodMaps:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, MethodSpec],
-                 batch_size: int = 8, reference: np.ndarray | None = None,
-                 analyzers: dict[tuple[str, str], Any] | None = None,
-                 progress: bool = False) -> MethodMaps:
+def explain_rows(
+    model: Any,
+    scorer: Scorer,
+    rows: Rows,
+    methods: dict[str, MethodSpec],
+    batch_size: int = 8,
+    reference: np.ndarray | None = None,
+    analyzers: dict[tuple[str, str], Any] | None = None,
+    progress: bool = False,
+) -> MethodMaps:
     """Explain every row with every method.
 
     Engine analyzers (``use_tf_function=True``) are created once per key and reused across
@@ -389,8 +433,9 @@ def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, Meth
                     options["reference"] = reference
                 analyzers[key] = tf_clrp.create_analyzer(spec.analyzer, scorer, **options)
             else:
-                analyzers[key] = tf_clrp.create_analyzer(spec.analyzer, model,
-                                                         use_tf_function=True, **options)
+                analyzers[key] = tf_clrp.create_analyzer(
+                    spec.analyzer, model, use_tf_function=True, **options
+                )
         analyzer = analyzers[key]
         reduced = np.empty(rows.x.shape[:3], np.float32)
         if spec.model_agnostic:
@@ -399,7 +444,7 @@ def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, Meth
                 idx = np.flatnonzero(rows.scene == s)
                 scorer.memo.clear()
                 for i in idx:
-                    m = analyzer.analyze(rows.x[i:i + 1], neuron_selection=int(rows.classes[i]))
+                    m = analyzer.analyze(rows.x[i : i + 1], neuron_selection=int(rows.classes[i]))
                     reduced[i] = reduce_map(m, spec.reduce)[0]
                 bar.update(1)
             scorer.memo = None
@@ -408,11 +453,15 @@ def explain_rows(model: Any, scorer: Scorer, rows: Rows, methods: dict[str, Meth
             for ch in chunks:
                 kwargs: dict[str, Any] = {}
                 if spec.contrast is not None:
-                    kwargs["contrast"] = (rows.rivals[ch].astype(np.int64)
-                                          if spec.contrast == "rival" else spec.contrast)
+                    kwargs["contrast"] = (
+                        rows.rivals[ch].astype(np.int64)
+                        if spec.contrast == "rival"
+                        else spec.contrast
+                    )
                 if spec.parts:
-                    res = analyzer.analyze(rows.x[ch], neuron_selection=rows.classes[ch],
-                                           return_parts=True, **kwargs)
+                    res = analyzer.analyze(
+                        rows.x[ch], neuron_selection=rows.classes[ch], return_parts=True, **kwargs
+                    )
                     parts["target"].append(reduce_map(res.target, "sum"))
                     parts["dual"].append(reduce_map(res.dual, "sum"))
                     m = res.contrastive
@@ -440,9 +489,14 @@ def class_mean(values: np.ndarray, classes: np.ndarray) -> float:
     return _nanmean(per_class)
 
 
-def bootstrap_interval(values: np.ndarray, scenes: np.ndarray,
-                       classes: np.ndarray | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray,
+    scenes: np.ndarray,
+    classes: np.ndarray | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a mean, resampling scenes (the unit of independence).
 
     All rows of a drawn scene enter together. The statistic is the mean of ``values`` over
@@ -482,15 +536,17 @@ def bootstrap_interval(values: np.ndarray, scenes: np.ndarray,
     return float(low), float(high)
 
 
-def _scored(values: np.ndarray, scenes: np.ndarray, classes: np.ndarray,
-            point: float | None = None) -> dict[str, Any]:
+def _scored(
+    values: np.ndarray, scenes: np.ndarray, classes: np.ndarray, point: float | None = None
+) -> dict[str, Any]:
     """Class mean of per-row values and its bootstrap interval over scenes."""
     mean = class_mean(values, classes) if point is None else point
     return {"mean": mean, "ci": bootstrap_interval(values, scenes, classes)}
 
 
-def pointing_table(maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray,
-                   tolerance: float = 15.0) -> dict[str, dict[str, Any]]:
+def pointing_table(
+    maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray, tolerance: float = 15.0
+) -> dict[str, dict[str, Any]]:
     """Pointing Game per method on the rows selected by ``mask``, plus baselines.
 
     Returns:
@@ -510,21 +566,35 @@ def pointing_table(maps: dict[str, np.ndarray], rows: Rows, mask: np.ndarray,
     for name, m in maps.items():
         hits = PointingGame(tolerance=tolerance).update(m[idx], regions, cls)
         inside = PointingGame(tolerance=0.0, scale_tolerance=False).update(m[idx], regions, cls)
-        table[name] = {"accuracy": _scored(hits, scenes, cls),
-                       "strict": _scored(inside, scenes, cls), **sizes}
+        table[name] = {
+            "accuracy": _scored(hits, scenes, cls),
+            "strict": _scored(inside, scenes, cls),
+            **sizes,
+        }
     blank = np.zeros((len(idx), *shape), np.float32)
     center = PointingGame(tolerance=tolerance, baseline="center").update(blank, regions, cls)
-    center0 = PointingGame(tolerance=0.0, scale_tolerance=False,
-                           baseline="center").update(blank, regions, cls)
-    table["(center)"] = {"accuracy": _scored(center, scenes, cls),
-                         "strict": _scored(center0, scenes, cls), **sizes}
+    center0 = PointingGame(tolerance=0.0, scale_tolerance=False, baseline="center").update(
+        blank, regions, cls
+    )
+    table["(center)"] = {
+        "accuracy": _scored(center, scenes, cls),
+        "strict": _scored(center0, scenes, cls),
+        **sizes,
+    }
     chance = random_hit_rates(regions, shape, tolerance)
     chance0 = random_hit_rates(regions, shape, 0.0, scale_tolerance=False)
     table["(random point)"] = {
-        "accuracy": _scored(chance, scenes, cls, random_baseline(regions, cls, shape,
-                                                                 tolerance).mean),
-        "strict": _scored(chance0, scenes, cls, random_baseline(
-            regions, cls, shape, 0.0, scale_tolerance=False).mean), **sizes}
+        "accuracy": _scored(
+            chance, scenes, cls, random_baseline(regions, cls, shape, tolerance).mean
+        ),
+        "strict": _scored(
+            chance0,
+            scenes,
+            cls,
+            random_baseline(regions, cls, shape, 0.0, scale_tolerance=False).mean,
+        ),
+        **sizes,
+    }
     return table
 
 
@@ -536,8 +606,9 @@ def scored_cell(score: dict[str, Any], digits: int = 2) -> str:
     return f"{fmt(score['mean'], digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
-def row_hits(maps: dict[str, np.ndarray], rows: Rows,
-             tolerance: float = 15.0) -> dict[str, np.ndarray]:
+def row_hits(
+    maps: dict[str, np.ndarray], rows: Rows, tolerance: float = 15.0
+) -> dict[str, np.ndarray]:
     """Hit (1/0) of every row for every method (τ = tolerance, scaled)."""
     out = {}
     for name, m in maps.items():
@@ -546,8 +617,9 @@ def row_hits(maps: dict[str, np.ndarray], rows: Rows,
     return out
 
 
-def discriminativeness(maps: dict[str, np.ndarray], rows: Rows,
-                       scenes: Iterable[int]) -> dict[str, dict[str, float]]:
+def discriminativeness(
+    maps: dict[str, np.ndarray], rows: Rows, scenes: Iterable[int]
+) -> dict[str, dict[str, float]]:
     """Per method: mean over scenes of the pairwise map correlation between the classes of
     a scene, the share of positive relevance in the own boxes and in the other classes' boxes.
     """
@@ -560,14 +632,19 @@ def discriminativeness(maps: dict[str, np.ndarray], rows: Rows,
             if len(idx) < 2:
                 continue
             rep = discriminativeness_report(
-                {int(rows.classes[i]): m[i:i + 1] for i in idx},
-                {int(rows.classes[i]): [rows.regions[i]] for i in idx})
+                {int(rows.classes[i]): m[i : i + 1] for i in idx},
+                {int(rows.classes[i]): [rows.regions[i]] for i in idx},
+            )
             summary = rep.summary()
             corr.append(summary["correlation"])
             own.append(summary["own_mass"])
             other.append(summary["other_mass"])
-        result[name] = {"correlation": _nanmean(corr), "own_mass": _nanmean(own),
-                        "other_mass": _nanmean(other), "scenes": float(len(corr))}
+        result[name] = {
+            "correlation": _nanmean(corr),
+            "own_mass": _nanmean(own),
+            "other_mass": _nanmean(other),
+            "scenes": float(len(corr)),
+        }
     return result
 
 
@@ -586,11 +663,19 @@ class AopcResult:
     ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
-def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-               maps: dict[str, np.ndarray], targets: np.ndarray,
-               orders: Sequence[str] = ("morf", "lerf"), patch_size: int = 16, steps: int = 20,
-               perturbation: str = "mean", batch_size: int = 64,
-               progress: bool = False, scenes: np.ndarray | None = None) -> AopcResult:
+def aopc_table(
+    scorer: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    targets: np.ndarray,
+    orders: Sequence[str] = ("morf", "lerf"),
+    patch_size: int = 16,
+    steps: int = 20,
+    perturbation: str = "mean",
+    batch_size: int = 64,
+    progress: bool = False,
+    scenes: np.ndarray | None = None,
+) -> AopcResult:
     """Region perturbation of all methods in one batched run per order, plus a random order.
 
     Args:
@@ -618,25 +703,45 @@ def aopc_table(scorer: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     curves: dict[str, dict[str, list[float]]] = {m: {} for m in names}
     ci: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in names}
     for order in orders:
-        res = region_perturbation(scorer, big_x, big_maps, targets=big_t, order=order,
-                                  patch_size=patch_size, steps=steps, perturbation=perturbation,
-                                  batch_size=batch_size, progress=progress)
+        res = region_perturbation(
+            scorer,
+            big_x,
+            big_maps,
+            targets=big_t,
+            order=order,
+            patch_size=patch_size,
+            steps=steps,
+            perturbation=perturbation,
+            batch_size=batch_size,
+            progress=progress,
+        )
         for k, m in enumerate(names):
             sl = slice(k * n, (k + 1) * n)
             aopc[m][order] = float(res.aopc[sl].mean())
             ci[m][order] = bootstrap_interval(res.aopc[sl], groups)
             curves[m][order] = (res.curves[sl] - res.curves[sl, :1]).mean(axis=0).tolist()
-    res = region_perturbation(scorer, x, maps[names[0]], targets=targets, order="random",
-                              patch_size=patch_size, steps=steps, perturbation=perturbation,
-                              batch_size=batch_size, seed=0, progress=progress)
+    res = region_perturbation(
+        scorer,
+        x,
+        maps[names[0]],
+        targets=targets,
+        order="random",
+        patch_size=patch_size,
+        steps=steps,
+        perturbation=perturbation,
+        batch_size=batch_size,
+        seed=0,
+        progress=progress,
+    )
     aopc["(random order)"] = {"random": float(res.aopc.mean())}
     ci["(random order)"] = {"random": bootstrap_interval(res.aopc, groups)}
     curves["(random order)"] = {"random": (res.curves - res.curves[:, :1]).mean(axis=0).tolist()}
     return AopcResult(aopc, curves, n, ci)
 
 
-def clrp_parts_stats(parts: dict[str, np.ndarray], contrastive: np.ndarray,
-                     rows: Rows, mask: np.ndarray) -> dict[str, float]:
+def clrp_parts_stats(
+    parts: dict[str, np.ndarray], contrastive: np.ndarray, rows: Rows, mask: np.ndarray
+) -> dict[str, float]:
     """How CLRP's dual relates to its target: correlation of the target and dual maps, the sum
     of the CLRP map (Σ max(0, t/Σt − d/Σd): 0 if the normalised maps are equal, 1 if they do
     not overlap) and the Pointing Game of the target part (= LRP with the paper's rules) and
@@ -652,9 +757,12 @@ def clrp_parts_stats(parts: dict[str, np.ndarray], contrastive: np.ndarray,
     game.update(parts["target"][idx], [rows.regions[i] for i in idx], rows.classes[idx])
     dual_game = PointingGame()
     dual_game.update(parts["dual"][idx], [rows.regions[i] for i in idx], rows.classes[idx])
-    return {"corr_target_dual": _nanmean(corr), "contrastive_sum": _nanmean(kept),
-            "pointing_target_part": game.result().mean,
-            "pointing_dual_part": dual_game.result().mean}
+    return {
+        "corr_target_dual": _nanmean(corr),
+        "contrastive_sum": _nanmean(kept),
+        "pointing_target_part": game.result().mean,
+        "pointing_dual_part": dual_game.result().mean,
+    }
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -699,9 +807,16 @@ def write_csv(path: str, header: Sequence[str], body: Iterable[Sequence[Any]]) -
             w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
 
 
-def example_figure(images: Sequence[np.ndarray], maps: dict[str, np.ndarray],
-                   row_idx: Sequence[int], rows: Rows, labels: Sequence[str], path: str,
-                   tolerance: float = 15.0, cell: float = 1.25) -> None:
+def example_figure(
+    images: Sequence[np.ndarray],
+    maps: dict[str, np.ndarray],
+    row_idx: Sequence[int],
+    rows: Rows,
+    labels: Sequence[str],
+    path: str,
+    tolerance: float = 15.0,
+    cell: float = 1.25,
+) -> None:
     """Rows = explained (scene, class) rows, columns = the scene (``images``, one per row:
     uint8 RGB or a 2-D grey image) then one map per method.
 
@@ -733,8 +848,11 @@ def example_figure(images: Sequence[np.ndarray], maps: dict[str, np.ndarray],
             else:
                 ax.imshow(m, cmap="bwr", vmin=-vmax, vmax=vmax)
             for y0, x0, y1, x1 in rows.regions[i]:
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                       ec="limegreen", lw=1.0))
+                ax.add_patch(
+                    Rectangle(
+                        (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="limegreen", lw=1.0
+                    )
+                )
             py, px = np.unravel_index(int(np.argmax(m)), m.shape)
             ax.plot(px, py, "x", color="black", ms=5, mew=1.2)
             ax.add_patch(Circle((px, py), tol, fill=False, ec="black", lw=0.6))
@@ -748,8 +866,11 @@ def example_figure(images: Sequence[np.ndarray], maps: dict[str, np.ndarray],
     plt.close(fig)
 
 
-def curves_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[float]]], str]],
-                  path: str, ylabel: str = "f(x_k) − f(x_0)  (target logit)") -> None:
+def curves_figure(
+    panels: Sequence[tuple[str, dict[str, dict[str, list[float]]], str]],
+    path: str,
+    ylabel: str = "f(x_k) − f(x_0)  (target logit)",
+) -> None:
     """Mean perturbation curves, one panel per (title, curves, order)."""
     import matplotlib
 

@@ -36,8 +36,17 @@ import paper_pointing_game as pg  # noqa: E402
 
 BASELINES = ("(center)", "(random point)")
 #: Config fields that must agree between merged runs (the rest: methods, rise masks, ...).
-SAME_SCENES = ("photos", "mosaics", "pairs", "voc", "seed", "tolerance",
-               "aopc_mosaics", "aopc_steps", "patch_size")
+SAME_SCENES = (
+    "photos",
+    "mosaics",
+    "pairs",
+    "voc",
+    "seed",
+    "tolerance",
+    "aopc_mosaics",
+    "aopc_steps",
+    "patch_size",
+)
 PREFIX = "paper_pointing_game"
 
 
@@ -49,8 +58,9 @@ def method_order() -> list[str]:
 def _ordered(table: dict[str, Any], order: list[str]) -> dict[str, Any]:
     """``table`` with its methods in ``order`` (unknown names after them, baselines last)."""
     rank = {n: i for i, n in enumerate(order)}
-    names = sorted((n for n in table if n not in BASELINES),
-                   key=lambda n: (rank.get(n, len(rank)), n))
+    names = sorted(
+        (n for n in table if n not in BASELINES), key=lambda n: (rank.get(n, len(rank)), n)
+    )
     return {n: table[n] for n in [*names, *(b for b in BASELINES if b in table)]}
 
 
@@ -111,8 +121,9 @@ def merge_docs(docs: list[dict[str, Any]]) -> dict[str, Any]:
     for doc in docs[1:]:
         for key in SAME_SCENES:
             if doc["config"][key] != first["config"][key]:
-                raise ValueError(f"runs differ in {key}: {doc['config'][key]} vs "
-                                 f"{first['config'][key]}")
+                raise ValueError(
+                    f"runs differ in {key}: {doc['config'][key]} vs {first['config'][key]}"
+                )
         for key in ("scenes", "photo_classes", "n_rows"):
             if doc[key] != first[key]:
                 raise ValueError(f"runs differ in {key}")
@@ -150,9 +161,12 @@ def merge_rows(row_sets: list[list[dict[str, str]]], n_rows: int) -> list[dict[s
     for rows in row_sets:
         k = len(rows) // n_rows
         for i in range(n_rows):
-            per_row[i].extend(rows[i * k:(i + 1) * k])
-    return [r for group in per_row
-            for r in sorted(group, key=lambda r: rank.get(r["method"], len(rank)))]
+            per_row[i].extend(rows[i * k : (i + 1) * k])
+    return [
+        r
+        for group in per_row
+        for r in sorted(group, key=lambda r: rank.get(r["method"], len(rank)))
+    ]
 
 
 def _write_dicts(path: str, lines: list[dict[str, str]]) -> None:
@@ -174,12 +188,17 @@ def figures(doc: dict[str, Any], maps_files: list[str], fig_dir: str) -> dict[st
     with np.load(maps_files[0]) as first:
         scene_of_row, classes, x = first["scene"], first["classes"], first["x"]
     regions: list[list[pc.Box]] = [
-        [tuple(b) for b in scenes[s]["classes"][str(int(c))]] if s < len(scenes)
-        else [(0, 0, 224, 224)] for s, c in zip(scene_of_row, classes)]
+        [tuple(b) for b in scenes[s]["classes"][str(int(c))]]
+        if s < len(scenes)
+        else [(0, 0, 224, 224)]
+        for s, c in zip(scene_of_row, classes)
+    ]
     shown_names = [n for n in method_order() if "(no z^B)" not in n and "per-image" not in n]
-    for kind, fname in (("mosaic", "pointing_mosaic_examples.png"),
-                        ("pair", "pointing_pair_examples.png"),
-                        ("voc", "pointing_voc_examples.png")):
+    for kind, fname in (
+        ("mosaic", "pointing_mosaic_examples.png"),
+        ("pair", "pointing_pair_examples.png"),
+        ("voc", "pointing_voc_examples.png"),
+    ):
         ids = [j for j, s in enumerate(scenes) if s["kind"] == kind]
         if not ids:
             continue
@@ -191,17 +210,27 @@ def figures(doc: dict[str, Any], maps_files: list[str], fig_dir: str) -> dict[st
                     if key.startswith("map/") and key[4:] in shown_names:
                         maps[key[4:]] = data[key][idx]
         maps = {n: maps[n] for n in shown_names if n in maps}
-        local = pc.Rows(x[idx], classes[idx], classes[idx], scene_of_row[idx],
-                        [regions[i] for i in idx])
+        local = pc.Rows(
+            x[idx], classes[idx], classes[idx], scene_of_row[idx], [regions[i] for i in idx]
+        )
         image = np.clip(np.rint(x[idx[0]].astype(np.float32) * 128 + 127), 0, 255)
         labels = [f"{short[c]} ({c})" for c in classes[idx]]
         paths[kind + "_figure"] = os.path.join(fig_dir, fname)
-        pc.example_figure([image.astype(np.uint8)] * len(idx), maps, range(len(idx)), local,
-                          labels, paths[kind + "_figure"], doc["config"]["tolerance"])
+        pc.example_figure(
+            [image.astype(np.uint8)] * len(idx),
+            maps,
+            range(len(idx)),
+            local,
+            labels,
+            paths[kind + "_figure"],
+            doc["config"]["tolerance"],
+        )
     if doc["aopc_photos"] is not None:
         a, m = doc["aopc_photos"], doc["aopc_mosaics"]
-        panels = [("single photos, MoRF (top-1 logit)", a["curves"], "morf"),
-                  ("single photos, LeRF", a["curves"], "lerf")]
+        panels = [
+            ("single photos, MoRF (top-1 logit)", a["curves"], "morf"),
+            ("single photos, LeRF", a["curves"], "lerf"),
+        ]
         if m is not None:
             panels.append(("mosaics, MoRF per present class", m["curves"], "morf"))
         paths["curves"] = os.path.join(fig_dir, "perturbation_curves_photos.png")
@@ -218,26 +247,37 @@ def agreement(run_a: str, run_b: str) -> str:
     if doc_a["scenes"] != doc_b["scenes"]:
         raise ValueError("the runs explained different scenes")
     boxes = {s["name"]: s["classes"] for s in doc_a["scenes"]}
-    lines = ["| method | same hit τ=0 | same hit τ=15 | median arg-max distance (px) | "
-             f"τ=0 {doc_a['config'].get('rise_masks')} masks | "
-             f"τ=0 {doc_b['config'].get('rise_masks')} masks |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | same hit τ=0 | same hit τ=15 | median arg-max distance (px) | "
+        f"τ=0 {doc_a['config'].get('rise_masks')} masks | "
+        f"τ=0 {doc_b['config'].get('rise_masks')} masks |",
+        "|---|---|---|---|---|---|",
+    ]
     for method in dict.fromkeys(r["method"] for r in rows_a):
         a = [r for r in rows_a if r["method"] == method and r["kind"] != "photo"]
         b = [r for r in rows_b if r["method"] == method and r["kind"] != "photo"]
 
         def inside(r: dict[str, str]) -> float:
             y, x = int(r["max_y"]), int(r["max_x"])
-            return float(any(y0 <= y < y1 and x0 <= x < x1
-                             for y0, x0, y1, x1 in boxes[r["scene"]][r["class"]]))
+            return float(
+                any(
+                    y0 <= y < y1 and x0 <= x < x1
+                    for y0, x0, y1, x1 in boxes[r["scene"]][r["class"]]
+                )
+            )
 
         in_a, in_b = np.array([inside(r) for r in a]), np.array([inside(r) for r in b])
         hit_a, hit_b = (np.array([float(r["hit"]) for r in rows]) for rows in (a, b))
-        dist = [np.hypot(int(p["max_y"]) - int(q["max_y"]), int(p["max_x"]) - int(q["max_x"]))
-                for p, q in zip(a, b)]
+        dist = [
+            np.hypot(int(p["max_y"]) - int(q["max_y"]), int(p["max_x"]) - int(q["max_x"]))
+            for p, q in zip(a, b)
+        ]
         cls = np.array([int(r["class"]) for r in a])
-        lines.append(f"| {method} (n={len(a)} rows) | {np.mean(in_a == in_b):.2f} | "
-                     f"{np.mean(hit_a == hit_b):.2f} | {np.median(dist):.0f} | "
-                     f"{pc.class_mean(in_a, cls):.2f} | {pc.class_mean(in_b, cls):.2f} |")
+        lines.append(
+            f"| {method} (n={len(a)} rows) | {np.mean(in_a == in_b):.2f} | "
+            f"{np.mean(hit_a == hit_b):.2f} | {np.median(dist):.0f} | "
+            f"{pc.class_mean(in_a, cls):.2f} | {pc.class_mean(in_b, cls):.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -248,8 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--maps", nargs="*", default=[], help="the runs' saved maps (.npz)")
     p.add_argument("--out", default=os.path.join(pg.ROOT, "benchmarks", "results"))
     p.add_argument("--figures", default=os.path.join(pg.ROOT, "docs", "figures"))
-    p.add_argument("--compare", action="store_true",
-                   help="print how far two runs of the same scenes agree; write nothing")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="print how far two runs of the same scenes agree; write nothing",
+    )
     args = p.parse_args(argv)
     if args.compare:
         print(agreement(*args.runs))
@@ -261,8 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     pc.write_json(os.path.join(args.out, f"{PREFIX}.json"), doc)
     with open(os.path.join(args.out, f"{PREFIX}.md"), "w") as fh:
         fh.write(pg.markdown(doc))
-    _write_dicts(os.path.join(args.out, f"{PREFIX}_rows.csv"),
-                 merge_rows([rows for _, rows, _ in loaded], doc["n_rows"]))
+    _write_dicts(
+        os.path.join(args.out, f"{PREFIX}_rows.csv"),
+        merge_rows([rows for _, rows, _ in loaded], doc["n_rows"]),
+    )
     rank = {n: i for i, n in enumerate(method_order() + ["(random order)"])}
     aopc = [r for _, _, lines in loaded for r in lines]
     seen: set[tuple[str, str, str]] = set()

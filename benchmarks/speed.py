@@ -34,9 +34,19 @@ import tensorflow as tf  # noqa: E402
 
 import tf_clrp  # noqa: E402
 
-DEFAULT_METHODS = ("gradient", "lrp.z_plus", "lrp.z_plus@mixed", "lrp.z_plus@bfloat16",
-                   "lrp.epsilon_plus", "lrp.sequential_preset_a", "clrp", "clrp@mixed",
-                   "clrp@bfloat16", "sglrp", "sglrp@bfloat16")
+DEFAULT_METHODS = (
+    "gradient",
+    "lrp.z_plus",
+    "lrp.z_plus@mixed",
+    "lrp.z_plus@bfloat16",
+    "lrp.epsilon_plus",
+    "lrp.sequential_preset_a",
+    "clrp",
+    "clrp@mixed",
+    "clrp@bfloat16",
+    "sglrp",
+    "sglrp@bfloat16",
+)
 TARGET_CLASS = 1
 
 
@@ -45,11 +55,14 @@ def build_model(name: str, size: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     if name == "efficientnet_lite0":
         from tf_clrp.zoo import efficientnet_lite0
+
         return efficientnet_lite0(weights=None)
-    constructors = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50,
-                    "mobilenet_v2": keras.applications.MobileNetV2}
-    return constructors[name](weights=None, input_shape=(size, size, 3),
-                              classifier_activation=None)
+    constructors = {
+        "vgg16": keras.applications.VGG16,
+        "resnet50": keras.applications.ResNet50,
+        "mobilenet_v2": keras.applications.MobileNetV2,
+    }
+    return constructors[name](weights=None, input_shape=(size, size, 3), classifier_activation=None)
 
 
 def set_threads(threads: int) -> None:
@@ -58,8 +71,15 @@ def set_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str],
-        repeats: int, min_repeats: int, budget: float) -> list[sc.Record]:
+def run(
+    model_name: str,
+    batches: list[int],
+    sizes: list[int],
+    methods: list[str],
+    repeats: int,
+    min_repeats: int,
+    budget: float,
+) -> list[sc.Record]:
     """Forward and each method for every (size, batch); one Record per measurement."""
     records: list[sc.Record] = []
     for size in sizes:
@@ -71,10 +91,21 @@ def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str
         forwards = {}
         for b in batches:
             xt = tf.constant(inputs[b])
-            forwards[b] = sc.measure(lambda xt=xt, f=forward_fn: f(xt).numpy(), repeats,
-                                     min_repeats, budget)
-            records.append(sc.make_record("tf_clrp", model_name, "forward", b, shape[0],
-                                          forwards[b], forwards[b], "Keras model(x), tf.function"))
+            forwards[b] = sc.measure(
+                lambda xt=xt, f=forward_fn: f(xt).numpy(), repeats, min_repeats, budget
+            )
+            records.append(
+                sc.make_record(
+                    "tf_clrp",
+                    model_name,
+                    "forward",
+                    b,
+                    shape[0],
+                    forwards[b],
+                    forwards[b],
+                    "Keras model(x), tf.function",
+                )
+            )
             sc.print_records(records[-1:])
         for method in methods:
             start = time.perf_counter()
@@ -85,12 +116,19 @@ def run(model_name: str, batches: list[int], sizes: list[int], methods: list[str
                 x = inputs[b]
                 timing = sc.measure(
                     lambda a=analyzer, x=x: a.analyze(x, neuron_selection=TARGET_CLASS),
-                    repeats, min_repeats, budget)
+                    repeats,
+                    min_repeats,
+                    budget,
+                )
                 timing.setup_s = setup if b == batches[0] else 0.0
-                note = "both maps (target and dual) in one call" if method in (
-                    "clrp", "sglrp") else ""
-                records.append(sc.make_record("tf_clrp", model_name, method, b, shape[0], timing,
-                                              forwards[b], note))
+                note = (
+                    "both maps (target and dual) in one call" if method in ("clrp", "sglrp") else ""
+                )
+                records.append(
+                    sc.make_record(
+                        "tf_clrp", model_name, method, b, shape[0], timing, forwards[b], note
+                    )
+                )
                 sc.print_records(records[-1:])
             del analyzer
             gc.collect()
@@ -107,24 +145,42 @@ def _ints(text: str) -> list[int]:
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="vgg16",
-                        help="vgg16, resnet50, efficientnet_lite0 or mobilenet_v2")
+    parser.add_argument(
+        "--model", default="vgg16", help="vgg16, resnet50, efficientnet_lite0 or mobilenet_v2"
+    )
     parser.add_argument("--batch", default="8", help="batch size(s), comma-separated")
     parser.add_argument("--size", default="224", help="image size(s), comma-separated")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="analyzer names; NAME@PRECISION (mixed, bfloat16) sets precision=")
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="analyzer names; NAME@PRECISION (mixed, bfloat16) sets precision=",
+    )
     sc.add_timing_args(parser)
     args = parser.parse_args()
 
     set_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    print(f"model={args.model} batch={args.batch} size={args.size} threads={args.threads} "
-          f"tf={tf.__version__} keras={keras.__version__}", flush=True)
+    print(
+        f"model={args.model} batch={args.batch} size={args.size} threads={args.threads} "
+        f"tf={tf.__version__} keras={keras.__version__}",
+        flush=True,
+    )
     sc.print_header()
-    records = run(args.model, _ints(args.batch), _ints(args.size), methods, args.repeats,
-                  args.min_repeats, args.budget)
-    versions = {"tensorflow": tf.__version__, "keras": keras.__version__,
-                "tf_clrp": tf_clrp.__version__, "numpy": np.__version__}
+    records = run(
+        args.model,
+        _ints(args.batch),
+        _ints(args.size),
+        methods,
+        args.repeats,
+        args.min_repeats,
+        args.budget,
+    )
+    versions = {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf_clrp": tf_clrp.__version__,
+        "numpy": np.__version__,
+    }
     sc.save_records(args.json, records, versions, command=sys.argv)
 
 

@@ -79,15 +79,16 @@ class Timing:
     best_s: float
     times_s: list[float]
     warmup_s: float
-    cpu_util: float          # process CPU seconds / wall seconds of the best run
+    cpu_util: float  # process CPU seconds / wall seconds of the best run
     rss_before_mib: float
     peak_rss_mib: float
     peak_is_per_measurement: bool
-    setup_s: float = 0.0     # creating the analyzer / attributor (before the warm-up call)
+    setup_s: float = 0.0  # creating the analyzer / attributor (before the warm-up call)
 
 
-def measure(fn: Callable[[], Any], repeats: int, min_repeats: int = 2,
-            budget_s: float = float("inf")) -> Timing:
+def measure(
+    fn: Callable[[], Any], repeats: int, min_repeats: int = 2, budget_s: float = float("inf")
+) -> Timing:
     """Best-of-N wall time of ``fn()`` after one warm-up call (which also compiles/traces).
 
     Args:
@@ -115,8 +116,9 @@ def measure(fn: Callable[[], Any], repeats: int, min_repeats: int = 2,
         if len(times) >= min_repeats and sum(times) > budget_s:
             break
     best = min(range(len(times)), key=times.__getitem__)
-    return Timing(times[best], times, warmup, cpu[best] / times[best], before, peak_rss_mib(),
-                  per_measurement)
+    return Timing(
+        times[best], times, warmup, cpu[best] / times[best], before, peak_rss_mib(), per_measurement
+    )
 
 
 @dataclass
@@ -136,11 +138,30 @@ class Record:
     note: str = ""
 
 
-def make_record(framework: str, model: str, method: str, batch: int, size: int,
-                timing: Timing, forward: Timing, note: str = "") -> Record:
+def make_record(
+    framework: str,
+    model: str,
+    method: str,
+    batch: int,
+    size: int,
+    timing: Timing,
+    forward: Timing,
+    note: str = "",
+) -> Record:
     """A Record from a method's Timing and the same configuration's forward Timing."""
-    return Record(framework, model, method, batch, size, timing.best_s / batch, timing.best_s,
-                  forward.best_s / batch, timing.best_s / forward.best_s, asdict(timing), note)
+    return Record(
+        framework,
+        model,
+        method,
+        batch,
+        size,
+        timing.best_s / batch,
+        timing.best_s,
+        forward.best_s / batch,
+        timing.best_s / forward.best_s,
+        asdict(timing),
+        note,
+    )
 
 
 def machine_facts() -> dict[str, Any]:
@@ -154,8 +175,13 @@ def machine_facts() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"cpu_model": model, "logical_cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": sys.version.split()[0], "threads": THREADS}
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "threads": THREADS,
+    }
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -165,8 +191,9 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
 
 
-def save_records(path: str | None, records: list[Record], versions: dict[str, str],
-                 **extra: Any) -> None:
+def save_records(
+    path: str | None, records: list[Record], versions: dict[str, str], **extra: Any
+) -> None:
     """Writes ``records_payload(records, versions, **extra)`` to ``path`` (nothing if None)."""
     if path:
         write_json(path, records_payload(records, versions, **extra))
@@ -177,32 +204,49 @@ def add_timing_args(parser: argparse.ArgumentParser, budget: bool = True) -> Non
     ``budget`` is False), --threads and --json."""
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (best of N)")
     if budget:
-        parser.add_argument("--min-repeats", type=int, default=2,
-                            help="timed runs at least, even past --budget")
-        parser.add_argument("--budget", type=float, default=float("inf"),
-                            help="seconds of timed runs per measurement before stopping early")
-    parser.add_argument("--threads", type=int, default=THREADS,
-                        help="compute threads (TF intra-op / torch)")
+        parser.add_argument(
+            "--min-repeats", type=int, default=2, help="timed runs at least, even past --budget"
+        )
+        parser.add_argument(
+            "--budget",
+            type=float,
+            default=float("inf"),
+            help="seconds of timed runs per measurement before stopping early",
+        )
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="compute threads (TF intra-op / torch)"
+    )
     parser.add_argument("--json", default=None, help="write the records to this JSON file")
 
 
-def records_payload(records: list[Record], versions: dict[str, str], **extra: Any
-                    ) -> dict[str, Any]:
+def records_payload(
+    records: list[Record], versions: dict[str, str], **extra: Any
+) -> dict[str, Any]:
     """The JSON document a worker writes: machine, versions and records."""
-    return {"machine": machine_facts(), "versions": versions,
-            "records": [asdict(r) for r in records], **extra}
+    return {
+        "machine": machine_facts(),
+        "versions": versions,
+        "records": [asdict(r) for r in records],
+        **extra,
+    }
 
 
 def print_header() -> None:
     """The column names of ``print_records``."""
-    print(f"{'framework':12s} {'model':18s} {'method':26s} {'b':>3s} {'px':>4s} "
-          f"{'s/image':>9s} {'x fwd':>6s} {'peak MiB':>9s} {'cpu':>5s}", flush=True)
+    print(
+        f"{'framework':12s} {'model':18s} {'method':26s} {'b':>3s} {'px':>4s} "
+        f"{'s/image':>9s} {'x fwd':>6s} {'peak MiB':>9s} {'cpu':>5s}",
+        flush=True,
+    )
 
 
 def print_records(records: list[Record]) -> None:
     """One line per record: per-image seconds, ratio to the forward, peak RSS, CPU use."""
     for r in records:
         t = r.timing
-        print(f"{r.framework:12s} {r.model:18s} {r.method:26s} {r.batch:3d} {r.size:4d} "
-              f"{r.seconds_per_image:9.4f} {r.ratio_to_forward:6.2f} "
-              f"{t.get('peak_rss_mib', 0):9.0f} {t.get('cpu_util', 0):5.2f}", flush=True)
+        print(
+            f"{r.framework:12s} {r.model:18s} {r.method:26s} {r.batch:3d} {r.size:4d} "
+            f"{r.seconds_per_image:9.4f} {r.ratio_to_forward:6.2f} "
+            f"{t.get('peak_rss_mib', 0):9.0f} {t.get('cpu_util', 0):5.2f}",
+            flush=True,
+        )

@@ -30,9 +30,17 @@ DEFAULT_METHODS = ("lrp.sequential_preset_a", "lrp.z_plus")
 TARGET_CLASS = 1
 
 
-def run(model_name: str, batch: int, size: int, methods: list[str], repeats: int,
-        min_repeats: int, budget: float, threads: int,
-        save: Callable[[list[sc.Record]], None]) -> list[sc.Record]:
+def run(
+    model_name: str,
+    batch: int,
+    size: int,
+    methods: list[str],
+    repeats: int,
+    min_repeats: int,
+    budget: float,
+    threads: int,
+    save: Callable[[list[sc.Record]], None],
+) -> list[sc.Record]:
     """The forward and each analyzer on one model; ``save`` gets the records so far."""
     import numpy as np
     import tensorflow as tf
@@ -43,26 +51,44 @@ def run(model_name: str, batch: int, size: int, methods: list[str], repeats: int
     import innvestigate
 
     tf.keras.utils.set_random_seed(0)
-    constructors = {"vgg16": tf.keras.applications.VGG16,
-                    "resnet50": tf.keras.applications.ResNet50}
-    model = constructors[model_name](weights=None, input_shape=(size, size, 3),
-                                     classifier_activation=None)
+    constructors = {
+        "vgg16": tf.keras.applications.VGG16,
+        "resnet50": tf.keras.applications.ResNet50,
+    }
+    model = constructors[model_name](
+        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    )
     x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     forward_fn = tf.keras.backend.function(model.inputs, model.outputs)
     forward = sc.measure(lambda: forward_fn([x]), repeats, min_repeats, budget)
-    records = [sc.make_record("innvestigate", model_name, "forward", batch, size, forward, forward,
-                              "tf.keras model, keras.backend.function (graph mode)")]
+    records = [
+        sc.make_record(
+            "innvestigate",
+            model_name,
+            "forward",
+            batch,
+            size,
+            forward,
+            forward,
+            "tf.keras model, keras.backend.function (graph mode)",
+        )
+    ]
     sc.print_records(records)
     save(records)
     for method in methods:
         start = time.perf_counter()
         analyzer = innvestigate.create_analyzer(method, model, neuron_selection_mode="index")
         setup = time.perf_counter() - start
-        timing = sc.measure(lambda a=analyzer: a.analyze(x, neuron_selection=TARGET_CLASS),
-                            repeats, min_repeats, budget)
+        timing = sc.measure(
+            lambda a=analyzer: a.analyze(x, neuron_selection=TARGET_CLASS),
+            repeats,
+            min_repeats,
+            budget,
+        )
         timing.setup_s = setup
-        records.append(sc.make_record("innvestigate", model_name, method, batch, size, timing,
-                                      forward))
+        records.append(
+            sc.make_record("innvestigate", model_name, method, batch, size, timing, forward)
+        )
         sc.print_records(records[-1:])
         save(records)
     return records
@@ -79,14 +105,24 @@ def main() -> None:
     args = parser.parse_args()
     sc.set_thread_env(args.threads)
     sc.print_header()
-    versions = {p: importlib.metadata.version(p)
-                for p in ("tensorflow-cpu", "innvestigate", "numpy")}
+    versions = {
+        p: importlib.metadata.version(p) for p in ("tensorflow-cpu", "innvestigate", "numpy")
+    }
 
     def save(records: list[sc.Record]) -> None:  # after every record: a killed run keeps its part
         sc.save_records(args.json, records, versions, command=sys.argv)
 
-    run(args.model, args.batch, args.size, [m for m in args.methods.split(",") if m],
-        args.repeats, args.min_repeats, args.budget, args.threads, save)
+    run(
+        args.model,
+        args.batch,
+        args.size,
+        [m for m in args.methods.split(",") if m],
+        args.repeats,
+        args.min_repeats,
+        args.budget,
+        args.threads,
+        save,
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,18 @@ SCALING_METHODS = ",".join(SCALING)
 #: Run only when named in --only: iNNvestigate needs tens of minutes to build its ResNet50
 #: analyzer (tf.keras graph-mode history creation), far beyond the full run's budget.
 EXTRA_SEGMENTS = ("innvestigate_resnet50",)
-SEGMENT_NAMES = ("tf_clrp_vgg16", "tf_clrp_resnet50", "tf_clrp_efficientnet_lite0",
-                 "tf_clrp_scaling_batch", "tf_clrp_scaling_size", "innvestigate_vgg16",
-                 "innvestigate_resnet50", "zennit_vgg16", "zennit_resnet50", "authors_vgg16")
+SEGMENT_NAMES = (
+    "tf_clrp_vgg16",
+    "tf_clrp_resnet50",
+    "tf_clrp_efficientnet_lite0",
+    "tf_clrp_scaling_batch",
+    "tf_clrp_scaling_size",
+    "innvestigate_vgg16",
+    "innvestigate_resnet50",
+    "zennit_vgg16",
+    "zennit_resnet50",
+    "authors_vgg16",
+)
 
 
 # ----------------------------------------------------------------------------- load monitor
@@ -79,7 +88,7 @@ def _cpu_ticks() -> tuple[int, int]:
 
 def _stat_fields(text: str) -> list[str]:
     """Fields after the ``(comm)`` of a /proc/.../stat line (state first)."""
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()
 
 
 def _runnable_threads(pid: str) -> int:
@@ -151,8 +160,15 @@ class LoadMonitor:
             mine, other = runnable_split(root)
             self.own_ema = self.own_ema * decay + mine * (1.0 - decay)
             load1 = loadavg()[0]
-            self.samples.append({"t": time.time(), "load1": load1, "own": mine,
-                                 "other": other, "foreign": load1 - self.own_ema})
+            self.samples.append(
+                {
+                    "t": time.time(),
+                    "load1": load1,
+                    "own": mine,
+                    "other": other,
+                    "foreign": load1 - self.own_ema,
+                }
+            )
             self._stop.wait(self.period)
 
     def window(self, start: float, end: float) -> list[dict[str, float]]:
@@ -184,34 +200,133 @@ def segments(args: argparse.Namespace) -> dict[str, list[str]]:
         big, small, vgg_size = "2", "1", "32"
         sizes, resnet_size = "64", "64"
     else:
-        common = ["--repeats", str(args.repeats), "--min-repeats", "2",
-                  "--budget", str(args.budget)]
+        common = [
+            "--repeats",
+            str(args.repeats),
+            "--min-repeats",
+            "2",
+            "--budget",
+            str(args.budget),
+        ]
         scaling = ["--repeats", "2", "--min-repeats", "2"]
         # batch 8 at 224² comes from tf_clrp_vgg16 (same script, same settings)
         big, small, vgg_size = "8", "1,4,16", "224"
         sizes, resnet_size = "112,320", "224"
     commands = {
-        "tf_clrp_vgg16": [py, speed, "--model", "vgg16", "--batch", big, "--size", vgg_size,
-                          *common],
-        "tf_clrp_resnet50": [py, speed, "--model", "resnet50", "--batch", big,
-                             "--size", resnet_size, *common],
-        "tf_clrp_efficientnet_lite0": [py, speed, "--model", "efficientnet_lite0",
-                                       "--batch", big, *common],
-        "tf_clrp_scaling_batch": [py, speed, "--model", "vgg16", "--batch", small,
-                                  "--size", vgg_size, "--methods", SCALING_METHODS, *scaling],
-        "tf_clrp_scaling_size": [py, speed, "--model", "vgg16", "--batch", big,
-                                 "--size", sizes, "--methods", SCALING_METHODS, *scaling],
-        "innvestigate_vgg16": [inn, str(HERE / "speed_innvestigate.py"), "--model", "vgg16",
-                               "--batch", big, "--size", vgg_size, *common],
-        "innvestigate_resnet50": [inn, str(HERE / "speed_innvestigate.py"),
-                                  "--model", "resnet50", "--batch", big,
-                                  "--size", resnet_size, *common],
-        "zennit_vgg16": [tch, str(HERE / "speed_torch.py"), "zennit", "--model", "vgg16",
-                         "--batch", big, "--size", vgg_size, *common],
-        "zennit_resnet50": [tch, str(HERE / "speed_torch.py"), "zennit", "--model", "resnet50",
-                            "--batch", big, "--size", resnet_size, *common],
-        "authors_vgg16": [tch, str(HERE / "speed_torch.py"), "authors", str(args.authors_repo),
-                          "--batch", "1", "--size", "224", *common],
+        "tf_clrp_vgg16": [
+            py,
+            speed,
+            "--model",
+            "vgg16",
+            "--batch",
+            big,
+            "--size",
+            vgg_size,
+            *common,
+        ],
+        "tf_clrp_resnet50": [
+            py,
+            speed,
+            "--model",
+            "resnet50",
+            "--batch",
+            big,
+            "--size",
+            resnet_size,
+            *common,
+        ],
+        "tf_clrp_efficientnet_lite0": [
+            py,
+            speed,
+            "--model",
+            "efficientnet_lite0",
+            "--batch",
+            big,
+            *common,
+        ],
+        "tf_clrp_scaling_batch": [
+            py,
+            speed,
+            "--model",
+            "vgg16",
+            "--batch",
+            small,
+            "--size",
+            vgg_size,
+            "--methods",
+            SCALING_METHODS,
+            *scaling,
+        ],
+        "tf_clrp_scaling_size": [
+            py,
+            speed,
+            "--model",
+            "vgg16",
+            "--batch",
+            big,
+            "--size",
+            sizes,
+            "--methods",
+            SCALING_METHODS,
+            *scaling,
+        ],
+        "innvestigate_vgg16": [
+            inn,
+            str(HERE / "speed_innvestigate.py"),
+            "--model",
+            "vgg16",
+            "--batch",
+            big,
+            "--size",
+            vgg_size,
+            *common,
+        ],
+        "innvestigate_resnet50": [
+            inn,
+            str(HERE / "speed_innvestigate.py"),
+            "--model",
+            "resnet50",
+            "--batch",
+            big,
+            "--size",
+            resnet_size,
+            *common,
+        ],
+        "zennit_vgg16": [
+            tch,
+            str(HERE / "speed_torch.py"),
+            "zennit",
+            "--model",
+            "vgg16",
+            "--batch",
+            big,
+            "--size",
+            vgg_size,
+            *common,
+        ],
+        "zennit_resnet50": [
+            tch,
+            str(HERE / "speed_torch.py"),
+            "zennit",
+            "--model",
+            "resnet50",
+            "--batch",
+            big,
+            "--size",
+            resnet_size,
+            *common,
+        ],
+        "authors_vgg16": [
+            tch,
+            str(HERE / "speed_torch.py"),
+            "authors",
+            str(args.authors_repo),
+            "--batch",
+            "1",
+            "--size",
+            "224",
+            *common,
+        ],
     }
     assert tuple(commands) == SEGMENT_NAMES
     return commands
@@ -228,14 +343,18 @@ def _summary(samples: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def run_segment(name: str, command: list[str], out_dir: Path, monitor: LoadMonitor,
-                args: argparse.Namespace) -> dict[str, Any]:
+def run_segment(
+    name: str, command: list[str], out_dir: Path, monitor: LoadMonitor, args: argparse.Namespace
+) -> dict[str, Any]:
     """Runs one segment (with the load gate and reruns); returns its run record."""
     attempts = []
     final = out_dir / f"speed_{name}.json"
     for attempt in range(args.max_reruns + 1):
-        gate = ({"waited_s": 0.0, "timed_out": False} if args.quick
-                else wait_for_quiet(args.max_load, args.max_wait))
+        gate = (
+            {"waited_s": 0.0, "timed_out": False}
+            if args.quick
+            else wait_for_quiet(args.max_load, args.max_wait)
+        )
         path = out_dir / f"speed_{name}.attempt{attempt}.json"
         cmd = [*command, "--json", str(path)]
         print(f"[{name}] attempt {attempt}: {' '.join(cmd)}", flush=True)
@@ -243,22 +362,31 @@ def run_segment(name: str, command: list[str], out_dir: Path, monitor: LoadMonit
         start = time.time()
         try:
             returncode: int | str = subprocess.run(
-                cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                timeout=args.segment_timeout).returncode
+                cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=args.segment_timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             returncode = f"timeout after {args.segment_timeout:.0f} s"
         end = time.time()
         after, ticks1 = loadavg(), _cpu_ticks()
         total = max(ticks1[0] - ticks0[0], 1)
-        record = {"segment": name, "attempt": attempt, "command": cmd,
-                  "returncode": returncode, "started": time.strftime(
-                      "%Y-%m-%d %H:%M:%S", time.localtime(start)),
-                  "duration_s": round(end - start, 1), "gate": gate,
-                  "loadavg_before": before, "loadavg_after": after,
-                  "steal_fraction": round((ticks1[1] - ticks0[1]) / total, 4),
-                  **_summary(monitor.window(start, end))}
-        print(f"[{name}] {record['duration_s']} s, load {before[0]:.2f} -> {after[0]:.2f}, "
-              f"foreign max {record.get('foreign_load_max')}, rc {returncode}", flush=True)
+        record = {
+            "segment": name,
+            "attempt": attempt,
+            "command": cmd,
+            "returncode": returncode,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
+            "duration_s": round(end - start, 1),
+            "gate": gate,
+            "loadavg_before": before,
+            "loadavg_after": after,
+            "steal_fraction": round((ticks1[1] - ticks0[1]) / total, 4),
+            **_summary(monitor.window(start, end)),
+        }
+        print(
+            f"[{name}] {record['duration_s']} s, load {before[0]:.2f} -> {after[0]:.2f}, "
+            f"foreign max {record.get('foreign_load_max')}, rc {returncode}",
+            flush=True,
+        )
         attempts.append((record, path))
         if returncode != 0 or args.quick:
             break
@@ -280,26 +408,35 @@ def load_records(out_dir: Path) -> list[dict[str, Any]]:
     """All records of ``speed_<segment>.json`` files in ``out_dir``, tagged by segment."""
     records = []
     for path in sorted(out_dir.glob("speed_*.json")):
-        if path.stem[len("speed_"):] not in SEGMENT_NAMES:
+        if path.stem[len("speed_") :] not in SEGMENT_NAMES:
             continue  # speed_runs.json, speed_profile_*.json
         data = json.loads(path.read_text())
         for r in data.get("records", []):
-            records.append({**r, "segment": path.stem[len("speed_"):],
-                            "versions": data.get("versions", {})})
+            records.append(
+                {**r, "segment": path.stem[len("speed_") :], "versions": data.get("versions", {})}
+            )
     return records
 
 
-def _find(records: list[dict[str, Any]], segment: str, method: str, batch: int | None = None,
-          size: int | None = None) -> dict[str, Any] | None:
+def _find(
+    records: list[dict[str, Any]],
+    segment: str,
+    method: str,
+    batch: int | None = None,
+    size: int | None = None,
+) -> dict[str, Any] | None:
     for r in records:
-        if r["segment"] == segment and r["method"] == method and (
-                batch is None or r["batch"] == batch) and (size is None or r["size"] == size):
+        if (
+            r["segment"] == segment
+            and r["method"] == method
+            and (batch is None or r["batch"] == batch)
+            and (size is None or r["size"] == size)
+        ):
             return r
     return None
 
 
-def _pick(rows: list[dict[str, Any]], key: str, value: int, method: str
-          ) -> dict[str, Any] | None:
+def _pick(rows: list[dict[str, Any]], key: str, value: int, method: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["method"] == method and r[key] == value), None)
 
 
@@ -318,53 +455,75 @@ def report(out_dir: Path) -> str:
     add = lines.append
     for model in ("vgg16", "resnet50", "efficientnet_lite0"):
         order = ("tf_clrp", "innvestigate", "zennit", "authors")
-        rows = sorted((r for r in records
-                       if r["model"] == model and r["segment"].endswith(model)),
-                      key=lambda r: order.index(r["framework"]))
+        rows = sorted(
+            (r for r in records if r["model"] == model and r["segment"].endswith(model)),
+            key=lambda r: order.index(r["framework"]),
+        )
         if not rows:
             continue
         add(f"\n### {model}, {rows[0]['size']}², CPU\n")
-        add("| framework | method | batch | s / image | × own forward | first call (s) "
-            "| peak RSS (MiB) | CPU use |")
+        add(
+            "| framework | method | batch | s / image | × own forward | first call (s) "
+            "| peak RSS (MiB) | CPU use |"
+        )
         add("|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             t = r["timing"]
             first = t["warmup_s"] + t.get("setup_s", 0.0)
-            add(f"| {r['framework']} | {r['method']} | {r['batch']} | "
+            add(
+                f"| {r['framework']} | {r['method']} | {r['batch']} | "
                 f"{r['seconds_per_image']:.3f} | {r['ratio_to_forward']:.2f} | {first:.1f} | "
-                f"{t['peak_rss_mib']:.0f} | {t['cpu_util']:.2f} |")
-    for segment, key, fixed in (("tf_clrp_scaling_batch", "batch", "size"),
-                                ("tf_clrp_scaling_size", "size", "batch")):
+                f"{t['peak_rss_mib']:.0f} | {t['cpu_util']:.2f} |"
+            )
+    for segment, key, fixed in (
+        ("tf_clrp_scaling_batch", "batch", "size"),
+        ("tf_clrp_scaling_size", "size", "batch"),
+    ):
         rows = [r for r in records if r["segment"] == segment]
         if not rows:
             continue
-        main = [r for r in records if r["segment"] == "tf_clrp_vgg16"
-                and r[fixed] == rows[0][fixed] and r["method"] in ("forward", *SCALING)]
+        main = [
+            r
+            for r in records
+            if r["segment"] == "tf_clrp_vgg16"
+            and r[fixed] == rows[0][fixed]
+            and r["method"] in ("forward", *SCALING)
+        ]
         rows += main  # the batch-8, 224² point of the main VGG16 run
-        add(f"\n### tf_clrp scaling with {key} (VGG16, {fixed} {rows[0][fixed]}; the "
-            "batch-8, 224² row is from the main VGG16 run)\n")
-        add(f"| {key} | forward s/image | lrp.z_plus s/image | × fwd | clrp s/image | × fwd "
-            "| clrp peak RSS (MiB) |")
+        add(
+            f"\n### tf_clrp scaling with {key} (VGG16, {fixed} {rows[0][fixed]}; the "
+            "batch-8, 224² row is from the main VGG16 run)\n"
+        )
+        add(
+            f"| {key} | forward s/image | lrp.z_plus s/image | × fwd | clrp s/image | × fwd "
+            "| clrp peak RSS (MiB) |"
+        )
         add("|---:|---:|---:|---:|---:|---:|---:|")
         for value in sorted({r[key] for r in rows}):
             fwd, zp, cl = (_pick(rows, key, value, m) for m in ("forward", "lrp.z_plus", "clrp"))
-            add(f"| {value} | {_fmt(fwd, 'seconds_per_image')} | "
+            add(
+                f"| {value} | {_fmt(fwd, 'seconds_per_image')} | "
                 f"{_fmt(zp, 'seconds_per_image')} | {_fmt(zp, 'ratio_to_forward', 2)} | "
                 f"{_fmt(cl, 'seconds_per_image')} | {_fmt(cl, 'ratio_to_forward', 2)} | "
-                f"{_fmt(cl, 'peak')} |")
+                f"{_fmt(cl, 'peak')} |"
+            )
     runs_path = out_dir / "speed_runs.json"
     if runs_path.exists():
         add("\n### Load during the runs\n")
-        add("| segment | attempt | started | duration (s) | waited (s) | load before → after "
-            "| foreign load max | CPU steal | kept |")
+        add(
+            "| segment | attempt | started | duration (s) | waited (s) | load before → after "
+            "| foreign load max | CPU steal | kept |"
+        )
         add("|---|---:|---|---:|---:|---|---:|---:|---|")
         for name, seg in json.loads(runs_path.read_text())["segments"].items():
             for a in seg["attempts"]:
                 rc = "" if a["returncode"] == 0 else f" ({a['returncode']})"
-                add(f"| {name} | {a['attempt']} | {a['started']} | {a['duration_s']:.0f} | "
+                add(
+                    f"| {name} | {a['attempt']} | {a['started']} | {a['duration_s']:.0f} | "
                     f"{a['gate']['waited_s']:.0f} | {a['loadavg_before'][0]:.2f} → "
                     f"{a['loadavg_after'][0]:.2f} | {a.get('foreign_load_max', 0):.2f} | "
-                    f"{a['steal_fraction']:.2%} | {'yes' if a.get('kept') else 'no'}{rc} |")
+                    f"{a['steal_fraction']:.2%} | {'yes' if a.get('kept') else 'no'}{rc} |"
+                )
     profile_path = out_dir / "speed_profile_vgg16.json"
     if profile_path.exists():
         profile = json.loads(profile_path.read_text())
@@ -372,9 +531,11 @@ def report(out_dir: Path) -> str:
         add("| variant | batch | s / image | × Keras forward | CPU use |")
         add("|---|---:|---:|---:|---:|")
         for r in profile["records"]:
-            add(f"| {r['method']}{' (x conv fwd)' if r['model'] == '-' else ''} | "
+            add(
+                f"| {r['method']}{' (x conv fwd)' if r['model'] == '-' else ''} | "
                 f"{r['batch']} | {r['seconds_per_image']:.4f} | {r['ratio_to_forward']:.2f} | "
-                f"{r['timing']['cpu_util']:.2f} |")
+                f"{r['timing']['cpu_util']:.2f} |"
+            )
         for method, rows in profile.get("op_breakdown", {}).items():
             add(f"\nOp time of one `{method}` call (batch {profile['records'][0]['batch']}):\n")
             add("| op type | ms | share |")
@@ -393,16 +554,20 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
     """(description, measured value, pass?) for each speed target."""
     seg = "tf_clrp_vgg16"
     zp, cl = _find(records, seg, "lrp.z_plus"), _find(records, seg, "clrp")
-    pa, ep = _find(records, seg, "lrp.sequential_preset_a"), _find(records, seg,
-                                                                   "lrp.epsilon_plus")
+    pa, ep = _find(records, seg, "lrp.sequential_preset_a"), _find(records, seg, "lrp.epsilon_plus")
     inn = _find(records, "innvestigate_vgg16", "lrp.sequential_preset_a")
     zen = _find(records, "zennit_vgg16", "lrp.epsilon_plus")
     aut = _find(records, "authors_vgg16", "clrp")
     cl1 = _find(records, "tf_clrp_scaling_batch", "clrp", batch=1, size=224)
     out: list[tuple[str, str, bool | None]] = []
 
-    def ratio(text: str, num: dict[str, Any] | None, den: dict[str, Any] | None,
-              need: float, at_most: bool = False) -> None:
+    def ratio(
+        text: str,
+        num: dict[str, Any] | None,
+        den: dict[str, Any] | None,
+        need: float,
+        at_most: bool = False,
+    ) -> None:
         if num is None or den is None:
             out.append((text, "–", None))
             return
@@ -411,13 +576,18 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
 
     zp_bf, cl_mx = _find(records, seg, "lrp.z_plus@bfloat16"), _find(records, seg, "clrp@mixed")
     cl_bf = _find(records, seg, "clrp@bfloat16")
-    for text, r, need in (("lrp.z_plus ≤ 3.0× Keras forward", zp, 3.0),
-                          ("(same, precision='bfloat16')", zp_bf, 3.0),
-                          ("clrp (both maps) ≤ 4.0× Keras forward", cl, 4.0),
-                          ("(same, precision='mixed')", cl_mx, 4.0),
-                          ("(same, precision='bfloat16')", cl_bf, 4.0)):
-        out.append((text, "–", None) if r is None else
-                   (text, f"{r['ratio_to_forward']:.2f}×", r["ratio_to_forward"] <= need))
+    for text, r, need in (
+        ("lrp.z_plus ≤ 3.0× Keras forward", zp, 3.0),
+        ("(same, precision='bfloat16')", zp_bf, 3.0),
+        ("clrp (both maps) ≤ 4.0× Keras forward", cl, 4.0),
+        ("(same, precision='mixed')", cl_mx, 4.0),
+        ("(same, precision='bfloat16')", cl_bf, 4.0),
+    ):
+        out.append(
+            (text, "–", None)
+            if r is None
+            else (text, f"{r['ratio_to_forward']:.2f}×", r["ratio_to_forward"] <= need)
+        )
     ratio("lrp.sequential_preset_a ≥ 1.5× faster than iNNvestigate's", inn, pa, 1.5)
     ratio("lrp.epsilon_plus ≥ 2× faster than Zennit's EpsilonPlus", zen, ep, 2.0)
     ratio("clrp ≥ 10× faster per image than the authors' code (tf_clrp batch 8)", aut, cl, 10.0)
@@ -431,21 +601,30 @@ def targets(records: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--authors-repo", default=None,
-                        help="checkout or git dir of JindongGu/Contrastive-LRP")
+    parser.add_argument(
+        "--authors-repo", default=None, help="checkout or git dir of JindongGu/Contrastive-LRP"
+    )
     parser.add_argument("--inn-python", default=DEFAULT_INN)
     parser.add_argument("--torch-python", default=DEFAULT_TORCH)
     parser.add_argument("--only", default="", help="comma-separated segment names")
     parser.add_argument("--out", default=str(RESULTS), help="folder of the JSON results")
     parser.add_argument("--repeats", type=int, default=3, help="best of N timed runs")
-    parser.add_argument("--budget", type=float, default=15.0,
-                        help="stop adding timed runs (after 2) once they took this many s")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=15.0,
+        help="stop adding timed runs (after 2) once they took this many s",
+    )
     parser.add_argument("--max-load", type=float, default=1.3)
     parser.add_argument("--max-wait", type=float, default=2400.0)
     parser.add_argument("--rerun-load", type=float, default=1.5)
     parser.add_argument("--max-reruns", type=int, default=2)
-    parser.add_argument("--segment-timeout", type=float, default=1800.0,
-                        help="kill a segment's process after this many seconds")
+    parser.add_argument(
+        "--segment-timeout",
+        type=float,
+        default=1800.0,
+        help="kill a segment's process after this many seconds",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no load gate")
     parser.add_argument("--report", action="store_true", help="only print the tables")
     args = parser.parse_args()
@@ -455,7 +634,8 @@ def main() -> None:
         return
     all_segments = segments(args)
     chosen = [s for s in args.only.split(",") if s] or [
-        s for s in all_segments if s not in EXTRA_SEGMENTS]
+        s for s in all_segments if s not in EXTRA_SEGMENTS
+    ]
     unknown = sorted(set(chosen) - set(all_segments))
     if unknown:
         parser.error(f"unknown segment(s) {unknown}; choose from {sorted(all_segments)}")
@@ -468,8 +648,7 @@ def main() -> None:
     monitor.start()
     try:
         for name in chosen:
-            runs["segments"][name] = run_segment(name, all_segments[name], out_dir, monitor,
-                                                 args)
+            runs["segments"][name] = run_segment(name, all_segments[name], out_dir, monitor, args)
             runs_path.write_text(json.dumps(runs, indent=1) + "\n")
     finally:
         monitor.stop()

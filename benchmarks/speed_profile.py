@@ -56,8 +56,12 @@ def fused_parameters_patched(mode: str) -> Iterator[None]:
     """``mode``: "all" disables fused denominators, "dense" only for 2-D (Dense) kernels."""
     original = rules.BasicRule.fused_parameters
 
-    def patched(self: rules.BasicRule, kernel: tf.Tensor, bias: tf.Tensor | None,
-                nonnegative: tuple[bool, ...]) -> Any:
+    def patched(
+        self: rules.BasicRule,
+        kernel: tf.Tensor,
+        bias: tf.Tensor | None,
+        nonnegative: tuple[bool, ...],
+    ) -> Any:
         if mode == "all" or len(kernel.shape) == 2:
             return None
         return original(self, kernel, bias, nonnegative)
@@ -94,8 +98,9 @@ def _patch(patch: str | None) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def _analyzer_fn(name: str, model: keras.Model, x: np.ndarray,
-                 patch: str | None) -> Callable[[], Any]:
+def _analyzer_fn(
+    name: str, model: keras.Model, x: np.ndarray, patch: str | None
+) -> Callable[[], Any]:
     """Creates the analyzer (under the patch: the mirror is planned at creation, the
     kernels at tracing, so the warm-up call is made under the patch as well)."""
     name, _, precision = name.partition("@")
@@ -116,14 +121,20 @@ def conv_ops(batch: int, size: int, repeats: int) -> list[tuple[str, sc.Timing]]
     fwd2 = tf.function(lambda: tf.nn.conv2d(x, w2, 1, "SAME"))
     xb, wb = tf.cast(x, tf.bfloat16), tf.cast(w, tf.bfloat16)
     fwd_bf16 = tf.function(lambda: tf.nn.conv2d(xb, wb, 1, "SAME"))
-    bwd = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
-        input_sizes=tf.shape(x), filter=w, out_backprop=g, strides=[1, 1, 1, 1],
-        padding="SAME"))
-    return [(name, sc.measure(lambda f=f: f().numpy(), repeats))
-            for name, f in (("conv fwd (3x3, 256->256)", fwd),
-                            ("conv fwd, 2x out channels", fwd2),
-                            ("conv fwd, bfloat16", fwd_bf16),
-                            ("conv bwd-input (same)", bwd))]
+    bwd = tf.function(
+        lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=w, out_backprop=g, strides=[1, 1, 1, 1], padding="SAME"
+        )
+    )
+    return [
+        (name, sc.measure(lambda f=f: f().numpy(), repeats))
+        for name, f in (
+            ("conv fwd (3x3, 256->256)", fwd),
+            ("conv fwd, 2x out channels", fwd2),
+            ("conv fwd, bfloat16", fwd_bf16),
+            ("conv bwd-input (same)", bwd),
+        )
+    ]
 
 
 def op_breakdown(fn: Callable[[], Any], top: int = 12) -> list[dict[str, Any]]:
@@ -157,17 +168,19 @@ def op_breakdown(fn: Callable[[], Any], top: int = 12) -> list[dict[str, Any]]:
                     continue
                 totals[name.rsplit(":", 1)[1]] += event.duration_ps
     grand = sum(totals.values()) or 1
-    return [{"op": op, "ms": round(ps / 1e9, 1), "share": round(ps / grand, 3)}
-            for op, ps in totals.most_common(top)]
+    return [
+        {"op": op, "ms": round(ps / 1e9, 1), "share": round(ps / grand, 3)}
+        for op, ps in totals.most_common(top)
+    ]
 
 
-def run(model_name: str, batch: int, size: int, repeats: int,
-        trace: list[str]) -> tuple[list[sc.Record], dict[str, Any]]:
+def run(
+    model_name: str, batch: int, size: int, repeats: int, trace: list[str]
+) -> tuple[list[sc.Record], dict[str, Any]]:
     """All variants; ratios are to the Keras forward of the same batch."""
     keras.utils.set_random_seed(0)
     ctor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
-    model = ctor[model_name](weights=None, input_shape=(size, size, 3),
-                             classifier_activation=None)
+    model = ctor[model_name](weights=None, input_shape=(size, size, 3), classifier_activation=None)
     x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     xt = tf.constant(x)
     forward_fn = tf.function(lambda t: model(t, training=False))
@@ -184,13 +197,23 @@ def run(model_name: str, batch: int, size: int, repeats: int,
     sc.print_records(rec)
 
     def add(name: str, fn: Callable[[], Any]) -> None:
-        rec.append(sc.make_record("profile", model_name, name, batch, size,
-                                  sc.measure(fn, repeats), forward))
+        rec.append(
+            sc.make_record(
+                "profile", model_name, name, batch, size, sc.measure(fn, repeats), forward
+            )
+        )
         sc.print_records(rec[-1:])
 
     add("keras input-gradient", lambda: input_gradient(xt).numpy())
-    for name in ("gradient", "lrp.epsilon", "lrp.z_plus", "lrp.z_plus@bfloat16", "clrp",
-                 "clrp@mixed", "clrp@bfloat16"):
+    for name in (
+        "gradient",
+        "lrp.epsilon",
+        "lrp.z_plus",
+        "lrp.z_plus@bfloat16",
+        "clrp",
+        "clrp@mixed",
+        "clrp@bfloat16",
+    ):
         add(name, _analyzer_fn(name, model, x, None))
     for name in ("lrp.z_plus", "clrp"):
         add(f"{name} [unfused]", _analyzer_fn(name, model, x, "all"))
@@ -198,13 +221,17 @@ def run(model_name: str, batch: int, size: int, repeats: int,
     add("lrp.z_plus [XLA]", _analyzer_fn("lrp.z_plus", model, x, "xla"))
     ops = conv_ops(batch, size, repeats)
     for name, timing in ops:  # ratios to the plain conv
-        rec.append(sc.make_record("profile", "-", name, batch, max(size // 4, 4), timing,
-                                  ops[0][1]))
+        rec.append(
+            sc.make_record("profile", "-", name, batch, max(size // 4, 4), timing, ops[0][1])
+        )
         sc.print_records(rec[-1:])
     breakdowns = {}
     for name in trace:
-        fn = (lambda: forward_fn(xt).numpy()) if name == "forward" else _analyzer_fn(
-            name, model, x, None)
+        fn = (
+            (lambda: forward_fn(xt).numpy())
+            if name == "forward"
+            else _analyzer_fn(name, model, x, None)
+        )
         breakdowns[name] = op_breakdown(fn)
         print(f"op time of one {name} call (top op types):")
         for row in breakdowns[name]:
@@ -218,15 +245,19 @@ def main() -> None:
     parser.add_argument("--model", default="vgg16")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--trace", default="forward,lrp.z_plus,clrp,clrp@bfloat16",
-                        help="methods to run once under tf.profiler ('' for none)")
+    parser.add_argument(
+        "--trace",
+        default="forward,lrp.z_plus,clrp,clrp@bfloat16",
+        help="methods to run once under tf.profiler ('' for none)",
+    )
     sc.add_timing_args(parser, budget=False)
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     sc.print_header()
-    records, breakdowns = run(args.model, args.batch, args.size, args.repeats,
-                              [m for m in args.trace.split(",") if m])
+    records, breakdowns = run(
+        args.model, args.batch, args.size, args.repeats, [m for m in args.trace.split(",") if m]
+    )
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
     sc.save_records(args.json, records, versions, command=sys.argv, op_breakdown=breakdowns)
 

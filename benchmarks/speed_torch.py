@@ -48,8 +48,26 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 TARGET_CLASS = 1
-VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                              512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CFG: list[int | str] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+]
 
 
 # ----------------------------------------------------------------------------- models
@@ -64,14 +82,17 @@ class VGG16(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [nn.Conv2d(c_in, int(v), kernel_size=3, padding=1),
-                           nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c_in, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 c_in = int(v)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
             nn.Linear(4096, num_classes),
         )
         for m in self.modules():  # torchvision's initialisation
@@ -92,6 +113,7 @@ def _bottleneck_base() -> type[nn.Module]:
     """The torchvision (stub) Bottleneck class, so that Zennit's ResNetCanonizer sees ours."""
     try:
         from torchvision.models.resnet import Bottleneck
+
         return Bottleneck
     except ImportError:
         return nn.Module
@@ -102,8 +124,9 @@ class Bottleneck(_bottleneck_base()):  # type: ignore[misc]
 
     expansion = 4
 
-    def __init__(self, c_in: int, width: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, c_in: int, width: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         c_out = width * self.expansion
         self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
@@ -140,8 +163,9 @@ class ResNet50(nn.Module):
             c_out = width * Bottleneck.expansion
             down = None
             if stride != 1 or c_in != c_out:
-                down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                     nn.BatchNorm2d(c_out))
+                down = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+                )
             layer = [Bottleneck(c_in, width, stride, down)]
             layer += [Bottleneck(c_out, width) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layer))
@@ -174,9 +198,11 @@ def make_input(batch: int, size: int) -> torch.Tensor:
 
 def measure_forward(model: nn.Module, x: torch.Tensor, args: argparse.Namespace) -> Any:
     """``model(x)`` under no_grad."""
+
     def forward() -> None:
         with torch.no_grad():
             model(x)
+
     return sc.measure(forward, args.repeats, args.min_repeats, args.budget)
 
 
@@ -189,8 +215,18 @@ def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
     model = build_model(args.model)
     x = make_input(args.batch, args.size)
     forward = measure_forward(model, x, args)
-    records = [sc.make_record("zennit", args.model, "forward", args.batch, args.size, forward,
-                              forward, "torch model(x) under no_grad")]
+    records = [
+        sc.make_record(
+            "zennit",
+            args.model,
+            "forward",
+            args.batch,
+            args.size,
+            forward,
+            forward,
+            "torch model(x) under no_grad",
+        )
+    ]
     sc.print_records(records)
     mask = torch.zeros((args.batch, 1000))
     mask[:, TARGET_CLASS] = 1.0
@@ -203,6 +239,7 @@ def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
             canonizers = None
             if args.model == "resnet50":
                 from zennit.torchvision import ResNetCanonizer
+
                 canonizers = [ResNetCanonizer()]
             composite = EpsilonPlus(canonizers=canonizers)
             note = "EpsilonPlus" + (" + ResNetCanonizer" if canonizers else "")
@@ -214,12 +251,17 @@ def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
         with Gradient(model=model, composite=composite) as attributor:
             setup = time.perf_counter() - start
             xi = x.clone()
-            timing = sc.measure(lambda a=attributor, xi=xi: a(xi, seed)[1], args.repeats,
-                                args.min_repeats, args.budget)
+            timing = sc.measure(
+                lambda a=attributor, xi=xi: a(xi, seed)[1],
+                args.repeats,
+                args.min_repeats,
+                args.budget,
+            )
         timing.setup_s = setup
         name = "lrp.epsilon_plus" if method == "epsilon_plus" else "gradient"
-        records.append(sc.make_record("zennit", args.model, name, args.batch, args.size, timing,
-                                      forward, note))
+        records.append(
+            sc.make_record("zennit", args.model, name, args.batch, args.size, timing, forward, note)
+        )
         sc.print_records(records[-1:])
     return records
 
@@ -246,8 +288,10 @@ def load_authors_code(repo: Path) -> tuple[Any, Any]:
         raise RuntimeError("CLRP/run.py no longer defines register_hooks and clrp")
     namespace: dict[str, Any] = {"torch": torch, "nn": nn, "np": np}
     namespace.update({k: v for k, v in lib.__dict__.items() if not k.startswith("_")})
-    exec(compile(ast.Module(body=funcs, type_ignores=[]), str(repo / "CLRP" / "run.py"),
-                 "exec"), namespace)
+    exec(
+        compile(ast.Module(body=funcs, type_ignores=[]), str(repo / "CLRP" / "run.py"), "exec"),
+        namespace,
+    )
     return namespace["register_hooks"], namespace["clrp"]
 
 
@@ -261,8 +305,18 @@ def run_authors(args: argparse.Namespace) -> list[sc.Record]:
     model = build_model("vgg16")
     x = make_input(args.batch, args.size)
     forward = measure_forward(model, x, args)  # before the hooks are registered
-    records = [sc.make_record("authors", "vgg16", "forward", args.batch, args.size, forward,
-                              forward, "torch model(x) under no_grad")]
+    records = [
+        sc.make_record(
+            "authors",
+            "vgg16",
+            "forward",
+            args.batch,
+            args.size,
+            forward,
+            forward,
+            "torch model(x) under no_grad",
+        )
+    ]
     sc.print_records(records)
     model = register_hooks(model=model)
 
@@ -270,7 +324,7 @@ def run_authors(args: argparse.Namespace) -> list[sc.Record]:
         """run.py's per-image steps; the division by the sums is their visualize()."""
         maps = []
         for i in range(len(x)):
-            xi = x[i:i + 1].clone().requires_grad_(True)
+            xi = x[i : i + 1].clone().requires_grad_(True)
             out = model(xi)
             sm_lrp = clrp(out, TARGET_CLASS, contrastive_signal=False)
             sm_contrast = clrp(out, TARGET_CLASS, contrastive_signal=True, CLRP="type1")
@@ -278,9 +332,18 @@ def run_authors(args: argparse.Namespace) -> list[sc.Record]:
         return np.concatenate(maps)
 
     timing = sc.measure(clrp_map, args.repeats, args.min_repeats, args.budget)
-    records.append(sc.make_record(
-        "authors", "vgg16", "clrp", args.batch, args.size, timing, forward,
-        "one CLRP map (type1): forward + LRP map + dual map, one image at a time"))
+    records.append(
+        sc.make_record(
+            "authors",
+            "vgg16",
+            "clrp",
+            args.batch,
+            args.size,
+            timing,
+            forward,
+            "one CLRP map (type1): forward + LRP map + dual map, one image at a time",
+        )
+    )
     sc.print_records(records[-1:])
     return records
 
@@ -289,8 +352,12 @@ def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("peer", choices=("zennit", "authors"))
-    parser.add_argument("repo", nargs="?", default=None,
-                        help="authors: checkout or git dir of JindongGu/Contrastive-LRP")
+    parser.add_argument(
+        "repo",
+        nargs="?",
+        default=None,
+        help="authors: checkout or git dir of JindongGu/Contrastive-LRP",
+    )
     parser.add_argument("--model", default="vgg16", help="vgg16 or resnet50 (zennit)")
     parser.add_argument("--batch", type=int, default=None, help="default: zennit 8, authors 1")
     parser.add_argument("--size", type=int, default=224)
@@ -307,8 +374,11 @@ def main() -> None:
     sc.print_header()
     records = run_zennit(args) if args.peer == "zennit" else run_authors(args)
     if args.json:
-        versions = {"torch": torch.__version__, "zennit": importlib.metadata.version("zennit"),
-                    "numpy": np.__version__}
+        versions = {
+            "torch": torch.__version__,
+            "zennit": importlib.metadata.version("zennit"),
+            "numpy": np.__version__,
+        }
         extra: dict[str, Any] = {"command": sys.argv}
         if args.peer == "authors":
             extra["authors_commit"] = _commit(Path(args.repo))

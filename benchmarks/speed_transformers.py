@@ -37,8 +37,14 @@ sc.set_thread_env()
 
 import numpy as np  # noqa: E402
 
-VIT_TI = {"image_shape": (224, 224, 3), "patch_size": 16, "num_layers": 12, "num_heads": 3,
-          "hidden_dim": 192, "mlp_dim": 768}
+VIT_TI = {
+    "image_shape": (224, 224, 3),
+    "patch_size": 16,
+    "num_layers": 12,
+    "num_heads": 3,
+    "hidden_dim": 192,
+    "mlp_dim": 768,
+}
 CLASSES = 1000
 TF_METHODS = ("gradient", "attention_rollout", "attnlrp", "attnlrp.cp", "clrp")
 
@@ -50,8 +56,9 @@ def keras_vit_ti(seed: int = 0) -> Any:
 
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.ViTBackbone(**VIT_TI)
-    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=CLASSES,
-                                               preprocessor=None)
+    return keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=CLASSES, preprocessor=None
+    )
 
 
 def keras_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.Timing]]:
@@ -75,8 +82,13 @@ def keras_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.
         except Exception as error:  # noqa: BLE001 - reported, not hidden
             rows.append((name, f"refused: {type(error).__name__}: {str(error)[:120]}", forward))
             continue
-        rows.append((name, sc.measure(lambda a=analyzer: a.analyze(x, neuron_selection=0),
-                                      repeats), forward))
+        rows.append(
+            (
+                name,
+                sc.measure(lambda a=analyzer: a.analyze(x, neuron_selection=0), repeats),
+                forward,
+            )
+        )
     return rows
 
 
@@ -114,8 +126,10 @@ def torch_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.
             super().__init__()
             self.ln1, self.ln2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
             self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
-            self.fc1, self.fc2 = nn.Linear(width, VIT_TI["mlp_dim"]), nn.Linear(
-                VIT_TI["mlp_dim"], width)
+            self.fc1, self.fc2 = (
+                nn.Linear(width, VIT_TI["mlp_dim"]),
+                nn.Linear(VIT_TI["mlp_dim"], width),
+            )
 
         def norm(self, ln: nn.LayerNorm, x: torch.Tensor, lrp: bool) -> torch.Tensor:
             if not lrp:
@@ -126,8 +140,11 @@ def torch_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.
 
         def forward(self, x: torch.Tensor, lrp: bool) -> torch.Tensor:
             b, t, _ = x.shape
-            q, k, v = self.qkv(self.norm(self.ln1, x, lrp)).reshape(
-                b, t, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+            q, k, v = (
+                self.qkv(self.norm(self.ln1, x, lrp))
+                .reshape(b, t, 3, heads, width // heads)
+                .permute(2, 0, 3, 1, 4)
+            )
             if lrp:
                 q, k, v = divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2)
             a = torch.softmax(q @ k.transpose(-1, -2) / (width // heads) ** 0.5, -1)
@@ -166,8 +183,10 @@ def torch_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.
         (inp * inp.grad).detach().numpy()
 
     forward = sc.measure(forward_only, repeats)
-    return [("forward", forward, forward),
-            ("LXT efficient AttnLRP (fwd+bwd)", sc.measure(attnlrp, repeats), forward)]
+    return [
+        ("forward", forward, forward),
+        ("LXT efficient AttnLRP (fwd+bwd)", sc.measure(attnlrp, repeats), forward),
+    ]
 
 
 def table(rows: list[tuple[str, str, sc.Timing | str, sc.Timing]], batch: int) -> str:
@@ -177,8 +196,10 @@ def table(rows: list[tuple[str, str, sc.Timing | str, sc.Timing]], batch: int) -
         if isinstance(timing, str):
             out.append(f"| {framework} | {method} | {timing} | | |")
             continue
-        out.append(f"| {framework} | {method} | {timing.best_s / batch:.4f} | "
-                   f"{timing.best_s / forward.best_s:.2f} | {timing.peak_rss_mib:.0f} |")
+        out.append(
+            f"| {framework} | {method} | {timing.best_s / batch:.4f} | "
+            f"{timing.best_s / forward.best_s:.2f} | {timing.peak_rss_mib:.0f} |"
+        )
     return "\n".join(out)
 
 
@@ -191,12 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = [("keras / tf_clrp", m, t, f) for m, t, f in keras_rows(args.batch, args.repeats)]
     if not args.no_torch:
         try:
-            rows += [("torch / LXT", m, t, f) for m, t, f in torch_rows(args.batch,
-                                                                        args.repeats)]
+            rows += [("torch / LXT", m, t, f) for m, t, f in torch_rows(args.batch, args.repeats)]
         except ImportError as error:
             rows.append(("torch / LXT", "all", f"skipped: {error}", rows[0][3]))
-    print(f"ViT-Ti/16 (random weights), batch {args.batch}, {sc.THREADS} threads, best of "
-          f"{args.repeats} after a warm-up; shared machine: indicative only.\n")
+    print(
+        f"ViT-Ti/16 (random weights), batch {args.batch}, {sc.THREADS} threads, best of "
+        f"{args.repeats} after a warm-up; shared machine: indicative only.\n"
+    )
     print(table(rows, args.batch))
 
 

@@ -60,8 +60,13 @@ METHODS: dict[str, tuple[str, Any, bool]] = {
     "occlusion": ("occlusion", None, False),
 }
 #: The rows the engine explains on a transformer today.
-DEFAULT_METHODS = ("gradient", "input_t_gradient", "integrated_gradients",
-                   "attention_rollout", "occlusion")
+DEFAULT_METHODS = (
+    "gradient",
+    "input_t_gradient",
+    "integrated_gradients",
+    "attention_rollout",
+    "occlusion",
+)
 
 
 @dataclass
@@ -110,13 +115,22 @@ def build_model(cfg: Config) -> Any:
     """The ViT of the benchmark (10 logits)."""
     import transformer_models as tm
 
-    return tm.build_vit(image_shape=(pm.HEIGHT, pm.WIDTH, 1), patch=cfg.vit_patch,
-                        width=cfg.width, depth=cfg.depth, heads=cfg.heads, mlp=cfg.mlp,
-                        classes=10, seed=cfg.seed, name="mnist_two_digit_vit")
+    return tm.build_vit(
+        image_shape=(pm.HEIGHT, pm.WIDTH, 1),
+        patch=cfg.vit_patch,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        mlp=cfg.mlp,
+        classes=10,
+        seed=cfg.seed,
+        name="mnist_two_digit_vit",
+    )
 
 
-def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
-                  cache_dir: str | None, verbose: int = 0) -> tuple[Any, float]:
+def trained_model(
+    cfg: Config, images: np.ndarray, labels: np.ndarray, cache_dir: str | None, verbose: int = 0
+) -> tuple[Any, float]:
     """Train (or load the cached weights of) the ViT on multi-label training scenes.
 
     Returns:
@@ -124,11 +138,24 @@ def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
     """
     import keras
 
-    key = hashlib.sha1(repr((cfg.train_scenes, cfg.epochs, cfg.train_digits, cfg.digits,
-                             cfg.seed, cfg.vit_patch, cfg.width, cfg.depth, cfg.heads,
-                             cfg.mlp, "vit-v1")).encode()).hexdigest()[:10]
-    path = None if cache_dir is None else os.path.join(cache_dir,
-                                                       f"mnist_vit_{key}.weights.h5")
+    key = hashlib.sha1(
+        repr(
+            (
+                cfg.train_scenes,
+                cfg.epochs,
+                cfg.train_digits,
+                cfg.digits,
+                cfg.seed,
+                cfg.vit_patch,
+                cfg.width,
+                cfg.depth,
+                cfg.heads,
+                cfg.mlp,
+                "vit-v1",
+            )
+        ).encode()
+    ).hexdigest()[:10]
+    path = None if cache_dir is None else os.path.join(cache_dir, f"mnist_vit_{key}.weights.h5")
     model = build_model(cfg)
     if path is not None and os.path.exists(path):
         model.load_weights(path)
@@ -138,8 +165,10 @@ def trained_model(cfg: Config, images: np.ndarray, labels: np.ndarray,
     x, y, _ = pm.make_scenes(images, labels, cfg.train_scenes, rng, single_fraction=0.5)
     steps = cfg.epochs * int(np.ceil(len(x) / 128))
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
     model.fit(x, y, batch_size=128, epochs=cfg.epochs, verbose=verbose, shuffle=True)
     seconds = time.perf_counter() - start
     if path is not None:
@@ -161,8 +190,9 @@ def method_specs(cfg: Config) -> dict[str, pc.MethodSpec]:
     return specs
 
 
-def run(cfg: Config, progress: bool = True, cache_dir: str | None = None,
-        verbose: int = 0) -> Result:
+def run(
+    cfg: Config, progress: bool = True, cache_dir: str | None = None, verbose: int = 0
+) -> Result:
     """Train / load the ViT, explain both digits of every test scene with every method, score."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -171,8 +201,9 @@ def run(cfg: Config, progress: bool = True, cache_dir: str | None = None,
     images, labels = images[order], labels[order]
     train = slice(0, cfg.train_digits)
     test = slice(cfg.train_digits, len(images))
-    model, seconds["train"] = trained_model(cfg, images[train], labels[train], cache_dir,
-                                            verbose=verbose)
+    model, seconds["train"] = trained_model(
+        cfg, images[train], labels[train], cache_dir, verbose=verbose
+    )
     scorer = pc.Scorer(model, batch_size=256)
 
     rng = np.random.default_rng(cfg.seed + 2)
@@ -187,24 +218,37 @@ def run(cfg: Config, progress: bool = True, cache_dir: str | None = None,
 
     methods = method_specs(cfg)
     t = time.perf_counter()
-    maps = pc.explain_rows(model, scorer, rows, methods, batch_size=cfg.batch_size,
-                           progress=progress)
+    maps = pc.explain_rows(
+        model, scorer, rows, methods, batch_size=cfg.batch_size, progress=progress
+    )
     seconds["explain"] = time.perf_counter() - t
     everything = np.ones(len(rows.classes), bool)
     pointing = pc.pointing_table(maps.maps, rows, everything, cfg.tolerance)
     disc = pc.discriminativeness(maps.maps, rows, range(len(x)))
-    parts = (pc.clrp_parts_stats(maps.parts["clrp (others)"], maps.maps["clrp (others)"],
-                                 rows, everything)
-             if "clrp (others)" in maps.parts else {})
+    parts = (
+        pc.clrp_parts_stats(
+            maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, everything
+        )
+        if "clrp (others)" in maps.parts
+        else {}
+    )
     aopc = None
     if cfg.aopc and methods:
         t = time.perf_counter()
         sel = np.flatnonzero(rows.scene < cfg.aopc_scenes)
-        aopc = pc.aopc_table(scorer, rows.x[sel], {m: maps.maps[m][sel] for m in methods},
-                             rows.classes[sel], orders=("morf", "lerf"),
-                             patch_size=cfg.patch_size, steps=cfg.aopc_steps,
-                             perturbation="zero", batch_size=1024, progress=progress,
-                             scenes=rows.scene[sel])
+        aopc = pc.aopc_table(
+            scorer,
+            rows.x[sel],
+            {m: maps.maps[m][sel] for m in methods},
+            rows.classes[sel],
+            orders=("morf", "lerf"),
+            patch_size=cfg.patch_size,
+            steps=cfg.aopc_steps,
+            perturbation="zero",
+            batch_size=1024,
+            progress=progress,
+            scenes=rows.scene[sel],
+        )
         seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, rows, maps, pointing, disc, parts, aopc, quality, seconds)
@@ -215,22 +259,32 @@ def markdown(res: Result, command: str) -> str:
     cfg = res.config
     # paper_mnist.markdown reads only fields both Results share
     text = pm.markdown(res, command)  # type: ignore[arg-type]
-    model = (f"Model: ViT (patch {cfg.vit_patch}, {cfg.depth} blocks, {cfg.heads} heads, "
-             f"width {cfg.width}, MLP {cfg.mlp}; {cfg.epochs} epochs on {cfg.train_scenes} "
-             "training scenes). ")
+    model = (
+        f"Model: ViT (patch {cfg.vit_patch}, {cfg.depth} blocks, {cfg.heads} heads, "
+        f"width {cfg.width}, MLP {cfg.mlp}; {cfg.epochs} epochs on {cfg.train_scenes} "
+        "training scenes). "
+    )
     return text.replace(". Model: both digits", ". " + model + "Both digits", 1)
 
 
 def write_outputs(res: Result, out_dir: str, command: str) -> dict[str, str]:
     """JSON summary and markdown; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
-    summary = {"command": command, "config": asdict(res.config), "seconds": res.seconds,
-               "seconds_per_method": res.maps.seconds, "model_quality": res.model_quality,
-               "pointing": res.pointing, "discriminativeness": res.discriminativeness,
-               "clrp_parts": res.clrp_parts,
-               "aopc": None if res.aopc is None else asdict(res.aopc)}
-    paths = {"json": os.path.join(out_dir, "vit_mnist.json"),
-             "md": os.path.join(out_dir, "vit_mnist.md")}
+    summary = {
+        "command": command,
+        "config": asdict(res.config),
+        "seconds": res.seconds,
+        "seconds_per_method": res.maps.seconds,
+        "model_quality": res.model_quality,
+        "pointing": res.pointing,
+        "discriminativeness": res.discriminativeness,
+        "clrp_parts": res.clrp_parts,
+        "aopc": None if res.aopc is None else asdict(res.aopc),
+    }
+    paths = {
+        "json": os.path.join(out_dir, "vit_mnist.json"),
+        "md": os.path.join(out_dir, "vit_mnist.md"),
+    }
     with open(paths["json"], "w") as fh:
         json.dump(summary, fh, indent=1)
     with open(paths["md"], "w") as fh:
@@ -244,15 +298,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenes", type=int, default=Config.scenes)
     p.add_argument("--train-scenes", type=int, default=Config.train_scenes)
     p.add_argument("--epochs", type=int, default=Config.epochs)
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated names of {list(METHODS)}, or 'all' "
-                        f"(default: {','.join(DEFAULT_METHODS)})")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated names of {list(METHODS)}, or 'all' "
+        f"(default: {','.join(DEFAULT_METHODS)})",
+    )
     p.add_argument("--no-aopc", action="store_true")
     p.add_argument("--aopc-scenes", type=int, default=Config.aopc_scenes)
     p.add_argument("--aopc-steps", type=int, default=Config.aopc_steps)
     p.add_argument("--seed", type=int, default=Config.seed)
-    p.add_argument("--no-cache", action="store_true",
-                   help="train without reading or writing the cached weights")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="train without reading or writing the cached weights",
+    )
     p.add_argument("--train-only", action="store_true", help="train / load, report accuracy")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--quiet", action="store_true")
@@ -275,15 +335,27 @@ def chosen_methods(flag: str | None) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write its outputs."""
     args = parse_args(argv)
-    cfg = Config(scenes=args.scenes, train_scenes=args.train_scenes, epochs=args.epochs,
-                 methods=() if args.train_only else chosen_methods(args.methods),
-                 aopc=not args.no_aopc and not args.train_only, aopc_scenes=args.aopc_scenes,
-                 aopc_steps=args.aopc_steps, seed=args.seed, cache=not args.no_cache)
-    command = ("python benchmarks/vit_mnist.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)).strip()
+    cfg = Config(
+        scenes=args.scenes,
+        train_scenes=args.train_scenes,
+        epochs=args.epochs,
+        methods=() if args.train_only else chosen_methods(args.methods),
+        aopc=not args.no_aopc and not args.train_only,
+        aopc_scenes=args.aopc_scenes,
+        aopc_steps=args.aopc_steps,
+        seed=args.seed,
+        cache=not args.no_cache,
+    )
+    command = (
+        "python benchmarks/vit_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    ).strip()
     cache = os.path.join(ROOT, "benchmarks", "_cache")
-    res = run(cfg, progress=not args.quiet, cache_dir=cache if cfg.cache else None,
-              verbose=0 if args.quiet else 2)
+    res = run(
+        cfg,
+        progress=not args.quiet,
+        cache_dir=cache if cfg.cache else None,
+        verbose=0 if args.quiet else 2,
+    )
     if args.train_only:
         print(f"training {res.seconds['train']:.0f} s; quality {res.model_quality}")
         return

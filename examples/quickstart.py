@@ -35,8 +35,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="quickstart.png")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
-    parser.add_argument("--fast", action="store_true",
-                        help="explain the mosaic only, with CLRP and the gradient (for tests)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="explain the mosaic only, with CLRP and the gradient (for tests)",
+    )
     args = parser.parse_args()
 
     model = efficientnet_lite0()  # Keras 3 functional model, outputs logits
@@ -68,13 +71,17 @@ def main() -> None:
     # CLRP's parts: relevance of the target, of its dual (all other classes) and the clipped
     # difference that maps["clrp"] holds.
     parts = tf_clrp.create_analyzer("clrp", model, **options).analyze(
-        inputs[:1], neuron_selection=classes[0], return_parts=True)
-    print(f"CLRP parts for the cat photo: sum target {parts.target.sum():.3f}, dual "
-          f"{parts.dual.sum():.3f}, contrastive {parts.contrastive.sum():.3f}")
+        inputs[:1], neuron_selection=classes[0], return_parts=True
+    )
+    print(
+        f"CLRP parts for the cat photo: sum target {parts.target.sum():.3f}, dual "
+        f"{parts.dual.sum():.3f}, contrastive {parts.contrastive.sum():.3f}"
+    )
 
     names = [imagenet_class_names(short=True)[c] for c in classes]
     fig = visualize.comparison_grid(
-        shown, maps, titles=titles, class_names=(names + names)[-len(titles):], show_sums=True)
+        shown, maps, titles=titles, class_names=(names + names)[-len(titles) :], show_sums=True
+    )
     print("wrote", visualize.save_png(fig, args.out, overwrite=args.force))
 
 

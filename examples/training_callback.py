@@ -48,16 +48,18 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
 
 def build_model() -> keras.Model:
     """A small CNN with a softmax output (the analyzers explain the pre-softmax logits)."""
-    model = keras.Sequential([
-        keras.Input((32, 32, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(CLASSES), activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -67,8 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--log-dir", default="tf_clrp_callback_logs")
-    parser.add_argument("--fast", action="store_true",
-                        help="one epoch on 256 images (for tests)")
+    parser.add_argument("--fast", action="store_true", help="one epoch on 256 images (for tests)")
     args = parser.parse_args()
     epochs = 1 if args.fast else args.epochs
 
@@ -77,19 +78,26 @@ def main() -> None:
     x_val, y_val = make_shapes(200, seed=1)
     model = build_model()
     callback = HeatmapCallback(
-        x_val[:4],                       # fixed samples, in the model's input space
-        classes=None,                    # explain the model's current prediction
-        labels=y_val[:4],                # and show the true class next to it
+        x_val[:4],  # fixed samples, in the model's input space
+        classes=None,  # explain the model's current prediction
+        labels=y_val[:4],  # and show the true class next to it
         methods=["gradient", "lrp.epsilon_plus", "clrp"],
         log_dir=args.log_dir,
         every_n_epochs=1,
         tensorboard="auto",
         class_names=CLASSES,
-        use_tf_function=not args.fast,   # one event: eager beats tracing a graph
+        use_tf_function=not args.fast,  # one event: eager beats tracing a graph
         verbose=1,
     )
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32,
-              validation_data=(x_val, y_val), callbacks=[callback], verbose=2)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=32,
+        validation_data=(x_val, y_val),
+        callbacks=[callback],
+        verbose=2,
+    )
     for epoch, _batch, seconds in callback.timings:
         print(f"epoch {epoch}: explained and saved in {seconds:.2f} s")
     print(f"heatmaps written to {os.path.abspath(args.log_dir)}")

@@ -43,8 +43,13 @@ def layers_of(model: keras.Model) -> list[Layer]:
         if name in ("Conv2D", "Dense"):
             assert name == "Dense" or (layer.padding == "same" and tuple(layer.strides) == (1, 1))
             bias = layer.bias.numpy().astype(np.float64) if layer.use_bias else None
-            out.append(Layer("conv" if name == "Conv2D" else "dense",
-                             layer.kernel.numpy().astype(np.float64), bias))
+            out.append(
+                Layer(
+                    "conv" if name == "Conv2D" else "dense",
+                    layer.kernel.numpy().astype(np.float64),
+                    bias,
+                )
+            )
             activation = layer.activation.__name__
             assert activation in ("relu", "linear"), activation
             if activation == "relu":
@@ -83,8 +88,8 @@ def conv_transposed(s: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     out = np.zeros((b, h + kh - 1, w + kw - 1, kernel.shape[2]))
     for i in range(kh):
         for j in range(kw):
-            out[:, i:i + h, j:j + w, :] += s @ kernel[i, j].T
-    return out[:, top:top + h, left:left + w, :]
+            out[:, i : i + h, j : j + w, :] += s @ kernel[i, j].T
+    return out[:, top : top + h, left : left + w, :]
 
 
 def linear(layer: Layer, a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -123,14 +128,23 @@ def z_plus(layer: Layer, a: np.ndarray, kernel: np.ndarray, r: np.ndarray) -> np
     return a * linear_transposed(layer, r / (linear(layer, a, v) + STABILISER), v)
 
 
-def z_box(layer: Layer, x: np.ndarray, kernel: np.ndarray, r: np.ndarray, low: np.ndarray,
-          high: np.ndarray) -> np.ndarray:
+def z_box(
+    layer: Layer,
+    x: np.ndarray,
+    kernel: np.ndarray,
+    r: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> np.ndarray:
     """z^B without bias: c = x·w − l·w⁺ − h·w⁻ (l, h zero-padded like x)."""
     wp, wn = np.maximum(kernel, 0.0), np.minimum(kernel, 0.0)
     z = linear(layer, x, kernel) - linear(layer, low, wp) - linear(layer, high, wn)
     s = r / (z + STABILISER)
-    return (x * linear_transposed(layer, s, kernel) - low * linear_transposed(layer, s, wp)
-            - high * linear_transposed(layer, s, wn))
+    return (
+        x * linear_transposed(layer, s, kernel)
+        - low * linear_transposed(layer, s, wp)
+        - high * linear_transposed(layer, s, wn)
+    )
 
 
 def max_pool_relevance(a: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -142,8 +156,14 @@ def max_pool_relevance(a: np.ndarray, r: np.ndarray) -> np.ndarray:
     return (share * r[:, :, None, :, None, :]).reshape(a.shape)
 
 
-def relevance(layers: list[Layer], x: np.ndarray, seed: np.ndarray, low: np.ndarray,
-              high: np.ndarray, negate_head: bool = False) -> np.ndarray:
+def relevance(
+    layers: list[Layer],
+    x: np.ndarray,
+    seed: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    negate_head: bool = False,
+) -> np.ndarray:
     """The authors' LRP of ``seed`` (flat, at the last layer's output) down to the input.
 
     Args:
@@ -161,8 +181,7 @@ def relevance(layers: list[Layer], x: np.ndarray, seed: np.ndarray, low: np.ndar
         layer, a = layers[i], values[i]
         if layer.kind in ("conv", "dense"):
             kernel = -layer.kernel if negate_head and i == len(layers) - 1 else layer.kernel
-            r = (z_box(layer, a, kernel, r, low, high) if i == first
-                 else z_plus(layer, a, kernel, r))
+            r = z_box(layer, a, kernel, r, low, high) if i == first else z_plus(layer, a, kernel, r)
         elif layer.kind == "pool":
             r = max_pool_relevance(a, r)
         elif layer.kind == "flatten":
@@ -187,8 +206,14 @@ def logits(layers: list[Layer], x: np.ndarray) -> np.ndarray:
     return out.reshape(len(out), -1)
 
 
-def clrp(layers: list[Layer], x: np.ndarray, targets: list[int], contrast: str | list[int],
-         low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
+def clrp(
+    layers: list[Layer],
+    x: np.ndarray,
+    targets: list[int],
+    contrast: str | list[int],
+    low: np.ndarray,
+    high: np.ndarray,
+) -> dict[str, np.ndarray]:
     """CLRP parts: target, dual, difference, contrastive (the paper's and authors' seeds).
 
     Args:
@@ -220,12 +245,17 @@ def clrp(layers: list[Layer], x: np.ndarray, targets: list[int], contrast: str |
     target = relevance(layers, x, target_seed, low, high)
     dual = relevance(layers, x, dual_seed, low, high, negate_head=contrast == "negated")
     difference = normalised(target) - normalised(dual)
-    return {"target": target, "dual": dual, "difference": difference,
-            "contrastive": np.maximum(difference, 0.0)}
+    return {
+        "target": target,
+        "dual": dual,
+        "difference": difference,
+        "contrastive": np.maximum(difference, 0.0),
+    }
 
 
-def sglrp(layers: list[Layer], x: np.ndarray, targets: list[int], low: np.ndarray,
-          high: np.ndarray) -> dict[str, np.ndarray]:
+def sglrp(
+    layers: list[Layer], x: np.ndarray, targets: list[int], low: np.ndarray, high: np.ndarray
+) -> dict[str, np.ndarray]:
     """SGLRP (Iwana, Kuroki & Uchida 2019): seeds p_t(1 − p_t) on t and p_t·p_k on k ≠ t,
     map R_t − R_d·ΣR_t/ΣR_d, with p = softmax(z) in float64."""
     z = logits(layers, x)
@@ -241,5 +271,9 @@ def sglrp(layers: list[Layer], x: np.ndarray, targets: list[int], low: np.ndarra
     target = relevance(layers, x, target_seed, low, high)
     dual = relevance(layers, x, dual_seed, low, high)
     difference = target - dual * _per_sample_sum(target) / _per_sample_sum(dual)
-    return {"target": target, "dual": dual, "difference": difference,
-            "contrastive": np.maximum(difference, 0.0)}
+    return {
+        "target": target,
+        "dual": dual,
+        "difference": difference,
+        "contrastive": np.maximum(difference, 0.0),
+    }

@@ -16,22 +16,21 @@ def _seed() -> None:
     keras.utils.set_random_seed(0)
 
 
-def mlp(sizes: tuple[int, ...] = (6, 8, 7, 4), bias: bool = True,
-        softmax: bool = False) -> keras.Model:
+def mlp(
+    sizes: tuple[int, ...] = (6, 8, 7, 4), bias: bool = True, softmax: bool = False
+) -> keras.Model:
     """A Dense-ReLU chain: Input(sizes[0]) → ... → Dense(sizes[-1])."""
     inp = keras.Input((sizes[0],))
     h = inp
     for n in sizes[1:-1]:
         h = keras.layers.Dense(n, activation="relu", use_bias=bias)(h)
-    out = keras.layers.Dense(sizes[-1], use_bias=bias,
-                             activation="softmax" if softmax else None)(h)
+    out = keras.layers.Dense(sizes[-1], use_bias=bias, activation="softmax" if softmax else None)(h)
     model = keras.Model(inp, out)
     randomize(model)
     return model
 
 
-def small_cnn(bias: bool = True, batch_norm: bool = False, softmax: bool = False
-              ) -> keras.Model:
+def small_cnn(bias: bool = True, batch_norm: bool = False, softmax: bool = False) -> keras.Model:
     """Conv-ReLU-MaxPool-Conv(-BN)-ReLU-AvgPool-Flatten-Dense-ReLU-Dense on 8×8×3."""
     inp = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", use_bias=bias)(inp)
@@ -65,6 +64,5 @@ def logits_of(model: keras.Model, x: np.ndarray) -> np.ndarray:
     last = model.layers[-1]
     if getattr(last, "activation", None) is keras.activations.softmax:
         sub = keras.Model(model.inputs, last.input)
-        return sub(x).numpy() @ last.kernel.numpy() + (
-            last.bias.numpy() if last.use_bias else 0.0)
+        return sub(x).numpy() @ last.kernel.numpy() + (last.bias.numpy() if last.use_bias else 0.0)
     return model(x).numpy()

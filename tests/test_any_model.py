@@ -112,7 +112,8 @@ def test_gradient_on_subclassed_model_with_two_outputs(output_index):
     x = np.random.default_rng(5).standard_normal((2, 5)).astype(np.float32)
     model(x)
     got = create_analyzer("input_t_gradient", model, output_index=output_index).analyze(
-        x, neuron_selection=1)
+        x, neuron_selection=1
+    )
     want = x * _tape_gradient(lambda t: model(t)[output_index], x, 1)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     with pytest.raises(ModelStructureError, match="output_index"):
@@ -138,15 +139,18 @@ def test_lrp_refuses_the_attention_product_naming_op_and_path(name):
     paper's rules given explicitly: its default on transformers is AttnLRP's)."""
     model, _ = _attention_model()
     options = {"composite": tf_clrp.composites.zbox_zplus()} if name == "clrp" else {}
-    with pytest.raises(UnsupportedLayerError,
-                       match=r"'multi_head_attention(_\d+)?/dot_product_attention(_\d+)?' "
-                             r"\(DotProductAttention, group 'bilinear'\).*layer_rules"):
+    with pytest.raises(
+        UnsupportedLayerError,
+        match=r"'multi_head_attention(_\d+)?/dot_product_attention(_\d+)?' "
+        r"\(DotProductAttention, group 'bilinear'\).*layer_rules",
+    ):
         create_analyzer(name, model, **options)
 
 
 def test_lrp_refuses_an_op_inside_a_custom_layer():
-    with pytest.raises(UnsupportedLayerError,
-                       match=r"'scaled_residual(_\d+)?/square(_\d+)?' of type Square"):
+    with pytest.raises(
+        UnsupportedLayerError, match=r"'scaled_residual(_\d+)?/square(_\d+)?' of type Square"
+    ):
         create_analyzer("lrp.epsilon", _custom_layer_model())
 
 
@@ -177,11 +181,13 @@ def test_untraceable_layer_gradient_by_autodiff_lrp_refused():
     x_in = keras.Input((4,))
     model = keras.Model(x_in, keras.layers.Dense(2)(DataDependent(name="data_dependent")(x_in)))
     x = np.abs(np.random.default_rng(16).standard_normal((2, 4))).astype(np.float32)
-    got = create_analyzer("gradient", model, use_tf_function=False).analyze(
-        x, neuron_selection=1)
+    got = create_analyzer("gradient", model, use_tf_function=False).analyze(x, neuron_selection=1)
     np.testing.assert_allclose(got, _tape_gradient(model, x, 1), rtol=1e-6)
-    with pytest.raises(UnsupportedLayerError, match="'data_dependent' of type DataDependent"
-                       ".*not walked inside: its call cannot run on symbolic tensors"):
+    with pytest.raises(
+        UnsupportedLayerError,
+        match="'data_dependent' of type DataDependent"
+        ".*not walked inside: its call cannot run on symbolic tensors",
+    ):
         create_analyzer("lrp.z", model)
 
 
@@ -194,8 +200,7 @@ def test_explaining_leaves_the_model_untouched():
     x = np.random.default_rng(6).random((2, 8, 8, 3), dtype=np.float32)
     for name in GRADIENT_FAMILY:
         create_analyzer(name, model).analyze(x)
-    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes))
-            for layer in layers] == before
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers] == before
     assert model.get_config() == config
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
@@ -210,14 +215,17 @@ def _two_input_model() -> keras.Model:
     a = keras.layers.Dense(2, use_bias=False)(keras.layers.Flatten()(image))
     b = keras.layers.Dense(2, use_bias=False)(side)
     out = keras.layers.Dense(2, use_bias=False, name="head")(
-        keras.layers.Activation("tanh")(keras.layers.Add()([a, b])))
+        keras.layers.Activation("tanh")(keras.layers.Add()([a, b]))
+    )
     return keras.Model({"image": image, "side": side}, out)
 
 
 def _two_inputs(n: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(8)
-    return {"image": rng.standard_normal((n, 4, 4, 1)).astype(np.float32),
-            "side": rng.standard_normal((n, 3)).astype(np.float32)}
+    return {
+        "image": rng.standard_normal((n, 4, 4, 1)).astype(np.float32),
+        "side": rng.standard_normal((n, 3)).astype(np.float32),
+    }
 
 
 @pytest.mark.parametrize("name", GRADIENT_FAMILY)
@@ -225,16 +233,19 @@ def test_one_input_of_a_multi_input_model_equals_autodiff(name):
     model = _two_input_model()
     batch = _two_inputs()
     got = create_analyzer(name, model, input_name="image").analyze(batch, neuron_selection=1)
-    want = _reference(name, lambda t: model({"image": t, "side": tf.constant(batch["side"])}),
-                      batch["image"], 1)
+    want = _reference(
+        name, lambda t: model({"image": t, "side": tf.constant(batch["side"])}), batch["image"], 1
+    )
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6 * np.abs(want).max())
     got_side = create_analyzer(name, model, input_name="side").analyze(
-        [batch["image"], batch["side"]], neuron_selection=1,
-        batch_size=None if name == "smoothgrad" else 2)  # its noise is drawn per chunk
-    want_side = _reference(name, lambda t: model({"image": tf.constant(batch["image"]), "side": t}),
-                           batch["side"], 1)
-    np.testing.assert_allclose(got_side, want_side, rtol=2e-4,
-                               atol=2e-6 * np.abs(want_side).max())
+        [batch["image"], batch["side"]],
+        neuron_selection=1,
+        batch_size=None if name == "smoothgrad" else 2,
+    )  # its noise is drawn per chunk
+    want_side = _reference(
+        name, lambda t: model({"image": tf.constant(batch["image"]), "side": t}), batch["side"], 1
+    )
+    np.testing.assert_allclose(got_side, want_side, rtol=2e-4, atol=2e-6 * np.abs(want_side).max())
 
 
 def test_lrp_on_one_input_conserves_that_branch_share():
@@ -243,17 +254,18 @@ def test_lrp_on_one_input_conserves_that_branch_share():
     keras.utils.set_random_seed(9)
     image = keras.Input((4, 4, 1), name="image")
     side = keras.Input((3,), name="side")
-    a = keras.layers.Dense(1, use_bias=False, name="image_dense")(
-        keras.layers.Flatten()(image))
+    a = keras.layers.Dense(1, use_bias=False, name="image_dense")(keras.layers.Flatten()(image))
     b = keras.layers.Dense(1, use_bias=False)(side)
     model = keras.Model([image, side], keras.layers.Add()([a, b]))
     batch = _two_inputs()
     got = create_analyzer("lrp.z", model, input_name="image").analyze(
-        [batch["image"], batch["side"]], neuron_selection=0)
+        [batch["image"], batch["side"]], neuron_selection=0
+    )
     w_image = model.get_layer("image_dense").get_weights()[0].astype(np.float64)
     share = batch["image"].reshape(3, 16).astype(np.float64) @ w_image
-    np.testing.assert_allclose(got.reshape(3, 16), batch["image"].reshape(3, 16)
-                               * w_image[:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        got.reshape(3, 16), batch["image"].reshape(3, 16) * w_image[:, 0], rtol=1e-4, atol=1e-6
+    )
     np.testing.assert_allclose(got.reshape(3, -1).sum(1), share[:, 0], rtol=1e-4)
 
 
@@ -284,7 +296,8 @@ def _gated_two_input_model() -> keras.Model:
     side = keras.Input((4,), name="side")
     h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(image)
     gate = keras.layers.Reshape((1, 1, 3))(
-        keras.layers.Dense(3, activation="sigmoid", name="gate_dense")(side))
+        keras.layers.Dense(3, activation="sigmoid", name="gate_dense")(side)
+    )
     x = keras.layers.Flatten()(keras.layers.Multiply()([h, gate]))
     x = keras.layers.Dense(6, activation="relu", name="hidden")(x)
     return keras.Model({"image": image, "side": side}, keras.layers.Dense(4, name="head")(x))
@@ -300,12 +313,15 @@ def test_contrastive_analyzers_explain_one_input_of_several(name, contrast):
 
     model = _gated_two_input_model()
     rng = np.random.default_rng(32)
-    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
-             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    batch = {
+        "image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+        "side": rng.standard_normal((3, 4)).astype(np.float32),
+    }
     targets = [1, 0, 3]
     options = {} if contrast is None else {"contrast": contrast}
     got = create_analyzer(name, model, input_name="image", **options).analyze(
-        batch, neuron_selection=targets, return_parts=True)
+        batch, neuron_selection=targets, return_parts=True
+    )
     gates = model.get_layer("gate_dense")(batch["side"]).numpy().astype(np.float64)
     conv, hidden, head = (model.get_layer(n) for n in ("conv", "hidden", "head"))
 
@@ -315,21 +331,32 @@ def test_contrastive_analyzers_explain_one_input_of_several(name, contrast):
     for i in range(3):
         kernel, bias = weights(hidden)
         folded = kernel * np.tile(gates[i], 25)[:, None]
-        layers = [ref.Layer("conv", *weights(conv)), ref.Layer("relu"), ref.Layer("flatten"),
-                  ref.Layer("dense", folded, bias), ref.Layer("relu"),
-                  ref.Layer("dense", *weights(head))]
-        x = batch["image"][i:i + 1].astype(np.float64)
+        layers = [
+            ref.Layer("conv", *weights(conv)),
+            ref.Layer("relu"),
+            ref.Layer("flatten"),
+            ref.Layer("dense", folded, bias),
+            ref.Layer("relu"),
+            ref.Layer("dense", *weights(head)),
+        ]
+        x = batch["image"][i : i + 1].astype(np.float64)
         low = np.broadcast_to(x.min(axis=(1, 2), keepdims=True), x.shape)
         high = np.broadcast_to(x.max(axis=(1, 2), keepdims=True), x.shape)
         if name == "sglrp":
             want = ref.sglrp(layers, x, [targets[i]], low, high)
         else:
-            want = ref.clrp(layers, x, [targets[i]], contrast if contrast == "others"
-                            else [contrast], low, high)
+            want = ref.clrp(
+                layers, x, [targets[i]], contrast if contrast == "others" else [contrast], low, high
+            )
         for part in ("target", "dual"):
             expected = want[part][0]
-            np.testing.assert_allclose(getattr(got, part)[i], expected, rtol=1e-4,
-                                       atol=1e-5 * np.abs(expected).max(), err_msg=part)
+            np.testing.assert_allclose(
+                getattr(got, part)[i],
+                expected,
+                rtol=1e-4,
+                atol=1e-5 * np.abs(expected).max(),
+                err_msg=part,
+            )
     assert np.abs(got.contrastive).max() > 0
 
 
@@ -337,15 +364,17 @@ def test_contrastive_analyzers_explain_one_input_of_several(name, contrast):
 def test_contrastive_per_sample_contrast_with_several_inputs_is_chunked():
     model = _gated_two_input_model()
     rng = np.random.default_rng(33)
-    batch = {"image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
-             "side": rng.standard_normal((3, 4)).astype(np.float32)}
+    batch = {
+        "image": rng.standard_normal((3, 5, 5, 2)).astype(np.float32),
+        "side": rng.standard_normal((3, 4)).astype(np.float32),
+    }
     analyzer = create_analyzer("clrp", model, input_name="image")
     whole = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0])
-    chunked = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0],
-                               batch_size=2)
+    chunked = analyzer.analyze(batch, neuron_selection=[0, 1, 2], contrast=[3, 3, 0], batch_size=2)
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-9)
-    alone = analyzer.analyze({k: v[2:] for k, v in batch.items()}, neuron_selection=[2],
-                             contrast=[0])
+    alone = analyzer.analyze(
+        {k: v[2:] for k, v in batch.items()}, neuron_selection=[2], contrast=[0]
+    )
     np.testing.assert_allclose(whole[2:], alone, rtol=1e-6, atol=1e-9)
 
 
@@ -354,9 +383,9 @@ def test_a_rule_for_a_whole_walked_layer_applies_to_it_as_one_node():
     the whole layer (numpy reference)."""
     model = _custom_layer_model()
     x = np.random.default_rng(17).standard_normal((2, 6)).astype(np.float32)
-    got = create_analyzer("lrp.epsilon", model, epsilon=0.1,
-                          layer_rules={"ScaledResidual": tf_clrp.rules.Pass()}).analyze(
-        x, neuron_selection=1)
+    got = create_analyzer(
+        "lrp.epsilon", model, epsilon=0.1, layer_rules={"ScaledResidual": tf_clrp.rules.Pass()}
+    ).analyze(x, neuron_selection=1)
     a = model.layers[1](x).numpy().astype(np.float64)
     kernel, bias = (w.astype(np.float64) for w in model.layers[2].get_weights())
     z = a @ kernel[:, 1] + bias[1]
@@ -403,8 +432,13 @@ def test_subclassed_cnn_block_is_walked_like_its_functional_twin(name):
 def _einsum_model() -> keras.Model:
     keras.utils.set_random_seed(20)
     x_in = keras.Input((4, 5))
-    layer = keras.layers.EinsumDense("abc,cde->abde", output_shape=(4, 2, 3), bias_axes="de",
-                                     bias_initializer="random_normal", name="einsum_dense")
+    layer = keras.layers.EinsumDense(
+        "abc,cde->abde",
+        output_shape=(4, 2, 3),
+        bias_axes="de",
+        bias_initializer="random_normal",
+        name="einsum_dense",
+    )
     return keras.Model(x_in, keras.layers.Flatten()(layer(x_in)))
 
 
@@ -417,8 +451,9 @@ def test_einsum_dense_is_a_linear_layer_for_every_rule(name):
     kernel, bias = (w.astype(np.float64) for w in model.get_layer("einsum_dense").get_weights())
     unit = 17
     t, d, e = np.unravel_index(unit, (4, 2, 3))
-    got = create_analyzer(name, model, **({"epsilon": 0.1} if name == "lrp.epsilon" else {})
-                          ).analyze(x.astype(np.float32), neuron_selection=unit)
+    got = create_analyzer(
+        name, model, **({"epsilon": 0.1} if name == "lrp.epsilon" else {})
+    ).analyze(x.astype(np.float32), neuron_selection=unit)
     z = x[:, t, :] @ kernel[:, d, e] + bias[d, e]
     want = np.zeros_like(x)
     if name == "lrp.epsilon":
@@ -435,10 +470,12 @@ class ClassToken(keras.layers.Layer):
     the call cannot run on a symbolic batch) and adds learned position embeddings."""
 
     def build(self, shape):
-        self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal",
-                                     name="token")
-        self.positions = self.add_weight(shape=(1, shape[1] + 1, shape[-1]),
-                                         initializer="random_normal", name="positions")
+        self.token = self.add_weight(
+            shape=(1, 1, shape[-1]), initializer="random_normal", name="token"
+        )
+        self.positions = self.add_weight(
+            shape=(1, shape[1] + 1, shape[-1]), initializer="random_normal", name="positions"
+        )
 
     def call(self, x):
         token = keras.ops.tile(self.token, (keras.ops.shape(x)[0], 1, 1))
@@ -449,8 +486,9 @@ def _class_token_model() -> keras.Model:
     keras.utils.set_random_seed(34)
     x_in = keras.Input((4, 3))
     x = keras.layers.Flatten()(ClassToken(name="class_token")(x_in))
-    return keras.Model(x_in, keras.layers.Dense(2, name="head",
-                                                bias_initializer="random_normal")(x))
+    return keras.Model(
+        x_in, keras.layers.Dense(2, name="head", bias_initializer="random_normal")(x)
+    )
 
 
 @pytest.mark.parametrize("n", [1, 4])
@@ -461,8 +499,9 @@ def test_class_token_layer_epsilon_lrp_at_any_batch_size(n):
     model = _class_token_model()
     x = np.random.default_rng(35).standard_normal((n, 4, 3)).astype(np.float32)
     analyzer = create_analyzer("lrp.epsilon", model, epsilon=0.1)
-    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6
+    )
     got = analyzer.analyze(x, neuron_selection=1)
     layer = model.get_layer("class_token")
     token, positions = (w.numpy().astype(np.float64) for w in (layer.token, layer.positions))
@@ -485,8 +524,9 @@ def test_changed_position_weights_are_read_live():
     analyzer = create_analyzer("gradient", model)
     positions = model.get_layer("class_token").positions
     positions.assign(positions.numpy() + 0.5)
-    np.testing.assert_allclose(analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        analyzer.mirror(tf.constant(x)).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 class SingleSampleSpecial(keras.layers.Layer):
@@ -503,10 +543,11 @@ class SingleSampleSpecial(keras.layers.Layer):
 def test_a_call_that_treats_one_sample_differently_is_not_walked():
     x_in = keras.Input((4,))
     model = keras.Model(x_in, keras.layers.Dense(2)(SingleSampleSpecial(name="special")(x_in)))
-    with pytest.raises(UnsupportedLayerError, match="'special' of type SingleSampleSpecial.*"
-                                                    "differently at batch size 1"):
+    with pytest.raises(
+        UnsupportedLayerError,
+        match="'special' of type SingleSampleSpecial.*differently at batch size 1",
+    ):
         create_analyzer("lrp.z", model)
     x = np.random.default_rng(37).standard_normal((1, 4)).astype(np.float32)
-    got = create_analyzer("gradient", model, use_tf_function=False).analyze(
-        x, neuron_selection=0)
+    got = create_analyzer("gradient", model, use_tf_function=False).analyze(x, neuron_selection=0)
     np.testing.assert_allclose(got, _tape_gradient(model, x, 0), rtol=1e-6)

@@ -37,12 +37,14 @@ def test_attnlrp_on_a_cnn_is_the_epsilon_composite() -> None:
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
     got = tf_clrp.create_analyzer("attnlrp", model).analyze(x, neuron_selection=1)
     expected = tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=1e-6).analyze(
-        x, neuron_selection=1)
+        x, neuron_selection=1
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
-def _attention_model(dropout: float, causal: bool = False, tokens: int = 6,
-                     mask: bool = False) -> keras.Model:
+def _attention_model(
+    dropout: float, causal: bool = False, tokens: int = 6, mask: bool = False
+) -> keras.Model:
     """x → LN → MHA (fused without dropout, explicit einsum/softmax with it) → Add → mean."""
     keras.utils.set_random_seed(5)
     x_in = keras.Input((tokens, 8), name="x")
@@ -80,8 +82,9 @@ def test_fused_and_explicit_attention_give_the_same_map(name: str) -> None:
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
 
 
-def _masked_maps(model: keras.Model, x: np.ndarray, mask: np.ndarray,
-                 name: str = "attnlrp") -> np.ndarray:
+def _masked_maps(
+    model: keras.Model, x: np.ndarray, mask: np.ndarray, name: str = "attnlrp"
+) -> np.ndarray:
     analyzer = tf_clrp.create_analyzer(name, model, input_name="x")
     return analyzer.analyze({"x": x, "mask": mask}, neuron_selection=0)
 
@@ -95,19 +98,24 @@ def test_masks_and_causal_attention(name: str) -> None:
     fused = _attention_model(0.0, mask=True)
     explicit = _same_weights(fused, _attention_model(0.3, mask=True))
     column = np.ones((2, 6, 6), bool)
-    column[1, :, 2] = False   # key 2 of sample 1 is masked for every query
+    column[1, :, 2] = False  # key 2 of sample 1 is masked for every query
     a, b = _masked_maps(fused, x, column, name), _masked_maps(explicit, x, column, name)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
-    unmasked = tf_clrp.create_analyzer(name, _same_weights(fused, _attention_model(0.0))
-                                       ).analyze(x, neuron_selection=0)
-    np.testing.assert_allclose(_masked_maps(fused, x, np.ones((2, 6, 6), bool), name),
-                               unmasked, rtol=1e-4, atol=1e-6)
+    unmasked = tf_clrp.create_analyzer(name, _same_weights(fused, _attention_model(0.0))).analyze(
+        x, neuron_selection=0
+    )
+    np.testing.assert_allclose(
+        _masked_maps(fused, x, np.ones((2, 6, 6), bool), name), unmasked, rtol=1e-4, atol=1e-6
+    )
     assert not np.allclose(a, unmasked, atol=1e-4)
     causal = _same_weights(fused, _attention_model(0.0, causal=True))
     lower = np.broadcast_to(np.tril(np.ones((6, 6), bool)), (2, 6, 6))
     np.testing.assert_allclose(
         tf_clrp.create_analyzer(name, causal).analyze(x, neuron_selection=0),
-        _masked_maps(explicit, x, lower, name), rtol=1e-4, atol=1e-5 * np.abs(a).max())
+        _masked_maps(explicit, x, lower, name),
+        rtol=1e-4,
+        atol=1e-5 * np.abs(a).max(),
+    )
 
 
 def test_a_mask_blanking_a_whole_row_gives_finite_maps() -> None:
@@ -148,8 +156,9 @@ def test_hybrid_conv_attention_model() -> None:
     maps = tf_clrp.create_analyzer("attnlrp", model).analyze(x, neuron_selection=1)
     assert np.all(np.isfinite(maps)) and np.abs(maps).sum() > 0
     default = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=1)
-    explicit = tf_clrp.create_analyzer("clrp", model, composite=composites.attnlrp()
-                                       ).analyze(x, neuron_selection=1)
+    explicit = tf_clrp.create_analyzer("clrp", model, composite=composites.attnlrp()).analyze(
+        x, neuron_selection=1
+    )
     np.testing.assert_array_equal(default, explicit)
     assert tf_clrp.create_analyzer("clrp", model).composite.name == "attnlrp"
     assert tf_clrp.create_analyzer("clrp", small_cnn()).composite.name == "zbox_zplus"
@@ -190,8 +199,9 @@ def test_every_contrast_on_a_transformer() -> None:
     x = RNG.normal(0, 1, (3, 6, 8)).astype("float32")
     clrp = tf_clrp.create_analyzer("clrp", model)
     for contrast in ("others", "others_uniform", 1, np.array([1, 2, 0])):
-        parts = clrp.analyze(x, neuron_selection=np.array([0, 0, 2]), contrast=contrast,
-                             return_parts=True)
+        parts = clrp.analyze(
+            x, neuron_selection=np.array([0, 0, 2]), contrast=contrast, return_parts=True
+        )
         for field in ("target", "dual", "contrastive"):
             assert np.all(np.isfinite(getattr(parts, field))), (contrast, field)
         np.testing.assert_allclose(parts.contrastive, np.maximum(parts.difference, 0))
@@ -205,8 +215,9 @@ def test_layer_rules_change_the_linear_layers() -> None:
     model = _attention_model(0.0)
     x = RNG.normal(0, 1, (2, 6, 8)).astype("float32")
     plain = tf_clrp.create_analyzer("attnlrp", model).analyze(x, neuron_selection=0)
-    gamma = tf_clrp.create_analyzer("attnlrp", model, layer_rules={"dense": rules.Gamma(0.25)}
-                                    ).analyze(x, neuron_selection=0)
+    gamma = tf_clrp.create_analyzer(
+        "attnlrp", model, layer_rules={"dense": rules.Gamma(0.25)}
+    ).analyze(x, neuron_selection=0)
     assert np.all(np.isfinite(gamma)) and not np.allclose(plain, gamma)
 
 
@@ -215,8 +226,7 @@ class _ScaledAttention(layers.Layer):
 
     def call(self, x):
         q = keras.ops.reshape(x, (-1, 6, 2, 4))
-        return keras.ops.reshape(keras.ops.dot_product_attention(q, q, q, scale=0.5),
-                                 (-1, 6, 8))
+        return keras.ops.reshape(keras.ops.dot_product_attention(q, q, q, scale=0.5), (-1, 6, 8))
 
 
 def test_a_fused_attention_the_split_does_not_reproduce_is_refused() -> None:
@@ -228,8 +238,9 @@ def test_a_fused_attention_the_split_does_not_reproduce_is_refused() -> None:
         tf_clrp.create_analyzer("attnlrp", model)
 
 
-def _epsilon_back(a: np.ndarray, w: np.ndarray, z: np.ndarray, r: np.ndarray,
-                  eps: float) -> np.ndarray:
+def _epsilon_back(
+    a: np.ndarray, w: np.ndarray, z: np.ndarray, r: np.ndarray, eps: float
+) -> np.ndarray:
     """ε rule of a Dense layer in float64: a ⊙ W (R / (z + ε·sign z))."""
     return a * ((r / (z + eps * np.where(z >= 0, 1.0, -1.0))) @ w.T)
 
@@ -241,8 +252,11 @@ def test_normalization_holds_the_scale_constant(norm: str) -> None:
     keras.utils.set_random_seed(12)
     inp = keras.Input((6,))
     h = layers.Dense(6, name="d1")(inp)
-    layer = (layers.RMSNormalization(epsilon=1e-3, name="norm") if norm == "rms"
-             else layers.LayerNormalization(epsilon=1e-3, name="norm"))
+    layer = (
+        layers.RMSNormalization(epsilon=1e-3, name="norm")
+        if norm == "rms"
+        else layers.LayerNormalization(epsilon=1e-3, name="norm")
+    )
     model = keras.Model(inp, layers.Dense(3, name="d2")(layer(h)))
     for var in layer.weights:  # non-trivial γ (and β)
         var.assign(RNG.normal(1.0 if var.name in ("gamma", "scale") else 0.0, 0.3, var.shape))
@@ -255,12 +269,12 @@ def test_normalization_holds_the_scale_constant(norm: str) -> None:
     z1 = a @ w1 + b1
     if norm == "rms":
         (gamma,) = (np.asarray(v, np.float64) for v in layer.weights)
-        inverse = 1.0 / np.sqrt((z1 ** 2).mean(1, keepdims=True) + 1e-3)
+        inverse = 1.0 / np.sqrt((z1**2).mean(1, keepdims=True) + 1e-3)
         y = gamma * z1 * inverse
     else:
         gamma, beta = (np.asarray(v, np.float64) for v in layer.weights)
         centred = z1 - z1.mean(1, keepdims=True)
-        inverse = 1.0 / np.sqrt((centred ** 2).mean(1, keepdims=True) + 1e-3)
+        inverse = 1.0 / np.sqrt((centred**2).mean(1, keepdims=True) + 1e-3)
         y = gamma * centred * inverse + beta
     z2 = y @ w2 + b2
     r2 = np.zeros_like(z2)

@@ -38,8 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCES = os.path.join(HERE, "references")
 
 
-pytestmark = pytest.mark.skipif("attnlrp" not in tf_clrp.list_analyzers(),
-                                reason="the attnlrp analyzer does not exist yet")
+pytestmark = pytest.mark.skipif(
+    "attnlrp" not in tf_clrp.list_analyzers(), reason="the attnlrp analyzer does not exist yet"
+)
 
 R_ATTNLRP = 0.999
 R_CONTRASTIVE = 0.995
@@ -55,10 +56,13 @@ def load_references() -> dict[str, np.ndarray]:
 
 def reference_model(kind: str, refs: dict[str, np.ndarray]):
     """The reference model with the committed weights."""
-    model = (transformer_models.build_vit() if kind == "vit"
-             else transformer_models.build_text_transformer())
+    model = (
+        transformer_models.build_vit()
+        if kind == "vit"
+        else transformer_models.build_text_transformer()
+    )
     prefix = f"{kind}/weight/"
-    stored = {k[len(prefix):]: v for k, v in refs.items() if k.startswith(prefix)}
+    stored = {k[len(prefix) :]: v for k, v in refs.items() if k.startswith(prefix)}
     paths = {v.path for v in model.weights}
     assert paths == set(stored), f"{kind}: weight paths differ: {paths ^ set(stored)}"
     for var in model.weights:
@@ -82,8 +86,9 @@ def normalized(r: np.ndarray) -> np.ndarray:
     return np.divide(r, total, out=np.zeros_like(r), where=total != 0)
 
 
-def clrp_reference(unit: np.ndarray, logits: np.ndarray, target: np.ndarray,
-                   dual_seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clrp_reference(
+    unit: np.ndarray, logits: np.ndarray, target: np.ndarray, dual_seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(target part, dual part, clipped CLRP) from the unit maps."""
     t_seeds = np.zeros_like(logits)
     t_seeds[np.arange(len(target)), target] = np.abs(logits[np.arange(len(target)), target])
@@ -98,8 +103,9 @@ def others_seeds(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     return seeds
 
 
-def assert_matches(maps: np.ndarray, reference: np.ndarray, r_min: float, what: str,
-                   check_sum: bool = True) -> None:
+def assert_matches(
+    maps: np.ndarray, reference: np.ndarray, r_min: float, what: str, check_sum: bool = True
+) -> None:
     """Per sample: Pearson r ≥ r_min and (optionally) Σ map within 1 % of Σ|ref| of Σ ref."""
     maps = np.asarray(maps, np.float64).reshape(len(reference), -1)
     reference = reference.reshape(len(reference), -1)
@@ -110,7 +116,8 @@ def assert_matches(maps: np.ndarray, reference: np.ndarray, r_min: float, what: 
         if check_sum:
             gap = abs(m.sum() - r.sum())
             assert gap <= SUM_TOLERANCE * np.abs(r).sum(), (
-                f"{what}, sample {i}: Σ map {m.sum():.5g} vs reference {r.sum():.5g}")
+                f"{what}, sample {i}: Σ map {m.sum():.5g} vs reference {r.sum():.5g}"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +146,14 @@ def test_clrp_others_matches_lxt_parts_and_map(refs, kind):
     x, logits, unit = refs[f"{kind}/input"], refs[f"{kind}/logits"], refs[f"{kind}/attnlrp_unit"]
     target = logits.argmax(1)
     r_t, r_d, ref = clrp_reference(unit, logits, target, others_seeds(logits, target))
-    parts = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=target,
-                                                          return_parts=True)
+    parts = tf_clrp.create_analyzer("clrp", model).analyze(
+        x, neuron_selection=target, return_parts=True
+    )
     assert_matches(parts.target, to_map(kind, r_t), R_ATTNLRP, f"clrp target {kind}")
     assert_matches(parts.dual, to_map(kind, r_d), R_ATTNLRP, f"clrp dual {kind}")
-    assert_matches(parts.contrastive, to_map(kind, ref), R_CONTRASTIVE, f"clrp {kind}",
-                   check_sum=False)
+    assert_matches(
+        parts.contrastive, to_map(kind, ref), R_CONTRASTIVE, f"clrp {kind}", check_sum=False
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -156,10 +165,10 @@ def test_clrp_rival_matches_lxt(refs, kind):
     dual = np.zeros_like(logits)
     dual[np.arange(len(x)), rival] = np.abs(logits[np.arange(len(x)), rival])
     _, _, ref = clrp_reference(unit, logits, target, dual)
-    maps = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=target,
-                                                         contrast=rival)
-    assert_matches(maps, to_map(kind, ref), R_CONTRASTIVE, f"clrp rival {kind}",
-                   check_sum=False)
+    maps = tf_clrp.create_analyzer("clrp", model).analyze(
+        x, neuron_selection=target, contrast=rival
+    )
+    assert_matches(maps, to_map(kind, ref), R_CONTRASTIVE, f"clrp rival {kind}", check_sum=False)
 
 
 @pytest.mark.parametrize("kind", KINDS)

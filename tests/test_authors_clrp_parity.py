@@ -82,8 +82,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64))[0, 1])
 
 
-def assert_maps_match(got: np.ndarray, ref: np.ndarray, what: str,
-                      max_difference: float = MAX_DIFFERENCE) -> None:
+def assert_maps_match(
+    got: np.ndarray, ref: np.ndarray, what: str, max_difference: float = MAX_DIFFERENCE
+) -> None:
     """Per sample: max |got − ref| <= max_difference · max |ref|, and Pearson >= MIN_PEARSON."""
     got = np.asarray(got)
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
@@ -195,16 +196,16 @@ def test_clrp_parts_match_authors(
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
 @pytest.mark.parametrize("kind", list(CONTRASTS))
 def test_reduced_precision_clrp_still_matches_authors(
-    tfc: ModuleType, refs: dict[str, np.ndarray], model: keras.Model, kind: str,
-    precision: str
+    tfc: ModuleType, refs: dict[str, np.ndarray], model: keras.Model, kind: str, precision: str
 ) -> None:
     """bfloat16 denominators/products (contrast basis) stay within the parity bound."""
     analyzer = tfc.create_analyzer(
-        "clrp", model, contrast=CONTRASTS[kind], input_layer_rule=_bounds(refs),
-        precision=precision)
+        "clrp", model, contrast=CONTRASTS[kind], input_layer_rule=_bounds(refs), precision=precision
+    )
     targets = [int(j) for j in refs["targets"]]
     parts = analyzer.analyze(refs["x"], neuron_selection=targets, return_parts=True)
     what = f"clrp/{CONTRASTS[kind]}@{precision}"
-    assert_maps_match(parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive",
-                      MAX_DIFFERENCE_BFLOAT16)
+    assert_maps_match(
+        parts.contrastive, refs[f"clrp_{kind}"], f"{what}/contrastive", MAX_DIFFERENCE_BFLOAT16
+    )
     assert_maps_match(parts.dual, refs[f"dual_{kind}"], f"{what}/dual", MAX_DIFFERENCE_BFLOAT16)

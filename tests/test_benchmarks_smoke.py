@@ -67,8 +67,16 @@ def test_pointing_game_benchmark_tiny(tmp_path) -> None:
     import paper_pointing_game as pg
 
     methods = ("gradient", "lrp.z_plus")
-    cfg = pg.Config(photos=("chelsea", "coffee", "motorcycle", "camera"), mosaics=1, pairs=0,
-                    voc=False, methods=methods, ablations=False, aopc_mosaics=1, aopc_steps=2)
+    cfg = pg.Config(
+        photos=("chelsea", "coffee", "motorcycle", "camera"),
+        mosaics=1,
+        pairs=0,
+        voc=False,
+        methods=methods,
+        ablations=False,
+        aopc_mosaics=1,
+        aopc_steps=2,
+    )
     res = pg.run(cfg, progress=False)
 
     assert [s.kind for s in res.scenes] == ["mosaic"]
@@ -81,13 +89,17 @@ def test_pointing_game_benchmark_tiny(tmp_path) -> None:
     _check_pointing(res.pointing["mosaic"], methods)
     disc = res.discriminativeness["mosaic"]
     assert set(disc) == set(methods)
-    assert all(-1.0 <= d["correlation"] <= 1.0 and 0.0 <= d["own_mass"] <= 1.0
-               for d in disc.values())
+    assert all(
+        -1.0 <= d["correlation"] <= 1.0 and 0.0 <= d["own_mass"] <= 1.0 for d in disc.values()
+    )
     for aopc in (res.aopc_photos, res.aopc_mosaics):
         assert aopc is not None
         assert set(aopc.aopc) == {*methods, "(random order)"}
-        assert all(len(c) == cfg.aopc_steps + 1
-                   for by_order in aopc.curves.values() for c in by_order.values())
+        assert all(
+            len(c) == cfg.aopc_steps + 1
+            for by_order in aopc.curves.values()
+            for c in by_order.values()
+        )
     assert set(res.aopc_photos.aopc["gradient"]) == {"morf", "lerf"}
 
     paths = pg.write_outputs(res, str(tmp_path), str(tmp_path), "smoke")
@@ -112,8 +124,16 @@ def test_mnist_benchmark_tiny(tmp_path) -> None:
     assert images.shape == (100, 28, 28) and images.max() <= 1.0 and labels.max() <= 9
 
     methods = ("gradient", "clrp (others)")
-    cfg = pm.Config(scenes=3, train_scenes=64, epochs=1, digits=100, train_digits=80,
-                    methods=methods, aopc_scenes=2, aopc_steps=2)
+    cfg = pm.Config(
+        scenes=3,
+        train_scenes=64,
+        epochs=1,
+        digits=100,
+        train_digits=80,
+        methods=methods,
+        aopc_scenes=2,
+        aopc_steps=2,
+    )
     res = pm.run(cfg, progress=False, cache_dir=None)
 
     assert res.rows.x.shape == (6, pm.HEIGHT, pm.WIDTH, 1)
@@ -121,8 +141,12 @@ def test_mnist_benchmark_tiny(tmp_path) -> None:
     assert set(res.maps.maps) == set(methods)
     _check_pointing(res.pointing, methods)
     assert set(res.discriminativeness) == set(methods)
-    assert set(res.clrp_parts) == {"corr_target_dual", "contrastive_sum",
-                                   "pointing_target_part", "pointing_dual_part"}
+    assert set(res.clrp_parts) == {
+        "corr_target_dual",
+        "contrastive_sum",
+        "pointing_target_part",
+        "pointing_dual_part",
+    }
     assert res.aopc is not None and res.aopc.n == 4
     assert np.isfinite(res.aopc.aopc["clrp (others)"]["morf"])
 
@@ -135,8 +159,12 @@ def test_method_names_with_commas_survive_the_flag() -> None:
     import paper_common as pc
 
     text = "gradient,clrp (others),clrp (others, per-image z^B), rise"
-    assert pc.split_methods(text) == ("gradient", "clrp (others)",
-                                      "clrp (others, per-image z^B)", "rise")
+    assert pc.split_methods(text) == (
+        "gradient",
+        "clrp (others)",
+        "clrp (others, per-image z^B)",
+        "rise",
+    )
     assert pc.split_methods(None) is None
 
 
@@ -149,8 +177,14 @@ def test_rise_shares_its_masked_forwards_between_the_classes_of_a_scene() -> Non
     import tf_clrp
 
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
     regions = [{0: [(0, 0, 4, 4)], 2: [(4, 4, 8, 8)]}, {1: [(0, 0, 8, 4)], 2: [(0, 4, 8, 8)]}]
     scorer = pc.Scorer(model)
@@ -165,9 +199,8 @@ def test_rise_shares_its_masked_forwards_between_the_classes_of_a_scene() -> Non
     assert scorer.calls == 2 * (1 + 40)
     direct = tf_clrp.create_analyzer("rise", model, logits=True, **options)
     for i in range(len(rows.classes)):
-        expected = direct.analyze(rows.x[i:i + 1], neuron_selection=int(rows.classes[i]))
-        np.testing.assert_allclose(maps.maps["rise"][i], expected[0].sum(-1), rtol=1e-4,
-                                   atol=1e-5)
+        expected = direct.analyze(rows.x[i : i + 1], neuron_selection=int(rows.classes[i]))
+        np.testing.assert_allclose(maps.maps["rise"][i], expected[0].sum(-1), rtol=1e-4, atol=1e-5)
 
 
 def _summary(methods: tuple[str, ...]) -> dict:
@@ -177,29 +210,66 @@ def _summary(methods: tuple[str, ...]) -> dict:
     def score() -> dict:
         return {"mean": float(rng.random()), "ci": [0.1, 0.9]}
 
-    base = {"(center)": {"accuracy": {"mean": 1.0, "ci": [1.0, 1.0]},
-                         "strict": {"mean": 0.25, "ci": [0.2, 0.3]}, "n": 8, "scenes": 2},
-            "(random point)": {"accuracy": {"mean": 0.3, "ci": [0.3, 0.3]},
-                               "strict": {"mean": 0.25, "ci": [0.25, 0.25]}, "n": 8,
-                               "scenes": 2}}
-    aopc = {"n": 4, "aopc": {m: {"morf": float(rng.random())} for m in methods},
-            "ci": {m: {"morf": [0.0, 1.0]} for m in methods},
-            "curves": {m: {"morf": [0.0, 1.0]} for m in methods}}
+    base = {
+        "(center)": {
+            "accuracy": {"mean": 1.0, "ci": [1.0, 1.0]},
+            "strict": {"mean": 0.25, "ci": [0.2, 0.3]},
+            "n": 8,
+            "scenes": 2,
+        },
+        "(random point)": {
+            "accuracy": {"mean": 0.3, "ci": [0.3, 0.3]},
+            "strict": {"mean": 0.25, "ci": [0.25, 0.25]},
+            "n": 8,
+            "scenes": 2,
+        },
+    }
+    aopc = {
+        "n": 4,
+        "aopc": {m: {"morf": float(rng.random())} for m in methods},
+        "ci": {m: {"morf": [0.0, 1.0]} for m in methods},
+        "curves": {m: {"morf": [0.0, 1.0]} for m in methods},
+    }
     aopc["aopc"]["(random order)"] = {"random": 0.5}
     aopc["ci"]["(random order)"] = {"random": [0.4, 0.6]}
     aopc["curves"]["(random order)"] = {"random": [0.0, 0.5]}
     return {
-        "command": "run", "runs": [{"command": "run", "seconds": {"total": 1.0}}],
-        "config": {"photos": ["a"], "mosaics": 2, "pairs": 0, "voc": False, "seed": 0,
-                   "tolerance": 15.0, "aopc": True, "aopc_mosaics": 1, "aopc_steps": 2,
-                   "patch_size": 16, "rise_masks": 250, "rise_grid": 7, "methods": None},
-        "seconds_per_method": {m: 1.0 for m in methods}, "n_rows": 8,
-        "photo_classes": {"a": 1}, "scenes": [{"name": "m1", "kind": "mosaic", "classes": {}}],
-        "pointing": {"mosaic": {**{m: {"accuracy": score(), "strict": score(), "n": 8,
-                                       "scenes": 2} for m in methods}, **base}},
-        "discriminativeness": {"mosaic": {m: {"correlation": float(rng.random())}
-                                          for m in methods}},
-        "clrp_parts": {}, "aopc_photos": aopc, "aopc_mosaics": None,
+        "command": "run",
+        "runs": [{"command": "run", "seconds": {"total": 1.0}}],
+        "config": {
+            "photos": ["a"],
+            "mosaics": 2,
+            "pairs": 0,
+            "voc": False,
+            "seed": 0,
+            "tolerance": 15.0,
+            "aopc": True,
+            "aopc_mosaics": 1,
+            "aopc_steps": 2,
+            "patch_size": 16,
+            "rise_masks": 250,
+            "rise_grid": 7,
+            "methods": None,
+        },
+        "seconds_per_method": {m: 1.0 for m in methods},
+        "n_rows": 8,
+        "photo_classes": {"a": 1},
+        "scenes": [{"name": "m1", "kind": "mosaic", "classes": {}}],
+        "pointing": {
+            "mosaic": {
+                **{
+                    m: {"accuracy": score(), "strict": score(), "n": 8, "scenes": 2}
+                    for m in methods
+                },
+                **base,
+            }
+        },
+        "discriminativeness": {
+            "mosaic": {m: {"correlation": float(rng.random())} for m in methods}
+        },
+        "clrp_parts": {},
+        "aopc_photos": aopc,
+        "aopc_mosaics": None,
     }
 
 
@@ -243,4 +313,5 @@ def test_merged_rows_are_grouped_by_row_in_table_order() -> None:
 
     merged = pmg.merge_rows([lines(("rise",), 3), lines(("gradient", "sglrp"), 3)], 3)
     assert [(r["row"], r["method"]) for r in merged] == [
-        (str(i), m) for i in range(3) for m in ("gradient", "sglrp", "rise")]
+        (str(i), m) for i in range(3) for m in ("gradient", "sglrp", "rise")
+    ]

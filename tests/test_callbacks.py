@@ -22,35 +22,52 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40, *SHAPE)).astype("float32")
     y = (x[:, :5, :, 0].mean(axis=(1, 2)) > 0).astype("int64") + (
-        x[:, 5:, :, 1].mean(axis=(1, 2)) > 0)
+        x[:, 5:, :, 1].mean(axis=(1, 2)) > 0
+    )
     return x, y
 
 
 def _model(seed: int = 0) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input(SHAPE),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.25),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
 def _fit(model: keras.Model, callbacks: list, epochs: int = 2) -> None:
     x, y = _data()
-    model.fit(x[:32], y[:32], epochs=epochs, batch_size=8, shuffle=True,
-              validation_data=(x[32:], y[32:]), callbacks=callbacks, verbose=0)
+    model.fit(
+        x[:32],
+        y[:32],
+        epochs=epochs,
+        batch_size=8,
+        shuffle=True,
+        validation_data=(x[32:], y[32:]),
+        callbacks=callbacks,
+        verbose=0,
+    )
 
 
 def test_writes_grids_and_tensorboard(tmp_path) -> None:
     x, _ = _data()
     log_dir = tmp_path / "logs"
-    cb = HeatmapCallback(x[:2], methods=["gradient", "clrp"], log_dir=log_dir,
-                         tensorboard="auto", class_names=["a", "b", "c"], use_tf_function=False)
+    cb = HeatmapCallback(
+        x[:2],
+        methods=["gradient", "clrp"],
+        log_dir=log_dir,
+        tensorboard="auto",
+        class_names=["a", "b", "c"],
+        use_tf_function=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # nothing may fail
         _fit(_model(), [cb])
@@ -67,8 +84,11 @@ def test_writes_grids_and_tensorboard(tmp_path) -> None:
 
         events = glob.glob(str(log_dir / "heatmaps" / "events.out.tfevents.*"))
         assert len(events) == 1
-        tags = [(v.tag, e.step) for e in tf.compat.v1.train.summary_iterator(events[0])
-                for v in e.summary.value]
+        tags = [
+            (v.tag, e.step)
+            for e in tf.compat.v1.train.summary_iterator(events[0])
+            for v in e.summary.value
+        ]
         assert ("epoch/grid", 2) in tags and ("epoch/clrp", 1) in tags
     else:
         assert not (log_dir / "heatmaps").exists()
@@ -78,8 +98,14 @@ def test_training_is_bitwise_identical(tmp_path) -> None:
     reference = _model(seed=7)
     _fit(reference, [])
     x, _ = _data()
-    cb = HeatmapCallback(x[:3], methods=["lrp.epsilon_plus", ("smoothgrad", {"augment_by_n": 2})],
-                         log_dir=tmp_path, every_n_epochs=1, every_n_batches=3, tensorboard="auto")
+    cb = HeatmapCallback(
+        x[:3],
+        methods=["lrp.epsilon_plus", ("smoothgrad", {"augment_by_n": 2})],
+        log_dir=tmp_path,
+        every_n_epochs=1,
+        every_n_batches=3,
+        tensorboard="auto",
+    )
     model = _model(seed=7)
     _fit(model, [cb])
     assert len(cb.written) == 2 + 2  # 4 batches per epoch: global batches 3 and 6, 2 epochs
@@ -91,9 +117,13 @@ def test_training_is_bitwise_identical(tmp_path) -> None:
 
 def test_failing_method_warns_and_training_goes_on(tmp_path) -> None:
     x, _ = _data()
-    cb = HeatmapCallback(x[:2], methods=["gradient", "no_such_method",
-                                         ("lrp.epsilon", {"bogus_option": 1})],
-                         log_dir=tmp_path, tensorboard=False, use_tf_function=False)
+    cb = HeatmapCallback(
+        x[:2],
+        methods=["gradient", "no_such_method", ("lrp.epsilon", {"bogus_option": 1})],
+        log_dir=tmp_path,
+        tensorboard=False,
+        use_tf_function=False,
+    )
     with pytest.warns(RuntimeWarning) as record:
         _fit(_model(), [cb])
     messages = [str(w.message) for w in record]
@@ -108,8 +138,9 @@ def test_write_failure_is_a_warning(tmp_path) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
     x, _ = _data()
-    cb = HeatmapCallback(x[:1], methods=["gradient"], log_dir=blocker, tensorboard=False,
-                         use_tf_function=False)
+    cb = HeatmapCallback(
+        x[:1], methods=["gradient"], log_dir=blocker, tensorboard=False, use_tf_function=False
+    )
     cb.set_model(_model())
     with pytest.warns(RuntimeWarning, match="could not explain or write heatmaps at epoch 1"):
         cb.on_epoch_end(0)
@@ -145,25 +176,36 @@ def test_predicted_classes_by_default(tmp_path) -> None:
 def test_never_overwrites_earlier_runs(tmp_path) -> None:
     x, _ = _data()
     model = _model()
-    first = HeatmapCallback(x[:1], methods=["gradient"], log_dir=tmp_path, tensorboard=False,
-                            every_n_batches=2, use_tf_function=False)
+    first = HeatmapCallback(
+        x[:1],
+        methods=["gradient"],
+        log_dir=tmp_path,
+        tensorboard=False,
+        every_n_batches=2,
+        use_tf_function=False,
+    )
     first.set_model(model)
     first.on_epoch_begin(0)
     first.on_train_batch_end(0)
     first.on_train_batch_end(1)  # second batch of the run: a batch event
     first.on_epoch_end(0)
     assert [os.path.basename(p) for p in first.written] == [
-        "heatmaps_epoch0001_batch2.png", "heatmaps_epoch0001.png"]
+        "heatmaps_epoch0001_batch2.png",
+        "heatmaps_epoch0001.png",
+    ]
     content = (tmp_path / "heatmaps_epoch0001.png").read_bytes()
-    second = HeatmapCallback(x[:1], methods=["gradient"], log_dir=tmp_path, tensorboard=False,
-                             use_tf_function=False)
+    second = HeatmapCallback(
+        x[:1], methods=["gradient"], log_dir=tmp_path, tensorboard=False, use_tf_function=False
+    )
     second.set_model(model)
     with pytest.warns(RuntimeWarning, match="_run<k> suffix"):
         second.on_epoch_end(0)
         second.on_epoch_end(0)
     assert (tmp_path / "heatmaps_epoch0001.png").read_bytes() == content
-    assert second.written == [str(tmp_path / "heatmaps_epoch0001_run2.png"),
-                              str(tmp_path / "heatmaps_epoch0001_run3.png")]
+    assert second.written == [
+        str(tmp_path / "heatmaps_epoch0001_run2.png"),
+        str(tmp_path / "heatmaps_epoch0001_run3.png"),
+    ]
 
 
 def test_argument_validation(monkeypatch) -> None:
@@ -216,13 +258,22 @@ def test_rows_show_true_and_explained_class_and_titles_are_whole(monkeypatch, tm
         return grid
 
     monkeypatch.setattr(cbmod.visualize, "grid_image", recording)
-    cb = HeatmapCallback(x[:2], classes=[2, 0], labels=[1, 0],
-                         methods=[("lrp.epsilon", {"epsilon": 0.01})], log_dir=tmp_path,
-                         tensorboard=False, class_names=["a", "b", "c"], use_tf_function=False)
+    cb = HeatmapCallback(
+        x[:2],
+        classes=[2, 0],
+        labels=[1, 0],
+        methods=[("lrp.epsilon", {"epsilon": 0.01})],
+        log_dir=tmp_path,
+        tensorboard=False,
+        class_names=["a", "b", "c"],
+        use_tf_function=False,
+    )
     cb.set_model(_model())
     cb.on_epoch_end(0)
-    assert seen["row_labels"] == ["sample 0: true b (1), explains c (2)",
-                                  "sample 1: true a (0), explains a (0)"]
+    assert seen["row_labels"] == [
+        "sample 0: true b (1), explains c (2)",
+        "sample 1: true a (0), explains a (0)",
+    ]
     lines = cbmod.visualize.wrap_text("lrp.epsilon(epsilon=0.01)", 128)
     assert "".join(lines) == "lrp.epsilon(epsilon=0.01)" and len(lines) == 2
     # the header grows by one line for the wrapped title instead of cutting it
@@ -241,8 +292,9 @@ def test_small_inputs_are_upscaled_for_tensorboard(monkeypatch, tmp_path) -> Non
 
     monkeypatch.setattr(tf.summary, "image", fake_image, raising=False)
     x, _ = _data()
-    cb = HeatmapCallback(x[:2], methods=["gradient"], log_dir=tmp_path, tensorboard=False,
-                         use_tf_function=False)
+    cb = HeatmapCallback(
+        x[:2], methods=["gradient"], log_dir=tmp_path, tensorboard=False, use_tf_function=False
+    )
     cb.use_tensorboard = True  # the summaries path without the tensorboard package
     cb.set_model(_model())
     cb.on_epoch_end(0)
@@ -253,7 +305,11 @@ def test_small_inputs_are_upscaled_for_tensorboard(monkeypatch, tmp_path) -> Non
     assert (blocks == blocks[:, :, :1, :, :1]).all()  # nearest neighbour: 13×13 blocks
     assert written["epoch/grid"].shape[1:3] == cv2.imread(cb.written[0]).shape[:2]
     assert cbmod.upscale_nearest(np.zeros((1, 200, 300, 3), np.uint8), 128).shape == (
-        1, 200, 300, 3)
+        1,
+        200,
+        300,
+        3,
+    )
 
 
 def test_model_agnostic_methods_draw_without_a_compile_option(tmp_path) -> None:
@@ -262,8 +318,13 @@ def test_model_agnostic_methods_draw_without_a_compile_option(tmp_path) -> None:
     model = _model()
     _fit(model, [], epochs=1)
     x, _ = _data()
-    cb = HeatmapCallback(x[:1], methods=[("occlusion", {"window": 4}), ("rise", {"n_masks": 50})],
-                         log_dir=tmp_path, tensorboard=False, every_n_epochs=1)
+    cb = HeatmapCallback(
+        x[:1],
+        methods=[("occlusion", {"window": 4}), ("rise", {"n_masks": 50})],
+        log_dir=tmp_path,
+        tensorboard=False,
+        every_n_epochs=1,
+    )
     cb.set_model(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -28,20 +28,21 @@ def numpy_cam(method: str, features: np.ndarray, grads: np.ndarray) -> np.ndarra
     a = features.astype(np.float64)
     g = grads.astype(np.float64)
     if method == "grad_cam":
-        alpha = g.mean(axis=(1, 2))                      # global-average-pooled gradients
+        alpha = g.mean(axis=(1, 2))  # global-average-pooled gradients
         return np.maximum(np.einsum("bk,bhwk->bhw", alpha, a), 0.0)
     if method == "grad_cam_plus_plus":
-        total = a.sum(axis=(1, 2))                       # Σ_ab A_kab
-        num = g ** 2
-        den = 2.0 * g ** 2 + total[:, None, None, :] * g ** 3
+        total = a.sum(axis=(1, 2))  # Σ_ab A_kab
+        num = g**2
+        den = 2.0 * g**2 + total[:, None, None, :] * g**3
         coef = np.where(den != 0.0, num / np.where(den != 0.0, den, 1.0), 0.0)
         weights = (coef * np.maximum(g, 0.0)).sum(axis=(1, 2))
         return np.maximum(np.einsum("bk,bhwk->bhw", weights, a), 0.0)
     return np.maximum((np.maximum(g, 0.0) * a).sum(axis=-1), 0.0)  # layer_cam
 
 
-def tape_features_and_grads(forward, x: np.ndarray, seeds: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tape_features_and_grads(
+    forward, x: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``forward(x) -> (A, z)`` evaluated under a tape; returns A, ∂(Σ seeds·z)/∂A, z."""
     x = tf.constant(x)
     with tf.GradientTape() as tape:
@@ -70,8 +71,9 @@ def cnn() -> keras.Model:
 
 
 def cnn_forward(model: keras.Model, layer: str = "last_conv"):
-    sub = keras.Model(model.input, [model.get_layer(layer).output,
-                                    model.get_layer("logits").output])
+    sub = keras.Model(
+        model.input, [model.get_layer(layer).output, model.get_layer("logits").output]
+    )
     return lambda x: sub(x, training=False)
 
 
@@ -85,11 +87,10 @@ def images() -> np.ndarray:
 def test_raw_cam_matches_tape_reference(method: str, images: np.ndarray) -> None:
     model = cnn()
     targets = np.array([0, 3, 1, 4])
-    features, grads, _ = tape_features_and_grads(cnn_forward(model), images,
-                                                 one_hot(targets, 5))
+    features, grads, _ = tape_features_and_grads(cnn_forward(model), images, one_hot(targets, 5))
     expected = numpy_cam(method, features, grads)
     analyzer = tf_clrp.create_analyzer(method, model, upsample=False)
-    assert analyzer.layer_name == "last_conv"        # found automatically, pooling skipped
+    assert analyzer.layer_name == "last_conv"  # found automatically, pooling skipped
     got = analyzer.analyze(images, neuron_selection=targets)
     assert got.shape == (4, 10, 8) and expected.max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
@@ -108,20 +109,25 @@ def test_upsampling_is_bilinear_spread_over_channels(images: np.ndarray) -> None
     raw = tf_clrp.create_analyzer("grad_cam", model, upsample=False).analyze(images, 2)
     maps = tf_clrp.create_analyzer("grad_cam", model).analyze(images, 2)
     assert maps.shape == images.shape
-    expected = np.stack([resize(r.astype(np.float64), (12, 10), order=1, mode="edge",
-                                anti_aliasing=False) for r in raw])
-    np.testing.assert_allclose(maps.sum(axis=-1), expected, rtol=1e-5,
-                               atol=1e-6 * expected.max())
+    expected = np.stack(
+        [
+            resize(r.astype(np.float64), (12, 10), order=1, mode="edge", anti_aliasing=False)
+            for r in raw
+        ]
+    )
+    np.testing.assert_allclose(maps.sum(axis=-1), expected, rtol=1e-5, atol=1e-6 * expected.max())
     np.testing.assert_array_equal(maps[..., 0], maps[..., 2])
 
 
 def test_layer_name_picks_the_feature_map(images: np.ndarray) -> None:
     model = cnn()
     targets = np.array([2, 2, 0, 1])
-    features, grads, _ = tape_features_and_grads(cnn_forward(model, "conv_a"), images,
-                                                 one_hot(targets, 5))
-    got = tf_clrp.create_analyzer("layer_cam", model, layer_name="conv_a",
-                                  upsample=False).analyze(images, targets)
+    features, grads, _ = tape_features_and_grads(
+        cnn_forward(model, "conv_a"), images, one_hot(targets, 5)
+    )
+    got = tf_clrp.create_analyzer("layer_cam", model, layer_name="conv_a", upsample=False).analyze(
+        images, targets
+    )
     expected = numpy_cam("layer_cam", features, grads)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
 
@@ -154,8 +160,9 @@ def test_contrastive_grad_cam_subtracts_the_dual(contrast, images: np.ndarray) -
     # Grad-CAM is linear before its ReLU: relu(L_target - L_dual)
     alpha = grads_t.astype(np.float64).mean(axis=(1, 2)) - grads_d.mean(axis=(1, 2))
     expected = np.maximum(np.einsum("bk,bhwk->bhw", alpha, features.astype(np.float64)), 0)
-    got = tf_clrp.create_analyzer("grad_cam", model, upsample=False,
-                                  contrast=contrast).analyze(images, targets)
+    got = tf_clrp.create_analyzer("grad_cam", model, upsample=False, contrast=contrast).analyze(
+        images, targets
+    )
     assert expected.max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
 
@@ -170,10 +177,12 @@ def test_contrast_errors() -> None:
 
 def guided_reference(model: keras.Model, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Guided Backprop by hand: the same weights, ReLUs with a guided backward."""
+
     @tf.custom_gradient
     def guided_relu(v):
         def grad(g):
             return g * tf.cast(v > 0, g.dtype) * tf.cast(g > 0, g.dtype)
+
         return tf.nn.relu(v), grad
 
     def conv(layer, v, padding):
@@ -195,11 +204,11 @@ def guided_reference(model: keras.Model, x: np.ndarray, targets: np.ndarray) -> 
 def test_guided_grad_cam_is_guided_backprop_times_upsampled_cam(images: np.ndarray) -> None:
     model = cnn()
     targets = np.array([1, 0, 3, 3])
-    features, grads, _ = tape_features_and_grads(cnn_forward(model), images,
-                                                 one_hot(targets, 5))
+    features, grads, _ = tape_features_and_grads(cnn_forward(model), images, one_hot(targets, 5))
     cam = numpy_cam("grad_cam", features, grads)
-    upsampled = np.stack([resize(c, (12, 10), order=1, mode="edge", anti_aliasing=False)
-                          for c in cam])
+    upsampled = np.stack(
+        [resize(c, (12, 10), order=1, mode="edge", anti_aliasing=False) for c in cam]
+    )
     expected = guided_reference(model, images, targets) * upsampled[..., None]
     got = tf_clrp.create_analyzer("guided_grad_cam", model).analyze(images, targets)
     scale = np.abs(expected).max()
@@ -215,22 +224,26 @@ def test_hidden_units_with_explained_layer(images: np.ndarray) -> None:
     model = keras.Model(inp, keras.layers.Dense(3)(hidden))
     randomize(model)
     sub = keras.Model(inp, [model.get_layer("feat").output, hidden])
-    features, grads, _ = tape_features_and_grads(lambda x: sub(x), images,
-                                                 one_hot(np.full(4, 5), 7))
-    got = tf_clrp.create_analyzer("grad_cam", model, explained_layer="hidden",
-                                  upsample=False).analyze(images, 5)
+    features, grads, _ = tape_features_and_grads(
+        lambda x: sub(x), images, one_hot(np.full(4, 5), 7)
+    )
+    got = tf_clrp.create_analyzer(
+        "grad_cam", model, explained_layer="hidden", upsample=False
+    ).analyze(images, 5)
     expected = numpy_cam("grad_cam", features, grads)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
 
 
 # ----------------------------------------------------------------------------- nested models
 def mobilenet_base() -> keras.Model:
-    return keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False,
-                                          weights=None, alpha=0.35)
+    return keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), include_top=False, weights=None, alpha=0.35
+    )
 
 
-@pytest.mark.parametrize("head, method", [("functional", m) for m in METHODS]
-                         + [("sequential", "grad_cam")])
+@pytest.mark.parametrize(
+    "head, method", [("functional", m) for m in METHODS] + [("sequential", "grad_cam")]
+)
 def test_nested_transfer_learning_model(head: str, method: str) -> None:
     base = mobilenet_base()
     pool = keras.layers.GlobalAveragePooling2D()
@@ -259,7 +272,7 @@ def test_nested_transfer_learning_model(head: str, method: str) -> None:
 # ----------------------------------------------------------------------------- token grids
 def test_token_grid_of_a_vit_like_model() -> None:
     inp = keras.Input((8, 12, 3))
-    h = keras.layers.Conv2D(5, 2, strides=2, name="patchify")(inp)       # 4 × 6 patches
+    h = keras.layers.Conv2D(5, 2, strides=2, name="patchify")(inp)  # 4 × 6 patches
     h = keras.layers.Reshape((24, 5))(h)
     h = keras.layers.Dense(6, activation="relu", name="tokens")(h)
     h = keras.layers.GlobalAveragePooling1D()(h)
@@ -271,8 +284,9 @@ def test_token_grid_of_a_vit_like_model() -> None:
     expected = numpy_cam("grad_cam", features.reshape(2, 4, 6, 6), grads.reshape(2, 4, 6, 6))
     analyzer = tf_clrp.create_analyzer("grad_cam", model, upsample=False)
     assert analyzer.layer_name == "tokens"
-    np.testing.assert_allclose(analyzer.analyze(x, [1, 2]), expected, rtol=1e-4,
-                               atol=1e-5 * expected.max())
+    np.testing.assert_allclose(
+        analyzer.analyze(x, [1, 2]), expected, rtol=1e-4, atol=1e-5 * expected.max()
+    )
     assert token_grid(197, (224, 224)) == (14, 14, 1)
     assert token_grid(196, (224, 224)) == (14, 14, 0)
     assert token_grid(7, (224, 224)) is None
@@ -292,8 +306,9 @@ def test_registry_options_are_exact() -> None:
         tf_clrp.create_analyzer("grad_cam", cnn(), layer_rules={})
     with pytest.raises(ValueError, match="method"):
         tf_clrp.create_analyzer("layer_cam", cnn(), method="grad_cam")
-    assert {"grad_cam", "grad_cam_plus_plus", "layer_cam", "guided_grad_cam",
-            "rise"} <= set(tf_clrp.list_analyzers())
+    assert {"grad_cam", "grad_cam_plus_plus", "layer_cam", "guided_grad_cam", "rise"} <= set(
+        tf_clrp.list_analyzers()
+    )
 
 
 def test_user_model_untouched(images: np.ndarray) -> None:
@@ -311,19 +326,26 @@ def test_heatmap_callback_explains_with_cams(tmp_path, images: np.ndarray) -> No
     from tf_clrp.callbacks import HeatmapCallback
 
     model = cnn()
-    callback = HeatmapCallback(images[:2], classes=[1, 3],
-                               methods=["grad_cam", ("rise", {"n_masks": 8})],
-                               log_dir=tmp_path, tensorboard=False)
+    callback = HeatmapCallback(
+        images[:2],
+        classes=[1, 3],
+        methods=["grad_cam", ("rise", {"n_masks": 8})],
+        log_dir=tmp_path,
+        tensorboard=False,
+    )
     callback.set_model(model)
     maps, targets = callback.explain()
     assert not callback.failed and list(targets) == [1, 3]
-    features, grads, _ = tape_features_and_grads(cnn_forward(model), images[:2],
-                                                 one_hot(np.array([1, 3]), 5))
+    features, grads, _ = tape_features_and_grads(
+        cnn_forward(model), images[:2], one_hot(np.array([1, 3]), 5)
+    )
     raw = numpy_cam("grad_cam", features, grads)
-    expected = np.stack([resize(r, (12, 10), order=1, mode="edge", anti_aliasing=False)
-                         for r in raw])
-    np.testing.assert_allclose(maps["grad_cam"].sum(axis=-1), expected, rtol=1e-4,
-                               atol=1e-5 * expected.max())
+    expected = np.stack(
+        [resize(r, (12, 10), order=1, mode="edge", anti_aliasing=False) for r in raw]
+    )
+    np.testing.assert_allclose(
+        maps["grad_cam"].sum(axis=-1), expected, rtol=1e-4, atol=1e-5 * expected.max()
+    )
     assert maps["rise(n_masks=8)"].shape == images[:2].shape
 
 
@@ -342,27 +364,39 @@ def test_a_feature_map_the_output_ignores_is_warned_about_not_drawn_silently() -
     so its CAM is an all-zero map: the samples are named in a warning, not drawn silently."""
     inp = keras.Input((6, 6, 2))
     h = keras.layers.Conv2D(3, 3, activation="relu", name="feat")(inp)
-    dead = keras.layers.Dense(2, activation="relu", name="dead",
-                              bias_initializer=keras.initializers.Constant(-100.0))
+    dead = keras.layers.Dense(
+        2, activation="relu", name="dead", bias_initializer=keras.initializers.Constant(-100.0)
+    )
     model = keras.Model(inp, dead(keras.layers.Flatten()(h)))
     x = np.random.default_rng(0).uniform(size=(2, 6, 6, 2)).astype("float32")
     analyzer = tf_clrp.create_analyzer("grad_cam", model, layer_name="feat", upsample=False)
-    with pytest.warns(RuntimeWarning, match=r"sample\(s\) \[0, 1\] .*does not depend on the "
-                                            r"feature map of layer 'feat'"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"sample\(s\) \[0, 1\] .*does not depend on the "
+        r"feature map of layer 'feat'",
+    ):
         maps = analyzer.analyze(x, neuron_selection=1)
     assert not maps.any()
 
 
-def test_per_sample_contrast_in_explain_dataset_is_indexed_by_sample(images: np.ndarray,
-                                                                      tmp_path) -> None:
+def test_per_sample_contrast_in_explain_dataset_is_indexed_by_sample(
+    images: np.ndarray, tmp_path
+) -> None:
     """``explain_dataset`` shards the batch; each sample keeps its own rival class."""
     from tf_clrp.datasets import explain_dataset
 
     analyzer = tf_clrp.create_analyzer("grad_cam", cnn())
     rivals = np.array([1, 2, 3, 0])
-    result = explain_dataset(analyzer, images, tmp_path, shard_size=3, batch_size=2,
-                             neuron_selection=np.array([0, 1, 2, 3]), progress=False,
-                             analyze_kwargs={"contrast": rivals})
+    result = explain_dataset(
+        analyzer,
+        images,
+        tmp_path,
+        shard_size=3,
+        batch_size=2,
+        neuron_selection=np.array([0, 1, 2, 3]),
+        progress=False,
+        analyze_kwargs={"contrast": rivals},
+    )
     for i, rival in enumerate(rivals):
-        alone = analyzer.analyze(images[i:i + 1], [i], contrast=int(rival))
+        alone = analyzer.analyze(images[i : i + 1], [i], contrast=int(rival))
         np.testing.assert_allclose(result.maps[i], alone[0], rtol=1e-5, atol=1e-7)

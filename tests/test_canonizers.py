@@ -53,8 +53,9 @@ def assert_same_function(graph: Graph, model: keras.Model, x: np.ndarray) -> Non
     expected = logits_of(model, x)
     got = run_graph(graph, x)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(
-        expected).max()))
+    np.testing.assert_allclose(
+        got, expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(expected).max())
+    )
 
 
 # ----------------------------------------------------------------------------- split
@@ -73,29 +74,40 @@ def test_split_linear_layers_separates_fused_activations() -> None:
     linear = [n.name for n in split.nodes if n.linear is not None]
     assert linear == ["conv", "sep/depthwise", "sep/pointwise", "hidden", "head"]
     activations = [(n.name, n.activation) for n in split.nodes if n.group == "activation"]
-    assert activations == [("conv/activation", "relu"), ("sep/activation", "elu"),
-                           ("hidden/activation", "tanh"), ("head/activation", "softmax")]
+    assert activations == [
+        ("conv/activation", "relu"),
+        ("sep/activation", "elu"),
+        ("hidden/activation", "tanh"),
+        ("head/activation", "softmax"),
+    ]
     # each activation node consumes exactly its linear node's output
     producer = split.producer()
     feeds = {n.name: producer[n.inputs[0]].name for n in split.nodes if n.group == "activation"}
-    assert feeds == {"conv/activation": "conv", "sep/activation": "sep/pointwise",
-                     "hidden/activation": "hidden", "head/activation": "head"}
-    assert len(split.nodes) == len(traced.nodes) + 5   # 4 activations + 1 pointwise
+    assert feeds == {
+        "conv/activation": "conv",
+        "sep/activation": "sep/pointwise",
+        "hidden/activation": "hidden",
+        "head/activation": "head",
+    }
+    assert len(split.nodes) == len(traced.nodes) + 5  # 4 activations + 1 pointwise
     x = sample(model)
     np.testing.assert_allclose(run_graph(split, x), model(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer,name", [
-    (lambda h: L.ReLU()(h), "relu"),
-    (lambda h: L.ReLU(max_value=6.0)(h), "relu6"),
-    (lambda h: L.LeakyReLU(negative_slope=0.2)(h), "leaky_relu"),
-    (lambda h: L.ELU()(h), "elu"),
-    (lambda h: L.Activation("swish")(h), "silu"),
-    (lambda h: L.Activation("hard_swish")(h), "hard_silu"),
-    (lambda h: L.Activation("gelu")(h), "gelu"),
-    (lambda h: keras.ops.relu(h), "relu"),
-    (lambda h: keras.ops.silu(h), "silu"),
-])
+@pytest.mark.parametrize(
+    "layer,name",
+    [
+        (lambda h: L.ReLU()(h), "relu"),
+        (lambda h: L.ReLU(max_value=6.0)(h), "relu6"),
+        (lambda h: L.LeakyReLU(negative_slope=0.2)(h), "leaky_relu"),
+        (lambda h: L.ELU()(h), "elu"),
+        (lambda h: L.Activation("swish")(h), "silu"),
+        (lambda h: L.Activation("hard_swish")(h), "hard_silu"),
+        (lambda h: L.Activation("gelu")(h), "gelu"),
+        (lambda h: keras.ops.relu(h), "relu"),
+        (lambda h: keras.ops.silu(h), "silu"),
+    ],
+)
 def test_activation_nodes_are_named(layer: Callable[[Any], Any], name: str) -> None:
     model = model_of(lambda inp: L.Dense(2)(layer(L.Dense(4)(inp))), (3,))
     graph = build_graph(model)
@@ -139,8 +151,9 @@ def test_softmax_inside_the_model_is_kept() -> None:
 
 
 def test_strip_in_a_nested_model() -> None:
-    inner = model_of(lambda inp: L.Dense(4, activation="softmax")(
-        L.Dense(5, activation="relu")(inp)), (6,))
+    inner = model_of(
+        lambda inp: L.Dense(4, activation="softmax")(L.Dense(5, activation="relu")(inp)), (6,)
+    )
     model = keras.Sequential([keras.Input((6,)), inner])
     graph = build_graph(model)
     assert graph.stripped_output_activation == "softmax"
@@ -172,8 +185,12 @@ def test_strip_the_chosen_output_of_a_two_headed_model() -> None:
 
 
 def test_no_strip_when_explaining_a_hidden_layer() -> None:
-    model = model_of(lambda inp: L.Dense(4, activation="softmax", name="head")(
-        L.Dense(5, activation="sigmoid", name="hidden")(inp)), (6,))
+    model = model_of(
+        lambda inp: L.Dense(4, activation="softmax", name="head")(
+            L.Dense(5, activation="sigmoid", name="hidden")(inp)
+        ),
+        (6,),
+    )
     graph = build_graph(model, layer_name="hidden")
     assert graph.stripped_output_activation is None
     x = sample(model)
@@ -191,12 +208,12 @@ def _dense_nobias_bn(inp: Any) -> Any:
 
 
 def _dense_3d_bn(inp: Any) -> Any:
-    h = L.BatchNormalization()(L.Dense(5)(inp))           # (B, T, 5), axis -1: folded
+    h = L.BatchNormalization()(L.Dense(5)(inp))  # (B, T, 5), axis -1: folded
     return L.Dense(3)(L.Flatten()(L.ReLU()(h)))
 
 
 def _dense_3d_bn_time_axis(inp: Any) -> Any:
-    h = L.BatchNormalization(axis=1)(L.Dense(5)(inp))     # normalizes T, not units: affine
+    h = L.BatchNormalization(axis=1)(L.Dense(5)(inp))  # normalizes T, not units: affine
     return L.Dense(3)(L.Flatten()(L.ReLU()(h)))
 
 
@@ -253,7 +270,7 @@ def _bn_at_input(inp: Any) -> Any:
 
 def _bn_on_a_shared_output(inp: Any) -> Any:
     h = L.Conv2D(4, 3, padding="same")(inp)
-    y = L.ReLU()(L.BatchNormalization()(h))              # h also feeds the Add: affine
+    y = L.ReLU()(L.BatchNormalization()(h))  # h also feeds the Add: affine
     return L.Dense(3)(L.GlobalAveragePooling2D()(L.Add()([h, y])))
 
 
@@ -344,7 +361,7 @@ def test_canonizers_return_new_graphs_and_are_idempotent() -> None:
     split_nodes = list(split.nodes)
     stripped = canonizers.strip_output_activation(split)
     folded = canonizers.fold_batch_norm(stripped)
-    assert traced.nodes == traced_nodes and split.nodes == split_nodes   # inputs untouched
+    assert traced.nodes == traced_nodes and split.nodes == split_nodes  # inputs untouched
     assert split.output_id == traced.output_id != stripped.output_id
     again = canonizers.canonize(folded)
     assert [n.name for n in again.nodes] == [n.name for n in folded.nodes]
@@ -366,12 +383,16 @@ def _stab(z: np.ndarray, eps: float) -> np.ndarray:
 
 def _tiny_bn_net(bn_first: bool = False) -> keras.Model:
     """Dense(5)→BN→ReLU→Dense(3) (or BN→Dense(5)→ReLU→Dense(3)) with random statistics."""
+
     def build(inp: Any) -> Any:
         if bn_first:
-            return L.Dense(3, name="d2")(L.ReLU()(L.Dense(5, name="d1")(
-                L.BatchNormalization(name="bn", epsilon=1e-3)(inp))))
-        return L.Dense(3, name="d2")(L.ReLU()(L.BatchNormalization(name="bn", epsilon=1e-3)(
-            L.Dense(5, name="d1")(inp))))
+            return L.Dense(3, name="d2")(
+                L.ReLU()(L.Dense(5, name="d1")(L.BatchNormalization(name="bn", epsilon=1e-3)(inp)))
+            )
+        return L.Dense(3, name="d2")(
+            L.ReLU()(L.BatchNormalization(name="bn", epsilon=1e-3)(L.Dense(5, name="d1")(inp)))
+        )
+
     return model_of(build, (4,))
 
 
@@ -381,11 +402,12 @@ def _bn_affine(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def _naive_rule(rule: str, a: np.ndarray, w: np.ndarray, b: np.ndarray, r: np.ndarray,
-                eps: float) -> np.ndarray:
+def _naive_rule(
+    rule: str, a: np.ndarray, w: np.ndarray, b: np.ndarray, r: np.ndarray, eps: float
+) -> np.ndarray:
     """Relevance at the input of one Dense layer for one sample, by explicit products."""
     if rule == "epsilon":
-        c = a[:, None] * w                                     # (in, out)
+        c = a[:, None] * w  # (in, out)
         z = c.sum(axis=0) + b
     else:  # z+: (a·w)⁺ without bias
         c = np.maximum(a[:, None] * w, 0.0)
@@ -393,11 +415,13 @@ def _naive_rule(rule: str, a: np.ndarray, w: np.ndarray, b: np.ndarray, r: np.nd
     return (c * (r / _stab(z, eps))[None, :]).sum(axis=1)
 
 
-@pytest.mark.parametrize("rule,analyzer,eps", [("epsilon", "lrp.epsilon", 0.01),
-                                               ("zplus", "lrp.z_plus", 1e-9)])
+@pytest.mark.parametrize(
+    "rule,analyzer,eps", [("epsilon", "lrp.epsilon", 0.01), ("zplus", "lrp.z_plus", 1e-9)]
+)
 @pytest.mark.parametrize("bn_first", [False, True], ids=["dense-bn", "bn-dense"])
-def test_relevance_through_folded_batch_norm_matches_numpy(rule: str, analyzer: str, eps: float,
-                                                           bn_first: bool) -> None:
+def test_relevance_through_folded_batch_norm_matches_numpy(
+    rule: str, analyzer: str, eps: float, bn_first: bool
+) -> None:
     model = _tiny_bn_net(bn_first)
     x = np.random.default_rng(12).normal(0, 1, (4, 4)).astype("float32")
     target = 1
@@ -407,9 +431,9 @@ def test_relevance_through_folded_batch_norm_matches_numpy(rule: str, analyzer: 
     w2, b2 = (v.astype(np.float64) for v in model.get_layer("d2").get_weights())
     scale, shift = _bn_affine(model)
     for i, xi in enumerate(x.astype(np.float64)):
-        if bn_first:   # BN is an affine node: relevance passes through it unchanged
+        if bn_first:  # BN is an affine node: relevance passes through it unchanged
             a0, w, b = xi * scale + shift, w1, b1
-        else:          # BN folded into d1: W' = W·s, b' = b·s + t
+        else:  # BN folded into d1: W' = W·s, b' = b·s + t
             a0, w, b = xi, w1 * scale[None, :], b1 * scale + shift
         h = np.maximum(a0 @ w + b, 0.0)
         y = h @ w2 + b2
@@ -423,17 +447,20 @@ def test_relevance_through_folded_batch_norm_matches_numpy(rule: str, analyzer: 
 FOLDED_LINEAR: dict[str, tuple[Callable[[], keras.layers.Layer], tuple[int, ...], int]] = {
     # name -> (layer factory, input shape, kernel axis of the output channels)
     "conv2d": (lambda: L.Conv2D(4, 3, padding="same"), (6, 6, 3), -1),
-    "depthwise": (lambda: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
-                  (6, 6, 3), None),
-    "conv2d_transpose": (lambda: L.Conv2DTranspose(4, 3, strides=2, padding="same"),
-                         (4, 4, 3), -2),
+    "depthwise": (
+        lambda: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"),
+        (6, 6, 3),
+        None,
+    ),
+    "conv2d_transpose": (lambda: L.Conv2DTranspose(4, 3, strides=2, padding="same"), (4, 4, 3), -2),
     "dense": (lambda: L.Dense(5), (6,), -1),
 }
 
 
-def _fold_by_hand(kernel: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-                  axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    if axis is None:   # depthwise (kh, kw, in, mult): channel c = i·mult + m
+def _fold_by_hand(
+    kernel: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray, axis: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if axis is None:  # depthwise (kh, kw, in, mult): channel c = i·mult + m
         folded = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
     else:
         shape = [1] * kernel.ndim
@@ -455,8 +482,14 @@ def test_folded_model_explains_like_a_hand_folded_one(case: str, analyzer: str) 
     plain = keras.Model(inp2, head(L.Flatten()(L.ReLU()(plain_linear(inp2)))))
     kernel, bias = linear.get_weights()
     scale, shift = _bn_affine(model)
-    plain_linear.set_weights([w.astype("float32") for w in _fold_by_hand(
-        kernel.astype(np.float64), bias.astype(np.float64), scale, shift, axis)])
+    plain_linear.set_weights(
+        [
+            w.astype("float32")
+            for w in _fold_by_hand(
+                kernel.astype(np.float64), bias.astype(np.float64), scale, shift, axis
+            )
+        ]
+    )
     x = sample(model, 2)
     np.testing.assert_allclose(logits_of(plain, x), logits_of(model, x), rtol=1e-5, atol=1e-5)
     ours = tf_clrp.create_analyzer(analyzer, model).analyze(x, neuron_selection=2)
@@ -491,7 +524,7 @@ def _everything(inp: Any) -> Any:
 def test_users_model_is_unchanged(analyzer: str) -> None:
     model = model_of(_everything, (8, 8, 3))
     model.layers[2].trainable = False
-    model.layers[3].trainable = False     # a frozen BatchNorm
+    model.layers[3].trainable = False  # a frozen BatchNorm
     x = sample(model, 2)
     before = _snapshot(model, x)
     graph = build_graph(model)
@@ -501,9 +534,15 @@ def test_users_model_is_unchanged(analyzer: str) -> None:
     after = _snapshot(model, x)
     assert len(before["weights"]) == len(after["weights"])
     for a, b in zip(before["weights"], after["weights"], strict=True):
-        assert a.tobytes() == b.tobytes()          # bitwise
-    for key in ("paths", "layers", "n_operations", "trainable", "n_trainable_weights",
-                "activations"):
+        assert a.tobytes() == b.tobytes()  # bitwise
+    for key in (
+        "paths",
+        "layers",
+        "n_operations",
+        "trainable",
+        "n_trainable_weights",
+        "activations",
+    ):
         assert before[key] == after[key], key
     assert before["output"].tobytes() == after["output"].tobytes()
     assert model.layers[-1].activation is keras.activations.softmax
@@ -514,11 +553,19 @@ def test_users_model_is_unchanged(analyzer: str) -> None:
 def _doubled_output(graph: Graph) -> Graph:
     """A user canonizer (one function): the output times 2, as a Rescaling-group node."""
     doubled = tf_clrp.graph.new_tensor_id()
-    node = tf_clrp.graph.Node(name="times_two", op=None, group=tf_clrp.layers.Group.RESCALING,
-                              inputs=(graph.output_id,), outputs=(doubled,),
-                              run=lambda values: [2.0 * values[0]])
-    return graph.evolve(nodes=[*graph.nodes, node], output_id=doubled,
-                        shapes={**graph.shapes, doubled: graph.output_shape})
+    node = tf_clrp.graph.Node(
+        name="times_two",
+        op=None,
+        group=tf_clrp.layers.Group.RESCALING,
+        inputs=(graph.output_id,),
+        outputs=(doubled,),
+        run=lambda values: [2.0 * values[0]],
+    )
+    return graph.evolve(
+        nodes=[*graph.nodes, node],
+        output_id=doubled,
+        shapes={**graph.shapes, doubled: graph.output_shape},
+    )
 
 
 @pytest.mark.filterwarnings("ignore:.*non-rectifier activation")
@@ -532,8 +579,12 @@ def test_a_composite_carries_its_canonizers() -> None:
     base = tf_clrp.create_analyzer("lrp", model, composite=plain)
     doubled = tf_clrp.create_analyzer("lrp", model, composite=extended)
     assert doubled.graph.nodes[-1].name == "times_two"
-    np.testing.assert_allclose(doubled.analyze(x, neuron_selection=1),
-                               2.0 * base.analyze(x, neuron_selection=1), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(
+        doubled.analyze(x, neuron_selection=1),
+        2.0 * base.analyze(x, neuron_selection=1),
+        rtol=1e-6,
+        atol=0,
+    )
 
 
 def _gate_first(inp: Any) -> Any:
@@ -562,7 +613,11 @@ def test_append_negated_outputs_adds_the_negated_twins() -> None:
     assert extended.virtual_outputs == "negated" and graph.virtual_outputs == ""
     x = sample(model)
     logits = logits_of(model, x)
-    np.testing.assert_allclose(run_graph(extended, x), np.concatenate([logits, -logits], 1),
-                               rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+    np.testing.assert_allclose(
+        run_graph(extended, x),
+        np.concatenate([logits, -logits], 1),
+        rtol=1e-5,
+        atol=1e-5 * np.abs(logits).max(),
+    )
     hidden = build_graph(model, layer_name="sep")  # ends in an activation: nothing to negate
     assert canonizers.append_negated_outputs(hidden) is hidden

@@ -30,8 +30,11 @@ N_CLASSES = 5
 # two images with two boxed classes each, one with a single class (pointing / mass)
 BOXES = {
     "im0.png": [{"class": 1, "box": [0, 0, 8, 8]}, {"class": 3, "box": [8, 8, 16, 16]}],
-    "im1.png": [{"class": 2, "box": [0, 8, 8, 16]}, {"class": 4, "box": [8, 0, 16, 8]},
-                {"class": 4, "box": [0, 0, 3, 3]}],
+    "im1.png": [
+        {"class": 2, "box": [0, 8, 8, 16]},
+        {"class": 4, "box": [8, 0, 16, 8]},
+        {"class": 4, "box": [0, 0, 3, 3]},
+    ],
     "im2.png": [{"class": 0, "box": [4, 4, 12, 12]}],
 }
 LABELS = {"im0.png": [0, 2], "im1.png": 4, "im3.png": 1}
@@ -61,16 +64,33 @@ def data(tmp_path_factory):
     one_class = {name: entries[:1] for name, entries in BOXES.items()}
     (root / "one_class.json").write_text(json.dumps(one_class))
     loaded = keras.models.load_model(root / "tiny.keras")
-    return {"root": root, "images": images, "model": loaded,
-            "logits": keras.Model(loaded.inputs, loaded.get_layer("logits").output)}
+    return {
+        "root": root,
+        "images": images,
+        "model": loaded,
+        "logits": keras.Model(loaded.inputs, loaded.get_layer("logits").output),
+    }
 
 
 def _run(data, *extra: str, methods: str = "gradient") -> dict:
     root = data["root"]
     out = root / "result.json"
-    argv = ["evaluate", "--model", str(root / "tiny.keras"), "--images", str(root / "images"),
-            "--preprocess", "unit", "--methods", methods, "--json", str(out), "--force", "-q",
-            *extra]
+    argv = [
+        "evaluate",
+        "--model",
+        str(root / "tiny.keras"),
+        "--images",
+        str(root / "images"),
+        "--preprocess",
+        "unit",
+        "--methods",
+        methods,
+        "--json",
+        str(out),
+        "--force",
+        "-q",
+        *extra,
+    ]
     assert cli.main(argv) == 0
     return json.loads(out.read_text())
 
@@ -128,15 +148,21 @@ def _numpy_aopc(logits_of, x, maps, classes, order, patch, steps, perturbation):
     sums = r.reshape(n, grid, patch, grid, patch).sum(axis=(2, 4)).reshape(n, -1)
     out = []
     for i in range(n):
-        ranked = (sorted(range(grid * grid), key=lambda j: -sums[i, j]) if order == "morf"
-                  else sorted(range(grid * grid), key=lambda j: sums[i, j]))
-        fill = (np.zeros_like(x[i]) if perturbation == "zero"
-                else np.broadcast_to(x[i].mean(axis=(0, 1)), x[i].shape))
+        ranked = (
+            sorted(range(grid * grid), key=lambda j: -sums[i, j])
+            if order == "morf"
+            else sorted(range(grid * grid), key=lambda j: sums[i, j])
+        )
+        fill = (
+            np.zeros_like(x[i])
+            if perturbation == "zero"
+            else np.broadcast_to(x[i].mean(axis=(0, 1)), x[i].shape)
+        )
         current = x[i].copy()
         curve = [logits_of(current[None])[0, classes[i]]]
         for j in ranked[:steps]:
             gy, gx = divmod(j, grid)
-            window = np.s_[gy * patch:(gy + 1) * patch, gx * patch:(gx + 1) * patch]
+            window = np.s_[gy * patch : (gy + 1) * patch, gx * patch : (gx + 1) * patch]
             current[window] = fill[window]
             curve.append(logits_of(current[None])[0, classes[i]])
         curve = np.asarray(curve, np.float64)
@@ -146,12 +172,23 @@ def _numpy_aopc(logits_of, x, maps, classes, order, patch, steps, perturbation):
 
 @pytest.mark.parametrize("perturbation", ["mean", "zero"])
 def test_aopc_equals_numpy_and_the_library(data, perturbation) -> None:
-    result, x, classes = _labelled(data, "--metric", "aopc", "--aopc-patch", "4",
-                                   "--aopc-steps", "6", "--aopc-order", "morf,lerf",
-                                   "--aopc-perturbation", perturbation)
+    result, x, classes = _labelled(
+        data,
+        "--metric",
+        "aopc",
+        "--aopc-patch",
+        "4",
+        "--aopc-steps",
+        "6",
+        "--aopc-order",
+        "morf,lerf",
+        "--aopc-perturbation",
+        perturbation,
+    )
     maps = _gradient_maps(data, x, classes)
     library_maps = tf_clrp.create_analyzer("gradient", data["model"]).analyze(
-        x, neuron_selection=classes)
+        x, neuron_selection=classes
+    )
     np.testing.assert_allclose(library_maps, maps, rtol=1e-5, atol=1e-7)
 
     def logits_of(batch):
@@ -161,38 +198,71 @@ def test_aopc_equals_numpy_and_the_library(data, perturbation) -> None:
         cli_values = _values(result, "aopc", order)
         expected = _numpy_aopc(logits_of, x, maps, classes, order, 4, 6, perturbation)
         np.testing.assert_allclose(cli_values, expected, rtol=1e-4, atol=1e-5)
-        library = region_perturbation(data["model"], x, library_maps, targets=classes,
-                                      order=order, patch_size=4, steps=6,
-                                      perturbation=perturbation, seed=0)
+        library = region_perturbation(
+            data["model"],
+            x,
+            library_maps,
+            targets=classes,
+            order=order,
+            patch_size=4,
+            steps=6,
+            perturbation=perturbation,
+            seed=0,
+        )
         np.testing.assert_allclose(cli_values, library.aopc, rtol=1e-6, atol=1e-7)
         summary = result["metrics"]["aopc"]["results"]["gradient"][order]
-        assert summary["n"] == 4 and summary["value"] == pytest.approx(expected.mean(),
-                                                                       abs=1e-5)
+        assert summary["n"] == 4 and summary["value"] == pytest.approx(expected.mean(), abs=1e-5)
         assert summary["ci95"][0] <= summary["value"] <= summary["ci95"][1]
     assert not np.allclose(_values(result, "aopc", "morf"), _values(result, "aopc", "lerf"))
 
 
 @pytest.mark.parametrize("perturbation", ["blur", "noise"])
-def test_aopc_random_order_and_other_perturbations_equal_the_library(data,
-                                                                     perturbation) -> None:
-    result = _run(data, "--metric", "aopc", "--aopc-patch", "8", "--aopc-order",
-                  "random,morf", "--aopc-perturbation", perturbation, "--seed", "4")
+def test_aopc_random_order_and_other_perturbations_equal_the_library(data, perturbation) -> None:
+    result = _run(
+        data,
+        "--metric",
+        "aopc",
+        "--aopc-patch",
+        "8",
+        "--aopc-order",
+        "random,morf",
+        "--aopc-perturbation",
+        perturbation,
+        "--seed",
+        "4",
+    )
     names = sorted(data["images"])  # no boxes or labels: every image, its top class
     x = _inputs(data, names)
     top = data["logits"](x).numpy().argmax(axis=1)
     maps = tf_clrp.create_analyzer("gradient", data["model"]).analyze(x, neuron_selection=top)
     for order in ("random", "morf"):
-        library = region_perturbation(data["model"], x, maps, targets=top, order=order,
-                                      patch_size=8, perturbation=perturbation, seed=4)
-        np.testing.assert_allclose(_values(result, "aopc", order), library.aopc,
-                                   rtol=1e-6, atol=1e-7)
+        library = region_perturbation(
+            data["model"],
+            x,
+            maps,
+            targets=top,
+            order=order,
+            patch_size=8,
+            perturbation=perturbation,
+            seed=4,
+        )
+        np.testing.assert_allclose(
+            _values(result, "aopc", order), library.aopc, rtol=1e-6, atol=1e-7
+        )
 
 
 # ----------------------------------------------------------------------------- pointing
 @pytest.mark.parametrize("tolerance", [0.0, 70.0])
 def test_pointing_equals_numpy_and_the_library(data, tolerance) -> None:
-    result = _run(data, "--boxes", str(data["root"] / "boxes.json"), "--metric", "pointing",
-                  "--tolerance", str(tolerance))
+    result = _run(
+        data,
+        "--boxes",
+        str(data["root"] / "boxes.json"),
+        "--metric",
+        "pointing",
+        "--tolerance",
+        str(tolerance),
+    )
     rows = _box_rows()
     x = _inputs(data, [name for name, _, _ in rows])
     classes = np.array([cls for _, cls, _ in rows])
@@ -203,7 +273,7 @@ def test_pointing_equals_numpy_and_the_library(data, tolerance) -> None:
         r = maps[i].sum(axis=-1)
         point = np.unravel_index(np.argmax(r), r.shape)
         ys, xs = np.nonzero(_mask(boxes))
-        hits.append(float(np.min((ys - point[0]) ** 2 + (xs - point[1]) ** 2) <= radius ** 2))
+        hits.append(float(np.min((ys - point[0]) ** 2 + (xs - point[1]) ** 2) <= radius**2))
         exact.append(float(_mask(boxes)[point]))
     assert 0 < sum(hits) < len(hits)  # both outcomes occur
     assert (hits == exact) == (tolerance == 0)  # the radius matters for these maps
@@ -219,8 +289,9 @@ def test_pointing_equals_numpy_and_the_library(data, tolerance) -> None:
 
 # ----------------------------------------------------------------------------- discriminativeness
 def test_discriminativeness_equals_numpy_and_the_library(data) -> None:
-    result = _run(data, "--boxes", str(data["root"] / "boxes.json"), "--metric",
-                  "discriminativeness")
+    result = _run(
+        data, "--boxes", str(data["root"] / "boxes.json"), "--metric", "discriminativeness"
+    )
     rows = _box_rows()
     x = _inputs(data, [name for name, _, _ in rows])
     classes = np.array([cls for _, cls, _ in rows])
@@ -235,23 +306,23 @@ def test_discriminativeness_equals_numpy_and_the_library(data) -> None:
             other.append(positive[others].sum() / positive.sum())
         for i, j in combinations(idx, 2):
             corr.append(np.corrcoef(r[i].ravel(), r[j].ravel())[0, 1])
-    np.testing.assert_allclose(_values(result, "discriminativeness", "own_mass"), own,
-                               rtol=1e-4)
-    np.testing.assert_allclose(_values(result, "discriminativeness", "other_mass"), other,
-                               rtol=1e-4)
-    np.testing.assert_allclose(_values(result, "discriminativeness", "correlation"), corr,
-                               rtol=1e-4, atol=1e-6)
-    report = discriminativeness_report({1: r[0:1], 3: r[1:2]},
-                                       {1: [rows[0][2]], 3: [rows[1][2]]})
+    np.testing.assert_allclose(_values(result, "discriminativeness", "own_mass"), own, rtol=1e-4)
+    np.testing.assert_allclose(
+        _values(result, "discriminativeness", "other_mass"), other, rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        _values(result, "discriminativeness", "correlation"), corr, rtol=1e-4, atol=1e-6
+    )
+    report = discriminativeness_report({1: r[0:1], 3: r[1:2]}, {1: [rows[0][2]], 3: [rows[1][2]]})
     assert _values(result, "discriminativeness", "own_mass")[0] == pytest.approx(
-        report.own_mass[1][0], rel=1e-4)
+        report.own_mass[1][0], rel=1e-4
+    )
 
 
 # ----------------------------------------------------------------------------- class correlation
 @pytest.mark.parametrize("second", ["runner-up", "2"])
 def test_class_correlation_equals_numpy(data, second) -> None:
-    result, x, classes = _labelled(data, "--metric", "class_correlation", "--second-class",
-                                   second)
+    result, x, classes = _labelled(data, "--metric", "class_correlation", "--second-class", second)
     z = data["logits"](x).numpy()
     if second == "runner-up":
         masked = np.where(np.eye(N_CLASSES, dtype=bool)[classes], -np.inf, z)
@@ -260,12 +331,17 @@ def test_class_correlation_equals_numpy(data, second) -> None:
         others = np.full(len(x), 2)
     a = _gradient_maps(data, x, classes).sum(axis=-1)
     b = _gradient_maps(data, x, others).sum(axis=-1)
-    expected = np.array([np.nan if c == o else np.corrcoef(p.ravel(), q.ravel())[0, 1]
-                         for p, q, c, o in zip(a, b, classes, others)])
+    expected = np.array(
+        [
+            np.nan if c == o else np.corrcoef(p.ravel(), q.ravel())[0, 1]
+            for p, q, c, o in zip(a, b, classes, others)
+        ]
+    )
     got = _values(result, "class_correlation", "correlation")
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(got[np.isfinite(got)], map_correlation(a, b)[np.isfinite(got)],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        got[np.isfinite(got)], map_correlation(a, b)[np.isfinite(got)], rtol=1e-4, atol=1e-6
+    )
     summary = result["metrics"]["class_correlation"]["results"]["gradient"]["correlation"]
     assert summary["n"] == int(np.isfinite(expected).sum())
 
@@ -284,17 +360,34 @@ def test_bootstrap_interval_matches_the_normal_approximation() -> None:
     with_nan = summarize(Quantity("n", np.array([1.0, np.nan, 3.0])), seed=1)
     assert with_nan.n == 2 and with_nan.value == 2.0
     # grouped: mean of group means, not of samples
-    grouped = summarize(Quantity("g", np.array([1.0, 1.0, 1.0, 0.0]),
-                                 groups=np.array([0, 0, 0, 1])), seed=1)
+    grouped = summarize(
+        Quantity("g", np.array([1.0, 1.0, 1.0, 0.0]), groups=np.array([0, 0, 0, 1])), seed=1
+    )
     assert grouped.value == pytest.approx(0.5)
 
 
 # ----------------------------------------------------------------------------- output
 def test_tables_and_json_to_stdout(data, capsys) -> None:
     root = data["root"]
-    base = ["evaluate", "--model", str(root / "tiny.keras"), "--images", str(root / "images"),
-            "--boxes", str(root / "boxes.json"), "--preprocess", "unit", "--methods",
-            "gradient,clrp", "--metric", "pointing", "--metric", "aopc", "--aopc-patch", "8"]
+    base = [
+        "evaluate",
+        "--model",
+        str(root / "tiny.keras"),
+        "--images",
+        str(root / "images"),
+        "--boxes",
+        str(root / "boxes.json"),
+        "--preprocess",
+        "unit",
+        "--methods",
+        "gradient,clrp",
+        "--metric",
+        "pointing",
+        "--metric",
+        "aopc",
+        "--aopc-patch",
+        "8",
+    ]
     assert cli.main([*base, "-q"]) == 0
     out = capsys.readouterr().out
     assert "5 (image, class) pairs" in out and "95% CI" in out
@@ -314,58 +407,113 @@ def test_builtin_mosaics_offer_every_metric(monkeypatch, capsys) -> None:
     from tests.test_cli import _tiny_imagenet_model
 
     monkeypatch.setattr(models, "efficientnet", _tiny_imagenet_model)
-    assert cli.main(["evaluate", "--n", "1", "--methods", "gradient", "--metric",
-                     ",".join(METRICS), "--aopc-patch", "56", "--json", "-", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--n",
+                "1",
+                "--methods",
+                "gradient",
+                "--metric",
+                ",".join(METRICS),
+                "--aopc-patch",
+                "56",
+                "--json",
+                "-",
+                "-q",
+            ]
+        )
+        == 0
+    )
     parsed = json.loads(capsys.readouterr().out)
     assert set(parsed["metrics"]) == set(METRICS)
-    assert parsed["metrics"]["discriminativeness"]["results"]["gradient"]["correlation"][
-        "n"] == 6  # four tiles: six class pairs
+    assert (
+        parsed["metrics"]["discriminativeness"]["results"]["gradient"]["correlation"]["n"] == 6
+    )  # four tiles: six class pairs
 
 
 # ----------------------------------------------------------------------------- usage errors
-@pytest.mark.parametrize("extra, named", [
-    (["--metric", "bogus"], "--metric"),
-    (["--metric", "aopc,aopc"], "--metric"),
-    (["--metric", "pointing"], "--boxes"),  # --images without boxes
-    (["--metric", "discriminativeness"], "--boxes"),
-    (["--metric", "aopc", "--aopc-steps", "0"], "--aopc-steps"),
-    (["--metric", "aopc", "--aopc-steps", "two"], "--aopc-steps"),
-    (["--metric", "aopc", "--aopc-patch", "-4"], "--aopc-patch"),
-    (["--metric", "aopc", "--aopc-order", "morf,upward"], "--aopc-order"),
-    (["--metric", "aopc", "--aopc-order", "morf,morf"], "--aopc-order"),
-    (["--metric", "aopc", "--aopc-perturbation", "salt"], "--aopc-perturbation"),
-    (["--metric", "class_correlation", "--aopc-steps", "3"], "--aopc-steps"),
-    (["--metric", "class_correlation", "--second-class", "-1"], "--second-class"),
-    (["--metric", "aopc", "--labels", "L", "--boxes", "B"], "--labels"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--metric", "bogus"], "--metric"),
+        (["--metric", "aopc,aopc"], "--metric"),
+        (["--metric", "pointing"], "--boxes"),  # --images without boxes
+        (["--metric", "discriminativeness"], "--boxes"),
+        (["--metric", "aopc", "--aopc-steps", "0"], "--aopc-steps"),
+        (["--metric", "aopc", "--aopc-steps", "two"], "--aopc-steps"),
+        (["--metric", "aopc", "--aopc-patch", "-4"], "--aopc-patch"),
+        (["--metric", "aopc", "--aopc-order", "morf,upward"], "--aopc-order"),
+        (["--metric", "aopc", "--aopc-order", "morf,morf"], "--aopc-order"),
+        (["--metric", "aopc", "--aopc-perturbation", "salt"], "--aopc-perturbation"),
+        (["--metric", "class_correlation", "--aopc-steps", "3"], "--aopc-steps"),
+        (["--metric", "class_correlation", "--second-class", "-1"], "--second-class"),
+        (["--metric", "aopc", "--labels", "L", "--boxes", "B"], "--labels"),
+    ],
+)
 def test_usage_errors_come_before_the_model_is_loaded(tmp_path, capsys, extra, named) -> None:
     extra = [str(tmp_path / "x.json") if e in ("L", "B") else e for e in extra]
     # the model file does not exist: loading it would be exit code 1
-    argv = ["evaluate", "--model", str(tmp_path / "missing.keras"), "--images",
-            str(tmp_path), *extra]
+    argv = [
+        "evaluate",
+        "--model",
+        str(tmp_path / "missing.keras"),
+        "--images",
+        str(tmp_path),
+        *extra,
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
 
 
-def test_two_class_metrics_refuse_single_class_boxes_before_loading(data, tmp_path,
-                                                                    capsys) -> None:
-    assert cli.main(["evaluate", "--model", str(tmp_path / "missing.keras"), "--images",
-                     str(data["root"] / "images"), "--boxes",
-                     str(data["root"] / "one_class.json"), "--metric",
-                     "discriminativeness"]) == 2
+def test_two_class_metrics_refuse_single_class_boxes_before_loading(data, tmp_path, capsys) -> None:
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "missing.keras"),
+                "--images",
+                str(data["root"] / "images"),
+                "--boxes",
+                str(data["root"] / "one_class.json"),
+                "--metric",
+                "discriminativeness",
+            ]
+        )
+        == 2
+    )
     assert "--boxes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["--metric", "aopc", "--aopc-patch", "4", "--aopc-steps", "17"], "--aopc-steps"),
-    (["--metric", "aopc", "--aopc-patch", "17"], "--aopc-patch"),
-    (["--metric", "class_correlation", "--second-class", "5"], "--second-class"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--metric", "aopc", "--aopc-patch", "4", "--aopc-steps", "17"], "--aopc-steps"),
+        (["--metric", "aopc", "--aopc-patch", "17"], "--aopc-patch"),
+        (["--metric", "class_correlation", "--second-class", "5"], "--second-class"),
+    ],
+)
 def test_size_dependent_usage_errors(data, capsys, extra, named) -> None:
     root = data["root"]
-    assert cli.main(["evaluate", "--model", str(root / "tiny.keras"), "--images",
-                     str(root / "images"), "--methods", "gradient", "-q", *extra]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(root / "tiny.keras"),
+                "--images",
+                str(root / "images"),
+                "--methods",
+                "gradient",
+                "-q",
+                *extra,
+            ]
+        )
+        == 2
+    )
     assert named in capsys.readouterr().err
 
 
@@ -380,7 +528,7 @@ def _numpy_deletion_auc(model, x, maps, classes, per_step):
         curve = []
         for k in range(n_steps + 1):
             xk = x[i].reshape(-1, 3).copy()
-            xk[order[:k * per_step]] = 0.0
+            xk[order[: k * per_step]] = 0.0
             curve.append(model(xk.reshape(1, SIZE, SIZE, 3)).numpy()[0, classes[i]])
         c = np.asarray(curve, np.float64)
         aucs.append(np.trapezoid(c, np.linspace(0, 1, n_steps + 1)))
@@ -390,17 +538,21 @@ def _numpy_deletion_auc(model, x, maps, classes, per_step):
 def test_insertion_deletion_equals_numpy_and_the_library(data) -> None:
     from tf_clrp.metrics.insertion_deletion import insertion_deletion
 
-    result, x, classes = _labelled(data, "--metric", "insertion_deletion",
-                                   "--insdel-fraction", "0.125")
+    result, x, classes = _labelled(
+        data, "--metric", "insertion_deletion", "--insdel-fraction", "0.125"
+    )
     maps = _gradient_maps(data, x, classes)
     expected = _numpy_deletion_auc(data["model"], x, maps, classes, 32)  # 1/8 of 256 px
-    np.testing.assert_allclose(_values(result, "insertion_deletion", "deletion"), expected,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        _values(result, "insertion_deletion", "deletion"), expected, rtol=1e-4, atol=1e-6
+    )
     for mode in ("deletion", "insertion"):
-        library = insertion_deletion(data["model"], x, maps, mode=mode, targets=classes,
-                                     pixels_per_step=32)
-        np.testing.assert_allclose(_values(result, "insertion_deletion", mode), library.auc,
-                                   rtol=1e-4, atol=1e-6)
+        library = insertion_deletion(
+            data["model"], x, maps, mode=mode, targets=classes, pixels_per_step=32
+        )
+        np.testing.assert_allclose(
+            _values(result, "insertion_deletion", mode), library.auc, rtol=1e-4, atol=1e-6
+        )
 
 
 # ----------------------------------------------------------------------------- randomisation
@@ -409,21 +561,37 @@ def test_randomization_equals_the_library(data) -> None:
 
     result, x, classes = _labelled(data, "--metric", "randomization", "--seed", "2")
     model = data["model"]
-    library = model_randomization(model, x, "gradient", targets=classes,
-                                  layers=[weighted_layers(model)], seed=2)
-    np.testing.assert_allclose(_values(result, "randomization", "spearman"),
-                               library.spearman[-1], rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(_values(result, "randomization", "ssim"), library.ssim[-1],
-                               rtol=1e-6, atol=1e-9)
+    library = model_randomization(
+        model, x, "gradient", targets=classes, layers=[weighted_layers(model)], seed=2
+    )
+    np.testing.assert_allclose(
+        _values(result, "randomization", "spearman"), library.spearman[-1], rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        _values(result, "randomization", "ssim"), library.ssim[-1], rtol=1e-6, atol=1e-9
+    )
     # independent: Spearman of |map| with itself would be 1; the randomised maps differ
     assert np.all(_values(result, "randomization", "spearman") < 0.99)
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "nan", "x"])
 def test_bad_insertion_deletion_fraction_is_a_usage_error(tmp_path, capsys, value) -> None:
-    assert cli.main(["evaluate", "--model", str(tmp_path / "missing.keras"), "--images",
-                     str(tmp_path), "--metric", "insertion_deletion", "--insdel-fraction",
-                     value]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "missing.keras"),
+                "--images",
+                str(tmp_path),
+                "--metric",
+                "insertion_deletion",
+                "--insdel-fraction",
+                value,
+            ]
+        )
+        == 2
+    )
     assert "--insdel-fraction" in capsys.readouterr().err
 
 
@@ -435,10 +603,31 @@ def test_multi_output_models_score_the_explained_output(data, tmp_path) -> None:
     second = keras.layers.Dense(4, name="second_logits")(h)
     keras.Model(inputs, [first, keras.layers.Softmax()(second)]).save(tmp_path / "two.keras")
     out = tmp_path / "r.json"
-    assert cli.main(["evaluate", "--model", str(tmp_path / "two.keras"), "--images",
-                     str(data["root"] / "images"), "--preprocess", "unit", "--methods",
-                     "gradient", "--output-index", "1", "--metric", "aopc", "--aopc-patch",
-                     "8", "--json", str(out), "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "two.keras"),
+                "--images",
+                str(data["root"] / "images"),
+                "--preprocess",
+                "unit",
+                "--methods",
+                "gradient",
+                "--output-index",
+                "1",
+                "--metric",
+                "aopc",
+                "--aopc-patch",
+                "8",
+                "--json",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     model = keras.models.load_model(tmp_path / "two.keras")
     logits = keras.Model(model.inputs, model.get_layer("second_logits").output)
@@ -451,5 +640,6 @@ def test_multi_output_models_score_the_explained_output(data, tmp_path) -> None:
     maps = tape.gradient(picked, xt).numpy()
     for order in ("morf", "lerf"):  # the logits of output 1, not output 0
         library = region_perturbation(logits, x, maps, targets=top, order=order, patch_size=8)
-        np.testing.assert_allclose(_values(result, "aopc", order), library.aopc, rtol=1e-4,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            _values(result, "aopc", order), library.aopc, rtol=1e-4, atol=1e-6
+        )

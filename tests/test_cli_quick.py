@@ -18,12 +18,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": ROOT, **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=environment, timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["explain", "--help"],
-                                  ["--verbose", "list"], ["list", "--debug", "--verbose"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["list"],
+        ["explain", "--help"],
+        ["--verbose", "list"],
+        ["list", "--debug", "--verbose"],
+    ],
+)
 def test_quick_commands_import_no_tensorflow(argv) -> None:
     done = _python(
         "import contextlib, io, sys\n"
@@ -34,10 +49,12 @@ def test_quick_commands_import_no_tensorflow(argv) -> None:
         "if m in sys.modules)\n"
         "assert rc == 0, rc\n"
         "assert not heavy, heavy\n"
-        "print(out.getvalue())\n")
+        "print(out.getvalue())\n"
+    )
     assert done.returncode == 0, done.stderr
-    assert ("clrp" if "list" in argv else "tf" if argv != ["--version"] else
-            tf_clrp.__version__) in done.stdout
+    assert (
+        "clrp" if "list" in argv else "tf" if argv != ["--version"] else tf_clrp.__version__
+    ) in done.stdout
     assert not done.stderr
 
 
@@ -60,24 +77,31 @@ def _all_actions(parser: argparse.ArgumentParser, path: str = "tf-clrp"):
 def test_every_option_has_help() -> None:
     actions = list(_all_actions(build_parser()))
     assert len(actions) > 40  # every command's options are visited
-    missing = [f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in actions
-               if not (a.help or "").strip() or a.help == argparse.SUPPRESS]
+    missing = [
+        f"{path} {'/'.join(a.option_strings) or a.dest}"
+        for path, a in actions
+        if not (a.help or "").strip() or a.help == argparse.SUPPRESS
+    ]
     assert not missing, missing
 
 
 def test_list_options_prints_each_entrys_options_without_tensorflow() -> None:
     from tf_clrp.registry import ANALYZERS
 
-    done = _python("import sys\nfrom tf_clrp.cli import main\n"
-                   "rc = main(['list', '--options'])\n"
-                   "assert not [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
-                   "raise SystemExit(rc)")
+    done = _python(
+        "import sys\nfrom tf_clrp.cli import main\n"
+        "rc = main(['list', '--options'])\n"
+        "assert not [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "raise SystemExit(rc)"
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     for name, declared in ANALYZERS.items():
-        shown = lines[lines.index(f"  {name}") + 1 if f"  {name}" in lines else
-                      next(i for i, line in enumerate(lines)
-                           if line.startswith(f"  {name}  (")) + 1]
+        shown = lines[
+            lines.index(f"  {name}") + 1
+            if f"  {name}" in lines
+            else next(i for i, line in enumerate(lines) if line.startswith(f"  {name}  (")) + 1
+        ]
         for option, default in declared.options.items():
             assert f"{option}={default!r}" in shown, (name, option, shown)
         assert ("z^B input bounds" in shown) == (declared.input_bounds is not None), name

@@ -28,9 +28,13 @@ def photos() -> np.ndarray:
 @pytest.mark.parametrize("contrast", ["others", "others_uniform", "negated"])
 def test_reduced_precision_parts_match_float32(model, photos, contrast) -> None:
     def parts(precision: str):
-        analyzer = tf_clrp.create_analyzer("clrp", model, contrast=contrast,
-                                           input_layer_rule=PREPROCESSING_BOUNDS,
-                                           precision=precision)
+        analyzer = tf_clrp.create_analyzer(
+            "clrp",
+            model,
+            contrast=contrast,
+            input_layer_rule=PREPROCESSING_BOUNDS,
+            precision=precision,
+        )
         assert analyzer.dual_by_linearity
         return analyzer.analyze(photos, neuron_selection=[CAT, ESPRESSO], return_parts=True)
 

@@ -82,12 +82,15 @@ def _bounds(x: np.ndarray, fixed: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rivals(targets: list[int], n: int) -> list[int]:
-    return [(t + 1 + 7 * i) % n if (t + 1 + 7 * i) % n != t else (t + 2) % n
-            for i, t in enumerate(targets)]
+    return [
+        (t + 1 + 7 * i) % n if (t + 1 + 7 * i) % n != t else (t + 2) % n
+        for i, t in enumerate(targets)
+    ]
 
 
-def assert_close(got: np.ndarray, want: np.ndarray, what: str,
-                 tolerance: float = TOLERANCE) -> None:
+def assert_close(
+    got: np.ndarray, want: np.ndarray, what: str, tolerance: float = TOLERANCE
+) -> None:
     """Per sample: max |got − want| <= tolerance · max |want| (and the same shape)."""
     assert got.shape == want.shape, (what, got.shape, want.shape)
     for i, (g, w) in enumerate(zip(got, want)):
@@ -97,17 +100,28 @@ def assert_close(got: np.ndarray, want: np.ndarray, what: str,
         assert err <= tolerance, f"{what}, sample {i}: max|diff| = {err:.2e} of max|ref|"
 
 
-def _check_clrp(model: keras.Model, x: np.ndarray, targets: list[int], contrast: str,
-                fixed_bounds: bool = True, **options) -> None:
-    layers = ref.layers_of(model if "layer_name" not in options
-                           else _truncated(model, options["layer_name"]))
+def _check_clrp(
+    model: keras.Model,
+    x: np.ndarray,
+    targets: list[int],
+    contrast: str,
+    fixed_bounds: bool = True,
+    **options,
+) -> None:
+    layers = ref.layers_of(
+        model if "layer_name" not in options else _truncated(model, options["layer_name"])
+    )
     n = ref.logits(layers, x).shape[1]
     wanted = _rivals(targets, n) if contrast == "rival" else contrast
     low, high = _bounds(x, fixed_bounds)
     expected = ref.clrp(layers, x, targets, wanted, low, high)
     analyzer = tf_clrp.create_analyzer(
-        "clrp", model, contrast=wanted, input_layer_rule=(0.0, 1.0) if fixed_bounds else None,
-        **options)
+        "clrp",
+        model,
+        contrast=wanted,
+        input_layer_rule=(0.0, 1.0) if fixed_bounds else None,
+        **options,
+    )
     parts = analyzer.analyze(x, neuron_selection=targets, return_parts=True)
     for part in ("target", "dual", "difference", "contrastive"):
         assert_close(getattr(parts, part), expected[part], f"{contrast}/{part}")
@@ -149,8 +163,7 @@ def test_max_activation_on_a_conv_head_selects_the_largest_output(x, kernel) -> 
     winners = ref.logits(layers, x).argmax(axis=1)
     analyzer = tf_clrp.create_analyzer("clrp", model, input_layer_rule=(0.0, 1.0))
     prepared = analyzer.prepare(x)[1]
-    np.testing.assert_array_equal(analyzer.resolve_max_activation(x, prepared).indices,
-                                  winners)
+    np.testing.assert_array_equal(analyzer.resolve_max_activation(x, prepared).indices, winners)
     got = analyzer.analyze(x, return_parts=True)
     low, high = _bounds(x, True)
     expected = ref.clrp(layers, x, list(winners), "others", low, high)
@@ -165,7 +178,8 @@ def test_sglrp_matches_the_reference(x) -> None:
     targets = [1, 0, 4, 2]
     expected = ref.sglrp(layers, x, targets, low, high)
     parts = tf_clrp.create_analyzer("sglrp", model, input_layer_rule=(0.0, 1.0)).analyze(
-        x, neuron_selection=targets, return_parts=True)
+        x, neuron_selection=targets, return_parts=True
+    )
     for part in ("target", "dual", "difference", "contrastive"):
         assert_close(getattr(parts, part), expected[part], f"sglrp/{part}", 1e-4)
 
@@ -192,7 +206,8 @@ def test_sglrp_is_exact_when_the_target_probability_rounds_to_one(x) -> None:
     low, high = _bounds(x, True)
     expected = ref.sglrp(layers, x, targets, low, high)
     parts = tf_clrp.create_analyzer("sglrp", model, input_layer_rule=(0.0, 1.0)).analyze(
-        x, neuron_selection=targets, return_parts=True)
+        x, neuron_selection=targets, return_parts=True
+    )
     for part in ("target", "dual", "difference"):
         assert_close(getattr(parts, part), expected[part], f"sglrp×30/{part}", 1e-3)
 

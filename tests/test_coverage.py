@@ -33,6 +33,7 @@ import tf_clrp
 L = keras.layers
 ROOT = Path(__file__).resolve().parents[1]
 
+
 # ----------------------------------------------------------------------------- helpers
 def _input_gradient(model: keras.Model, x: np.ndarray, target: np.ndarray) -> np.ndarray:
     """∂ logit_target / ∂x by autodiff of the user's model (softmax head removed)."""
@@ -43,7 +44,8 @@ def _input_gradient(model: keras.Model, x: np.ndarray, target: np.ndarray) -> np
         if getattr(last, "activation", None) is keras.activations.softmax:
             features = keras.Model(model.inputs, last.input)(xt)
             z = tf.matmul(features, tf.convert_to_tensor(last.kernel)) + tf.convert_to_tensor(
-                last.bias)
+                last.bias
+            )
         else:
             z = model(xt, training=False)
         z = tf.reshape(z, (len(x), -1))
@@ -51,9 +53,15 @@ def _input_gradient(model: keras.Model, x: np.ndarray, target: np.ndarray) -> np
     return tape.gradient(chosen, xt).numpy()
 
 
-def check_model(model: keras.Model, x: np.ndarray, *, conserve: bool = True,
-                analyzers: tuple[str, ...] = ("gradient", "lrp.z_plus"),
-                rtol: float = 1e-4, **options: Any) -> dict[str, np.ndarray]:
+def check_model(
+    model: keras.Model,
+    x: np.ndarray,
+    *,
+    conserve: bool = True,
+    analyzers: tuple[str, ...] = ("gradient", "lrp.z_plus"),
+    rtol: float = 1e-4,
+    **options: Any,
+) -> dict[str, np.ndarray]:
     """Runs the analyzers eagerly and asserts forward, gradient and conservation.
 
     Returns:
@@ -65,24 +73,36 @@ def check_model(model: keras.Model, x: np.ndarray, *, conserve: bool = True,
     for name in analyzers:
         analyzer = tf_clrp.create_analyzer(name, model, use_tf_function=False, **options)
         forward = analyzer.mirror(tf.constant(x)).numpy().reshape(len(x), -1)
-        np.testing.assert_allclose(forward, logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max(),
-                                   err_msg=f"{name}: mirrored forward != model logits")
+        np.testing.assert_allclose(
+            forward,
+            logits,
+            rtol=1e-5,
+            atol=1e-5 * np.abs(logits).max(),
+            err_msg=f"{name}: mirrored forward != model logits",
+        )
         relevance = analyzer.analyze(x, neuron_selection=target)
         assert relevance.shape == x.shape and np.isfinite(relevance).all(), name
         if name == "gradient":
             expected = _input_gradient(model, x, target)
-            np.testing.assert_allclose(relevance, expected, rtol=1e-4,
-                                       atol=1e-5 * np.abs(expected).max(), err_msg=name)
+            np.testing.assert_allclose(
+                relevance, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max(), err_msg=name
+            )
         elif conserve:
             seed = logits[np.arange(len(x)), target]
-            np.testing.assert_allclose(relevance.reshape(len(x), -1).sum(axis=1), seed,
-                                       rtol=rtol, atol=1e-6, err_msg=f"{name}: conservation")
+            np.testing.assert_allclose(
+                relevance.reshape(len(x), -1).sum(axis=1),
+                seed,
+                rtol=rtol,
+                atol=1e-6,
+                err_msg=f"{name}: conservation",
+            )
         maps[name] = relevance
     return maps
 
 
-def functional(build: Callable[[Any], Any], shape: tuple[int, ...], *,
-               biases: bool = True) -> keras.Model:
+def functional(
+    build: Callable[[Any], Any], shape: tuple[int, ...], *, biases: bool = True
+) -> keras.Model:
     """keras.Model(inp, build(inp)) with randomized weights (biases zeroed if not ``biases``).
 
     Without biases (BatchNorm's β and moving mean included) a unit is active only if some
@@ -99,8 +119,9 @@ def functional(build: Callable[[Any], Any], shape: tuple[int, ...], *,
     return model
 
 
-def check_block(build: Callable[[Any], Any], shape: tuple[int, ...], *,
-                zplus_conserves: bool = True) -> keras.Model:
+def check_block(
+    build: Callable[[Any], Any], shape: tuple[int, ...], *, zplus_conserves: bool = True
+) -> keras.Model:
     """Forward and gradient with random biases, LRP-0 (and z⁺) conservation without biases.
 
     Args:
@@ -123,8 +144,7 @@ def check_block(build: Callable[[Any], Any], shape: tuple[int, ...], *,
     return model
 
 
-def batch(model: keras.Model, low: float = -1.0, high: float = 1.0, seed: int = 5
-          ) -> np.ndarray:
+def batch(model: keras.Model, low: float = -1.0, high: float = 1.0, seed: int = 5) -> np.ndarray:
     """Two random inputs for the model (the same ones whatever the test order)."""
     rng = np.random.default_rng(seed)
     return rng.uniform(low, high, (2, *model.input_shape[1:])).astype("float32")
@@ -137,23 +157,27 @@ def test_resnet50_small() -> None:
 
 
 def test_mobilenet_v2_small() -> None:
-    model = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3),
-                                           classes=4)
+    model = keras.applications.MobileNetV2(
+        weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=4
+    )
     check_model(model, batch(model))
 
 
 def test_nested_sequential_transfer_model() -> None:
-    base = keras.applications.VGG16(weights=None, include_top=False, pooling="avg",
-                                    input_shape=(32, 32, 3))
+    base = keras.applications.VGG16(
+        weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3)
+    )
     model = keras.Sequential([keras.Input((32, 32, 3)), base, L.Dense(5)])
     x = batch(model)
     check_model(model, x)
-    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model, input_layer_rule=(-1.0, 1.0),
-                                       use_tf_function=False)
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.epsilon", model, input_layer_rule=(-1.0, 1.0), use_tf_function=False
+    )
     first = [s.node.name for s in analyzer.mirror.steps if s.is_first]
     assert first == ["vgg16/block1_conv1"]
     parts = tf_clrp.create_analyzer("clrp", model, use_tf_function=False).analyze(
-        x, neuron_selection=1, return_parts=True)
+        x, neuron_selection=1, return_parts=True
+    )
     assert parts.contrastive.min() >= 0.0 and np.isfinite(parts.difference).all()
 
 
@@ -199,8 +223,12 @@ def test_se_block_gate_gets_no_relevance() -> None:
     swapped.set_weights(model.get_weights())
     x = batch(model)
     target = logits_of(model, x).argmax(axis=1)
-    maps = [tf_clrp.create_analyzer("lrp.epsilon", m, use_tf_function=False).analyze(
-        x, neuron_selection=target) for m in (model, swapped)]
+    maps = [
+        tf_clrp.create_analyzer("lrp.epsilon", m, use_tf_function=False).analyze(
+            x, neuron_selection=target
+        )
+        for m in (model, swapped)
+    ]
     np.testing.assert_allclose(maps[0], maps[1], rtol=1e-5, atol=1e-8)
 
 
@@ -209,10 +237,10 @@ def test_batch_norm_without_a_preceding_linear_layer() -> None:
         h = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
         y = L.Conv2D(4, 3, padding="same", activation="relu")(h)
         h = L.Add()([h, y])
-        h = L.BatchNormalization()(h)       # after Add: affine node
+        h = L.BatchNormalization()(h)  # after Add: affine node
         h = L.ReLU()(h)
         h = L.Conv2D(4, 3, padding="same", activation="relu")(h)
-        h = L.BatchNormalization()(h)       # after a fused ReLU: affine node
+        h = L.BatchNormalization()(h)  # after a fused ReLU: affine node
         return L.Dense(3)(L.Flatten()(L.ReLU()(h)))
 
     model = check_block(build, (6, 6, 3))
@@ -232,10 +260,14 @@ def test_non_rectifier_activations_warn_once_and_conserve() -> None:
     model = functional(build, (8, 8, 3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_model(model, batch(model), analyzers=("lrp.z_plus", "lrp.epsilon_plus"),
-                    conserve=False)
-    names = sorted(str(w.message).split("activation '")[1].split("'")[0] for w in caught
-                   if "non-rectifier" in str(w.message))
+        check_model(
+            model, batch(model), analyzers=("lrp.z_plus", "lrp.epsilon_plus"), conserve=False
+        )
+    names = sorted(
+        str(w.message).split("activation '")[1].split("'")[0]
+        for w in caught
+        if "non-rectifier" in str(w.message)
+    )
     assert names == ["gelu", "hard_silu", "silu"]
 
 
@@ -248,7 +280,8 @@ def test_guided_backprop_through_swish_is_not_all_zero() -> None:
     model = functional(build, (8, 8, 3))
     x = batch(model)
     guided = tf_clrp.create_analyzer("guided_backprop", model, use_tf_function=False).analyze(
-        x, neuron_selection=0)
+        x, neuron_selection=0
+    )
     assert np.isfinite(guided).all()
     assert np.abs(guided).reshape(len(x), -1).max(axis=1).min() > 0.0
 
@@ -332,8 +365,9 @@ def test_layer(build: Callable[[Any], Any], shape: tuple[int, ...]) -> None:
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def _first_conv_model(preprocess: list[keras.layers.Layer],
-                      shared: list[keras.layers.Layer]) -> keras.Model:
+def _first_conv_model(
+    preprocess: list[keras.layers.Layer], shared: list[keras.layers.Layer]
+) -> keras.Model:
     inp = keras.Input((6, 6, 3))
     h = inp
     for layer in [*preprocess, *shared]:
@@ -343,12 +377,16 @@ def _first_conv_model(preprocess: list[keras.layers.Layer],
 
 def _shared_layers(padding: int = 0) -> list[keras.layers.Layer]:
     pad = [L.ZeroPadding2D(padding)] if padding else []
-    return [*pad, L.Conv2D(4, 3, activation="relu", name="first_conv"), L.Flatten(),
-            L.Dense(3)]
+    return [*pad, L.Conv2D(4, 3, activation="relu", name="first_conv"), L.Flatten(), L.Dense(3)]
 
 
-def _bounds_case(preprocess: list[keras.layers.Layer], scale: np.ndarray, shift: np.ndarray,
-                 padding: int = 0, name: str = "lrp.epsilon") -> None:
+def _bounds_case(
+    preprocess: list[keras.layers.Layer],
+    scale: np.ndarray,
+    shift: np.ndarray,
+    padding: int = 0,
+    name: str = "lrp.epsilon",
+) -> None:
     """input_layer_rule=(0, 255) through ``preprocess`` (x -> x·scale + shift) equals the
     same layers explained on preprocessed input with bounds (0·scale + shift, 255·scale +
     shift): the first conv gets z^B with the bounds mapped through the preprocessing.
@@ -359,16 +397,21 @@ def _bounds_case(preprocess: list[keras.layers.Layer], scale: np.ndarray, shift:
     randomize(without)
     x = np.random.default_rng(7).uniform(0, 255, (2, 6, 6, 3)).astype("float32")
     x_pre = (x * scale + shift).astype("float32")
-    np.testing.assert_allclose(logits_of(with_pre, x), logits_of(without, x_pre), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        logits_of(with_pre, x), logits_of(without, x_pre), rtol=1e-5, atol=1e-5
+    )
     low, high = 0.0 * scale + shift, 255.0 * scale + shift
-    analyzer = tf_clrp.create_analyzer(name, with_pre, input_layer_rule=(0.0, 255.0),
-                                       use_tf_function=False)
+    analyzer = tf_clrp.create_analyzer(
+        name, with_pre, input_layer_rule=(0.0, 255.0), use_tf_function=False
+    )
     assert [s.node.name for s in analyzer.mirror.steps if s.is_first] == ["first_conv"]
     ours = analyzer.analyze(x, neuron_selection=1)
     reference = tf_clrp.create_analyzer(
-        name, without, input_layer_rule=(np.minimum(low, high), np.maximum(low, high)),
-        use_tf_function=False).analyze(x_pre, neuron_selection=1)
+        name,
+        without,
+        input_layer_rule=(np.minimum(low, high), np.maximum(low, high)),
+        use_tf_function=False,
+    ).analyze(x_pre, neuron_selection=1)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
 
 
@@ -384,8 +427,9 @@ def test_normalization_maps_per_channel_bounds() -> None:
 
 def test_rescaling_offset_then_padding_maps_bounds() -> None:
     # EfficientNet/MobileNetV3-style stem: Rescaling(scale, offset) -> ZeroPadding2D -> conv
-    _bounds_case([L.Rescaling(1.0 / 127.5, offset=-1.0)], np.full(3, 1 / 127.5),
-                 np.full(3, -1.0), padding=1)
+    _bounds_case(
+        [L.Rescaling(1.0 / 127.5, offset=-1.0)], np.full(3, 1 / 127.5), np.full(3, -1.0), padding=1
+    )
 
 
 def test_clrp_per_sample_bounds_go_through_rescaling() -> None:
@@ -395,9 +439,11 @@ def test_clrp_per_sample_bounds_go_through_rescaling() -> None:
     randomize(without)
     x = np.random.default_rng(7).uniform(0, 255, (2, 6, 6, 3)).astype("float32")
     ours = tf_clrp.create_analyzer("clrp", with_pre, use_tf_function=False).analyze(
-        x, neuron_selection=0, return_parts=True)
+        x, neuron_selection=0, return_parts=True
+    )
     ref = tf_clrp.create_analyzer("clrp", without, use_tf_function=False).analyze(
-        x / 255.0, neuron_selection=0, return_parts=True)
+        x / 255.0, neuron_selection=0, return_parts=True
+    )
     np.testing.assert_allclose(ours.target, ref.target, rtol=1e-4, atol=1e-7)
 
 
@@ -437,10 +483,10 @@ def test_adding_a_constant_keeps_the_forward() -> None:
     check_model(model, batch(model), conserve=False)
 
 
-@pytest.mark.parametrize("op,kind", [(lambda a, b: a - b, "Subtract"),
-                                     (lambda a, b: keras.ops.mean(a, axis=1), "Mean")])
-def test_unsupported_ops_name_the_escape_hatch(op: Callable[[Any, Any], Any], kind: str
-                                               ) -> None:
+@pytest.mark.parametrize(
+    "op,kind", [(lambda a, b: a - b, "Subtract"), (lambda a, b: keras.ops.mean(a, axis=1), "Mean")]
+)
+def test_unsupported_ops_name_the_escape_hatch(op: Callable[[Any, Any], Any], kind: str) -> None:
     inp = keras.Input((4, 5))
     h = op(L.Dense(5)(inp), L.Dense(5)(inp))
     model = keras.Model(inp, L.Dense(2)(L.Flatten()(h)))
@@ -460,16 +506,37 @@ def _load_matrix() -> Any:
 
 
 _KNOWN: dict[str, str] = {}  # model -> reason for a known failure (none left)
-_MATRIX_MODELS = ("VGG16", "VGG19", "ResNet50", "ResNet50V2", "InceptionV3", "Xception",
-                  "MobileNet", "MobileNetV2", "MobileNetV3Small", "DenseNet121",
-                  "EfficientNetB0", "ConvNeXtTiny", "NASNetMobile")
+_MATRIX_MODELS = (
+    "VGG16",
+    "VGG19",
+    "ResNet50",
+    "ResNet50V2",
+    "InceptionV3",
+    "Xception",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "DenseNet121",
+    "EfficientNetB0",
+    "ConvNeXtTiny",
+    "NASNetMobile",
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,variant", [
-    pytest.param(name, variant, id=f"{name}-{variant}", marks=[pytest.mark.xfail(
-        strict=True, reason=_KNOWN[name])] if name in _KNOWN else [])
-    for name in _MATRIX_MODELS for variant in ("plain", "nested")])
+@pytest.mark.parametrize(
+    "name,variant",
+    [
+        pytest.param(
+            name,
+            variant,
+            id=f"{name}-{variant}",
+            marks=[pytest.mark.xfail(strict=True, reason=_KNOWN[name])] if name in _KNOWN else [],
+        )
+        for name in _MATRIX_MODELS
+        for variant in ("plain", "nested")
+    ],
+)
 def test_coverage_matrix(name: str, variant: str) -> None:
     matrix = _load_matrix()
     row = matrix.run_model(name, variant, list(matrix.ANALYZERS))
@@ -487,10 +554,16 @@ def test_coverage_matrix(name: str, variant: str) -> None:
 
 # ----------------------------------------------------------------------------- any model
 _GRADIENT_FAMILY = {"gradient", "input_t_gradient", "integrated_gradients", "smoothgrad"}
-_ANY_MODEL_FAST = ("Keras ViT (Conv2D + MultiHeadAttention)",
-                   "Keras text (Embedding + MultiHeadAttention)", "CNN with a subclassed block")
-_ANY_MODEL_KERAS_HUB = ("keras_hub ViTImageClassifier", "keras_hub DeiTImageClassifier",
-                        "keras_hub BertTextClassifier")
+_ANY_MODEL_FAST = (
+    "Keras ViT (Conv2D + MultiHeadAttention)",
+    "Keras text (Embedding + MultiHeadAttention)",
+    "CNN with a subclassed block",
+)
+_ANY_MODEL_KERAS_HUB = (
+    "keras_hub ViTImageClassifier",
+    "keras_hub DeiTImageClassifier",
+    "keras_hub BertTextClassifier",
+)
 
 
 def _check_any_model_row(name: str) -> dict[str, dict[str, Any]]:

@@ -39,12 +39,14 @@ N_CLASSES = 5
 
 def tiny_model() -> keras.Model:
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(3, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(N_CLASSES),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(N_CLASSES),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +68,12 @@ def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, 6, 6, 2)).astype(np.float32)
 
 
-def batches(x: np.ndarray, size: int, consumed: list[int] | None = None
-            ) -> Iterator[np.ndarray]:
+def batches(x: np.ndarray, size: int, consumed: list[int] | None = None) -> Iterator[np.ndarray]:
     """A generator of numpy batches (deterministic order), counting what it yields."""
     for start in range(0, len(x), size):
         if consumed is not None:
             consumed.append(start)
-        yield x[start:start + size]
+        yield x[start : start + size]
 
 
 def count_calls(analyzer: Any, fail_at: int | None = None) -> list[int]:
@@ -102,12 +103,15 @@ def test_shards_manifest_and_reader(lrp: Any, model: keras.Model, tmp_path: Path
     result = explain_dataset(lrp, ds, tmp_path, shard_size=32, batch_size=8, progress=False)
 
     assert isinstance(result, DatasetExplanation)
-    assert files(tmp_path) == ["manifest.json", "shard_00000.npz", "shard_00001.npz",
-                               "shard_00002.npz"]
+    assert files(tmp_path) == [
+        "manifest.json",
+        "shard_00000.npz",
+        "shard_00001.npz",
+        "shard_00002.npz",
+    ]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["complete"] and manifest["completed"] == 70
-    assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 32), (32, 64),
-                                                                      (64, 70)]
+    assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 32), (32, 64), (64, 70)]
     assert manifest["analyzer"]["class"] == "Propagation"
     assert manifest["analyzer"]["name"] == "lrp.z_plus"
     assert manifest["analyzer"]["options"]["seed"] == "value"
@@ -120,8 +124,9 @@ def test_shards_manifest_and_reader(lrp: Any, model: keras.Model, tmp_path: Path
         assert shard["maps"].shape == (32, 6, 6, 2)
         np.testing.assert_array_equal(shard["index"], np.arange(32, 64))
         # "max_activation" is stored as the class it resolved to
-        np.testing.assert_array_equal(shard["selection"],
-                                      np.asarray(model(x[32:64])).argmax(axis=1))
+        np.testing.assert_array_equal(
+            shard["selection"], np.asarray(model(x[32:64])).argmax(axis=1)
+        )
         assert json.loads(str(shard["metadata"]))["start"] == 32
 
     loaded = load_explanations(tmp_path)
@@ -134,13 +139,27 @@ def test_shards_manifest_and_reader(lrp: Any, model: keras.Model, tmp_path: Path
 def test_npy_format_parts_and_unbatched_dataset(clrp: Any, tmp_path: Path) -> None:
     x = images(21)
     ds = tf.data.Dataset.from_tensor_slices(x)  # unbatched samples
-    result = explain_dataset(clrp, ds, tmp_path, shard_size=10, batch_size=4, format="npy",
-                             progress=False, analyze_kwargs={"return_parts": True},
-                             neuron_selection=2)
+    result = explain_dataset(
+        clrp,
+        ds,
+        tmp_path,
+        shard_size=10,
+        batch_size=4,
+        format="npy",
+        progress=False,
+        analyze_kwargs={"return_parts": True},
+        neuron_selection=2,
+    )
     assert files(tmp_path) == ["manifest.json", "shard_00000", "shard_00001", "shard_00002"]
     assert sorted(os.listdir(tmp_path / "shard_00002")) == [
-        "difference.npy", "dual.npy", "index.npy", "maps.npy", "metadata.npy",
-        "selection.npy", "target.npy"]
+        "difference.npy",
+        "dual.npy",
+        "index.npy",
+        "maps.npy",
+        "metadata.npy",
+        "selection.npy",
+        "target.npy",
+    ]
     reference = clrp.analyze(x, neuron_selection=2, return_parts=True)
     shards = list(result.iter_shards(["maps", "dual"], mmap=True))
     assert isinstance(shards[0]["maps"], np.memmap)
@@ -156,8 +175,9 @@ def test_labels_as_selection(lrp: Any, tmp_path: Path, one_hot: bool) -> None:
     y = (np.arange(12) * 3) % N_CLASSES
     labels = np.eye(N_CLASSES, dtype=np.float32)[y] if one_hot else y
     ds = tf.data.Dataset.from_tensor_slices({"image": x, "label": labels}).batch(5)
-    result = explain_dataset(lrp, ds, tmp_path, neuron_selection="labels", shard_size=8,
-                             batch_size=4, progress=False)
+    result = explain_dataset(
+        lrp, ds, tmp_path, neuron_selection="labels", shard_size=8, batch_size=4, progress=False
+    )
     data = result.concatenate()
     np.testing.assert_array_equal(data["selection"], y)
     np.testing.assert_allclose(data["maps"], lrp.analyze(x, neuron_selection=y), atol=1e-6)
@@ -166,13 +186,24 @@ def test_labels_as_selection(lrp: Any, tmp_path: Path, one_hot: bool) -> None:
 def test_other_selections_and_errors(lrp: Any, tmp_path: Path) -> None:
     x = images(9, seed=2)
     per_sample = np.arange(9) % N_CLASSES
-    result = explain_dataset(lrp, x, tmp_path / "a", neuron_selection=per_sample,
-                             shard_size=4, batch_size=3, progress=False)
-    np.testing.assert_allclose(result.maps, lrp.analyze(x, neuron_selection=per_sample),
-                               atol=1e-6)
-    result = explain_dataset(lrp, batches(x, 2), tmp_path / "b", shard_size=4,
-                             neuron_selection=lambda imgs, labels, index: index % 2,
-                             progress=False)
+    result = explain_dataset(
+        lrp,
+        x,
+        tmp_path / "a",
+        neuron_selection=per_sample,
+        shard_size=4,
+        batch_size=3,
+        progress=False,
+    )
+    np.testing.assert_allclose(result.maps, lrp.analyze(x, neuron_selection=per_sample), atol=1e-6)
+    result = explain_dataset(
+        lrp,
+        batches(x, 2),
+        tmp_path / "b",
+        shard_size=4,
+        neuron_selection=lambda imgs, labels, index: index % 2,
+        progress=False,
+    )
     np.testing.assert_array_equal(result.concatenate()["selection"], np.arange(9) % 2)
     with pytest.raises(tf_clrp.SelectionError, match="labels"):
         explain_dataset(lrp, x, tmp_path / "c", neuron_selection="labels", progress=False)
@@ -185,10 +216,16 @@ def test_other_selections_and_errors(lrp: Any, tmp_path: Path) -> None:
 def test_any_object_with_analyze(model: keras.Model, tmp_path: Path) -> None:
     occlusion = tf_clrp.create_analyzer("occlusion", model, window=3, stride=3)
     x, y = images(7, seed=6), np.arange(7) % N_CLASSES
-    result = explain_dataset(occlusion, batches(x, 3), tmp_path, neuron_selection=y,
-                             shard_size=4, batch_size=4, progress=False)
-    np.testing.assert_allclose(result.maps, occlusion.analyze(x, neuron_selection=y),
-                               atol=1e-6)
+    result = explain_dataset(
+        occlusion,
+        batches(x, 3),
+        tmp_path,
+        neuron_selection=y,
+        shard_size=4,
+        batch_size=4,
+        progress=False,
+    )
+    np.testing.assert_allclose(result.maps, occlusion.analyze(x, neuron_selection=y), atol=1e-6)
     np.testing.assert_array_equal(result.concatenate()["selection"], y)
     description = result.manifest["analyzer"]
     assert description["class"] == "Occlusion" and description["name"] == "occlusion"
@@ -198,21 +235,27 @@ def test_any_object_with_analyze(model: keras.Model, tmp_path: Path) -> None:
     np.testing.assert_array_equal(result.concatenate()["selection"], -1)
 
 
-@pytest.mark.parametrize("name, options, kwargs", [
-    ("lrp.z_plus", {}, {}),
-    ("clrp", {}, {"return_parts": True}),
-    ("integrated_gradients", {"steps": 3}, {}),
-    ("lrp.epsilon", {"neuron_selection_unit": "channel", "layer_name": "conv"}, {}),
-])
-def test_engine_hooks(name: str, options: dict[str, Any], kwargs: dict[str, Any],
-                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name, options, kwargs",
+    [
+        ("lrp.z_plus", {}, {}),
+        ("clrp", {}, {"return_parts": True}),
+        ("integrated_gradients", {"steps": 3}, {}),
+        ("lrp.epsilon", {"neuron_selection_unit": "channel", "layer_name": "conv"}, {}),
+    ],
+)
+def test_engine_hooks(
+    name: str, options: dict[str, Any], kwargs: dict[str, Any], tmp_path: Path
+) -> None:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(N_CLASSES),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(N_CLASSES),
+        ]
+    )
     analyzer = tf_clrp.create_analyzer(name, model, **options)
     assert analyzer.name == name and analyzer.options == options
     x = images(5, seed=9)
@@ -237,8 +280,9 @@ def test_engine_hooks(name: str, options: dict[str, Any], kwargs: dict[str, Any]
             want = getattr(reference, field) if field else reference
             np.testing.assert_allclose(got, want, atol=1e-6)
 
-    stored = explain_dataset(analyzer, x, tmp_path, shard_size=4, batch_size=2,
-                             progress=False, analyze_kwargs=kwargs)
+    stored = explain_dataset(
+        analyzer, x, tmp_path, shard_size=4, batch_size=2, progress=False, analyze_kwargs=kwargs
+    )
     data = stored.concatenate()
     np.testing.assert_array_equal(data["selection"], expected)
     maps = reference.contrastive if kwargs else reference
@@ -264,6 +308,7 @@ def test_unsplittable_analyzer(model: keras.Model) -> None:
     np.testing.assert_array_equal(analyzer.analyze(x), 1.0)
 
     from tf_clrp._distribute import DistributedRunner
+
     runner = DistributedRunner(tf.distribute.OneDeviceStrategy("/cpu:0"))
     with pytest.warns(RuntimeWarning, match="cannot be split"):
         np.testing.assert_array_equal(runner.analyze(analyzer, x, None), 1.0)
@@ -273,28 +318,27 @@ def test_unsplittable_analyzer(model: keras.Model) -> None:
 # ---------------------------------------------------------------------------- resume
 def test_resume_after_interruption(lrp: Any, tmp_path: Path) -> None:
     x = images(48, seed=3)
-    full = explain_dataset(lrp, batches(x, 5), tmp_path / "full", shard_size=16,
-                           batch_size=8, progress=False).maps
+    full = explain_dataset(
+        lrp, batches(x, 5), tmp_path / "full", shard_size=16, batch_size=8, progress=False
+    ).maps
 
     out = tmp_path / "run"
     count_calls(lrp, fail_at=5)  # 6 chunks of 8: shards 0 and 1 done, shard 2 half done
     try:
         with pytest.raises(KeyboardInterrupt):
-            explain_dataset(lrp, batches(x, 5), out, shard_size=16, batch_size=8,
-                            progress=False)
+            explain_dataset(lrp, batches(x, 5), out, shard_size=16, batch_size=8, progress=False)
         manifest = json.loads((out / "manifest.json").read_text())
-        assert [s["file"] for s in manifest["shards"]] == ["shard_00000.npz",
-                                                          "shard_00001.npz"]
+        assert [s["file"] for s in manifest["shards"]] == ["shard_00000.npz", "shard_00001.npz"]
         assert not manifest["complete"] and manifest["completed"] == 32
         assert files(out) == ["manifest.json", "shard_00000.npz", "shard_00001.npz"]
         assert load_explanations(out).n_samples == 32
-        before = {f: (out / f).stat().st_mtime_ns for f in ("shard_00000.npz",
-                                                            "shard_00001.npz")}
+        before = {f: (out / f).stat().st_mtime_ns for f in ("shard_00000.npz", "shard_00001.npz")}
 
         calls = count_calls(lrp)
         consumed: list[int] = []
-        result = explain_dataset(lrp, batches(x, 5, consumed), out, shard_size=16,
-                                 batch_size=8, progress=False)
+        result = explain_dataset(
+            lrp, batches(x, 5, consumed), out, shard_size=16, batch_size=8, progress=False
+        )
         assert calls == [8, 8]  # only the unfinished shard is explained again
         assert result.computed_shards == 1 and result.skipped_shards == 2
         assert consumed == list(range(0, 48, 5))  # the iterator was advanced, not re-run
@@ -303,8 +347,9 @@ def test_resume_after_interruption(lrp: Any, tmp_path: Path) -> None:
         np.testing.assert_array_equal(result.maps, full)
         np.testing.assert_array_equal(result.concatenate()["index"], np.arange(48))
 
-        again = explain_dataset(lrp, batches(x, 5), out, shard_size=16, batch_size=8,
-                                progress=False)
+        again = explain_dataset(
+            lrp, batches(x, 5), out, shard_size=16, batch_size=8, progress=False
+        )
         assert calls == [8, 8] and again.computed_shards == 0 and again.complete
     finally:
         del lrp.analyze
@@ -324,20 +369,21 @@ def test_resume_checks_settings(lrp: Any, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- memory
 def test_peak_memory_does_not_grow_with_dataset_length(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
-    wide = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
-                             keras.layers.Dense(N_CLASSES)])
+    wide = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(N_CLASSES)]
+    )
     analyzer = tf_clrp.create_analyzer("gradient", wide)
     sample_bytes = 16 * 16 * 3 * 4
 
     def peak(n_samples: int, out: Path, measure: bool = True) -> int:
         rng = np.random.default_rng(0)
-        data = (rng.normal(size=(16, 16, 16, 3)).astype(np.float32)
-                for _ in range(n_samples // 16))  # made on the fly, never all in memory
+        data = (
+            rng.normal(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(n_samples // 16)
+        )  # made on the fly, never all in memory
         if measure:
             tracemalloc.start()
         try:
-            explain_dataset(analyzer, data, out, shard_size=32, batch_size=16,
-                            progress=False)
+            explain_dataset(analyzer, data, out, shard_size=32, batch_size=16, progress=False)
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -368,8 +414,9 @@ def test_unwritable_folder(lrp: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["npz", "npy"])
-def test_disk_full_leaves_no_partial_shard(lrp: Any, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+def test_disk_full_leaves_no_partial_shard(
+    lrp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
     x = images(12, seed=5)
     writes = []
     name = "savez" if fmt == "npz" else "save"  # numpy's writers, as the shards use them
@@ -384,22 +431,22 @@ def test_disk_full_leaves_no_partial_shard(lrp: Any, tmp_path: Path,
 
     monkeypatch.setattr(np, name, failing)
     with pytest.raises(ExplanationStorageError, match="disk is full") as info:
-        explain_dataset(lrp, x, tmp_path, shard_size=5, batch_size=5, format=fmt,
-                        progress=False)
+        explain_dataset(lrp, x, tmp_path, shard_size=5, batch_size=5, format=fmt, progress=False)
     assert info.value.errno == errno.ENOSPC
-    assert files(tmp_path) == ["manifest.json", "shard_00000" + (".npz" if fmt == "npz"
-                                                                  else "")]
+    assert files(tmp_path) == ["manifest.json", "shard_00000" + (".npz" if fmt == "npz" else "")]
     assert load_explanations(tmp_path).n_samples == 5
 
     monkeypatch.setattr(np, name, real)
-    result = explain_dataset(lrp, x, tmp_path, shard_size=5, batch_size=5, format=fmt,
-                             progress=False)
+    result = explain_dataset(
+        lrp, x, tmp_path, shard_size=5, batch_size=5, format=fmt, progress=False
+    )
     assert result.complete and result.skipped_shards == 1
     np.testing.assert_allclose(result.maps, lrp.analyze(x), atol=1e-6)
 
 
-def test_manifest_failure_unrecords_the_shard(lrp: Any, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_failure_unrecords_the_shard(
+    lrp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = datasets._write_json
     calls = []
 
@@ -459,21 +506,32 @@ DISTRIBUTED = textwrap.dedent("""
 """)
 
 
-def run_python(code: str, timeout: float = 120, env: dict[str, str] | None = None
-               ) -> subprocess.Popen[str]:
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent),
-                                                  os.environ.get("PYTHONPATH", "")]),
-                   **(env or {})}
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environment)
+def run_python(
+    code: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    environment = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
 
 
 def report_of(process: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
     stdout, stderr = process.communicate(timeout=timeout)
     lines = [line for line in stdout.splitlines() if line.startswith("REPORT")]
     assert process.returncode == 0 and lines, stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT"):])
+    return json.loads(lines[-1][len("REPORT") :])
 
 
 def test_mirrored_strategy_gives_the_single_device_maps(tmp_path: Path) -> None:
@@ -517,9 +575,16 @@ def test_multi_worker_strategy_on_localhost(tmp_path: Path) -> None:
     workers = [f"localhost:{free_port()}" for _ in range(2)]
     code = MULTI_WORKER.format(tests=str(Path(__file__).parent), out=str(tmp_path / "out"))
     processes = [
-        run_python(code, env={"TF_CONFIG": json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})})
-        for i in range(2)]
+        run_python(
+            code,
+            env={
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+                )
+            },
+        )
+        for i in range(2)
+    ]
     reports = [report_of(p, timeout=300) for p in processes]
     assert [r["replicas"] for r in reports] == [2, 2]
     assert [r["writer"] for r in reports] == [True, False]

@@ -86,9 +86,14 @@ def test_architecture_change_does_not_resume(lrp: Any, tmp_path: Path) -> None:
     x = images(8, seed=11)
     run(tf_clrp.create_analyzer("lrp.z_plus", model), x, tmp_path)
     keras.utils.set_random_seed(0)
-    other = keras.Sequential([keras.Input((6, 6, 2)),
-                              keras.layers.Conv2D(3, 3, activation="tanh"),
-                              keras.layers.Flatten(), keras.layers.Dense(N_CLASSES)])
+    other = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(N_CLASSES),
+        ]
+    )
     other.set_weights(model.get_weights())  # same weights, another activation
     with pytest.raises(ResumeMismatchError, match=r"model\.architecture: differs"):
         run(tf_clrp.create_analyzer("lrp.z_plus", other), x, tmp_path)
@@ -129,8 +134,7 @@ def test_unfingerprintable_callable_refuses_resume(lrp: Any, tmp_path: Path) -> 
     assert result.complete and result.n_samples == 8
 
 
-def test_mismatch_lists_only_the_differing_settings(lrp: Any, tmp_path: Path
-                                                    ) -> None:
+def test_mismatch_lists_only_the_differing_settings(lrp: Any, tmp_path: Path) -> None:
     model = lrp.model
     x = images(6, seed=14)
     run(tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.1), x, tmp_path)
@@ -151,15 +155,15 @@ def test_dataset_length_is_recorded(lrp: Any, tmp_path: Path) -> None:
         run(lrp, ds, tmp_path)
 
 
-def test_labels_and_the_same_labels_as_an_array_are_one_selection(lrp: Any, tmp_path: Path
-                                                                  ) -> None:
+def test_labels_and_the_same_labels_as_an_array_are_one_selection(lrp: Any, tmp_path: Path) -> None:
     x, y = images(12, seed=16), (np.arange(12) * 2) % N_CLASSES
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
     run(lrp, ds, tmp_path, neuron_selection="labels")
     again = run(lrp, ds, tmp_path, neuron_selection=y)  # same values: not a mismatch
     assert again.complete and again.computed_shards == 0
-    with pytest.raises(ResumeMismatchError,
-                       match="sample 0 was explained for unit 0, the selection now gives 1"):
+    with pytest.raises(
+        ResumeMismatchError, match="sample 0 was explained for unit 0, the selection now gives 1"
+    ):
         run(lrp, ds, tmp_path, neuron_selection=(y + 1) % N_CLASSES)
 
     # an array stored, "labels" now: the labels of the skipped samples are compared
@@ -199,8 +203,9 @@ HOLD_LOCK = textwrap.dedent("""
 def hold_lock(folder: Path) -> subprocess.Popen[str]:
     """A bare Python process (no TensorFlow) that takes the folder's lock and holds it."""
     code = HOLD_LOCK.format(module=str(LOCK_MODULE), folder=str(folder))
-    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "LOCKED"
     return process
 
@@ -251,8 +256,9 @@ def test_lock_held_by_another_process_then_stale(lrp: Any, tmp_path: Path) -> No
 
 def test_lock_from_another_host_is_not_taken_over(lrp: Any, tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
-    (tmp_path / ".tf_clrp.lock").write_text(json.dumps(
-        {"pid": 1, "host": "elsewhere.example", "token": "x"}))
+    (tmp_path / ".tf_clrp.lock").write_text(
+        json.dumps({"pid": 1, "host": "elsewhere.example", "token": "x"})
+    )
     with pytest.raises(TfClrpError, match="host 'elsewhere.example'"):
         run(lrp, images(4), tmp_path)
 
@@ -266,13 +272,13 @@ def flip_byte(path: Path, offset_from_end: int = 7) -> None:
 
 def truncate(path: Path) -> None:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("fmt, damage", [("npz", truncate), ("npy", truncate),
-                                         ("npy", flip_byte)])
+@pytest.mark.parametrize("fmt, damage", [("npz", truncate), ("npy", truncate), ("npy", flip_byte)])
 def test_damaged_shard_is_named_at_load_and_recomputed_on_resume(
-        lrp: Any, tmp_path: Path, fmt: str, damage: Any) -> None:
+    lrp: Any, tmp_path: Path, fmt: str, damage: Any
+) -> None:
     x = images(12, seed=20)
     run(lrp, x, tmp_path, format=fmt)
     shard = tmp_path / ("shard_00001.npz" if fmt == "npz" else "shard_00001/maps.npy")
@@ -336,22 +342,27 @@ def test_errors_name_the_global_sample(lrp: Any, tmp_path: Path) -> None:
     x = images(50, seed=23)
     x[37, 2, 3, 1] = np.nan
     with pytest.raises(InputError, match="sample 37 "):
-        run(lrp, (x[i:i + 10] for i in range(0, 50, 10)), tmp_path / "nan", shard_size=16,
-            batch_size=8)
+        run(
+            lrp,
+            (x[i : i + 10] for i in range(0, 50, 10)),
+            tmp_path / "nan",
+            shard_size=16,
+            batch_size=8,
+        )
     assert load_explanations(tmp_path / "nan").n_samples == 32  # finished shards kept
 
     y = np.arange(50) % N_CLASSES
     y[41] = N_CLASSES + 2
     ds = tf.data.Dataset.from_tensor_slices((images(50), y)).batch(6)
     with pytest.raises(SelectionError, match="label 7 at sample 41 "):
-        run(lrp, ds, tmp_path / "label", neuron_selection="labels", shard_size=16,
-            batch_size=8)
+        run(lrp, ds, tmp_path / "label", neuron_selection="labels", shard_size=16, batch_size=8)
 
 
-@pytest.mark.parametrize("name, value", [("shard_size", 2.5), ("shard_size", 0),
-                                         ("batch_size", "8"), ("shard_size", True)])
-def test_sizes_must_be_positive_integers(lrp: Any, tmp_path: Path, name: str, value: Any
-                                         ) -> None:
+@pytest.mark.parametrize(
+    "name, value",
+    [("shard_size", 2.5), ("shard_size", 0), ("batch_size", "8"), ("shard_size", True)],
+)
+def test_sizes_must_be_positive_integers(lrp: Any, tmp_path: Path, name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got "):
         run(lrp, images(4), tmp_path, **{name: value})
 
@@ -373,8 +384,9 @@ def test_partial_write_on_npy_keeps_the_errno(tmp_path: Path) -> None:
     numpy's C writer reports such a write as "N requested and M written" with no errno;
     here the file-size limit (RLIMIT_FSIZE, errno EFBIG) makes writes stop part-way.
     """
-    wide = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                             keras.layers.Dense(N_CLASSES)])
+    wide = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(N_CLASSES)]
+    )
     analyzer = tf_clrp.create_analyzer("gradient", wide)
     x = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype(np.float32)
     analyzer.analyze(x[:2])  # trace before limiting file sizes
@@ -406,14 +418,14 @@ def test_no_integer_selection_codes_on_disk(lrp: Any, tmp_path: Path) -> None:
             return np.ones((len(index), N_CLASSES), np.float32)
         return index % N_CLASSES
 
-    result = run(analyzer, x, tmp_path / "mixed", neuron_selection=seeds_then_units,
-                 batch_size=2)
-    assert [r["selection"] for r in result.shards] == [[["seeds", 0, 2], ["unit", 2, 4]],
-                                                       [["unit", 4, 6]]]
+    result = run(analyzer, x, tmp_path / "mixed", neuron_selection=seeds_then_units, batch_size=2)
+    assert [r["selection"] for r in result.shards] == [
+        [["seeds", 0, 2], ["unit", 2, 4]],
+        [["unit", 4, 6]],
+    ]
     np.testing.assert_array_equal(result.concatenate()["selection"], [-1, -1, 2, 3, 4, 0])
     text = (tmp_path / "mixed" / "manifest.json").read_text()
     assert "-3" not in text and "-2" not in text
-
 
 
 def test_verify_false_checks_sizes_only(lrp: Any, tmp_path: Path) -> None:
@@ -431,8 +443,9 @@ def test_verify_false_checks_sizes_only(lrp: Any, tmp_path: Path) -> None:
 
 def test_lock_of_an_earlier_process_with_this_pid_is_stale(lrp: Any, tmp_path: Path) -> None:
     """Containers often restart with the same pid: that lock is not this process's."""
-    (tmp_path / ".tf_clrp.lock").write_text(json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "token": "an earlier run"}))
+    (tmp_path / ".tf_clrp.lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": "an earlier run"})
+    )
     assert run(lrp, images(4), tmp_path).complete
     assert ".tf_clrp.lock" not in files(tmp_path)
 
@@ -447,28 +460,33 @@ def _stopping(data: np.ndarray, stop: int, step: int = 2) -> Any:
     for start in range(0, len(data), step):
         if start >= stop:
             raise _Interrupt()
-        yield data[start:start + step]
+        yield data[start : start + step]
 
 
 @pytest.mark.parametrize("fmt", ["npz", "npy"])
-def test_resume_with_other_data_of_same_length_is_refused(lrp: Any, tmp_path: Path,
-                                                          fmt: str) -> None:
+def test_resume_with_other_data_of_same_length_is_refused(
+    lrp: Any, tmp_path: Path, fmt: str
+) -> None:
     x = images(20, seed=40)
     with pytest.raises(_Interrupt):
         run(lrp, _stopping(x, 8), tmp_path, format=fmt)
     assert load_explanations(tmp_path).n_samples == 8
     other = x.copy()
     other[5, 0, 0, 0] += 1.0  # one value in the second shard (samples 4-7)
-    for data in (other, iter([other[i:i + 3] for i in range(0, 20, 3)]),
-                 tf.data.Dataset.from_tensor_slices(other)):
-        with pytest.raises(ResumeMismatchError, match="differ from the stored run at "
-                                                      "samples 4–7 .*shard_00001"):
+    for data in (
+        other,
+        iter([other[i : i + 3] for i in range(0, 20, 3)]),
+        tf.data.Dataset.from_tensor_slices(other),
+    ):
+        with pytest.raises(
+            ResumeMismatchError, match="differ from the stored run at samples 4–7 .*shard_00001"
+        ):
             run(lrp, data, tmp_path, format=fmt)
     assert load_explanations(tmp_path).n_samples == 8  # nothing was added
     reversed_x = x[::-1].copy()
     with pytest.raises(ResumeMismatchError, match="samples 0–3"):
         run(lrp, reversed_x, tmp_path, format=fmt)
-    result = run(lrp, iter([x[i:i + 3] for i in range(0, 20, 3)]), tmp_path, format=fmt)
+    result = run(lrp, iter([x[i : i + 3] for i in range(0, 20, 3)]), tmp_path, format=fmt)
     assert result.complete and result.n_samples == 20
     maps = result.concatenate()["maps"]
     np.testing.assert_allclose(maps, lrp.analyze(x, "max_activation"), rtol=1e-5, atol=1e-7)
@@ -480,11 +498,13 @@ def test_resume_with_other_data_of_same_length_is_refused(lrp: Any, tmp_path: Pa
 
 def test_input_checksum_is_crc32_of_the_float32_samples(lrp: Any, tmp_path: Path) -> None:
     import zlib
+
     x = images(6, seed=41).astype(np.float64)
     run(lrp, x, tmp_path)
     shards = json.loads((tmp_path / "manifest.json").read_text())["shards"]
-    expected = [zlib.crc32(np.ascontiguousarray(x[i:i + 4], np.float32).tobytes())
-                for i in (0, 4)]
+    expected = [
+        zlib.crc32(np.ascontiguousarray(x[i : i + 4], np.float32).tobytes()) for i in (0, 4)
+    ]
     assert [s["input_crc32"] for s in shards] == expected
 
 
@@ -511,6 +531,7 @@ def test_other_analyzer_mismatch_is_one_short_line(tmp_path: Path) -> None:
 
 def test_mismatch_lines_are_capped(tmp_path: Path) -> None:
     from tf_clrp.datasets._resume import mismatch_error
+
     found = [(f"analyzer.options.{'o' * 300}{i}", "a" * 500, "b" * 500) for i in range(20)]
     lines = str(mismatch_error(tmp_path, found)).splitlines()[1:-1]
     assert len(lines) == 9 and lines[-1].strip() == "... and 12 more"
@@ -520,7 +541,8 @@ def test_mismatch_lines_are_capped(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["npz", "npy"])
 @pytest.mark.parametrize("name", ["shard_00000/maps.npy", "shard_00003.npz"])
 def test_overwrite_without_manifest_deletes_no_shard_named_file(
-        lrp: Any, tmp_path: Path, fmt: str, name: str) -> None:
+    lrp: Any, tmp_path: Path, fmt: str, name: str
+) -> None:
     user_file = tmp_path / name
     user_file.parent.mkdir(parents=True, exist_ok=True)
     user_file.write_bytes(b"USER DATA")
@@ -530,7 +552,8 @@ def test_overwrite_without_manifest_deletes_no_shard_named_file(
 
 
 def test_format_2_shards_without_input_checksum_resume_with_a_warning(
-        lrp: Any, tmp_path: Path) -> None:
+    lrp: Any, tmp_path: Path
+) -> None:
     x = images(12, seed=45)
     with pytest.raises(_Interrupt):
         run(lrp, _stopping(x, 8), tmp_path)
@@ -546,7 +569,8 @@ def test_format_2_shards_without_input_checksum_resume_with_a_warning(
 
 
 def test_overwrite_without_manifest_deletes_no_temporary_named_file(
-        lrp: Any, tmp_path: Path) -> None:
+    lrp: Any, tmp_path: Path
+) -> None:
     user_file = tmp_path / ".shard_notes.tmp"  # tf_clrp's temporary pattern, not its file
     user_file.write_bytes(b"USER DATA")
     (tmp_path / "notes.txt").write_text("mine")
@@ -558,6 +582,7 @@ def test_input_checksum_of_non_numeric_inputs() -> None:
     import zlib
 
     from tf_clrp.datasets._input_checksum import update
+
     words = np.array([["a cat"], ["a dog"]])
     assert update(0, words) == zlib.crc32(np.ascontiguousarray(words).tobytes())
     assert update(update(0, words[:1]), words[1:]) == update(0, words)  # batching-free

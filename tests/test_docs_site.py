@@ -29,9 +29,17 @@ def _build(root: Path, site: Path) -> subprocess.CompletedProcess:
         pytest.fail(f"{error}; {INSTALL_HINT}")
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=root, capture_output=True, text=True, timeout=300,
-        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin", "HOME": str(site.parent),
-             "PYTHONPATH": str(root)})
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "NO_MKDOCS_2_WARNING": "1",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(site.parent),
+            "PYTHONPATH": str(root),
+        },
+    )
 
 
 def test_site_builds_strictly_with_reference_and_figures(tmp_path) -> None:
@@ -40,9 +48,13 @@ def test_site_builds_strictly_with_reference_and_figures(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING" not in result.stderr
     api = (site / "api" / "index.html").read_text()
-    for name in ("tf_clrp.registry.create_analyzer", "tf_clrp.analyzers.contrastive.CLRP",
-                 "tf_clrp.callbacks.HeatmapCallback", "tf_clrp.logits.model_wo_softmax",
-                 "tf_clrp.figures.class_contrast_figure"):
+    for name in (
+        "tf_clrp.registry.create_analyzer",
+        "tf_clrp.analyzers.contrastive.CLRP",
+        "tf_clrp.callbacks.HeatmapCallback",
+        "tf_clrp.logits.model_wo_softmax",
+        "tf_clrp.figures.class_contrast_figure",
+    ):
         assert f'id="{name}"' in api, name
     home = (site / "index.html").read_text()
     assert 'src="figures/demo_mosaic.png"' in home and (site / "figures/demo_mosaic.png").exists()
@@ -58,8 +70,9 @@ def test_a_broken_link_fails_the_build(tmp_path) -> None:
     for name in ("mkdocs.yml", "README.md", "BENCHMARKS.md"):
         shutil.copy(ROOT / name, copy / name)
     shutil.copytree(ROOT / "docs", copy / "docs")
-    shutil.copytree(ROOT / "tf_clrp", copy / "tf_clrp",
-                    ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copytree(
+        ROOT / "tf_clrp", copy / "tf_clrp", ignore=shutil.ignore_patterns("__pycache__", "data")
+    )
     page = copy / "docs" / "metrics.md"
     page.write_text(page.read_text() + "\nSee [the missing page](no_such_page.md).\n")
     result = _build(copy, tmp_path / "site")
@@ -82,24 +95,32 @@ def test_every_public_object_in_the_reference_has_a_docstring() -> None:
         module = package[path.removeprefix("tf_clrp.")]
         if not module.docstring:
             missing.append(path)
-        names = (module.exports if module.exports is not None
-                 else [n for n in module.members if not n.startswith("_")])
+        names = (
+            module.exports
+            if module.exports is not None
+            else [n for n in module.members if not n.startswith("_")]
+        )
         for name in map(str, names):
             member = module.members.get(name)
-            if member is None or member.is_alias or member.kind.value not in ("function",
-                                                                                 "class"):
+            if member is None or member.is_alias or member.kind.value not in ("function", "class"):
                 continue
             if not member.docstring:
                 missing.append(f"{path}.{name}")
             if member.kind.value != "class":
                 continue
             for method_name, method in member.members.items():
-                if (method_name.startswith("_") or method.is_alias
-                        or method.kind.value != "function" or method.docstring):
+                if (
+                    method_name.startswith("_")
+                    or method.is_alias
+                    or method.kind.value != "function"
+                    or method.docstring
+                ):
                     continue
                 inherited = any(
                     base.members.get(method_name) is not None
-                    and base.members[method_name].docstring for base in member.mro())
+                    and base.members[method_name].docstring
+                    for base in member.mro()
+                )
                 if not inherited:
                     missing.append(f"{path}.{name}.{method_name}")
     assert missing == [], f"public objects without a docstring: {missing}"

@@ -13,30 +13,40 @@ from conftest import logits_of, mlp, small_cnn
 import tf_clrp
 
 RNG = np.random.default_rng(2)
-LRP_NAMES = [n for n in tf_clrp.list_analyzers() if n.startswith(("lrp.", "deep_taylor"))
-             and n != "deep_taylor.bounded"]
+LRP_NAMES = [
+    n
+    for n in tf_clrp.list_analyzers()
+    if n.startswith(("lrp.", "deep_taylor")) and n != "deep_taylor.bounded"
+]
 # attention_rollout needs attention layers (tests/test_rollout.py covers it, model untouched too)
-ALL_NAMES = [n for n in tf_clrp.list_analyzers()
-             if n not in ("lrp", "deep_taylor.bounded", "attention_rollout")]
+ALL_NAMES = [
+    n
+    for n in tf_clrp.list_analyzers()
+    if n not in ("lrp", "deep_taylor.bounded", "attention_rollout")
+]
 
 
 def _kwargs(name: str) -> dict:
-    return {"low": -1.0, "high": 1.0} if name in ("deep_taylor.bounded",
-                                                  "lrp.epsilon_gamma_box") else {}
+    return (
+        {"low": -1.0, "high": 1.0}
+        if name in ("deep_taylor.bounded", "lrp.epsilon_gamma_box")
+        else {}
+    )
 
 
 # Not listed: α2β1 (a unit without negative contributions passes on α·R), w²/flat (they give
 # relevance to the zeros of "same" padding, which the crop then drops) and iNNvestigate's
 # deep_taylor (average pooling by the plain gradient spreads R/k, also onto zero inputs).
-@pytest.mark.parametrize("name", ["lrp.z", "lrp.epsilon", "lrp.z_plus", "lrp.alpha_1_beta_0",
-                                  "lrp.gamma", "lrp.epsilon_plus"])
+@pytest.mark.parametrize(
+    "name",
+    ["lrp.z", "lrp.epsilon", "lrp.z_plus", "lrp.alpha_1_beta_0", "lrp.gamma", "lrp.epsilon_plus"],
+)
 def test_bias_free_chains_conserve_the_logit(name: str) -> None:
     model = small_cnn(bias=False)
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
     relevance = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
     logit = model(x).numpy()[:, 1]
-    np.testing.assert_allclose(relevance.reshape(3, -1).sum(axis=1), logit, rtol=2e-3,
-                               atol=1e-6)
+    np.testing.assert_allclose(relevance.reshape(3, -1).sum(axis=1), logit, rtol=2e-3, atol=1e-6)
 
 
 def test_z_plus_maps_of_positive_logits_are_nonnegative() -> None:
@@ -67,8 +77,9 @@ def test_gradient_equals_tape_gradient_of_the_users_model() -> None:
     np.testing.assert_allclose(ixg, expected * x, rtol=1e-4, atol=1e-6)
 
 
-def _naive_modified_backprop(model: keras.Model, x: np.ndarray, target: int,
-                             mode: str) -> np.ndarray:
+def _naive_modified_backprop(
+    model: keras.Model, x: np.ndarray, target: int, mode: str
+) -> np.ndarray:
     """Guided Backprop / DeConvNet through a Dense-ReLU chain, seeded with the logit's value
     (iNNvestigate's convention)."""
     dense = model.layers[1:]
@@ -103,17 +114,18 @@ def test_integrated_gradients_completeness() -> None:
     model = small_cnn()
     x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     attribution = tf_clrp.create_analyzer("integrated_gradients", model, steps=256).analyze(
-        x, neuron_selection=0)
+        x, neuron_selection=0
+    )
     gap = model(x).numpy()[:, 0] - model(np.zeros_like(x)).numpy()[:, 0]
-    np.testing.assert_allclose(attribution.reshape(2, -1).sum(axis=1), gap, rtol=2e-2,
-                               atol=2e-3)
+    np.testing.assert_allclose(attribution.reshape(2, -1).sum(axis=1), gap, rtol=2e-2, atol=2e-3)
 
 
 def test_smoothgrad_without_noise_is_the_gradient() -> None:
     model = small_cnn()
     x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
-    smooth = tf_clrp.create_analyzer("smoothgrad", model, augment_by_n=3,
-                                     noise_scale=0.0).analyze(x, neuron_selection=2)
+    smooth = tf_clrp.create_analyzer("smoothgrad", model, augment_by_n=3, noise_scale=0.0).analyze(
+        x, neuron_selection=2
+    )
     grad = tf_clrp.create_analyzer("gradient", model).analyze(x, neuron_selection=2)
     np.testing.assert_allclose(smooth, grad, rtol=1e-5, atol=1e-7)
 
@@ -130,21 +142,28 @@ def test_every_analyzer_finite_shape_and_deterministic(name: str) -> None:
         np.testing.assert_array_equal(first, analyzer.analyze(x))
 
 
-@pytest.mark.parametrize("name", ["lrp.epsilon", "lrp.sequential_preset_b_flat", "clrp",
-                                  "guided_backprop", "sglrp"])
+@pytest.mark.parametrize(
+    "name", ["lrp.epsilon", "lrp.sequential_preset_b_flat", "clrp", "guided_backprop", "sglrp"]
+)
 def test_eager_equals_tf_function(name: str) -> None:
     model = small_cnn(batch_norm=True)
     x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
     compiled = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
     eager = tf_clrp.create_analyzer(name, model, use_tf_function=False).analyze(
-        x, neuron_selection=1)
+        x, neuron_selection=1
+    )
     np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-6)
 
 
 def _snapshot(model: keras.Model, x: np.ndarray) -> tuple:
-    return ([w.numpy().copy() for w in model.weights], [layer.name for layer in model.layers],
-            [layer.trainable for layer in model.layers], model(x).numpy(),
-            [id(layer) for layer in model.layers], len(model.operations))
+    return (
+        [w.numpy().copy() for w in model.weights],
+        [layer.name for layer in model.layers],
+        [layer.trainable for layer in model.layers],
+        model(x).numpy(),
+        [id(layer) for layer in model.layers],
+        len(model.operations),
+    )
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
@@ -188,8 +207,9 @@ def test_selection_modes() -> None:
     np.testing.assert_allclose(by_max, by_index, rtol=1e-6)
     seeds = np.zeros_like(logits)
     seeds[np.arange(3), logits.argmax(axis=1)] = logits.max(axis=1)
-    np.testing.assert_allclose(analyzer.analyze(x, neuron_selection=seeds), by_max, rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        analyzer.analyze(x, neuron_selection=seeds), by_max, rtol=1e-5, atol=1e-7
+    )
     every = analyzer.analyze(x, neuron_selection="all")
     summed = sum(analyzer.analyze(x, neuron_selection=k) for k in range(5))
     np.testing.assert_allclose(every, summed, rtol=1e-4, atol=1e-6)
@@ -205,8 +225,7 @@ def test_concurrent_use_from_two_threads() -> None:
     results: list[np.ndarray] = []
 
     def work() -> None:
-        results.append(tf_clrp.create_analyzer("lrp.z_plus", model).analyze(
-            x, neuron_selection=1))
+        results.append(tf_clrp.create_analyzer("lrp.z_plus", model).analyze(x, neuron_selection=1))
 
     threads = [threading.Thread(target=work) for _ in range(2)]
     for t in threads:
@@ -221,8 +240,9 @@ def test_concurrent_use_from_two_threads() -> None:
 def test_sequential_and_nested_models_equal_the_functional_one() -> None:
     functional = small_cnn(bias=True)
     x = RNG.normal(0, 1, (2, 8, 8, 3)).astype("float32")
-    sequential = keras.Sequential([keras.Input((8, 8, 3))] + [
-        layer for layer in functional.layers[1:]])
+    sequential = keras.Sequential(
+        [keras.Input((8, 8, 3))] + [layer for layer in functional.layers[1:]]
+    )
     outer = keras.Sequential([keras.Input((8, 8, 3)), functional])
     reference = tf_clrp.create_analyzer("lrp.epsilon", functional).analyze(x, neuron_selection=2)
     for model in (sequential, outer):
@@ -248,10 +268,10 @@ def test_multi_output_needs_output_index() -> None:
     with pytest.raises(tf_clrp.ModelStructureError, match="output_index"):
         tf_clrp.create_analyzer("lrp.z", model)
     x = RNG.normal(0, 1, (2, 4)).astype("float32")
-    out = tf_clrp.create_analyzer("gradient", model, output_index=1).analyze(
-        x, neuron_selection=2)
-    np.testing.assert_allclose(out, np.tile(model.layers[2].kernel.numpy()[:, 2], (2, 1)),
-                               rtol=1e-6)
+    out = tf_clrp.create_analyzer("gradient", model, output_index=1).analyze(x, neuron_selection=2)
+    np.testing.assert_allclose(
+        out, np.tile(model.layers[2].kernel.numpy()[:, 2], (2, 1)), rtol=1e-6
+    )
 
 
 def test_hidden_channel_relevance_sums_to_the_channel_activation() -> None:
@@ -259,12 +279,16 @@ def test_hidden_channel_relevance_sums_to_the_channel_activation() -> None:
     x = RNG.uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     conv_name = model.layers[3].name  # second conv (followed by a ReLU layer)
     relu_name = model.layers[4].name
-    analyzer = tf_clrp.create_analyzer("lrp.z_plus", model, layer_name=relu_name,
-                                       neuron_selection_unit="channel")
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.z_plus", model, layer_name=relu_name, neuron_selection_unit="channel"
+    )
     relevance = analyzer.analyze(x, neuron_selection=3)
     activation = keras.Model(model.inputs, model.get_layer(relu_name).output)(x).numpy()
-    np.testing.assert_allclose(relevance.reshape(2, -1).sum(axis=1),
-                               activation[..., 3].reshape(2, -1).sum(axis=1), rtol=1e-3)
+    np.testing.assert_allclose(
+        relevance.reshape(2, -1).sum(axis=1),
+        activation[..., 3].reshape(2, -1).sum(axis=1),
+        rtol=1e-3,
+    )
     assert conv_name != relu_name
 
 
@@ -273,8 +297,7 @@ def test_bfloat16_precision_stays_close_to_float32(name: str) -> None:
     model = small_cnn(bias=False)
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
     exact = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
-    fast = tf_clrp.create_analyzer(name, model, precision="bfloat16").analyze(
-        x, neuron_selection=1)
+    fast = tf_clrp.create_analyzer(name, model, precision="bfloat16").analyze(x, neuron_selection=1)
     assert fast.dtype == np.float32 and np.isfinite(fast).all()
     assert np.abs(fast - exact).max() <= 3e-2 * np.abs(exact).max()
     for a, b in zip(fast, exact):
@@ -290,8 +313,7 @@ def test_reduced_precision_stays_close_to_float32(name: str, precision: str) -> 
     model = small_cnn(bias=False)
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
     exact = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
-    mixed = tf_clrp.create_analyzer(name, model, precision=precision).analyze(
-        x, neuron_selection=1)
+    mixed = tf_clrp.create_analyzer(name, model, precision=precision).analyze(x, neuron_selection=1)
     assert mixed.dtype == np.float32 and np.isfinite(mixed).all()
     assert not np.array_equal(mixed, exact)  # bfloat16 really ran
     assert np.abs(mixed - exact).max() <= 3e-2 * np.abs(exact).max()
@@ -323,8 +345,9 @@ class _HalfEach(tf_clrp.rules.Rule):
         return [relevance / 2.0, relevance / 2.0]
 
 
-def _epsilon_back(a: np.ndarray, kernel: np.ndarray, z: np.ndarray, r: np.ndarray,
-                  epsilon: float) -> np.ndarray:
+def _epsilon_back(
+    a: np.ndarray, kernel: np.ndarray, z: np.ndarray, r: np.ndarray, epsilon: float
+) -> np.ndarray:
     """float64 LRP-ε through a Dense layer: a ⊙ Wᵀ(R / (z + ε·sign z))."""
     return a * ((r / (z + epsilon * np.where(z >= 0, 1.0, -1.0))) @ kernel.T)
 
@@ -342,8 +365,9 @@ def test_a_softmax_rule_is_one_class() -> None:
     h = keras.layers.Softmax(name="sm")(h)
     model = keras.Model(inp, keras.layers.Dense(3, name="d2")(h))
     x = RNG.normal(0, 1, (4, 5)).astype("float32")
-    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.01,
-                                       layer_rules={"Softmax": _SoftmaxRule()})
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.epsilon", model, epsilon=0.01, layer_rules={"Softmax": _SoftmaxRule()}
+    )
     got = analyzer.analyze(x, neuron_selection=2)
 
     w1, b1 = _dense_weights(model.get_layer("d1"))
@@ -381,8 +405,9 @@ def test_a_bilinear_rule_is_one_class() -> None:
     gated = _Gated(name="gated")
     model = keras.Model(inp, keras.layers.Dense(3, name="out")(gated(inp)))
     x = RNG.normal(0, 1, (4, 5)).astype("float32")
-    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model, epsilon=0.01,
-                                       layer_rules={"bilinear": _HalfEach()})
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.epsilon", model, epsilon=0.01, layer_rules={"bilinear": _HalfEach()}
+    )
     got = analyzer.analyze(x, neuron_selection=0)
 
     wa, ba = _dense_weights(gated.a)
@@ -395,8 +420,7 @@ def test_a_bilinear_rule_is_one_class() -> None:
     r = np.zeros_like(z)
     r[:, 0] = z[:, 0]
     r_g = _epsilon_back(g, wo, z, r, 0.01)
-    expected = (_epsilon_back(a, wa, ha, r_g / 2, 0.01)
-                + _epsilon_back(a, wb, hb, r_g / 2, 0.01))
+    expected = _epsilon_back(a, wa, ha, r_g / 2, 0.01) + _epsilon_back(a, wb, hb, r_g / 2, 0.01)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
 
@@ -405,14 +429,19 @@ def test_an_equivalent_user_rule_keeps_the_fast_path() -> None:
     Modifier("identity", ...) takes the fused path like ZPlusFast (bit-identical maps)."""
     own_identity = tf_clrp.rules.Modifier("identity", lambda t: t)
     user_rule = tf_clrp.rules.BasicRule(
-        (tf_clrp.rules.Term(own_identity, tf_clrp.rules.POSITIVE, tf_clrp.rules.DROP),), 1e-9)
+        (tf_clrp.rules.Term(own_identity, tf_clrp.rules.POSITIVE, tf_clrp.rules.DROP),), 1e-9
+    )
     model = small_cnn()
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype("float32")
     expected = tf_clrp.create_analyzer("lrp.z_plus_fast", model).analyze(x, neuron_selection=1)
     got = tf_clrp.create_analyzer("lrp", model, rule=user_rule).analyze(x, neuron_selection=1)
     np.testing.assert_array_equal(got, expected)
-    site = tf_clrp.rules.Site(inputs=[tf.ones((2, 3))], forward=lambda xs, k: xs[0] @ k,
-                              kernel=tf.ones((3, 2)), nonnegative=(True,))
+    site = tf_clrp.rules.Site(
+        inputs=[tf.ones((2, 3))],
+        forward=lambda xs, k: xs[0] @ k,
+        kernel=tf.ones((3, 2)),
+        nonnegative=(True,),
+    )
     assert user_rule.forward(site)[1].fused_kernel is not None
 
 
@@ -434,6 +463,7 @@ class _Linear(keras.layers.Layer):
 def test_a_layer_class_joins_a_group_with_one_line(monkeypatch) -> None:
     """One GROUP_OF_CLASS entry makes a user layer a Dense for the engine: its maps equal
     those of a keras Dense with the same weights; without the entry it is refused."""
+
     def build(layer: keras.layers.Layer) -> keras.Model:
         inp = keras.Input((6,))
         h = keras.layers.Dense(5, activation="relu", name="h")(inp)
@@ -454,6 +484,7 @@ def test_a_layer_class_joins_a_group_with_one_line(monkeypatch) -> None:
 
 def test_a_linear_layer_is_recognised_by_its_class_not_its_name() -> None:
     """A DepthwiseConv2D subclass with another name gets the depthwise forward."""
+
     class PerChannel(keras.layers.DepthwiseConv2D):
         pass
 
@@ -479,8 +510,9 @@ def test_composites_are_assembled_in_one_place() -> None:
         composites.assemble(composites.zbox_zplus(), rule=rules.ZPlus())
     paper = composites.assemble(default=composites.zbox_zplus)
     assert isinstance(paper.first_layer, rules.ZBox)
-    uniform = composites.assemble(rule=rules.Epsilon(0.1), input_layer_rule="Flat",
-                                  layer_rules={"out": rules.Z()})
+    uniform = composites.assemble(
+        rule=rules.Epsilon(0.1), input_layer_rule="Flat", layer_rules={"out": rules.Z()}
+    )
     assert isinstance(uniform.first_layer, rules.Flat)
     assert isinstance(uniform.layer_map["out"], rules.Z)
     clrp = tf_clrp.create_analyzer("clrp", mlp(), rule=rules.ZPlus())
@@ -494,7 +526,8 @@ def test_selection_codes_never_clash() -> None:
     assert len(set(codes.values())) == len(codes) and max(codes.values()) < 0
     assert all(tf_clrp.selection.code_name(code) == name for name, code in codes.items())
     assert set(tf_clrp.analyzers.contrastive.CONTRASTS.values()).isdisjoint(
-        {tf_clrp.selection.MAX_ACTIVATION, tf_clrp.selection.ALL_NEURONS})
+        {tf_clrp.selection.MAX_ACTIVATION, tf_clrp.selection.ALL_NEURONS}
+    )
 
 
 @pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad"])
@@ -503,12 +536,15 @@ def test_averaged_gradients_take_their_layer_rules(name: str) -> None:
     layers changes the map; the true gradient as a rule keeps it."""
     model = mlp()
     x = RNG.normal(0, 1, (3, 6)).astype("float32")
-    options = {"steps": 4} if name == "integrated_gradients" else {"augment_by_n": 3,
-                                                                    "noise_scale": 0.0}
+    options = (
+        {"steps": 4} if name == "integrated_gradients" else {"augment_by_n": 3, "noise_scale": 0.0}
+    )
     plain = tf_clrp.create_analyzer(name, model, **options).analyze(x, neuron_selection=1)
-    same = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.Gradient()},
-                                   **options).analyze(x, neuron_selection=1)
-    ruled = tf_clrp.create_analyzer(name, model, layer_rules={"dense": tf_clrp.rules.ZPlus()},
-                                    **options).analyze(x, neuron_selection=1)
+    same = tf_clrp.create_analyzer(
+        name, model, layer_rules={"dense": tf_clrp.rules.Gradient()}, **options
+    ).analyze(x, neuron_selection=1)
+    ruled = tf_clrp.create_analyzer(
+        name, model, layer_rules={"dense": tf_clrp.rules.ZPlus()}, **options
+    ).analyze(x, neuron_selection=1)
     np.testing.assert_allclose(same, plain, rtol=1e-5, atol=1e-6)
     assert not np.allclose(ruled, plain, rtol=1e-3, atol=1e-4)

@@ -34,8 +34,14 @@ def test_every_example_has_a_fast_run() -> None:
 def test_example_runs(name: str, tmp_path) -> None:
     arguments, outputs = EXAMPLES[name]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / name), *arguments],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *arguments],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for output in outputs:
         image = cv2.imread(str(tmp_path / output))
@@ -61,8 +67,7 @@ def test_readme_quick_start_runs_verbatim_and_draws_the_map(tmp_path, monkeypatc
     heatmap, parts, maps = namespace["heatmap"], namespace["parts"], namespace["maps"]
     assert heatmap.shape == maps.shape == (1, 224, 224, 3)
     # CLRP's published map is the positive part of its difference map
-    np.testing.assert_allclose(heatmap, np.maximum(parts.difference, 0.0), rtol=1e-5,
-                               atol=1e-8)
+    np.testing.assert_allclose(heatmap, np.maximum(parts.difference, 0.0), rtol=1e-5, atol=1e-8)
     assert np.isfinite(maps).all() and np.abs(maps).max() > 0
     picture = cv2.imread(str(tmp_path / "quickstart.png"))
     assert picture is not None and picture.shape[1] > 400
@@ -75,7 +80,8 @@ def test_readme_hero_figure_is_what_the_demo_writes(tmp_path) -> None:
     from tf_clrp import cli
 
     assert "![CLRP on a two-object mosaic](docs/figures/demo_mosaic.png)" in (
-        ROOT / "README.md").read_text(encoding="utf-8")
+        ROOT / "README.md"
+    ).read_text(encoding="utf-8")
     assert cli.main(["demo", "--out", str(tmp_path), "-q"]) == 0
     written = cv2.imread(str(tmp_path / "demo_mosaic.png")).astype(np.float64)
     shown = cv2.imread(str(ROOT / "docs" / "figures" / "demo_mosaic.png")).astype(np.float64)

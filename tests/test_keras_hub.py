@@ -21,8 +21,9 @@ keras_hub = pytest.importorskip("keras_hub")
 
 #: Engine analyzers (the model-agnostic ones take no graph: occlusion, prediction difference,
 #: RISE).
-ENGINE_ANALYZERS = [n for n in list_analyzers()
-                    if n not in ("occlusion", "prediction_difference", "rise")]
+ENGINE_ANALYZERS = [
+    n for n in list_analyzers() if n not in ("occlusion", "prediction_difference", "rise")
+]
 #: Options an analyzer cannot be created without.
 REQUIRED = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "lrp": {"rule": None}}
 
@@ -37,30 +38,62 @@ def _random_biases(model: keras.Model) -> keras.Model:
     return model
 
 
-def _classifier(backbone: str, classifier: str, seed: int, num_classes: int,
-                **config: object) -> keras.Model:
+def _classifier(
+    backbone: str, classifier: str, seed: int, num_classes: int, **config: object
+) -> keras.Model:
     """A keras_hub task model with random weights from a tiny backbone config."""
     keras.utils.set_random_seed(seed)
     body = getattr(keras_hub.models, backbone)(**config)
-    return _random_biases(getattr(keras_hub.models, classifier)(
-        backbone=body, num_classes=num_classes, preprocessor=None))
+    return _random_biases(
+        getattr(keras_hub.models, classifier)(
+            backbone=body, num_classes=num_classes, preprocessor=None
+        )
+    )
 
 
 def _vit() -> keras.Model:
-    return _classifier("ViTBackbone", "ViTImageClassifier", 21, 5, image_shape=(32, 32, 3),
-                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    return _classifier(
+        "ViTBackbone",
+        "ViTImageClassifier",
+        21,
+        5,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+    )
 
 
 def _deit() -> keras.Model:
-    return _classifier("DeiTBackbone", "DeiTImageClassifier", 22, 5, image_shape=(32, 32, 3),
-                       patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-                       intermediate_dim=64)
+    return _classifier(
+        "DeiTBackbone",
+        "DeiTImageClassifier",
+        22,
+        5,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+    )
 
 
 def _bert() -> keras.Model:
-    return _classifier("BertBackbone", "BertTextClassifier", 23, 3, vocabulary_size=50,
-                       num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-                       max_sequence_length=8)
+    return _classifier(
+        "BertBackbone",
+        "BertTextClassifier",
+        23,
+        3,
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
 
 
 def _images(n: int = 5) -> np.ndarray:
@@ -73,8 +106,11 @@ def _text() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(25)
     mask = np.ones((2, 8), np.int32)
     mask[0, 5:] = 0
-    return {"token_ids": rng.integers(1, 50, (2, 8)).astype(np.int32) * mask,
-            "segment_ids": np.zeros((2, 8), np.int32), "padding_mask": mask}
+    return {
+        "token_ids": rng.integers(1, 50, (2, 8)).astype(np.int32) * mask,
+        "segment_ids": np.zeros((2, 8), np.int32),
+        "padding_mask": mask,
+    }
 
 
 @pytest.mark.parametrize("make", [_vit, _deit], ids=["vit", "deit"])
@@ -97,7 +133,8 @@ def test_input_times_gradient_on_bert_tokens_equals_autodiff():
     model = _bert()
     batch = _text()
     got = create_analyzer("input_t_gradient", model, input_name="token_ids").analyze(
-        batch, neuron_selection=0)
+        batch, neuron_selection=0
+    )
     table = model.backbone.token_embedding.embeddings
     with tf.GradientTape() as tape:
         score = model({k: tf.constant(v) for k, v in batch.items()})[:, 0]
@@ -132,28 +169,37 @@ def test_every_analyzer_works_or_names_what_it_refuses(make):
             analyzer = create_analyzer(name, model, **kwargs)
         except TfClrpError as error:
             message = str(error)  # names the op/layer (path), or the unsupported inputs
-            assert ("layer '" in message or "several inputs" in message
-                    or "a CAM is undefined" in message), message
+            assert (
+                "layer '" in message
+                or "several inputs" in message
+                or "a CAM is undefined" in message
+            ), message
             refused.append(name)
             continue
         split = inputs.split_batch(batch, analyzer.graph)
-        x = (inputs.embed(analyzer.graph, split.explained) if analyzer.graph.embedding
-             else split.explained)
+        x = (
+            inputs.embed(analyzer.graph, split.explained)
+            if analyzer.graph.embedding
+            else split.explained
+        )
         if hasattr(analyzer, "mirror"):  # CAMs run the traced graph, not a mirrored model
             expected = model(batch).numpy()
             mirrored = _mirrored_output(analyzer, x, split.feeds)
             if getattr(analyzer.mirror.graph, "virtual_outputs", None) == "negated":
                 # CLRP's negated twins follow the real units: [z, -z]
-                np.testing.assert_array_equal(mirrored[:, expected.shape[1]:],
-                                              -mirrored[:, :expected.shape[1]])
-                mirrored = mirrored[:, :expected.shape[1]]
-            np.testing.assert_allclose(mirrored, expected, rtol=1e-5,
-                                       atol=1e-5 * np.abs(expected).max())
+                np.testing.assert_array_equal(
+                    mirrored[:, expected.shape[1] :], -mirrored[:, : expected.shape[1]]
+                )
+                mirrored = mirrored[:, : expected.shape[1]]
+            np.testing.assert_allclose(
+                mirrored, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             maps = analyzer.analyze(batch, neuron_selection=1)
-        if any("does not depend on the feature map of layer '" in str(w.message)
-               for w in caught):  # a CAM on a grid the output does not depend on: warned
+        if any(
+            "does not depend on the feature map of layer '" in str(w.message) for w in caught
+        ):  # a CAM on a grid the output does not depend on: warned
             refused.append(name)
             continue
         assert np.isfinite(maps).all() and np.abs(maps).max() > 0, name
@@ -175,16 +221,17 @@ def test_explaining_keras_hub_models_leaves_them_untouched(make):
     create_analyzer("gradient", model, **options)
     with pytest.raises(TfClrpError):
         create_analyzer("lrp.epsilon", model, **options)
-    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes))
-            for layer in layers] == before
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers] == before
     assert model.get_config() == config
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("make,patching", [(_vit, "vit_patching_and_embedding"),
-                                           (_deit, "deit_patching_and_embedding")],
-                         ids=["vit", "deit"])
+@pytest.mark.parametrize(
+    "make,patching",
+    [(_vit, "vit_patching_and_embedding"), (_deit, "deit_patching_and_embedding")],
+    ids=["vit", "deit"],
+)
 def test_patch_embedding_is_walked_inside_at_any_batch_size(make, patching):
     """The patching layers tile their class token to ``ops.shape(x)[0]`` and reshape to
     (batch, -1, dim): walked inside, their graph runs at batch sizes it was not traced at."""
@@ -196,13 +243,20 @@ def test_patch_embedding_is_walked_inside_at_any_batch_size(make, patching):
     assert any("/concatenate" in n for n in inside), inside  # class token(s) prepended
     for n in (1, 4):
         x = _images(n)
-        np.testing.assert_allclose(_mirrored_output(analyzer, x), model(x).numpy(),
-                                   rtol=1e-5, atol=1e-5 * np.abs(model(x).numpy()).max())
+        np.testing.assert_allclose(
+            _mirrored_output(analyzer, x),
+            model(x).numpy(),
+            rtol=1e-5,
+            atol=1e-5 * np.abs(model(x).numpy()).max(),
+        )
 
 
 def test_lrp_on_vit_refuses_the_attention_product_not_the_patching():
-    with pytest.raises(TfClrpError, match=r"/mha/dot_product_attention(_\d+)?' "
-                                          r"\(DotProductAttention, group 'bilinear'\)"):
+    with pytest.raises(
+        TfClrpError,
+        match=r"/mha/dot_product_attention(_\d+)?' "
+        r"\(DotProductAttention, group 'bilinear'\)",
+    ):
         create_analyzer("lrp.epsilon", _vit())
 
 
@@ -213,8 +267,11 @@ def test_lrp_on_bert_refuses_the_attention_product_not_the_embeddings():
     graph = create_analyzer("gradient", model, input_name="token_ids").graph
     position = graph.find("position_embedding")
     assert position.group == "embedding" and "shapes only" in position.untraced
-    with pytest.raises(TfClrpError, match=r"self_attention_layer/einsum(_\d+)?' "
-                                          r"\(Einsum, group 'bilinear'\)"):
+    with pytest.raises(
+        TfClrpError,
+        match=r"self_attention_layer/einsum(_\d+)?' "
+        r"\(Einsum, group 'bilinear'\)",
+    ):
         create_analyzer("lrp.epsilon", model, input_name="token_ids")
 
 
@@ -227,9 +284,15 @@ def test_changed_class_token_after_creation_is_refused():
     analyzer.analyze(x, neuron_selection=0)
     token = next(w for w in model.weights if w.path.endswith("class_token"))
     token.assign(token.numpy() + 1.0)
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match="class_token.*vit_patching_and_embedding.*create the analyzer"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match="class_token.*vit_patching_and_embedding.*create the analyzer",
+    ):
         analyzer.analyze(x, neuron_selection=0)
     fresh = create_analyzer("guided_backprop", model)
-    np.testing.assert_allclose(_mirrored_output(fresh, x), model(x).numpy(), rtol=1e-5,
-                               atol=1e-5 * np.abs(model(x).numpy()).max())
+    np.testing.assert_allclose(
+        _mirrored_output(fresh, x),
+        model(x).numpy(),
+        rtol=1e-5,
+        atol=1e-5 * np.abs(model(x).numpy()).max(),
+    )

@@ -303,8 +303,9 @@ def test_score_function_strips_final_activation(head):
 def test_score_function_strips_softmax_inside_nested_model_and_compiles_once():
     keras.utils.set_random_seed(0)
     head_in = keras.Input((6,))
-    head = keras.Model(head_in, keras.layers.Dense(3, activation="softmax", name="cls")(head_in),
-                       name="head")
+    head = keras.Model(
+        head_in, keras.layers.Dense(3, activation="softmax", name="cls")(head_in), name="head"
+    )
     inp = keras.Input((3, 2))
     model = keras.Model(inp, head(keras.layers.Flatten()(inp)))
     before = weights_of(model)
@@ -462,8 +463,9 @@ def test_unit_ablation_errors():
 
 def body(name: str = "body") -> keras.Model:
     sub_in = keras.Input((4,))
-    return keras.Model(sub_in, keras.layers.Dense(5, activation="relu", name="inner")(sub_in),
-                       name=name)
+    return keras.Model(
+        sub_in, keras.layers.Dense(5, activation="relu", name="inner")(sub_in), name=name
+    )
 
 
 def test_unit_ablation_layer_inside_nested_model():
@@ -618,8 +620,10 @@ def test_create_analyzer_model_agnostic(name, cls, options):
     x = np.random.default_rng(6).normal(size=(3, 8, 8, 1)).astype(np.float32)
     analyzer = tf_clrp.create_analyzer(name, model, **options)
     assert isinstance(analyzer, cls)
-    assert np.array_equal(analyzer.analyze(x, neuron_selection=[0, 2, 1]),
-                          cls(model, **options).analyze(x, neuron_selection=[0, 2, 1]))
+    assert np.array_equal(
+        analyzer.analyze(x, neuron_selection=[0, 2, 1]),
+        cls(model, **options).analyze(x, neuron_selection=[0, 2, 1]),
+    )
     with pytest.raises(TypeError, match="window") as err:
         tf_clrp.create_analyzer(name, model, windw=4)
     assert "windw" in str(err.value)

@@ -21,7 +21,7 @@ import tf_clrp
 from tests.conftest import mlp, small_cnn
 from tf_clrp.errors import ModelStructureError
 
-README_USAGE = '''\
+README_USAGE = """\
 import tensorflow as tf
 import innvestigate
 tf.compat.v1.disable_eager_execution()
@@ -29,17 +29,17 @@ tf.compat.v1.disable_eager_execution()
 model = create_keras_model()
 
 analyzer = innvestigate.create_analyzer("gradient", model)
-'''
-README_ANALYZE = '''\
+"""
+README_ANALYZE = """\
 analysis = analyzer.analyze(inputs)
-'''
-README_INDEX = '''\
+"""
+README_INDEX = """\
 analyzer = innvestigate.create_analyzer("gradient",
                                         model,
 					neuron_selection_mode="index")
 analysis = analyzer.analyze(inputs, i)
-'''
-README_VGG16 = '''\
+"""
+README_VGG16 = """\
 import tensorflow as tf
 import tensorflow.keras.applications.vgg16 as vgg16
 tf.compat.v1.disable_eager_execution()
@@ -64,28 +64,41 @@ a = a.sum(axis=np.argmax(np.asarray(a.shape) == 3))
 a /= np.max(np.abs(a))
 # Plot
 plt.imshow(a[0], cmap="seismic", clim=(-1, 1))
-'''
+"""
 
 #: (old line, new line) pairs: everything a user changes when moving to tf_clrp.
-MIGRATION_EDITS = (("import innvestigate", "import tf_clrp as innvestigate"),
-                   ("tf.compat.v1.disable_eager_execution()", None))
+MIGRATION_EDITS = (
+    ("import innvestigate", "import tf_clrp as innvestigate"),
+    ("tf.compat.v1.disable_eager_execution()", None),
+)
 
 #: iNNvestigate 2.x ``innvestigate.analyzer.analyzers`` (name → class name), copied from
 #: src/innvestigate/analyzer/__init__.py at the commit above; the entries tf_clrp offers.
 INNVESTIGATE_ANALYZERS = {
-    "gradient": "Gradient", "input_t_gradient": "InputTimesGradient",
-    "deconvnet": "Deconvnet", "guided_backprop": "GuidedBackprop",
-    "integrated_gradients": "IntegratedGradients", "smoothgrad": "SmoothGrad",
-    "lrp": "LRP", "lrp.z": "LRPZ", "lrp.epsilon": "LRPEpsilon", "lrp.w_square": "LRPWSquare",
-    "lrp.flat": "LRPFlat", "lrp.alpha_beta": "LRPAlphaBeta",
-    "lrp.alpha_2_beta_1": "LRPAlpha2Beta1", "lrp.alpha_2_beta_1_IB": "LRPAlpha2Beta1IgnoreBias",
-    "lrp.alpha_1_beta_0": "LRPAlpha1Beta0", "lrp.alpha_1_beta_0_IB": "LRPAlpha1Beta0IgnoreBias",
-    "lrp.z_plus": "LRPZPlus", "lrp.z_plus_fast": "LRPZPlusFast",
+    "gradient": "Gradient",
+    "input_t_gradient": "InputTimesGradient",
+    "deconvnet": "Deconvnet",
+    "guided_backprop": "GuidedBackprop",
+    "integrated_gradients": "IntegratedGradients",
+    "smoothgrad": "SmoothGrad",
+    "lrp": "LRP",
+    "lrp.z": "LRPZ",
+    "lrp.epsilon": "LRPEpsilon",
+    "lrp.w_square": "LRPWSquare",
+    "lrp.flat": "LRPFlat",
+    "lrp.alpha_beta": "LRPAlphaBeta",
+    "lrp.alpha_2_beta_1": "LRPAlpha2Beta1",
+    "lrp.alpha_2_beta_1_IB": "LRPAlpha2Beta1IgnoreBias",
+    "lrp.alpha_1_beta_0": "LRPAlpha1Beta0",
+    "lrp.alpha_1_beta_0_IB": "LRPAlpha1Beta0IgnoreBias",
+    "lrp.z_plus": "LRPZPlus",
+    "lrp.z_plus_fast": "LRPZPlusFast",
     "lrp.sequential_preset_a": "LRPSequentialPresetA",
     "lrp.sequential_preset_b": "LRPSequentialPresetB",
     "lrp.sequential_preset_a_flat": "LRPSequentialPresetAFlat",
     "lrp.sequential_preset_b_flat": "LRPSequentialPresetBFlat",
-    "deep_taylor": "DeepTaylor", "deep_taylor.bounded": "BoundedDeepTaylor",
+    "deep_taylor": "DeepTaylor",
+    "deep_taylor.bounded": "BoundedDeepTaylor",
 }
 
 
@@ -141,8 +154,13 @@ def test_model_wo_softmax_cuts_a_separate_softmax_layer():
 
 
 def test_model_wo_softmax_sequential_and_errors():
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     x = np.random.default_rng(3).normal(size=(2, 6)).astype("float32")
     logits = tf_clrp.model_wo_softmax(model).predict(x, verbose=0)
     np.testing.assert_allclose(logits, _dense_logits_float64(model, x), rtol=1e-5, atol=1e-5)
@@ -152,14 +170,16 @@ def test_model_wo_softmax_sequential_and_errors():
     with pytest.raises(ModelStructureError, match="'sigmoid', not softmax"):
         tf_clrp.model_wo_softmax(sigmoid)
     stripped = tf_clrp.model_wo_output_activation(sigmoid).predict(x, verbose=0)
-    np.testing.assert_allclose(stripped, _dense_logits_float64(sigmoid, x), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(stripped, _dense_logits_float64(sigmoid, x), rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- class names
 def test_class_names_match_innvestigates_table():
-    offered = {cls.registry_name: name for name, cls in vars(tf_clrp.analyzer).items()
-               if isinstance(cls, type) and hasattr(cls, "registry_name")}
+    offered = {
+        cls.registry_name: name
+        for name, cls in vars(tf_clrp.analyzer).items()
+        if isinstance(cls, type) and hasattr(cls, "registry_name")
+    }
     assert offered == INNVESTIGATE_ANALYZERS
     assert set(offered) <= set(tf_clrp.list_analyzers())
 
@@ -188,8 +208,9 @@ def test_lrp_epsilon_class_matches_a_float64_reference():
     analyzer = tf_clrp.analyzer.LRPEpsilon(model, epsilon=0.1)
     assert isinstance(analyzer, tf_clrp.analyzer.LRPEpsilon)
     assert not isinstance(analyzer, tf_clrp.analyzer.LRPZ)
-    np.testing.assert_allclose(analyzer.analyze(x), _epsilon_lrp_float64(model, x, 0.1),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        analyzer.analyze(x), _epsilon_lrp_float64(model, x, 0.1), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_class_options_are_checked():
@@ -228,11 +249,13 @@ def test_readme_usage_snippets_run_unchanged():
     namespace = {"create_keras_model": lambda: model, "inputs": x, "i": 3}
     exec(migrate(README_USAGE), namespace)  # noqa: S102 - the snippet under test
     exec(migrate(README_ANALYZE), namespace)  # noqa: S102
-    np.testing.assert_allclose(namespace["analysis"], _top_logit_gradient(model, x, None),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        namespace["analysis"], _top_logit_gradient(model, x, None), rtol=1e-5, atol=1e-6
+    )
     exec(migrate(README_INDEX), namespace)  # noqa: S102
-    np.testing.assert_allclose(namespace["analysis"], _top_logit_gradient(model, x, 3),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        namespace["analysis"], _top_logit_gradient(model, x, 3), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_readme_vgg16_snippet_runs_unchanged(monkeypatch):
@@ -243,8 +266,9 @@ def test_readme_vgg16_snippet_runs_unchanged(monkeypatch):
     import tensorflow.keras.applications.vgg16 as vgg16_module
 
     # the test machine is offline: VGG16 with random weights instead of the ImageNet download
-    monkeypatch.setattr(vgg16_module, "VGG16",
-                        functools.partial(keras.applications.VGG16, weights=None))
+    monkeypatch.setattr(
+        vgg16_module, "VGG16", functools.partial(keras.applications.VGG16, weights=None)
+    )
     image = np.random.default_rng(6).uniform(0, 255, (224, 224, 3)).astype("float32")
     namespace = {"image": image, "np": np, "plt": plt}
     try:

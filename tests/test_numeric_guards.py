@@ -26,8 +26,9 @@ def _mlp(name: str = "mlp") -> keras.Model:
     return keras.Model(inp, L.Dense(3, name="logits")(h), name=name)
 
 
-def _with_weight(model: keras.Model, layer: str, index: int, value: float,
-                 where: tuple[int, ...] | None = None) -> keras.Model:
+def _with_weight(
+    model: keras.Model, layer: str, index: int, value: float, where: tuple[int, ...] | None = None
+) -> keras.Model:
     weights = model.get_layer(layer).get_weights()
     weights[index][where or (0,) * weights[index].ndim] = value
     model.get_layer(layer).set_weights(weights)
@@ -37,8 +38,9 @@ def _with_weight(model: keras.Model, layer: str, index: int, value: float,
 # ----------------------------------------------------------------------------- weights
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 @pytest.mark.parametrize("layer,index,what", [("hidden", 0, "kernel"), ("logits", 1, "bias")])
-def test_non_finite_weights_are_refused_naming_the_layer(value: float, layer: str, index: int,
-                                                         what: str) -> None:
+def test_non_finite_weights_are_refused_naming_the_layer(
+    value: float, layer: str, index: int, what: str
+) -> None:
     model = _with_weight(_mlp(), layer, index, value)
     for name in ("lrp.epsilon", "gradient", "clrp"):
         with pytest.raises(NonFiniteError, match=f"layer '{layer}'.*1 in its {what}"):
@@ -64,7 +66,7 @@ def test_overflowing_kernel_names_the_layer_and_the_sample() -> None:
     kernel, bias = model.get_layer("hidden").get_weights()
     model.get_layer("hidden").set_weights([np.full_like(kernel, 1e38), bias])
     x = np.zeros((3, 6), np.float32)
-    x[1] = 1.0                                                  # 6·1e38 overflows in sample 1
+    x[1] = 1.0  # 6·1e38 overflows in sample 1
     for name in ("lrp.epsilon", "clrp"):  # (the gradient stays finite: no error)
         # a flat input needs data bounds for CLRP's z^B (per-sample ones collapse)
         bounds = {"input_layer_rule": (0.0, 1.0)} if name == "clrp" else {}
@@ -99,8 +101,10 @@ def test_weights_that_turn_nan_after_construction_are_named() -> None:
 
 # ----------------------------------------------------------------------------- parameters
 BAD_PARAMETERS: list[tuple[str, dict[str, Any], str]] = [
-    *[("lrp.epsilon", {"epsilon": v}, "epsilon") for v in (np.nan, -1.0, np.inf, 0.0, "abc",
-                                                          None, True)],
+    *[
+        ("lrp.epsilon", {"epsilon": v}, "epsilon")
+        for v in (np.nan, -1.0, np.inf, 0.0, "abc", None, True)
+    ],
     ("lrp.z", {"epsilon": -1e-7}, "epsilon"),
     ("lrp.z_plus", {"epsilon": np.nan}, "epsilon"),
     ("lrp.flat", {"epsilon": np.inf}, "epsilon"),
@@ -136,22 +140,43 @@ BAD_PARAMETERS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,parameter", BAD_PARAMETERS,
-                         ids=[f"{n}-{k}" for n, k, _ in BAD_PARAMETERS])
-def test_bad_numeric_parameters_are_refused_at_construction(name: str, kwargs: dict[str, Any],
-                                                            parameter: str) -> None:
+@pytest.mark.parametrize(
+    "name,kwargs,parameter", BAD_PARAMETERS, ids=[f"{n}-{k}" for n, k, _ in BAD_PARAMETERS]
+)
+def test_bad_numeric_parameters_are_refused_at_construction(
+    name: str, kwargs: dict[str, Any], parameter: str
+) -> None:
     with pytest.raises(ValueError, match=parameter):
         tf_clrp.create_analyzer(name, _mlp(), **kwargs)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: rules.Epsilon(np.nan), lambda: rules.ZPlus(-1.0), lambda: rules.Flat("abc"),
-    lambda: rules.Gamma(np.nan), lambda: rules.ZBox(np.nan, 1.0),
-    lambda: rules.ZBox([0.0, 0.0], [1.0, np.nan]), lambda: rules.Norm(epsilon=np.inf),
-    lambda: rules.AlphaBeta(np.inf, np.inf), lambda: composites.epsilon_plus(np.nan),
-    lambda: composites.epsilon_gamma_box(gamma=np.nan),
-], ids=["Epsilon", "ZPlus", "Flat", "Gamma", "ZBox-low", "ZBox-high", "Norm", "AlphaBeta",
-        "epsilon_plus", "epsilon_gamma_box"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rules.Epsilon(np.nan),
+        lambda: rules.ZPlus(-1.0),
+        lambda: rules.Flat("abc"),
+        lambda: rules.Gamma(np.nan),
+        lambda: rules.ZBox(np.nan, 1.0),
+        lambda: rules.ZBox([0.0, 0.0], [1.0, np.nan]),
+        lambda: rules.Norm(epsilon=np.inf),
+        lambda: rules.AlphaBeta(np.inf, np.inf),
+        lambda: composites.epsilon_plus(np.nan),
+        lambda: composites.epsilon_gamma_box(gamma=np.nan),
+    ],
+    ids=[
+        "Epsilon",
+        "ZPlus",
+        "Flat",
+        "Gamma",
+        "ZBox-low",
+        "ZBox-high",
+        "Norm",
+        "AlphaBeta",
+        "epsilon_plus",
+        "epsilon_gamma_box",
+    ],
+)
 def test_rules_and_composites_refuse_non_numbers(make: Any) -> None:
     with pytest.raises(ValueError, match="epsilon|gamma|low|high|alpha"):
         make()
@@ -170,8 +195,9 @@ def test_batch_size_zero_in_analyze_is_refused_and_none_means_one_chunk() -> Non
     with pytest.raises(ValueError, match="batch_size"):
         analyzer.analyze(x, neuron_selection=0, batch_size=0)
     whole = analyzer.analyze(x, neuron_selection=0, batch_size=None)
-    np.testing.assert_allclose(analyzer.analyze(x, neuron_selection=0, batch_size=2), whole,
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        analyzer.analyze(x, neuron_selection=0, batch_size=2), whole, rtol=1e-6, atol=1e-9
+    )
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -229,15 +255,23 @@ def _dense_on_image() -> keras.Model:
     return keras.Model(inp, L.Dense(4, name="dense_1")(L.Flatten()(h)))
 
 
-def _reference(model: keras.Model, x: np.ndarray, target: int, first: str, upper: str,
-               upper_eps: float, seed: str = "value", low: float = 0.0,
-               high: float = 0.0) -> np.ndarray:
+def _reference(
+    model: keras.Model,
+    x: np.ndarray,
+    target: int,
+    first: str,
+    upper: str,
+    upper_eps: float,
+    seed: str = "value",
+    low: float = 0.0,
+    high: float = 0.0,
+) -> np.ndarray:
     """float64 LRP of ``model``: ``first`` ∈ flat / wsquare / zbox on the first Dense (per
     pixel, stabiliser 1e-9, no bias), ``upper`` ∈ epsilon (with bias) / zplus on the last."""
     w1, b1 = (w.astype(np.float64) for w in model.layers[1].get_weights())
     w2, b2 = (w.astype(np.float64) for w in model.layers[3].get_weights())
     x = x.astype(np.float64)
-    a1 = np.maximum(x @ w1 + b1, 0.0)                    # (B, 10, 10, 5)
+    a1 = np.maximum(x @ w1 + b1, 0.0)  # (B, 10, 10, 5)
     flat = a1.reshape(len(x), -1)
     z2 = flat @ w2 + b2
     r2 = np.zeros_like(z2)
@@ -245,15 +279,15 @@ def _reference(model: keras.Model, x: np.ndarray, target: int, first: str, upper
     if upper == "epsilon":
         s2 = r2 / (z2 + upper_eps * np.where(z2 >= 0, 1.0, -1.0))
         r1 = flat * (s2 @ w2.T)
-    else:                                                 # z+ (a1 >= 0, bias ignored)
+    else:  # z+ (a1 >= 0, bias ignored)
         wp = np.maximum(w2, 0.0)
         r1 = flat * ((r2 / (flat @ wp + upper_eps)) @ wp.T)
-    r1 = r1.reshape(a1.shape)                             # ReLU passes relevance
+    r1 = r1.reshape(a1.shape)  # ReLU passes relevance
     eps = 1e-9
     if first == "flat":
         return np.broadcast_to((r1 / (3.0 + eps)).sum(-1, keepdims=True), x.shape)
     if first == "wsquare":
-        w2sq = w1 ** 2
+        w2sq = w1**2
         return (r1 / (w2sq.sum(0) + eps)) @ w2sq.T
     wp, wn = np.maximum(w1, 0.0), np.minimum(w1, 0.0)
     z = x @ w1 - low * wp.sum(0) - high * wn.sum(0)
@@ -272,10 +306,12 @@ FIRST_LAYER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,spec", FIRST_LAYER_CASES,
-                         ids=[f"{n}-{k}" for n, k, _ in FIRST_LAYER_CASES])
-def test_first_layer_rule_applies_to_a_dense_on_an_image(name: str, kwargs: dict[str, Any],
-                                                         spec: tuple[str, str, float]) -> None:
+@pytest.mark.parametrize(
+    "name,kwargs,spec", FIRST_LAYER_CASES, ids=[f"{n}-{k}" for n, k, _ in FIRST_LAYER_CASES]
+)
+def test_first_layer_rule_applies_to_a_dense_on_an_image(
+    name: str, kwargs: dict[str, Any], spec: tuple[str, str, float]
+) -> None:
     model = _dense_on_image()
     x = RNG.uniform(-1, 1, (3, 10, 10, 3)).astype("float32")
     first, upper, upper_eps = spec
@@ -296,8 +332,9 @@ def test_layer_rules_keyed_by_a_group_name_mean_the_group() -> None:
     """layer_rules={"dense": ...} is the Dense group (the documented meaning), even though
     the first Dense is named "dense"; the first-layer rule keeps precedence over groups."""
     model = _dense_on_image()
-    analyzer = tf_clrp.create_analyzer("lrp.z", model, input_layer_rule="Flat",
-                                       layer_rules={"dense": rules.Epsilon(0.5)})
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.z", model, input_layer_rule="Flat", layer_rules={"dense": rules.Epsilon(0.5)}
+    )
     assigned = {s.node.name: s.rule for s in analyzer.mirror.steps if s.rule is not None}
     assert isinstance(assigned["dense"], rules.Flat)
     assert isinstance(assigned["dense_1"], rules.Epsilon)

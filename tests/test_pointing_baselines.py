@@ -23,8 +23,9 @@ def _enumerated_rate(mask: np.ndarray, tolerance: float) -> float:
 
 
 #: √13² rounds below 13 in float64: the inclusive boundary needs the 1e-9 slack.
-@pytest.mark.parametrize("tolerance", [0.0, 1.0, np.sqrt(2.0), np.sqrt(13.0), 1.5, 2.0, 3.75,
-                                       5.0, 15.0])
+@pytest.mark.parametrize(
+    "tolerance", [0.0, 1.0, np.sqrt(2.0), np.sqrt(13.0), 1.5, 2.0, 3.75, 5.0, 15.0]
+)
 def test_random_hit_rate_equals_enumeration(tolerance: float) -> None:
     rng = np.random.default_rng(int(tolerance * 100))
     for _ in range(25):
@@ -49,8 +50,9 @@ def test_random_hit_rate_of_boxes_counted_by_hand() -> None:
     assert random_hit_rate((0, 0, 2, 2), (4, 4), 1.0, scale_tolerance=False) == 8 / 16
     assert random_hit_rate((0, 0, 2, 2), (4, 4), np.sqrt(2.0), scale_tolerance=False) == 9 / 16
     # two boxes: the union counts once
-    assert random_hit_rate([(0, 0, 1, 4), (0, 0, 4, 1)], (4, 4), 0.0,
-                           scale_tolerance=False) == 7 / 16
+    assert (
+        random_hit_rate([(0, 0, 1, 4), (0, 0, 4, 1)], (4, 4), 0.0, scale_tolerance=False) == 7 / 16
+    )
 
 
 def test_random_baseline_is_the_unweighted_mean_over_classes() -> None:

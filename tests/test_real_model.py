@@ -25,8 +25,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def mosaic() -> tuple[np.ndarray, list]:
-    photos = [load_photo(name, size=112) for name in ("chelsea", "coffee", "motorcycle",
-                                                       "camera")]
+    photos = [load_photo(name, size=112) for name in ("chelsea", "coffee", "motorcycle", "camera")]
     image, boxes = make_mosaic(photos, grid=(2, 2), tile=112)
     return preprocess_input(image[None]), boxes
 
@@ -34,7 +33,8 @@ def mosaic() -> tuple[np.ndarray, list]:
 def test_z_plus_on_the_real_model_is_positive_and_never_creates_relevance(model) -> None:
     x = preprocess_input(np.stack([load_photo("chelsea"), load_photo("coffee")]))
     relevance = tf_clrp.create_analyzer("lrp.z_plus", model).analyze(
-        x, neuron_selection=[CAT, ESPRESSO])
+        x, neuron_selection=[CAT, ESPRESSO]
+    )
     logits = model(x).numpy()[[0, 1], [CAT, ESPRESSO]]
     sums = relevance.reshape(2, -1).sum(axis=1)
     # z⁺ splits each unit's relevance over its positive contributions (or drops it when there
@@ -52,6 +52,7 @@ def test_clrp_points_at_the_right_tile_of_a_mosaic(model, mosaic) -> None:
     game = PointingGame()
     game.update(np.concatenate([maps[CAT], maps[ESPRESSO]]), [boxes[0], boxes[1]], [0, 1])
     assert game.result().mean == 1.0
+
     # class-discriminative: the CLRP maps of the two classes differ much more than LRP's
     def correlation(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.corrcoef(a.sum(-1).ravel(), b.sum(-1).ravel())[0, 1])

@@ -29,8 +29,11 @@ def _signature_default(entry_, option: str) -> object:
     from tf_clrp.registry import _resolve
 
     builder = _resolve(entry_.builds)
-    functions = ([c.__init__ for c in builder.__mro__ if "__init__" in vars(c)]
-                 if inspect.isclass(builder) else [builder])
+    functions = (
+        [c.__init__ for c in builder.__mro__ if "__init__" in vars(c)]
+        if inspect.isclass(builder)
+        else [builder]
+    )
     for function in functions:
         parameter = inspect.signature(function).parameters.get(option)
         if parameter is not None and parameter.default is not inspect.Parameter.empty:
@@ -39,8 +42,12 @@ def _signature_default(entry_, option: str) -> object:
 
 
 # options whose declared default the builder sets elsewhere (documented in the entry)
-_SET_IN_BODY = {("grad_cam", "fold_batch_norm"), ("grad_cam_plus_plus", "fold_batch_norm"),
-                ("layer_cam", "fold_batch_norm"), ("guided_grad_cam", "fold_batch_norm")}
+_SET_IN_BODY = {
+    ("grad_cam", "fold_batch_norm"),
+    ("grad_cam_plus_plus", "fold_batch_norm"),
+    ("layer_cam", "fold_batch_norm"),
+    ("guided_grad_cam", "fold_batch_norm"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(ANALYZERS))
@@ -87,7 +94,8 @@ def test_every_declared_default_is_taken_and_changes_nothing(name: str) -> None:
     options.update(small, **_bounded(name))
     explicit = create_analyzer(name, model, **options).analyze(x, neuron_selection=[1, 2])
     implicit = create_analyzer(name, model, **small, **_bounded(name)).analyze(
-        x, neuron_selection=[1, 2])
+        x, neuron_selection=[1, 2]
+    )
     np.testing.assert_array_equal(explicit, implicit)
 
 
@@ -105,13 +113,13 @@ def test_a_preset_is_one_entry() -> None:
     from tf_clrp import composites, rules
     from tf_clrp.registry import _lrp_preset
 
-    preset = _lrp_preset("lrp.test_preset", "tf_clrp.composites:epsilon_plus",
-                         {"epsilon": 1e-6})
+    preset = _lrp_preset("lrp.test_preset", "tf_clrp.composites:epsilon_plus", {"epsilon": 1e-6})
     model = _cnn()
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 2)).astype(np.float32)
     built = preset.build(model, epsilon=0.3).analyze(x, neuron_selection=0)
     by_hand = create_analyzer("lrp", model, composite=composites.epsilon_plus(0.3)).analyze(
-        x, neuron_selection=0)
+        x, neuron_selection=0
+    )
     np.testing.assert_array_equal(built, by_hand)
     other = create_analyzer("lrp", model, rule=rules.Epsilon(0.3)).analyze(x, neuron_selection=0)
     assert not np.allclose(built, other)

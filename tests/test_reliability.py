@@ -22,12 +22,15 @@ def cnn() -> keras.Model:
 
 
 # ----------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("x,match", [
-    (np.zeros((8, 8, 3), "float32"), "rank 4"),
-    (np.zeros((2, 8, 9, 3), "float32"), "axis 2 is 9, not 8"),
-    (np.full((1, 8, 8, 3), np.nan, "float32"), "NaN/Inf"),
-    (np.array([["a"]]), "dtype"),
-])
+@pytest.mark.parametrize(
+    "x,match",
+    [
+        (np.zeros((8, 8, 3), "float32"), "rank 4"),
+        (np.zeros((2, 8, 9, 3), "float32"), "axis 2 is 9, not 8"),
+        (np.full((1, 8, 8, 3), np.nan, "float32"), "NaN/Inf"),
+        (np.array([["a"]]), "dtype"),
+    ],
+)
 def test_bad_inputs_are_named(cnn, x, match) -> None:
     with pytest.raises(tf_clrp.InputError, match=match):
         tf_clrp.create_analyzer("lrp.epsilon", cnn).analyze(x)
@@ -36,8 +39,10 @@ def test_bad_inputs_are_named(cnn, x, match) -> None:
 def test_uint8_images_are_converted_not_refused(cnn) -> None:
     images = RNG.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
     analyzer = tf_clrp.create_analyzer("lrp.epsilon", cnn)
-    np.testing.assert_array_equal(analyzer.analyze(images, neuron_selection=1),
-                                  analyzer.analyze(images.astype("float32"), neuron_selection=1))
+    np.testing.assert_array_equal(
+        analyzer.analyze(images, neuron_selection=1),
+        analyzer.analyze(images.astype("float32"), neuron_selection=1),
+    )
 
 
 def test_empty_batch_returns_an_empty_map(cnn) -> None:
@@ -47,11 +52,17 @@ def test_empty_batch_returns_an_empty_map(cnn) -> None:
     assert parts.target.shape == (0, 8, 8, 3)
 
 
-@pytest.mark.parametrize("selection,match", [
-    (5, "out of range"), (-1, "out of range"), ([0, 1, 2], "3 entries for a batch of 2"),
-    (np.zeros((2, 4), "float32"), "does not fit"), ("most", "not understood"),
-    (np.array([0.5, 1.0]), "integer"),
-])
+@pytest.mark.parametrize(
+    "selection,match",
+    [
+        (5, "out of range"),
+        (-1, "out of range"),
+        ([0, 1, 2], "3 entries for a batch of 2"),
+        (np.zeros((2, 4), "float32"), "does not fit"),
+        ("most", "not understood"),
+        (np.array([0.5, 1.0]), "integer"),
+    ],
+)
 def test_bad_selections_are_named(cnn, selection, match) -> None:
     x = np.zeros((2, 8, 8, 3), "float32")
     with pytest.raises(tf_clrp.SelectionError, match=match):
@@ -108,8 +119,9 @@ def test_unsupported_layer_names_the_layer_and_the_escape_hatch() -> None:
     with pytest.raises(tf_clrp.UnsupportedLayerError, match="my_doubling.*Doubling.*layer_rules"):
         tf_clrp.create_analyzer("lrp.epsilon", model)
     x = RNG.uniform(0, 1, (2, 4)).astype("float32")
-    analyzer = tf_clrp.create_analyzer("lrp.epsilon", model,
-                                       layer_rules={"Doubling": tf_clrp.rules.Pass()})
+    analyzer = tf_clrp.create_analyzer(
+        "lrp.epsilon", model, layer_rules={"Doubling": tf_clrp.rules.Pass()}
+    )
     relevance = analyzer.analyze(x, neuron_selection=0)
     assert np.isfinite(relevance).all()
 
@@ -126,8 +138,9 @@ def test_non_rectifier_activation_warns_once_per_model() -> None:
     # Another model with the same activation is warned about again (once per model, not
     # once per process).
     inp = keras.Input((4,))
-    other = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh",
-                                                                       name="other")(inp)))
+    other = keras.Model(
+        inp, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh", name="other")(inp))
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tf_clrp.create_analyzer("lrp.epsilon", other)
@@ -142,10 +155,10 @@ def test_binary_sigmoid_model_sign_of_the_seed() -> None:
     randomize(model)
     x = RNG.uniform(-1, 1, (3, 5)).astype("float32")
     analyzer = tf_clrp.create_analyzer("lrp.epsilon", model)
-    positive_class = analyzer.analyze(x, neuron_selection=0)      # seed: the logit z
+    positive_class = analyzer.analyze(x, neuron_selection=0)  # seed: the logit z
     logit = keras.Model(inp, model.layers[-1].output)(x).numpy()  # includes sigmoid
     z = np.log(logit / (1 - logit))
-    negative_class = analyzer.analyze(x, neuron_selection=-z)     # seed: -z
+    negative_class = analyzer.analyze(x, neuron_selection=-z)  # seed: -z
     np.testing.assert_allclose(negative_class, -positive_class, rtol=1e-5, atol=1e-7)
 
 
@@ -158,14 +171,14 @@ def test_dead_units_give_zeros_not_nan() -> None:
     for name in ("lrp.z", "lrp.epsilon", "lrp.z_plus", "lrp.alpha_2_beta_1", "clrp", "sglrp"):
         # a flat input needs data bounds for CLRP's z^B (per-sample bounds collapse: refused)
         options = {"input_layer_rule": (0.0, 1.0)} if name in ("clrp", "sglrp") else {}
-        relevance = tf_clrp.create_analyzer(name, model, **options).analyze(
-            x, neuron_selection=0)
+        relevance = tf_clrp.create_analyzer(name, model, **options).analyze(x, neuron_selection=0)
         assert np.isfinite(relevance).all() and np.abs(relevance).max() == 0.0, name
 
 
 def test_zero_input_gives_zero_clrp_not_nan(cnn) -> None:
-    parts = tf_clrp.create_analyzer("clrp", cnn).analyze(np.zeros((1, 8, 8, 3), "float32"),
-                                                         return_parts=True)
+    parts = tf_clrp.create_analyzer("clrp", cnn).analyze(
+        np.zeros((1, 8, 8, 3), "float32"), return_parts=True
+    )
     for field in (parts.target, parts.dual, parts.contrastive):
         assert np.isfinite(field).all()
 
@@ -220,16 +233,21 @@ def small_networks(draw: st.DrawFn) -> tuple[keras.Model, bool]:
     bias = draw(st.booleans())
     batch_norm = draw(st.booleans())
     for _ in range(draw(st.integers(1, 2))):
-        conv = keras.layers.Conv2D(draw(st.integers(2, 4)), draw(st.sampled_from([1, 3])),
-                                   strides=draw(st.sampled_from([1, 2])), padding="same",
-                                   use_bias=bias)
+        conv = keras.layers.Conv2D(
+            draw(st.integers(2, 4)),
+            draw(st.sampled_from([1, 3])),
+            strides=draw(st.sampled_from([1, 2])),
+            padding="same",
+            use_bias=bias,
+        )
         h = conv(h)
         if batch_norm:
             h = keras.layers.BatchNormalization()(h)
         h = keras.layers.ReLU()(h)
         if draw(st.booleans()):  # residual
-            h = keras.layers.Add()([h, keras.layers.Conv2D(h.shape[-1], 1, use_bias=bias,
-                                                           activation="relu")(h)])
+            h = keras.layers.Add()(
+                [h, keras.layers.Conv2D(h.shape[-1], 1, use_bias=bias, activation="relu")(h)]
+            )
         pool = draw(st.sampled_from(["none", "max", "avg"]))
         if pool == "max" and h.shape[1] >= 2:
             h = keras.layers.MaxPooling2D(2, padding="same")(h)
@@ -261,5 +279,6 @@ def test_random_networks(net: tuple[keras.Model, bool], data: st.DataObject) -> 
     clrp = tf_clrp.create_analyzer("clrp", model).analyze(x, neuron_selection=target)
     assert clrp.min() >= 0 and np.isfinite(clrp).all()
     eager = tf_clrp.create_analyzer("clrp", model, use_tf_function=False).analyze(
-        x, neuron_selection=target)
+        x, neuron_selection=target
+    )
     np.testing.assert_allclose(eager, clrp, rtol=1e-4, atol=1e-6)

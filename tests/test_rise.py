@@ -23,8 +23,15 @@ def tiny_model() -> keras.Model:
     return model
 
 
-def reference_rise(model: keras.Model, x: np.ndarray, target: np.ndarray, n_masks: int,
-                   grid: int, p1: float, seed: int) -> np.ndarray:
+def reference_rise(
+    model: keras.Model,
+    x: np.ndarray,
+    target: np.ndarray,
+    n_masks: int,
+    grid: int,
+    p1: float,
+    seed: int,
+) -> np.ndarray:
     """Petsiuk et al.'s procedure written out: masks from skimage's order-1 resize, then
     one masked image and one model call at a time, scores from the Keras model itself."""
     h, w = x.shape[1:3]
@@ -36,9 +43,14 @@ def reference_rise(model: keras.Model, x: np.ndarray, target: np.ndarray, n_mask
     cols = rng.integers(0, cw, n_masks)
     saliency = np.zeros((len(x), h, w))
     for i in range(n_masks):
-        up = resize(grids[i].astype(np.float64), ((gh + 1) * ch, (gw + 1) * cw), order=1,
-                    mode="edge", anti_aliasing=False)
-        mask = up[rows[i]:rows[i] + h, cols[i]:cols[i] + w]
+        up = resize(
+            grids[i].astype(np.float64),
+            ((gh + 1) * ch, (gw + 1) * cw),
+            order=1,
+            mode="edge",
+            anti_aliasing=False,
+        )
+        mask = up[rows[i] : rows[i] + h, cols[i] : cols[i] + w]
         for n in range(len(x)):
             masked = (x[n] * mask[..., None])[None].astype(np.float32)
             prob = np.asarray(model(masked, training=False), dtype=np.float64)[0, target[n]]
@@ -62,10 +74,11 @@ def test_masks_match_skimage_and_p1() -> None:
     assert abs(masks.grids.mean() - 0.3) < 0.03
     m = masks.masks(slice(0, 3))
     for i in range(3):
-        up = resize(masks.grids[i].astype(np.float64), (25, 40), order=1, mode="edge",
-                    anti_aliasing=False)
+        up = resize(
+            masks.grids[i].astype(np.float64), (25, 40), order=1, mode="edge", anti_aliasing=False
+        )
         y, xx = masks.shifts[i]
-        np.testing.assert_allclose(m[i], up[y:y + 20, xx:xx + 30], atol=1e-6)
+        np.testing.assert_allclose(m[i], up[y : y + 20, xx : xx + 30], atol=1e-6)
 
 
 def test_rise_is_deterministic_under_a_seed() -> None:

@@ -33,17 +33,20 @@ def _ids(n: int = 3) -> np.ndarray:
     return np.random.default_rng(1).integers(0, 30, size=(n, 8)).astype(np.int32)
 
 
-def keras_attention(model: keras.Model, x: np.ndarray, depth: int = 2,
-                    **call_options) -> list[np.ndarray]:
+def keras_attention(
+    model: keras.Model, x: np.ndarray, depth: int = 2, **call_options
+) -> list[np.ndarray]:
     """Per block: (B, heads, T, T) attention weights from Keras (eager re-call)."""
-    probe = keras.Model(model.inputs,
-                        [model.get_layer(f"block{i}_ln1").output for i in range(depth)])
+    probe = keras.Model(
+        model.inputs, [model.get_layer(f"block{i}_ln1").output for i in range(depth)]
+    )
     outs = probe(x)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     weights = []
     for i, h in enumerate(outs):
-        _, scores = model.get_layer(f"block{i}_mha")(h, h, return_attention_scores=True,
-                                                     **call_options)
+        _, scores = model.get_layer(f"block{i}_mha")(
+            h, h, return_attention_scores=True, **call_options
+        )
         weights.append(np.asarray(scores, np.float64))
     return weights
 
@@ -124,8 +127,7 @@ def test_causal_attention_is_masked():
     x = inputs
     for i in range(2):
         h = keras.layers.LayerNormalization(name=f"block{i}_ln1")(x)
-        h = keras.layers.MultiHeadAttention(2, 4, name=f"block{i}_mha")(h, h,
-                                                                        use_causal_mask=True)
+        h = keras.layers.MultiHeadAttention(2, 4, name=f"block{i}_mha")(h, h, use_causal_mask=True)
         x = keras.layers.Add()([x, h])
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     x = np.random.default_rng(3).normal(size=(2, 5, 8)).astype(np.float32)
@@ -138,8 +140,9 @@ def test_causal_attention_is_masked():
 def test_maps_do_not_depend_on_the_explained_class():
     model, x = _vit(), _images(2)
     analyzer = tf_clrp.create_analyzer("attention_rollout", model)
-    np.testing.assert_array_equal(analyzer.analyze(x, neuron_selection=0),
-                                  analyzer.analyze(x, neuron_selection=3))
+    np.testing.assert_array_equal(
+        analyzer.analyze(x, neuron_selection=0), analyzer.analyze(x, neuron_selection=3)
+    )
 
 
 def test_rollout_leaves_the_model_untouched():
@@ -149,16 +152,21 @@ def test_rollout_leaves_the_model_untouched():
     config = model.get_config()
     weights = [w.copy() for w in model.get_weights()]
     tf_clrp.create_analyzer("attention_rollout", model).analyze(_images(2))
-    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes))
-            for layer in layers] == before
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers] == before
     assert model.get_config() == config
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
 
 
 def test_a_model_without_attention_is_refused():
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
-                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     with pytest.raises(ModelStructureError, match="needs keras.layers.MultiHeadAttention"):
         tf_clrp.create_analyzer("attention_rollout", model)
 
@@ -171,10 +179,10 @@ def test_rule_options_are_refused():
 def test_keras_hub_vit_rollout_reads_every_encoder_block():
     keras_hub = pytest.importorskip("keras_hub")
     keras.utils.set_random_seed(21)
-    body = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2,
-                                        num_heads=2, hidden_dim=32, mlp_dim=64)
-    model = keras_hub.models.ViTImageClassifier(backbone=body, num_classes=5,
-                                                preprocessor=None)
+    body = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+    )
+    model = keras_hub.models.ViTImageClassifier(backbone=body, num_classes=5, preprocessor=None)
     x = np.random.default_rng(4).random((2, 32, 32, 3)).astype(np.float32)
     analyzer = tf_clrp.create_analyzer("attention_rollout", model)
     assert len(analyzer.sites) == 2
@@ -189,15 +197,22 @@ def test_keras_hub_vit_rollout_reads_every_encoder_block():
 def test_keras_hub_bert_rollout_reads_the_softmax_and_zeroes_padding():
     keras_hub = pytest.importorskip("keras_hub")
     keras.utils.set_random_seed(23)
-    body = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
-                                         hidden_dim=16, intermediate_dim=32,
-                                         max_sequence_length=8)
-    model = keras_hub.models.BertTextClassifier(backbone=body, num_classes=3,
-                                                preprocessor=None)
+    body = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    model = keras_hub.models.BertTextClassifier(backbone=body, num_classes=3, preprocessor=None)
     mask = np.ones((2, 8), np.int32)
     mask[1, 6:] = 0
-    batch = {"token_ids": np.random.default_rng(5).integers(1, 50, (2, 8)),
-             "segment_ids": np.zeros((2, 8), np.int32), "padding_mask": mask}
+    batch = {
+        "token_ids": np.random.default_rng(5).integers(1, 50, (2, 8)),
+        "segment_ids": np.zeros((2, 8), np.int32),
+        "padding_mask": mask,
+    }
     analyzer = tf_clrp.create_analyzer("attention_rollout", model, input_name="token_ids")
     assert len(analyzer.sites) == 2 and all(s.weights is not None for s in analyzer.sites)
     maps = analyzer.analyze(batch)
@@ -214,8 +229,7 @@ def test_boolean_attention_mask_even_a_blank_row_matches_keras():
     x = tokens
     for i in range(2):
         h = keras.layers.LayerNormalization(name=f"block{i}_ln1")(x)
-        h = keras.layers.MultiHeadAttention(2, 4, name=f"block{i}_mha")(h, h,
-                                                                        attention_mask=mask)
+        h = keras.layers.MultiHeadAttention(2, 4, name=f"block{i}_mha")(h, h, attention_mask=mask)
         x = keras.layers.Add()([x, h])
     model = keras.Model([tokens, mask], keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     x = np.random.default_rng(8).normal(size=(2, 5, 8)).astype(np.float32)
@@ -225,16 +239,22 @@ def test_boolean_attention_mask_even_a_blank_row_matches_keras():
     analyzer = tf_clrp.create_analyzer("attention_rollout", model, input_name="tokens")
     assert all(site.mask is not None for site in analyzer.sites)
     maps = analyzer.analyze({"tokens": x, "mask": allowed})
-    probe = keras.Model(model.inputs, [model.get_layer(f"block{i}_ln1").output
-                                       for i in range(2)])
-    weights = [np.asarray(model.get_layer(f"block{i}_mha")(
-        h, h, attention_mask=allowed, return_attention_scores=True)[1], np.float64)
-        for i, h in enumerate(probe([x, allowed]))]
+    probe = keras.Model(model.inputs, [model.get_layer(f"block{i}_ln1").output for i in range(2)])
+    weights = [
+        np.asarray(
+            model.get_layer(f"block{i}_mha")(
+                h, h, attention_mask=allowed, return_attention_scores=True
+            )[1],
+            np.float64,
+        )
+        for i, h in enumerate(probe([x, allowed]))
+    ]
     # The model's own (fused) forward gives a blank row uniform weights; the Softmax layer
     # that return_attention_scores goes through zeroes it instead. Rollout follows the model.
     for w in weights:
         np.testing.assert_array_equal(w[1, :, 2], 0.0)
         w[1, :, 2] = 1.0 / 5
     assert np.all(np.isfinite(maps))
-    np.testing.assert_allclose(maps.sum(-1), numpy_rollout(weights).mean(axis=1),
-                               rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        maps.sum(-1), numpy_rollout(weights).mean(axis=1), rtol=1e-5, atol=1e-8
+    )

@@ -22,17 +22,27 @@ def stab(z: np.ndarray, eps: float) -> np.ndarray:
     return z + eps * np.where(z >= 0, 1.0, -1.0)
 
 
-def naive_rule(name: str, a: np.ndarray, m: np.ndarray, b: np.ndarray, r: np.ndarray,
-               low: float = -1.0, high: float = 1.0, eps: float = 1e-7, gamma: float = 0.25,
-               alpha: float = 2.0, beta: float = 1.0, use_bias: bool = True,
-               full_bias: bool = False) -> np.ndarray:
+def naive_rule(
+    name: str,
+    a: np.ndarray,
+    m: np.ndarray,
+    b: np.ndarray,
+    r: np.ndarray,
+    low: float = -1.0,
+    high: float = 1.0,
+    eps: float = 1e-7,
+    gamma: float = 0.25,
+    alpha: float = 2.0,
+    beta: float = 1.0,
+    use_bias: bool = True,
+    full_bias: bool = False,
+) -> np.ndarray:
     """R at the input of z = a @ m + b for one sample (a: (n,), m: (n, k), r: (k,))."""
     ap, an = np.maximum(a, 0), np.minimum(a, 0)
     mp, mn = np.maximum(m, 0), np.minimum(m, 0)
     bp, bn = np.maximum(b, 0), np.minimum(b, 0)
 
-    def spread(c: np.ndarray, bias: np.ndarray, e: float = eps, plain: bool = False
-               ) -> np.ndarray:
+    def spread(c: np.ndarray, bias: np.ndarray, e: float = eps, plain: bool = False) -> np.ndarray:
         z = c.sum(axis=0) + bias
         den = z + e if plain else stab(z, e)
         return (c / den[None, :] * r[None, :]).sum(axis=1)
@@ -49,18 +59,20 @@ def naive_rule(name: str, a: np.ndarray, m: np.ndarray, b: np.ndarray, r: np.nda
         neg = ap[:, None] * mn + an[:, None] * mp
         if full_bias:  # iNNvestigate: the whole bias in both denominators
             bp = bn = b
-        return (alpha * spread(pos, bp if use_bias else zero)
-                - beta * spread(neg, bn if use_bias else zero))
+        return alpha * spread(pos, bp if use_bias else zero) - beta * spread(
+            neg, bn if use_bias else zero
+        )
     if name == "gamma":  # boost the contributions of each unit's own sign (Zennit)
         z = a @ m + b
         up = ap[:, None] * (m + gamma * mp) + an[:, None] * (m + gamma * mn)
         down = ap[:, None] * (m + gamma * mn) + an[:, None] * (m + gamma * mp)
         r_up, r_down = r * (z > 0), r * (z < 0)
         zu, zd = up.sum(0) + b + gamma * bp, down.sum(0) + b + gamma * bn
-        return ((up / stab(zu, 1e-6)[None, :] * r_up[None, :]).sum(axis=1)
-                + (down / stab(zd, 1e-6)[None, :] * r_down[None, :]).sum(axis=1))
+        return (up / stab(zu, 1e-6)[None, :] * r_up[None, :]).sum(axis=1) + (
+            down / stab(zd, 1e-6)[None, :] * r_down[None, :]
+        ).sum(axis=1)
     if name == "w_square":
-        return spread(m ** 2 + 0 * a[:, None], zero, 1e-9)
+        return spread(m**2 + 0 * a[:, None], zero, 1e-9)
     if name == "flat":
         return spread((m != 0).astype(m.dtype), zero, 1e-9)  # 1 per existing connection
     if name == "z_box":
@@ -85,8 +97,12 @@ RULES = {
 
 
 def _naive_name(key: str) -> str:
-    return {"epsilon_no_bias": "epsilon", "alpha_beta_ib": "alpha_beta",
-            "alpha_1_beta_0": "alpha_beta", "alpha_beta_full": "alpha_beta"}.get(key, key)
+    return {
+        "epsilon_no_bias": "epsilon",
+        "alpha_beta_ib": "alpha_beta",
+        "alpha_1_beta_0": "alpha_beta",
+        "alpha_beta_full": "alpha_beta",
+    }.get(key, key)
 
 
 def _conv_matrix(layer: keras.layers.Conv2D, shape: tuple[int, ...]) -> np.ndarray:
@@ -108,8 +124,7 @@ def test_dense_rule_matches_naive(key: str) -> None:
     seed = RNG.normal(0, 1, (3, 4)).astype("float32")
     ours = tf_clrp.create_analyzer("lrp", model, rule=rule).analyze(x, neuron_selection=seed)
     w, b = (v.numpy() for v in model.layers[-1].weights)
-    ref = np.stack([naive_rule(_naive_name(key), x[i], w, b, seed[i], **params)
-                    for i in range(3)])
+    ref = np.stack([naive_rule(_naive_name(key), x[i], w, b, seed[i], **params) for i in range(3)])
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -125,13 +140,18 @@ def test_conv_rule_matches_naive(key: str) -> None:
     ours = tf_clrp.create_analyzer("lrp", model, rule=rule).analyze(x, neuron_selection=seed)
     m = _conv_matrix(conv, (5, 5, 2))
     b = np.tile(conv.bias.numpy(), 9)
-    ref = np.stack([naive_rule(_naive_name(key), x[i].ravel(), m, b, seed[i].ravel(), **params)
-                    for i in range(2)]).reshape(x.shape)
+    ref = np.stack(
+        [
+            naive_rule(_naive_name(key), x[i].ravel(), m, b, seed[i].ravel(), **params)
+            for i in range(2)
+        ]
+    ).reshape(x.shape)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
 
-def naive_chain(model: keras.Model, x: np.ndarray, target: int, name: str,
-                **params: float) -> np.ndarray:
+def naive_chain(
+    model: keras.Model, x: np.ndarray, target: int, name: str, **params: float
+) -> np.ndarray:
     """LRP through a Dense-ReLU chain, layer by layer, for one sample."""
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     activations = [x]
@@ -145,15 +165,18 @@ def naive_chain(model: keras.Model, x: np.ndarray, target: int, name: str,
     return r
 
 
-@pytest.mark.parametrize("analyzer,name,params", [
-    ("lrp.z", "z", {}),
-    ("lrp.epsilon", "epsilon", {}),
-    ("lrp.z_plus", "z_plus", {}),
-    ("lrp.alpha_2_beta_1", "alpha_beta", {"full_bias": True}),
-    ("lrp.w_square", "w_square", {}),
-    ("lrp.flat", "flat", {}),
-    ("lrp.gamma", "gamma", {}),
-])
+@pytest.mark.parametrize(
+    "analyzer,name,params",
+    [
+        ("lrp.z", "z", {}),
+        ("lrp.epsilon", "epsilon", {}),
+        ("lrp.z_plus", "z_plus", {}),
+        ("lrp.alpha_2_beta_1", "alpha_beta", {"full_bias": True}),
+        ("lrp.w_square", "w_square", {}),
+        ("lrp.flat", "flat", {}),
+        ("lrp.gamma", "gamma", {}),
+    ],
+)
 def test_chain_matches_naive(analyzer: str, name: str, params: dict) -> None:
     model = mlp()
     x = RNG.uniform(-1, 1, (4, 6)).astype("float32")

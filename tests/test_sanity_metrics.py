@@ -38,7 +38,7 @@ def brute_force_spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_spearman_matches_brute_force_ranks_with_ties() -> None:
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 5, 60).astype(float)         # many ties
+    a = rng.integers(0, 5, 60).astype(float)  # many ties
     b = a + rng.integers(0, 3, 60)
     assert spearman(a, b) == pytest.approx(brute_force_spearman(a, b), abs=1e-12)
     c, d = rng.normal(size=80), rng.normal(size=80)
@@ -65,9 +65,8 @@ def linear_model() -> keras.Model:
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Flatten()(inp)
     h = keras.layers.Dense(5, kernel_initializer=KnownInit(1), name="d1")(h)
-    model = keras.Model(inp, keras.layers.Dense(3, kernel_initializer=KnownInit(2),
-                                                name="d2")(h))
-    randomize(model)                                  # the "trained" weights
+    model = keras.Model(inp, keras.layers.Dense(3, kernel_initializer=KnownInit(2), name="d2")(h))
+    randomize(model)  # the "trained" weights
     return model
 
 
@@ -94,19 +93,25 @@ def test_gradient_of_a_linear_model_in_closed_form(mode: str) -> None:
             original = gradient_map(w1, w2, target)
             randomised = gradient_map(a, b, target)
             assert result.spearman[step, i] == pytest.approx(
-                brute_force_spearman(original, randomised), abs=1e-5)
-            assert result.ssim[step, i] == pytest.approx(structural_similarity(
-                unit(original), unit(randomised), data_range=1.0), abs=1e-4)
+                brute_force_spearman(original, randomised), abs=1e-5
+            )
+            assert result.ssim[step, i] == pytest.approx(
+                structural_similarity(unit(original), unit(randomised), data_range=1.0), abs=1e-4
+            )
     for a, b in zip(before, model.get_weights()):
         assert a.tobytes() == b.tobytes()
 
 
 def nested_cnn() -> keras.Model:
-    base = keras.Sequential([keras.Input((10, 10, 3)),
-                             keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-                             keras.layers.BatchNormalization(name="bn"),
-                             keras.layers.Conv2D(5, 3, activation="relu", name="c2")],
-                            name="base")
+    base = keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Conv2D(5, 3, activation="relu", name="c2"),
+        ],
+        name="base",
+    )
     inp = keras.Input((10, 10, 3))
     h = keras.layers.GlobalAveragePooling2D()(base(inp))
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(h))
@@ -146,17 +151,24 @@ def probability_model() -> keras.Model:
     return model
 
 
-def reference_curve(model: keras.Model, x: np.ndarray, saliency: np.ndarray, target: int,
-                    per_step: int, substrate: np.ndarray, deletion: bool) -> np.ndarray:
+def reference_curve(
+    model: keras.Model,
+    x: np.ndarray,
+    saliency: np.ndarray,
+    target: int,
+    per_step: int,
+    substrate: np.ndarray,
+    deletion: bool,
+) -> np.ndarray:
     """One image, one step and one Keras call at a time."""
     h, w = saliency.shape
     flat = saliency.ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))   # descending, ties row-major
+    order = np.lexsort((np.arange(flat.size), -flat))  # descending, ties row-major
     n_steps = -(-flat.size // per_step)
     curve = []
     for k in range(n_steps + 1):
         changed = np.zeros(flat.size, bool)
-        changed[order[:min(k * per_step, flat.size)]] = True
+        changed[order[: min(k * per_step, flat.size)]] = True
         changed = changed.reshape(h, w)[..., None]
         image = np.where(changed, substrate, x) if deletion else np.where(changed, x, substrate)
         curve.append(float(np.asarray(model(image[None].astype(np.float32)))[0, target]))
@@ -168,14 +180,22 @@ def test_insertion_deletion_match_the_slow_reference(mode: str) -> None:
     model = probability_model()
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 6, 5, 2)).astype(np.float32)
-    maps = np.round(rng.normal(size=(3, 6, 5, 2)), 1)    # rounding makes ties
+    maps = np.round(rng.normal(size=(3, 6, 5, 2)), 1)  # rounding makes ties
     substrate = rng.normal(size=x.shape).astype(np.float32)
-    result = insertion_deletion(model, x, maps, mode=mode, targets=[0, 1, 3],
-                                pixels_per_step=4, substrate=lambda imgs, r: substrate,
-                                batch_size=5)
+    result = insertion_deletion(
+        model,
+        x,
+        maps,
+        mode=mode,
+        targets=[0, 1, 3],
+        pixels_per_step=4,
+        substrate=lambda imgs, r: substrate,
+        batch_size=5,
+    )
     for i, target in enumerate((0, 1, 3)):
-        curve = reference_curve(model, x[i], maps[i].sum(-1), target, 4, substrate[i],
-                                mode == "deletion")
+        curve = reference_curve(
+            model, x[i], maps[i].sum(-1), target, 4, substrate[i], mode == "deletion"
+        )
         np.testing.assert_allclose(result.curves[i], curve, rtol=1e-5, atol=1e-7)
         auc = np.trapezoid(curve, dx=1.0 / (len(curve) - 1))
         assert result.auc[i] == pytest.approx(auc, rel=1e-6)
@@ -188,12 +208,14 @@ def test_deletion_of_a_linear_score_in_closed_form() -> None:
     w = np.arange(1.0, 17.0).reshape(16, 1).astype(np.float32)
     model.set_weights([w])
     x = np.ones((1, 4, 4, 1), np.float32)
-    contribution = w.reshape(1, 4, 4)                        # x·w per pixel, the ideal map
-    result = insertion_deletion(model, x, contribution, mode="deletion", pixels_per_step=1,
-                                logits=True)
+    contribution = w.reshape(1, 4, 4)  # x·w per pixel, the ideal map
+    result = insertion_deletion(
+        model, x, contribution, mode="deletion", pixels_per_step=1, logits=True
+    )
     remaining = 136.0 - np.concatenate([[0.0], np.cumsum(np.arange(16.0, 0.0, -1.0))])
     np.testing.assert_allclose(result.curves[0], remaining, rtol=1e-6)
     assert result.auc[0] == pytest.approx((remaining.sum() - 68.0) / 16.0)
-    worst = insertion_deletion(model, x, -contribution, mode="deletion", pixels_per_step=1,
-                               logits=True)
+    worst = insertion_deletion(
+        model, x, -contribution, mode="deletion", pixels_per_step=1, logits=True
+    )
     assert worst.auc[0] > result.auc[0]

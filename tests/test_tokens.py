@@ -50,8 +50,9 @@ def _batch(n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return ids * mask, mask
 
 
-def _embedding_gradient(model: keras.Model, after_embedding, ids: np.ndarray, index: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def _embedding_gradient(
+    model: keras.Model, after_embedding, ids: np.ndarray, index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(embedding output, gradient of the logit wrt it), by tape on the model's layers."""
     embedded = model.get_layer("embed")(tf.constant(ids))
     with tf.GradientTape() as tape:
@@ -64,7 +65,8 @@ def test_input_times_gradient_at_the_embedding_with_a_padding_mask_input():
     model = _padded_model()
     ids, mask = _batch()
     got = create_analyzer("input_t_gradient", model, input_name="token_ids").analyze(
-        {"token_ids": ids, "padding_mask": mask}, neuron_selection=1)
+        {"token_ids": ids, "padding_mask": mask}, neuron_selection=1
+    )
     m = tf.constant(mask.astype(np.float32))[..., None]
     dense, head = model.layers[-3], model.get_layer("head")
 
@@ -98,8 +100,9 @@ def test_gradient_through_attention_on_tokens_equals_autodiff():
     model = _mask_zero_model(attention=True)
     ids, mask = _batch()
     got = create_analyzer("input_t_gradient", model).analyze(ids, neuron_selection=2)
-    mha = next(layer for layer in model.layers
-               if isinstance(layer, keras.layers.MultiHeadAttention))
+    mha = next(
+        layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)
+    )
     pool, head = model.layers[-2], model.get_layer("head")
     keras_mask = tf.constant(ids != 0)
 
@@ -120,8 +123,11 @@ def test_attention_with_a_keras_mask_is_walked_inside():
     inside = [n.name for n in graph.nodes if n.name.startswith("multi_head_attention")]
     assert any("/dot_product_attention" in n for n in inside), inside
     assert any("/logical_and" in n for n in inside), inside  # query mask & value mask
-    with pytest.raises(UnsupportedLayerError, match=r"dot_product_attention(_\d+)?' "
-                                                    r"\(DotProductAttention"):
+    with pytest.raises(
+        UnsupportedLayerError,
+        match=r"dot_product_attention(_\d+)?' "
+        r"\(DotProductAttention",
+    ):
         create_analyzer("lrp.epsilon", model)
 
 
@@ -148,8 +154,7 @@ def test_custom_layer_with_a_mask_argument_equals_autodiff():
     got = analyzer.analyze(ids, neuron_selection=1)
     layer, head = model.get_layer("masked_mean"), model.get_layer("head")
     keras_mask = tf.constant(ids != 0)
-    embedded, grad = _embedding_gradient(model, lambda e: head(layer(e, mask=keras_mask)),
-                                         ids, 1)
+    embedded, grad = _embedding_gradient(model, lambda e: head(layer(e, mask=keras_mask)), ids, 1)
     np.testing.assert_allclose(got, (embedded * grad).sum(-1) * mask, rtol=1e-5, atol=1e-7)
     assert np.all(got[mask == 0] == 0.0) and np.abs(got).max() > 0
 
@@ -195,9 +200,13 @@ def _has_color(image: np.ndarray, rgb: tuple[int, int, int]) -> bool:
 def test_token_heatmap_png_colours_by_sign(tmp_path):
     from tf_clrp import visualize
 
-    image = visualize.token_heatmap([2.0, -2.0, 0.5, 0.0], [5, 7, 9, 1],
-                                    vocabulary={5: "good", 7: "bad", 9: "ok", 1: "[PAD]"},
-                                    mask=[1, 1, 1, 0], width=300)
+    image = visualize.token_heatmap(
+        [2.0, -2.0, 0.5, 0.0],
+        [5, 7, 9, 1],
+        vocabulary={5: "good", 7: "bad", 9: "ok", 1: "[PAD]"},
+        mask=[1, 1, 1, 0],
+        width=300,
+    )
     assert image.dtype == np.uint8 and image.shape[1] == 300 and image.shape[2] == 3
     assert _has_color(image, (255, 0, 0)) and _has_color(image, (0, 0, 255))
     only_positive = visualize.token_heatmap([2.0, 0.0], ["a", "b"])
@@ -212,9 +221,9 @@ def test_token_heatmap_png_colours_by_sign(tmp_path):
 def test_token_heatmap_html_is_self_contained(tmp_path):
     from tf_clrp import visualize
 
-    page = visualize.token_heatmap_html([1.0, -1.0, 0.0], [0, 1, 2],
-                                        vocabulary=["<b>", "no", "pad"], mask=[1, 1, 0],
-                                        title="review")
+    page = visualize.token_heatmap_html(
+        [1.0, -1.0, 0.0], [0, 1, 2], vocabulary=["<b>", "no", "pad"], mask=[1, 1, 0], title="review"
+    )
     assert "&lt;b&gt;" in page and "<b>" not in page.replace("<body", "")
     assert "background:#ff0000" in page and "background:#0000ff" in page
     assert ">pad<" not in page and page.count("<span") == 2

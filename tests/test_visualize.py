@@ -24,8 +24,7 @@ def test_reduce_channels_all_modes(signed_map: np.ndarray) -> None:
     np.testing.assert_allclose(vis.reduce_channels(r, "abs_sum"), np.abs(r).sum(-1), rtol=1e-6)
     np.testing.assert_allclose(vis.reduce_channels(r, "abs-sum"), np.abs(r).sum(-1), rtol=1e-6)
     np.testing.assert_allclose(vis.reduce_channels(r, "max_norm"), np.abs(r).max(-1))
-    np.testing.assert_allclose(vis.reduce_channels(r, "l2"), np.linalg.norm(r, axis=-1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(vis.reduce_channels(r, "l2"), np.linalg.norm(r, axis=-1), rtol=1e-5)
     batch = np.stack([r, -r])
     assert vis.reduce_channels(batch).shape == (2, 12, 10)
 
@@ -105,8 +104,9 @@ def test_tiny_negative_noise_keeps_sequential_colormap() -> None:
 def test_colormap_luts_and_unknown_names() -> None:
     assert vis.colormap_lut("inferno").shape == (256, 3)
     assert vis.colormap_lut("turbo", "opencv").dtype == np.uint8
-    np.testing.assert_array_equal(vis.colormap_lut("coldnhot", "matplotlib"),
-                                  vis.colormap_lut("coldnhot", "opencv"))
+    np.testing.assert_array_equal(
+        vis.colormap_lut("coldnhot", "matplotlib"), vis.colormap_lut("coldnhot", "opencv")
+    )
     with pytest.raises(ValueError, match="unknown colormap 'nope'"):
         vis.heatmap(np.ones((2, 2)), cmap="nope")
     with pytest.raises(ValueError, match="OpenCV backend"):
@@ -158,9 +158,15 @@ def test_comparison_grid_layout() -> None:
     rng = np.random.default_rng(1)
     images = rng.random((3, 8, 8, 3))
     maps = {"gradient": rng.normal(size=(3, 8, 8, 3)), "clrp": np.abs(rng.normal(size=(3, 8, 8)))}
-    fig = vis.comparison_grid(images, maps, titles=["a", "b", "c"],
-                              class_names=["cat", "dog", "cup"], show_sums=True,
-                              overlay_alpha=0.5, suptitle="t")
+    fig = vis.comparison_grid(
+        images,
+        maps,
+        titles=["a", "b", "c"],
+        class_names=["cat", "dog", "cup"],
+        show_sums=True,
+        overlay_alpha=0.5,
+        suptitle="t",
+    )
     axes = [ax for ax in fig.get_axes() if ax.images]  # the cells, not the colour bars
     assert len(axes) == 3 * 3
     assert axes[1].get_title() == "gradient" and axes[2].get_title() == "clrp"
@@ -211,14 +217,17 @@ def test_comparison_grid_colour_bars_show_the_drawn_colours() -> None:
     signed[:, 0, 0] = 0.0
     positive = np.abs(rng.normal(size=(2, 8, 8)))
     positive[:, 0, 0] = 0.0
-    fig = vis.comparison_grid(np.zeros((2, 8, 8, 3)), {"grad": signed, "lrp": positive},
-                              show_sums=True)
+    fig = vis.comparison_grid(
+        np.zeros((2, 8, 8, 3)), {"grad": signed, "lrp": positive}, show_sums=True
+    )
     bars = _colour_bars(fig)
     assert [_tick_texts(b) for b in bars] == [["−s", "0", "+s"], ["0", "s"]]
     assert all("99.5th percentile of |R|" in b.get_xlabel() for b in bars)
     cells = [ax for ax in fig.get_axes() if ax.images]
-    for bar, cell, maps, centre in ((bars[0], cells[1], signed, 0.5),
-                                    (bars[1], cells[2], positive, 0.0)):
+    for bar, cell, maps, centre in (
+        (bars[0], cells[1], signed, 0.5),
+        (bars[1], cells[2], positive, 0.0),
+    ):
         cmap = next(c for c in bar.collections if type(c).__name__ == "QuadMesh").cmap
         drawn = cell.images[0].get_array()
         peak = np.unravel_index(np.argmax(np.abs(maps[0])), maps[0].shape)
@@ -242,8 +251,7 @@ def test_wrap_text_breaks_lines_without_dropping_characters() -> None:
 
 def test_grid_image_wraps_titles_and_states_its_scale() -> None:
     images = np.zeros((1, 8, 8, 3), np.uint8)
-    maps = {"lrp.epsilon(epsilon=0.1, bias=True)": np.ones((1, 8, 8)),
-            "neg": -np.ones((1, 8, 8))}
+    maps = {"lrp.epsilon(epsilon=0.1, bias=True)": np.ones((1, 8, 8)), "neg": -np.ones((1, 8, 8))}
     grid = vis.grid_image(images, maps, cell=64)
     lines = len(vis.wrap_text("lrp.epsilon(epsilon=0.1, bias=True)", 64))
     header = 4 + 14 * lines
@@ -272,18 +280,24 @@ def test_class_contrast_figure_titles_boxes_and_family_bars() -> None:
     guided[:, 0, 0] = 0.0
     clrp = np.abs(rng.normal(size=(2, 16, 16)))
     fig = figures.class_contrast_figure(
-        image, {"gradient": grad, "guided_backprop": guided, "clrp": clrp},
-        ["cat (1)", "cup (2)"], boxes=[(0, 0, 8, 8), (0, 8, 8, 16)], title="t", caption="c")
+        image,
+        {"gradient": grad, "guided_backprop": guided, "clrp": clrp},
+        ["cat (1)", "cup (2)"],
+        boxes=[(0, 0, 8, 8), (0, 8, 8, 16)],
+        title="t",
+        caption="c",
+    )
     cells = [ax for ax in fig.get_axes() if ax.images]
-    assert [ax.get_title() for ax in cells[:4]] == ["input", "Gradient", "Guided Backprop",
-                                                    "CLRP"]
+    assert [ax.get_title() for ax in cells[:4]] == ["input", "Gradient", "Guided Backprop", "CLRP"]
     assert cells[0].get_ylabel() == "explains\ncat (1)"
     assert cells[4].get_ylabel() == "explains\ncup (2)"
     boxes = [p for p in cells[4].patches if isinstance(p, Rectangle)]
     assert len(boxes) == 1 and boxes[0].get_xy() == (7.5, -0.5)
     bars = _colour_bars(fig)
-    assert [b.get_xlabel().split(";")[0] for b in bars] == ["gradient family",
-                                                           "LRP family (CLRP included)"]
+    assert [b.get_xlabel().split(";")[0] for b in bars] == [
+        "gradient family",
+        "LRP family (CLRP included)",
+    ]
     assert _tick_texts(bars[0]) == ["−s", "0", "+s"] and _tick_texts(bars[1]) == ["0", "s"]
     # the family's bar is diverging, so the non-negative Guided Backprop map is drawn with
     # it: zero is white (bwr centre), not black ('hot' bottom)

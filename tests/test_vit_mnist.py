@@ -13,9 +13,20 @@ def test_vit_mnist_benchmark_tiny(tmp_path) -> None:
     import vit_mnist as vm
 
     methods = ("gradient", "attention_rollout")
-    cfg = vm.Config(scenes=2, train_scenes=32, epochs=1, digits=100, train_digits=80,
-                    methods=methods, aopc_scenes=1, aopc_steps=2, width=16, depth=1,
-                    heads=2, mlp=16)
+    cfg = vm.Config(
+        scenes=2,
+        train_scenes=32,
+        epochs=1,
+        digits=100,
+        train_digits=80,
+        methods=methods,
+        aopc_scenes=1,
+        aopc_steps=2,
+        width=16,
+        depth=1,
+        heads=2,
+        mlp=16,
+    )
     res = vm.run(cfg, progress=False, cache_dir=None)
     assert res.rows.x.shape == (4, 28, 56, 1)
     assert set(res.maps.maps) == set(methods)

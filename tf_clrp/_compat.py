@@ -86,8 +86,12 @@ def node_output_tensors(node: Any) -> list[Any]:
     return list(node.outputs)
 
 
-def call_node(node: Any, values: Sequence[Any], autocast: bool = True,
-              rewrite: Callable[..., tuple[Any, Any, Any]] | None = None) -> list[Any]:
+def call_node(
+    node: Any,
+    values: Sequence[Any],
+    autocast: bool = True,
+    rewrite: Callable[..., tuple[Any, Any, Any]] | None = None,
+) -> list[Any]:
     """Calls a node's operation on concrete tensors, keeping its other arguments.
 
     Args:
@@ -144,7 +148,8 @@ def built_input_shape(model: Any) -> tuple[int | None, ...] | None:
         return None
     shape = next(iter(shapes.values()))
     if not isinstance(shape, (tuple, list)) or not all(
-            d is None or isinstance(d, int) for d in shape):
+        d is None or isinstance(d, int) for d in shape
+    ):
         return None
     return (None, *shape[1:])
 
@@ -176,8 +181,9 @@ def keras_mask(tensor: Any) -> Any | None:
     return getattr(tensor, "_keras_mask", None)
 
 
-def fresh_input(tensor: Any, shape: Sequence[int | None] | None = None,
-                mask: Any | None = None) -> Any:
+def fresh_input(
+    tensor: Any, shape: Sequence[int | None] | None = None, mask: Any | None = None
+) -> Any:
     """A new symbolic input with the dtype of ``tensor`` (not linked to it).
 
     Args:
@@ -185,8 +191,9 @@ def fresh_input(tensor: Any, shape: Sequence[int | None] | None = None,
         shape: Its shape, batch axis included (default: ``tensor``'s).
         mask: A symbolic mask to attach (read by layers the way Keras hands masks on).
     """
-    fresh = keras.Input(batch_shape=tuple(tensor.shape if shape is None else shape),
-                        dtype=tensor.dtype)
+    fresh = keras.Input(
+        batch_shape=tuple(tensor.shape if shape is None else shape), dtype=tensor.dtype
+    )
     return with_keras_mask(fresh, mask)
 
 
@@ -196,8 +203,18 @@ def arguments_of(node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 #: Attributes every Keras operation has that do not configure its computation.
-_BOOKKEEPING = frozenset({"name", "_inbound_nodes", "_outbound_nodes", "_auto_config", "_lock",
-                          "_remat_mode", "_call_has_training_arg", "_call_has_mask_arg"})
+_BOOKKEEPING = frozenset(
+    {
+        "name",
+        "_inbound_nodes",
+        "_outbound_nodes",
+        "_auto_config",
+        "_lock",
+        "_remat_mode",
+        "_call_has_training_arg",
+        "_call_has_mask_arg",
+    }
+)
 
 
 def operation_settings(op: Any) -> dict[str, Any]:
@@ -240,8 +257,11 @@ def _with_masks(layer: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict
     except TypeError:
         return kwargs
     parameters = inspect.signature(layer.call).parameters
-    tensors = {name: value for name, value in bound.arguments.items()
-               if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))}
+    tensors = {
+        name: value
+        for name, value in bound.arguments.items()
+        if any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))
+    }
     kwargs = dict(kwargs)
     if len(tensors) == 1:
         only = next(iter(tensors.values()))

@@ -49,7 +49,7 @@ class DistributedRunner:
         def value(ctx: tf.distribute.experimental.ValueContext) -> tf.Tensor:
             replica = ctx.replica_id_in_sync_group
             with tf.device(local[replica % len(local)]):
-                return tf.constant(array[replica * rows:(replica + 1) * rows])
+                return tf.constant(array[replica * rows : (replica + 1) * rows])
 
         return self.strategy.experimental_distribute_values_from_function(value)
 
@@ -85,14 +85,16 @@ class DistributedRunner:
         for array in step.inputs:
             if padded_total > total:
                 array = np.concatenate(
-                    [array, np.repeat(array[-1:], padded_total - total, axis=0)], axis=0)
+                    [array, np.repeat(array[-1:], padded_total - total, axis=0)], axis=0
+                )
             distributed.append(self._distribute(array, rows))
         out = self._compile(step)(*distributed)
         out = tf.nest.map_structure(lambda t: t.numpy()[:total], out)
         return step.finish(out)
 
-    def analyze(self, analyzer: Analyzer | Any, x: Any, neuron_selection: Any,
-                **analyze_kwargs: Any) -> Any:
+    def analyze(
+        self, analyzer: Analyzer | Any, x: Any, neuron_selection: Any, **analyze_kwargs: Any
+    ) -> Any:
         """Like ``analyzer.analyze(x, neuron_selection, **analyze_kwargs)``, on all replicas.
 
         Args:
@@ -108,8 +110,7 @@ class DistributedRunner:
         if isinstance(analyzer, Analyzer):
             array, selection = analyzer.prepare(x, neuron_selection)
             if len(array) == 0:  # nothing to split
-                return analyzer.analyze(array, neuron_selection=neuron_selection,
-                                        **analyze_kwargs)
+                return analyzer.analyze(array, neuron_selection=neuron_selection, **analyze_kwargs)
             try:
                 step = analyzer.replica_step(array, selection, **analyze_kwargs)
             except NotImplementedError:
@@ -118,7 +119,10 @@ class DistributedRunner:
             if not self._warned:
                 warnings.warn(
                     f"{type(analyzer).__name__} cannot be split over replicas; it runs on the "
-                    "default device of every worker", RuntimeWarning, stacklevel=3)
+                    "default device of every worker",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self._warned = True
             return analyzer.analyze(x, neuron_selection=neuron_selection, **analyze_kwargs)
         return self.run_step(step)
@@ -142,5 +146,7 @@ class DistributedRunner:
 
         summed = self.strategy.reduce(
             tf.distribute.ReduceOp.SUM,
-            self.strategy.experimental_distribute_values_from_function(value), axis=None)
+            self.strategy.experimental_distribute_values_from_function(value),
+            axis=None,
+        )
         return np.asarray(summed)

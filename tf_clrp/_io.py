@@ -36,8 +36,11 @@ def write_temporary(target: str | os.PathLike[str], write: Writer) -> str:
         The temporary file's path, ``.<name>.<random>.tmp``, flushed and fsynced.
     """
     target = os.fspath(target)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
-                                         dir=os.path.dirname(os.path.abspath(target)))
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(target)}.",
+        suffix=".tmp",
+        dir=os.path.dirname(os.path.abspath(target)),
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
@@ -77,8 +80,9 @@ def move_into_place(temporary: str, target: str | os.PathLike[str], overwrite: b
     os.unlink(temporary)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | Writer, *,
-                 overwrite: bool = False) -> str:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes | Writer, *, overwrite: bool = False
+) -> str:
     """Writes a file atomically: a temporary file in the same folder, then a rename.
 
     Readers never see a half-written file; on any failure the old content stays.
@@ -137,8 +141,7 @@ def decode_image(data: bytes | np.ndarray, channels: int = 3) -> np.ndarray | No
 def read_image(path: str | os.PathLike[str], channels: int = 3) -> np.ndarray | None:
     """Reads an image file (any path, also non-ASCII ones) as :func:`decode_image` does."""
     path = os.fspath(path)
-    return decode_image(np.fromfile(path, np.uint8) if os.path.getsize(path) else b"",
-                        channels)
+    return decode_image(np.fromfile(path, np.uint8) if os.path.getsize(path) else b"", channels)
 
 
 def progress_bar(**tqdm_options: Any) -> Any | None:
@@ -150,8 +153,15 @@ def progress_bar(**tqdm_options: Any) -> Any | None:
     return tqdm(**tqdm_options)
 
 
-def progress_iter(iterable: Iterable[Any], total: int, progress: ProgressArg, desc: str, *,
-                  lines: bool = False, **tqdm_options: Any) -> Iterator[Any]:
+def progress_iter(
+    iterable: Iterable[Any],
+    total: int,
+    progress: ProgressArg,
+    desc: str,
+    *,
+    lines: bool = False,
+    **tqdm_options: Any,
+) -> Iterator[Any]:
     """Iterates with an optional progress report.
 
     Args:
@@ -187,8 +197,18 @@ def progress_iter(iterable: Iterable[Any], total: int, progress: ProgressArg, de
             bar.update(1)
 
 
-def progress_items(items: Sequence[Any], desc: str, quiet: bool, unit: str = "batch"
-                   ) -> Iterator[Any]:
+def progress_items(
+    items: Sequence[Any], desc: str, quiet: bool, unit: str = "batch"
+) -> Iterator[Any]:
     """A command's progress over ``items``: a bar on stderr, or one line per item."""
-    return progress_iter(items, len(items), not quiet, desc, lines=True, unit=unit,
-                         leave=True, file=sys.stderr, dynamic_ncols=True)
+    return progress_iter(
+        items,
+        len(items),
+        not quiet,
+        desc,
+        lines=True,
+        unit=unit,
+        leave=True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

@@ -51,7 +51,8 @@ class _RegistryName(type):
         if args:
             raise TypeError(
                 f"{cls.__name__}(model, ...) takes its options as keyword arguments "
-                f"(e.g. epsilon=0.1); got {len(args)} positional argument(s) after the model")
+                f"(e.g. epsilon=0.1); got {len(args)} positional argument(s) after the model"
+            )
         return create_analyzer(cls.registry_name, model, **kwargs)
 
     def __instancecheck__(cls, instance: Any) -> bool:
@@ -59,10 +60,13 @@ class _RegistryName(type):
 
 
 def _make_class(class_name: str, registry_name: str) -> type:
-    doc = (f"iNNvestigate's ``{class_name}``: ``{class_name}(model, **options)`` is "
-           f"``tf_clrp.create_analyzer({registry_name!r}, model, **options)``.")
-    return _RegistryName(class_name, (), {"registry_name": registry_name, "__doc__": doc,
-                                          "__module__": __name__})
+    doc = (
+        f"iNNvestigate's ``{class_name}``: ``{class_name}(model, **options)`` is "
+        f"``tf_clrp.create_analyzer({registry_name!r}, model, **options)``."
+    )
+    return _RegistryName(
+        class_name, (), {"registry_name": registry_name, "__doc__": doc, "__module__": __name__}
+    )
 
 
 globals().update({name: _make_class(name, key) for name, key in INNVESTIGATE_CLASSES.items()})

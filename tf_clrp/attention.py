@@ -117,7 +117,8 @@ def _probe(node: Node, graph: Graph) -> list[np.ndarray]:
     if len(q_shape) != 4 or len(k_shape) != 4 or len(v_shape) != 4:
         raise UnsupportedLayerError(
             f"AttnLRP: the fused attention {node.name!r} has inputs of shapes "
-            f"{q_shape}, {k_shape}, {v_shape}; (batch, tokens, heads, dim) was expected")
+            f"{q_shape}, {k_shape}, {v_shape}; (batch, tokens, heads, dim) was expected"
+        )
     mask_shape = graph.shapes.get(node.inputs[3], ()) if len(node.inputs) == 4 else ()
     t = q_shape[1] or (mask_shape[-2] if len(mask_shape) == 4 and mask_shape[-2] else None)
     s = k_shape[1] or (mask_shape[-1] if len(mask_shape) == 4 and mask_shape[-1] else None)
@@ -130,7 +131,8 @@ def _probe(node: Node, graph: Graph) -> list[np.ndarray]:
         if len(mask_shape) != 4:
             raise UnsupportedLayerError(
                 f"AttnLRP: the fused attention {node.name!r} takes a fourth tensor of shape "
-                f"{mask_shape}; only a (batch, heads, queries, keys) boolean mask is supported")
+                f"{mask_shape}; only a (batch, heads, queries, keys) boolean mask is supported"
+            )
         full = [1, mask_shape[1] or 1, t, s]
         mask = rng.random(full) > 0.4
         mask[..., 0] = True  # every query keeps a key
@@ -145,11 +147,13 @@ def _split(node: Node, graph: Graph) -> list[Node]:
         raise UnsupportedLayerError(
             f"AttnLRP: the fused attention {node.name!r} takes {len(node.inputs)} tensors; "
             "query, key, value and an optional boolean mask are supported (not an additive "
-            "attention bias)")
+            "attention bias)"
+        )
     head_dim = graph.shapes.get(node.inputs[0], (None,))[-1]
     if head_dim is None:
         raise UnsupportedLayerError(
-            f"AttnLRP: the head size of the fused attention {node.name!r} is not static")
+            f"AttnLRP: the head size of the fused attention {node.name!r} is not static"
+        )
     scores = AttentionScores(node.name, 1.0 / math.sqrt(float(head_dim)))
     softmax = AttentionSoftmax(node.name, causal=bool(getattr(op, "is_causal", False)))
     values = AttentionValues(node.name)
@@ -159,7 +163,8 @@ def _split(node: Node, graph: Graph) -> list[Node]:
     except Exception as error:  # noqa: BLE001 - the probe's mask is not what the op takes
         raise UnsupportedLayerError(
             f"AttnLRP cannot split the fused attention {node.name!r}: it does not run on "
-            f"(query, key, value, boolean mask) ({type(error).__name__}: {error})") from error
+            f"(query, key, value, boolean mask) ({type(error).__name__}: {error})"
+        ) from error
     mask = tf.constant(probe[3]) if len(probe) == 4 else None
     q, k, v = (tf.constant(p) for p in probe[:3])
     got = np.asarray(values(softmax(scores(q, k), mask), v), np.float64)
@@ -168,7 +173,8 @@ def _split(node: Node, graph: Graph) -> list[Node]:
         raise UnsupportedLayerError(
             f"AttnLRP cannot split the fused attention {node.name!r}: softmax(Q·Kᵀ/√"
             f"{head_dim}, mask)·V differs from the op's output by {gap:.2g} (relative) on a "
-            "probe (a custom scale, an attention bias or a logit soft cap?)")
+            "probe (a custom scale, an attention bias or a logit soft cap?)"
+        )
 
     score_id, weight_id = new_tensor_id(), new_tensor_id()
     mask_in = node.inputs[3:]
@@ -184,12 +190,34 @@ def _split(node: Node, graph: Graph) -> list[Node]:
 
     common = {"within": node.within}
     return [
-        Node(f"{node.name}/scores", scores, Group.BILINEAR, node.inputs[:2], (score_id,),
-             run_scores, **common),
-        Node(f"{node.name}/softmax", softmax, Group.SOFTMAX, (score_id, *mask_in),
-             (weight_id,), run_softmax, activation="softmax", **common),
-        Node(f"{node.name}/values", values, Group.ATTENTION_VALUES,
-             (weight_id, node.inputs[2]), node.outputs, run_values, **common),
+        Node(
+            f"{node.name}/scores",
+            scores,
+            Group.BILINEAR,
+            node.inputs[:2],
+            (score_id,),
+            run_scores,
+            **common,
+        ),
+        Node(
+            f"{node.name}/softmax",
+            softmax,
+            Group.SOFTMAX,
+            (score_id, *mask_in),
+            (weight_id,),
+            run_softmax,
+            activation="softmax",
+            **common,
+        ),
+        Node(
+            f"{node.name}/values",
+            values,
+            Group.ATTENTION_VALUES,
+            (weight_id, node.inputs[2]),
+            node.outputs,
+            run_values,
+            **common,
+        ),
     ]
 
 
@@ -197,8 +225,11 @@ def _is_softmax(node: Node) -> bool:
     """A softmax node of the walk (a Softmax layer or ``ops.softmax``, masked or not)."""
     if node.group is Group.ACTIVATION:
         return node.activation == "softmax"
-    return (node.group is Group.MASKED_ACTIVATION and node.op is not None
-            and layers.activation_of(node.op) == "softmax")
+    return (
+        node.group is Group.MASKED_ACTIVATION
+        and node.op is not None
+        and layers.activation_of(node.op) == "softmax"
+    )
 
 
 def split_attention(graph: Graph) -> Graph:
@@ -226,19 +257,30 @@ def split_attention(graph: Graph) -> Graph:
             weights.update(node.outputs)
         elif node.group is Group.RESHAPE and len(node.inputs) == 1 and node.inputs[0] in weights:
             weights.update(node.outputs)
-        elif node.group is Group.BILINEAR and len(node.inputs) == 2 and (
-                weights.intersection(node.inputs)):
+        elif (
+            node.group is Group.BILINEAR
+            and len(node.inputs) == 2
+            and (weights.intersection(node.inputs))
+        ):
             if node.inputs[0] not in weights:  # weights first (the CP rule's convention)
-                node = node.evolve(inputs=node.inputs[::-1],
-                                   run=lambda xs, run=node.run: run(xs[::-1]))
+                node = node.evolve(
+                    inputs=node.inputs[::-1], run=lambda xs, run=node.run: run(xs[::-1])
+                )
             node = node.evolve(group=Group.ATTENTION_VALUES)
         nodes.append(node)
     return graph.evolve(nodes=nodes)
 
 
 #: Groups whose presence makes a model a transformer for the contrastive analyzers' default.
-TRANSFORMER_GROUPS = frozenset({Group.LAYER_NORM, Group.BILINEAR, Group.MASKED_ACTIVATION,
-                                Group.SOFTMAX, Group.ATTENTION_VALUES})
+TRANSFORMER_GROUPS = frozenset(
+    {
+        Group.LAYER_NORM,
+        Group.BILINEAR,
+        Group.MASKED_ACTIVATION,
+        Group.SOFTMAX,
+        Group.ATTENTION_VALUES,
+    }
+)
 
 
 def is_transformer(graph: Graph) -> bool:
@@ -251,7 +293,9 @@ def is_transformer(graph: Graph) -> bool:
         True if a node is in ``TRANSFORMER_GROUPS``, is a fused attention op, or is a
         ``MultiHeadAttention`` layer that was not walked inside.
     """
-    return any(node.group in TRANSFORMER_GROUPS
-               or type(node.op).__name__ in ("DotProductAttention", "MultiHeadAttention")
-               or any(type(w.op).__name__ == "MultiHeadAttention" for w in node.within)
-               for node in graph.nodes)
+    return any(
+        node.group in TRANSFORMER_GROUPS
+        or type(node.op).__name__ in ("DotProductAttention", "MultiHeadAttention")
+        or any(type(w.op).__name__ == "MultiHeadAttention" for w in node.within)
+        for node in graph.nodes
+    )

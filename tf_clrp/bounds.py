@@ -48,8 +48,7 @@ def caffe(x: np.ndarray) -> np.ndarray:
 
 def effnet_lite(x: np.ndarray) -> np.ndarray:
     """(x - 127) / 128 (EfficientNet-Lite, ``tf_clrp.zoo``)."""
-    return ((np.asarray(x, np.float32) - EFFNET_LITE_MEAN) / EFFNET_LITE_STD).astype(
-        np.float32)
+    return ((np.asarray(x, np.float32) - EFFNET_LITE_MEAN) / EFFNET_LITE_STD).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -76,23 +75,33 @@ PREPROCESSING_TABLE: dict[str, Preprocessing] = {
     "raw": Preprocessing(raw, 0.0, 255.0, "pixel values 0..255 unchanged"),
     "unit": Preprocessing(unit, 0.0, 1.0, "x / 255"),
     "symmetric": Preprocessing(
-        symmetric, -1.0, 1.0, "x / 127.5 - 1 (Keras 'tf' mode: MobileNet, Inception, Xception)"),
+        symmetric, -1.0, 1.0, "x / 127.5 - 1 (Keras 'tf' mode: MobileNet, Inception, Xception)"
+    ),
     "torch": Preprocessing(
-        torch, (0.0 - _IMAGENET_MEAN) / _IMAGENET_STD, (1.0 - _IMAGENET_MEAN) / _IMAGENET_STD,
+        torch,
+        (0.0 - _IMAGENET_MEAN) / _IMAGENET_STD,
+        (1.0 - _IMAGENET_MEAN) / _IMAGENET_STD,
         "(x / 255 - mean) / std, ImageNet mean/std per RGB channel (torchvision)",
-        rgb_only=True),
+        rgb_only=True,
+    ),
     "caffe": Preprocessing(
-        caffe, -CAFFE_MEAN_BGR, 255.0 - CAFFE_MEAN_BGR,
+        caffe,
+        -CAFFE_MEAN_BGR,
+        255.0 - CAFFE_MEAN_BGR,
         "RGB→BGR, minus the ImageNet BGR mean (Keras 'caffe' mode: VGG, ResNet50)",
-        rgb_only=True),
+        rgb_only=True,
+    ),
     "effnet_lite": Preprocessing(
-        effnet_lite, (0.0 - EFFNET_LITE_MEAN) / EFFNET_LITE_STD,
+        effnet_lite,
+        (0.0 - EFFNET_LITE_MEAN) / EFFNET_LITE_STD,
         (255.0 - EFFNET_LITE_MEAN) / EFFNET_LITE_STD,
-        "(x - 127) / 128 (EfficientNet-Lite, tf_clrp.zoo)"),
+        "(x - 127) / 128 (EfficientNet-Lite, tf_clrp.zoo)",
+    ),
 }
 #: name -> (low, high, description): the bounds of ``PREPROCESSING_TABLE``.
 PREPROCESSINGS: dict[str, tuple[object, object, str]] = {
-    name: (p.low, p.high, p.description) for name, p in PREPROCESSING_TABLE.items()}
+    name: (p.low, p.high, p.description) for name, p in PREPROCESSING_TABLE.items()
+}
 
 
 def input_bounds(preprocessing: str) -> tuple[np.ndarray, np.ndarray]:

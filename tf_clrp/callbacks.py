@@ -31,7 +31,8 @@ MethodSpec = str | tuple[str, dict[str, Any]]
 NO_TENSORBOARD_NOTICE = (
     "HeatmapCallback: the tensorboard package is not installed (TensorFlow >= 2.21 no longer "
     "installs it), so heatmaps go to PNG files in {log_dir} only. For TensorBoard images: "
-    "pip install tensorboard (or 'tf_clrp[tensorboard]'); tensorboard=False silences this.")
+    "pip install tensorboard (or 'tf_clrp[tensorboard]'); tensorboard=False silences this."
+)
 
 
 def tensorboard_available() -> bool:
@@ -58,20 +59,25 @@ def upscale_nearest(images: np.ndarray, min_side: int) -> np.ndarray:
 
 def _parse_methods(methods: Sequence[MethodSpec]) -> list[tuple[str, str, dict[str, Any]]]:
     """[(column label, analyzer name, kwargs)], labels made unique."""
-    if isinstance(methods, str) or (isinstance(methods, tuple) and len(methods) == 2
-                                    and isinstance(methods[1], dict)):
+    if isinstance(methods, str) or (
+        isinstance(methods, tuple) and len(methods) == 2 and isinstance(methods[1], dict)
+    ):
         methods = [methods]  # a single method
     parsed: list[tuple[str, str, dict[str, Any]]] = []
     for spec in methods:
         if isinstance(spec, str):
             name, kwargs = spec, {}
-        elif (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
-              and isinstance(spec[1], dict)):
+        elif (
+            isinstance(spec, (tuple, list))
+            and len(spec) == 2
+            and isinstance(spec[0], str)
+            and isinstance(spec[1], dict)
+        ):
             name, kwargs = spec[0], dict(spec[1])
         else:
             raise TypeError(
-                f"each method must be an analyzer name or a (name, kwargs dict) pair, got "
-                f"{spec!r}")
+                f"each method must be an analyzer name or a (name, kwargs dict) pair, got {spec!r}"
+            )
         label = name
         if kwargs:
             label = f"{name}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})"
@@ -85,8 +91,7 @@ def _parse_methods(methods: Sequence[MethodSpec]) -> list[tuple[str, str, dict[s
     return parsed
 
 
-def _per_sample_ints(values: int | Sequence[int] | None, n: int, what: str
-                     ) -> np.ndarray | None:
+def _per_sample_ints(values: int | Sequence[int] | None, n: int, what: str) -> np.ndarray | None:
     """None, or one int per sample (a single int is repeated)."""
     if values is None:
         return None
@@ -143,21 +148,31 @@ class HeatmapCallback(keras.callbacks.Callback):
         failed: Methods that failed (label → error message); they are skipped afterwards.
     """
 
-    def __init__(self, images: Any, classes: int | Sequence[int] | None = None,
-                 methods: Sequence[MethodSpec] = DEFAULT_METHODS,
-                 log_dir: str | os.PathLike[str] = "heatmaps",
-                 every_n_epochs: int | None = 1, every_n_batches: int | None = None,
-                 tensorboard: bool | str = "auto", class_names: Sequence[str] | None = None,
-                 labels: int | Sequence[int] | None = None, display_images: Any = None,
-                 overlay_alpha: float | None = None,
-                 percentile: float | None = visualize.DEFAULT_PERCENTILE,
-                 batch_size: int | None = None, use_tf_function: bool = True,
-                 cell_size: int = 128, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        images: Any,
+        classes: int | Sequence[int] | None = None,
+        methods: Sequence[MethodSpec] = DEFAULT_METHODS,
+        log_dir: str | os.PathLike[str] = "heatmaps",
+        every_n_epochs: int | None = 1,
+        every_n_batches: int | None = None,
+        tensorboard: bool | str = "auto",
+        class_names: Sequence[str] | None = None,
+        labels: int | Sequence[int] | None = None,
+        display_images: Any = None,
+        overlay_alpha: float | None = None,
+        percentile: float | None = visualize.DEFAULT_PERCENTILE,
+        batch_size: int | None = None,
+        use_tf_function: bool = True,
+        cell_size: int = 128,
+        verbose: int = 0,
+    ) -> None:
         super().__init__()
         array = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
         if array.ndim < 2 or len(array) == 0:
             raise ValueError(
-                f"images must be a non-empty batch (N, *input_shape); got shape {array.shape}")
+                f"images must be a non-empty batch (N, *input_shape); got shape {array.shape}"
+            )
         if array.dtype.kind not in "fiub":
             raise TypeError(f"images must be numeric, got dtype {array.dtype}")
         self.images = array
@@ -165,8 +180,10 @@ class HeatmapCallback(keras.callbacks.Callback):
         self.classes: np.ndarray | None = _per_sample_ints(classes, n, "classes")
         self.labels: np.ndarray | None = _per_sample_ints(labels, n, "labels")
         self.methods = _parse_methods(methods)
-        for what, value in (("every_n_epochs", every_n_epochs),
-                            ("every_n_batches", every_n_batches)):
+        for what, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("every_n_batches", every_n_batches),
+        ):
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{what} must be a positive int or None, got {value!r}")
         if every_n_epochs is None and every_n_batches is None:
@@ -178,13 +195,16 @@ class HeatmapCallback(keras.callbacks.Callback):
         if tensorboard is True and not tensorboard_available():
             raise ImportError(
                 "HeatmapCallback(tensorboard=True) needs the tensorboard package: "
-                "pip install 'tf_clrp[tensorboard]' (or tensorboard=False / 'auto')")
+                "pip install 'tf_clrp[tensorboard]' (or tensorboard=False / 'auto')"
+            )
         self.use_tensorboard = tensorboard is True or (
-            tensorboard == "auto" and tensorboard_available())
+            tensorboard == "auto" and tensorboard_available()
+        )
         self.log_dir = os.fspath(log_dir)
         if tensorboard == "auto" and not self.use_tensorboard:
-            warnings.warn(NO_TENSORBOARD_NOTICE.format(log_dir=self.log_dir), UserWarning,
-                          stacklevel=2)
+            warnings.warn(
+                NO_TENSORBOARD_NOTICE.format(log_dir=self.log_dir), UserWarning, stacklevel=2
+            )
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         if display_images is not None:
             shown = np.asarray(display_images)
@@ -232,8 +252,12 @@ class HeatmapCallback(keras.callbacks.Callback):
             try:
                 self._writer.close()
             except Exception as error:  # noqa: BLE001 - never crash training
-                warnings.warn(f"HeatmapCallback: closing the TensorBoard writer failed: "
-                              f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"HeatmapCallback: closing the TensorBoard writer failed: "
+                    f"{type(error).__name__}: {error}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             self._writer = None
 
     # ------------------------------------------------------------------ work
@@ -260,16 +284,21 @@ class HeatmapCallback(keras.callbacks.Callback):
                         options = {"use_tf_function": self.use_tf_function, **kwargs}
                     analyzer = tf_clrp.create_analyzer(name, self.model, **options)
                     self.analyzers[label] = analyzer
-                relevance = analyzer.analyze(self.images, neuron_selection=[int(t) for t in
-                                                                            targets],
-                                             batch_size=self.batch_size)
+                relevance = analyzer.analyze(
+                    self.images,
+                    neuron_selection=[int(t) for t in targets],
+                    batch_size=self.batch_size,
+                )
                 maps[label] = np.asarray(relevance, dtype=np.float32)
             except Exception as error:  # noqa: BLE001 - never crash training
                 message = f"{type(error).__name__}: {error}"
                 self.failed[label] = message
                 warnings.warn(
                     f"HeatmapCallback: method {label!r} failed and is skipped from now on: "
-                    f"{message}", RuntimeWarning, stacklevel=2)
+                    f"{message}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return maps, targets
 
     def _targets(self) -> np.ndarray:
@@ -278,7 +307,7 @@ class HeatmapCallback(keras.callbacks.Callback):
         size = self.batch_size or len(self.images)
         outputs = []
         for start in range(0, len(self.images), size):
-            out = self.model(self.images[start:start + size], training=False)
+            out = self.model(self.images[start : start + size], training=False)
             if isinstance(out, (list, tuple)):
                 out = out[0]
             out = np.asarray(out)
@@ -293,10 +322,15 @@ class HeatmapCallback(keras.callbacks.Callback):
             if maps:
                 self._write(maps, targets, epoch, batch)
         except Exception as error:  # noqa: BLE001 - never crash training
-            warnings.warn(f"HeatmapCallback: could not explain or write heatmaps at {where}: "
-                          f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
-        self.timings.append((epoch + 1, None if batch is None else batch + 1,
-                             time.perf_counter() - start))
+            warnings.warn(
+                f"HeatmapCallback: could not explain or write heatmaps at {where}: "
+                f"{type(error).__name__}: {error}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.timings.append(
+            (epoch + 1, None if batch is None else batch + 1, time.perf_counter() - start)
+        )
 
     def _class_label(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):
@@ -306,18 +340,25 @@ class HeatmapCallback(keras.callbacks.Callback):
     def _row_label(self, sample: int, explained: int) -> str:
         if self.labels is None:
             return f"sample {sample}: {self._class_label(explained)}"
-        return (f"sample {sample}: true {self._class_label(int(self.labels[sample]))}, "
-                f"explains {self._class_label(explained)}")
+        return (
+            f"sample {sample}: true {self._class_label(int(self.labels[sample]))}, "
+            f"explains {self._class_label(explained)}"
+        )
 
-    def _write(self, maps: dict[str, np.ndarray], targets: np.ndarray, epoch: int,
-               batch: int | None) -> None:
+    def _write(
+        self, maps: dict[str, np.ndarray], targets: np.ndarray, epoch: int, batch: int | None
+    ) -> None:
         stem = f"heatmaps_epoch{epoch + 1:04d}" + ("" if batch is None else f"_batch{batch + 1}")
         title = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
         grid = visualize.grid_image(
-            self.display_images, maps, row_labels=[
-                self._row_label(i, int(t)) for i, t in enumerate(targets)],
-            title=title, cell=self.cell_size, overlay_alpha=self.overlay_alpha,
-            percentile=self.percentile)
+            self.display_images,
+            maps,
+            row_labels=[self._row_label(i, int(t)) for i, t in enumerate(targets)],
+            title=title,
+            cell=self.cell_size,
+            overlay_alpha=self.overlay_alpha,
+            percentile=self.percentile,
+        )
         path = self._free_path(stem)
         visualize.save_png(grid, path, overwrite=False)
         self.written.append(path)
@@ -334,13 +375,17 @@ class HeatmapCallback(keras.callbacks.Callback):
                 self._warned_existing = True
                 warnings.warn(
                     f"HeatmapCallback: {path} exists (earlier run?); keeping it and writing "
-                    f"this run's files with a _run<k> suffix", RuntimeWarning, stacklevel=3)
+                    f"this run's files with a _run<k> suffix",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             path = os.path.join(self.log_dir, f"{stem}_run{run}.png")
             run += 1
         return path
 
-    def _summaries(self, maps: dict[str, np.ndarray], grid: np.ndarray, epoch: int,
-                   batch: int | None) -> None:
+    def _summaries(
+        self, maps: dict[str, np.ndarray], grid: np.ndarray, epoch: int, batch: int | None
+    ) -> None:
         import tensorflow as tf
 
         if self._writer is None:
@@ -350,13 +395,27 @@ class HeatmapCallback(keras.callbacks.Callback):
         with self._writer.as_default():
             tf.summary.image(f"{prefix}/grid", grid[None], step=step)
             for label, relevance in maps.items():
-                pictures = upscale_nearest(np.stack([
-                    visualize.overlay(img, rel, self.overlay_alpha or 0.6,
-                                      percentile=self.percentile)
-                    for img, rel in zip(shown, relevance)]), self.cell_size)
-                tf.summary.image(f"{prefix}/{label}", pictures, step=step,
-                                 max_outputs=len(pictures))
+                pictures = upscale_nearest(
+                    np.stack(
+                        [
+                            visualize.overlay(
+                                img, rel, self.overlay_alpha or 0.6, percentile=self.percentile
+                            )
+                            for img, rel in zip(shown, relevance)
+                        ]
+                    ),
+                    self.cell_size,
+                )
+                tf.summary.image(
+                    f"{prefix}/{label}", pictures, step=step, max_outputs=len(pictures)
+                )
         self._writer.flush()
 
-__all__ = ["DEFAULT_METHODS", "NO_TENSORBOARD_NOTICE", "HeatmapCallback",
-           "tensorboard_available", "upscale_nearest"]
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "NO_TENSORBOARD_NOTICE",
+    "HeatmapCallback",
+    "tensorboard_available",
+    "upscale_nearest",
+]

@@ -33,22 +33,42 @@ Canonizer = Callable[[Graph], Graph]
 STRIPPED_OUTPUT_ACTIVATIONS = frozenset({"softmax", "sigmoid", "log_softmax", "linear"})
 
 
-def _linear_node(node: Node, spec: LinearSpec, outputs: tuple[int, ...], name: str,
-                 inputs: tuple[int, ...] | None = None) -> Node:
+def _linear_node(
+    node: Node,
+    spec: LinearSpec,
+    outputs: tuple[int, ...],
+    name: str,
+    inputs: tuple[int, ...] | None = None,
+) -> Node:
     def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
         x = tf.cast(values[0], tf.float32)
         return [spec.add_bias(spec.forward(x, spec.read_kernel()), spec.read_bias())]
 
     group = Group.CONVOLUTION if node.group is Group.SEPARABLE else node.group
-    return Node(name=name, op=node.op, group=group, inputs=inputs or node.inputs,
-                outputs=outputs, run=run, linear=spec)
+    return Node(
+        name=name,
+        op=node.op,
+        group=group,
+        inputs=inputs or node.inputs,
+        outputs=outputs,
+        run=run,
+        linear=spec,
+    )
 
 
-def _activation_node(node: Node, name: str, fn: Any, inputs: tuple[int, ...],
-                     outputs: tuple[int, ...]) -> Node:
-    return Node(name=name, op=node.op, group=Group.ACTIVATION, inputs=inputs, outputs=outputs,
-                run=lambda values: [fn(values[0])], activation=layers.activation_name(fn),
-                fused=True)
+def _activation_node(
+    node: Node, name: str, fn: Any, inputs: tuple[int, ...], outputs: tuple[int, ...]
+) -> Node:
+    return Node(
+        name=name,
+        op=node.op,
+        group=Group.ACTIVATION,
+        inputs=inputs,
+        outputs=outputs,
+        run=lambda values: [fn(values[0])],
+        activation=layers.activation_name(fn),
+        fused=True,
+    )
 
 
 def split_linear_layers(graph: Graph) -> Graph:
@@ -74,13 +94,17 @@ def split_linear_layers(graph: Graph) -> Graph:
             depthwise, pointwise = layers.separable_specs(node.op)
             middle = (new_tensor_id(),)
             nodes.append(_linear_node(node, depthwise, middle, node.name + "/depthwise"))
-            nodes.append(_linear_node(node, pointwise, linear_out, node.name + "/pointwise",
-                                      inputs=middle))
+            nodes.append(
+                _linear_node(node, pointwise, linear_out, node.name + "/pointwise", inputs=middle)
+            )
         else:
             nodes.append(_linear_node(node, layers.linear_spec(node.op), linear_out, node.name))
         if activation != "linear":
-            nodes.append(_activation_node(node, node.name + "/activation", node.op.activation,
-                                          linear_out, node.outputs))
+            nodes.append(
+                _activation_node(
+                    node, node.name + "/activation", node.op.activation, linear_out, node.outputs
+                )
+            )
     return graph.evolve(nodes=nodes)
 
 
@@ -95,12 +119,18 @@ def strip_output_activation(graph: Graph) -> Graph:
         for a hidden layer's output: ``Graph.output_layer``).
     """
     producer = graph.producer().get(graph.output_id)
-    if (graph.output_layer or producer is None or producer.group is not Group.ACTIVATION
-            or producer.activation not in STRIPPED_OUTPUT_ACTIVATIONS):
+    if (
+        graph.output_layer
+        or producer is None
+        or producer.group is not Group.ACTIVATION
+        or producer.activation not in STRIPPED_OUTPUT_ACTIVATIONS
+    ):
         return graph
-    return graph.evolve(nodes=[n for n in graph.nodes if n is not producer],
-                        output_id=producer.inputs[0],
-                        stripped_output_activation=producer.activation)
+    return graph.evolve(
+        nodes=[n for n in graph.nodes if n is not producer],
+        output_id=producer.inputs[0],
+        stripped_output_activation=producer.activation,
+    )
 
 
 def _batch_norm_affine(op: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -145,8 +175,14 @@ def _folded_spec(spec: LinearSpec, bn: Any) -> LinearSpec:
         bias = spec.read_bias()
         return shift if bias is None else bias * scale + shift
 
-    return LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis,
-                      spec.out_channel_kernel_axis, spec.depthwise_multiplier)
+    return LinearSpec(
+        spec.forward,
+        read_kernel,
+        read_bias,
+        spec.channel_axis,
+        spec.out_channel_kernel_axis,
+        spec.depthwise_multiplier,
+    )
 
 
 def _affine_spec(bn: Any, rank: int) -> LinearSpec:
@@ -157,8 +193,12 @@ def _affine_spec(bn: Any, rank: int) -> LinearSpec:
     def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return x * tf.reshape(kernel, shape)
 
-    return LinearSpec(forward, lambda: _batch_norm_affine(bn)[0],
-                      lambda: _batch_norm_affine(bn)[1], channel_axis=axis)
+    return LinearSpec(
+        forward,
+        lambda: _batch_norm_affine(bn)[0],
+        lambda: _batch_norm_affine(bn)[1],
+        channel_axis=axis,
+    )
 
 
 def fold_batch_norm(graph: Graph) -> Graph:
@@ -175,7 +215,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
     """
     producer = graph.producer()
     consumers = graph.consumers()
-    folded: dict[int, Node] = {}   # id(linear node) -> folded replacement
+    folded: dict[int, Node] = {}  # id(linear node) -> folded replacement
     dropped: set[int] = set()
     affine: dict[int, Node] = {}
     for node in graph.nodes:
@@ -183,21 +223,35 @@ def fold_batch_norm(graph: Graph) -> Graph:
             continue
         source = producer.get(node.inputs[0])
         rank = len(graph.shapes.get(node.inputs[0], ())) or 4
-        axis_ok = source is not None and source.linear is not None and (
-            _bn_axis(node.op) % rank == source.linear.channel_axis % rank)
-        if (axis_ok and len(consumers.get(node.inputs[0], [])) == 1
-                and node.inputs[0] != graph.output_id and id(source) not in folded):
+        axis_ok = (
+            source is not None
+            and source.linear is not None
+            and (_bn_axis(node.op) % rank == source.linear.channel_axis % rank)
+        )
+        if (
+            axis_ok
+            and len(consumers.get(node.inputs[0], [])) == 1
+            and node.inputs[0] != graph.output_id
+            and id(source) not in folded
+        ):
             spec = _folded_spec(source.linear, node.op)
-            folded[id(source)] = _linear_node(source, spec, node.outputs,
-                                              f"{source.name}+{node.name.rsplit('/', 1)[-1]}")
+            folded[id(source)] = _linear_node(
+                source, spec, node.outputs, f"{source.name}+{node.name.rsplit('/', 1)[-1]}"
+            )
             dropped.add(id(node))
         else:
             spec = _affine_spec(node.op, rank)
             affine[id(node)] = Node(
-                name=node.name, op=node.op, group=Group.BATCH_NORM, inputs=node.inputs,
-                outputs=node.outputs, run=lambda v, s=spec: [s.add_bias(
-                    s.forward(tf.cast(v[0], tf.float32), s.read_kernel()), s.read_bias())],
-                linear=spec)
+                name=node.name,
+                op=node.op,
+                group=Group.BATCH_NORM,
+                inputs=node.inputs,
+                outputs=node.outputs,
+                run=lambda v, s=spec: [
+                    s.add_bias(s.forward(tf.cast(v[0], tf.float32), s.read_kernel()), s.read_bias())
+                ],
+                linear=spec,
+            )
     nodes = []
     for node in graph.nodes:
         if id(node) in dropped:
@@ -225,17 +279,21 @@ def order_gates(graph: Graph) -> Graph:
         if node.group is not Group.MULTIPLY or len(node.inputs) < 2:
             nodes.append(node)
             continue
-        sizes = [int(np.prod([d for d in graph.shapes.get(t, ())[1:] if d is not None] or [1]))
-                 for t in node.inputs]
+        sizes = [
+            int(np.prod([d for d in graph.shapes.get(t, ())[1:] if d is not None] or [1]))
+            for t in node.inputs
+        ]
         order = sorted(range(len(node.inputs)), key=lambda i: -sizes[i])
         if order == list(range(len(order))):
             nodes.append(node)
             continue
         inverse = [int(i) for i in np.argsort(order)]
-        nodes.append(node.evolve(
-            inputs=tuple(node.inputs[i] for i in order),
-            run=lambda values, run=node.run, inverse=inverse: run(
-                [values[i] for i in inverse])))
+        nodes.append(
+            node.evolve(
+                inputs=tuple(node.inputs[i] for i in order),
+                run=lambda values, run=node.run, inverse=inverse: run([values[i] for i in inverse]),
+            )
+        )
     return graph.evolve(nodes=nodes)
 
 
@@ -261,8 +319,7 @@ def append_negated_outputs(graph: Graph) -> Graph:
         return graph
     last = graph.nodes[-1]
     spec = last.linear
-    if spec is None or spec.depthwise_multiplier is not None or (
-            last.group is Group.BATCH_NORM):
+    if spec is None or spec.depthwise_multiplier is not None or (last.group is Group.BATCH_NORM):
         return graph
     axis = spec.out_channel_kernel_axis
 
@@ -277,26 +334,38 @@ def append_negated_outputs(graph: Graph) -> Graph:
     extended = LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis, axis)
 
     def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
-        return [extended.add_bias(extended.forward(tf.cast(values[0], tf.float32),
-                                                   read_kernel()), read_bias())]
+        return [
+            extended.add_bias(
+                extended.forward(tf.cast(values[0], tf.float32), read_kernel()), read_bias()
+            )
+        ]
 
     def real_then_virtual(values: list[tf.Tensor]) -> list[tf.Tensor]:
         real, virtual = tf.split(values[0], 2, axis=spec.channel_axis)
         rows = tf.shape(real)[0]
-        return [tf.concat([tf.reshape(real, (rows, -1)), tf.reshape(virtual, (rows, -1))],
-                          axis=1)]
+        return [tf.concat([tf.reshape(real, (rows, -1)), tf.reshape(virtual, (rows, -1))], axis=1)]
 
     doubled = new_tensor_id()
     # The head keeps its name: layer_rules keyed by it must still apply.
     head = last.evolve(linear=extended, run=run, outputs=(doubled,))
-    order = Node(name=last.name + "/real_then_virtual", op=None, group=Group.RESHAPE,
-                 inputs=(doubled,), outputs=(graph.output_id,), run=real_then_virtual)
+    order = Node(
+        name=last.name + "/real_then_virtual",
+        op=None,
+        group=Group.RESHAPE,
+        inputs=(doubled,),
+        outputs=(graph.output_id,),
+        run=real_then_virtual,
+    )
     return graph.evolve(nodes=[*graph.nodes[:-1], head, order], virtual_outputs="negated")
 
 
 #: The canonizers every analyzer applies, in order.
-DEFAULT: tuple[Canonizer, ...] = (split_linear_layers, strip_output_activation,
-                                  fold_batch_norm, order_gates)
+DEFAULT: tuple[Canonizer, ...] = (
+    split_linear_layers,
+    strip_output_activation,
+    fold_batch_norm,
+    order_gates,
+)
 
 #: The forward to the logits with every layer's own output kept (BatchNorm not folded):
 #: what the metrics evaluate and restart from hidden tensors.

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from tf_clrp.graph import Graph
 
 
-def finite_parameter(name: str, value: Any, *, minimum: float | None = None,
-                     strict: bool = False) -> float:
+def finite_parameter(
+    name: str, value: Any, *, minimum: float | None = None, strict: bool = False
+) -> float:
     """A real, finite number (optionally ``>= minimum`` or ``> minimum``) as a float.
 
     Args:
@@ -74,9 +75,9 @@ def positive_count(name: str, value: Any, *, allow_none: bool = False) -> int | 
     """
     if value is None and allow_none:
         return None
-    integral = (isinstance(value, numbers.Integral) or (
-        isinstance(value, numbers.Real) and np.isfinite(float(value))
-        and float(value) == int(value)))
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and np.isfinite(float(value)) and float(value) == int(value)
+    )
     if isinstance(value, bool) or not integral or int(value) < 1:
         none = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a whole number >= 1{none}, got {value!r}")
@@ -99,8 +100,7 @@ def finite_bounds(name: str, value: Any) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}"
-                         ) from None
+        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from None
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return array
@@ -116,8 +116,10 @@ def _non_finite_parameters(node: Any) -> list[tuple[str, int]]:
     if node.linear is not None:
         named = [("kernel", node.linear.read_kernel()), ("bias", node.linear.read_bias())]
     else:
-        named = [(getattr(w, "path", None) or getattr(w, "name", "weight"), w)
-                 for w in getattr(node.op, "weights", None) or ()]
+        named = [
+            (getattr(w, "path", None) or getattr(w, "name", "weight"), w)
+            for w in getattr(node.op, "weights", None) or ()
+        ]
     bad = []
     for label, value in named:
         value = None if value is None else tf.convert_to_tensor(getattr(value, "value", value))
@@ -136,7 +138,7 @@ def first_non_finite_weights(graph: Graph) -> str | None:
         if bad:
             what = ", ".join(f"{count} in its {label}" for label, count in bad)
             folded = " (BatchNormalization folded in)" if "+" in node.name else ""
-            return (f"layer {node.name!r} ({node.kind}) has NaN/Inf weights: {what}{folded}")
+            return f"layer {node.name!r} ({node.kind}) has NaN/Inf weights: {what}{folded}"
     return None
 
 
@@ -169,17 +171,22 @@ def _first_overflowing_layer(graph: Graph, x: np.ndarray) -> str | None:
         inputs = [values[t] for t in node.inputs]
         if node.linear is not None:
             spec = node.linear
-            outputs = [spec.add_bias(spec.forward(tf.cast(inputs[0], tf.float32),
-                                                  spec.read_kernel()), spec.read_bias())]
+            outputs = [
+                spec.add_bias(
+                    spec.forward(tf.cast(inputs[0], tf.float32), spec.read_kernel()),
+                    spec.read_bias(),
+                )
+            ]
         else:
             outputs = node.run(inputs)
         for t, v in zip(node.outputs, outputs):
             values[t] = v
-        if not all(bool(tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))))
-                   for v in outputs):
+        if not all(bool(tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32)))) for v in outputs):
             largest = max(float(tf.reduce_max(tf.abs(tf.cast(v, tf.float32)))) for v in inputs)
-            return (f"the output of layer {node.name!r} ({node.kind}) overflows float32 "
-                    f"(its input's largest magnitude is {largest:.3g})")
+            return (
+                f"the output of layer {node.name!r} ({node.kind}) overflows float32 "
+                f"(its input's largest magnitude is {largest:.3g})"
+            )
     return None
 
 
@@ -223,8 +230,10 @@ def check_finite_maps(result: Any, graph: Graph, x: np.ndarray) -> None:
     else:
         cause = _first_overflowing_layer(graph, x[samples])
     if cause is None:
-        cause = ("the forward pass is finite, so the rules' backward pass overflowed "
-                 "float32; " + _largest_kernel(graph))
+        cause = (
+            "the forward pass is finite, so the rules' backward pass overflowed "
+            "float32; " + _largest_kernel(graph)
+        )
     raise NonFiniteError(f"the maps of sample(s) {shown} contain NaN/Inf: {cause}")
 
 
@@ -249,8 +258,9 @@ def output_stabiliser(steps: Iterable[Any]) -> tuple[str, float] | None:
     return None if epsilon is None else (ruled[-1].node.name, epsilon)
 
 
-def warn_absorbed_seeds(seed_totals: np.ndarray, maps: np.ndarray, stabiliser: float,
-                        layer: str) -> None:
+def warn_absorbed_seeds(
+    seed_totals: np.ndarray, maps: np.ndarray, stabiliser: float, layer: str
+) -> None:
     """Warns when an explained output below the rule's stabiliser left a relevance-free map.
 
     With |R| ≪ ε a rule returns R·z/(z ± ε) ≈ 0: the map is (nearly) all zero because of
@@ -265,8 +275,9 @@ def warn_absorbed_seeds(seed_totals: np.ndarray, maps: np.ndarray, stabiliser: f
     """
     totals = np.asarray(seed_totals, np.float64).reshape(-1)
     kept = np.abs(np.asarray(maps, np.float64).reshape(len(totals), -1)).sum(axis=1)
-    small = np.flatnonzero((totals != 0) & (np.abs(totals) < stabiliser)
-                           & (kept < 0.01 * np.abs(totals)))
+    small = np.flatnonzero(
+        (totals != 0) & (np.abs(totals) < stabiliser) & (kept < 0.01 * np.abs(totals))
+    )
     if len(small) == 0:
         return
     shown = ", ".join(f"{i} ({totals[i]:.3g})" for i in small[:5])

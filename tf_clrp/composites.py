@@ -82,8 +82,9 @@ class Composite:
         if self.first_layer is not None and not isinstance(self.first_layer, Rule):
             raise TypeError(f"first_layer = {self.first_layer!r} is not a tf_clrp rule")
 
-    def rule_for(self, name: str, class_name: str, group: str | None,
-                 is_first: bool) -> Rule | None:
+    def rule_for(
+        self, name: str, class_name: str, group: str | None, is_first: bool
+    ) -> Rule | None:
         """The rule of one layer call, or None for the true gradient.
 
         Args:
@@ -101,8 +102,11 @@ class Composite:
             # matched as that group, so the first-layer rule still applies to it.
             if key in self.layer_map and key not in _GROUP_NAMES:
                 return self.layer_map[key]
-        if is_first and self.first_layer is not None and (
-                self.first_layer_groups is None or group in self.first_layer_groups):
+        if (
+            is_first
+            and self.first_layer is not None
+            and (self.first_layer_groups is None or group in self.first_layer_groups)
+        ):
             return self.first_layer
         if group in self.layer_map:
             return self.layer_map[group]
@@ -112,9 +116,12 @@ class Composite:
     def is_plain_gradient(self) -> bool:
         """True for the plain gradient (no rules, true gradients through activations): a
         layer without a group then keeps its own autodiff gradient instead of being refused."""
-        return (not self.defaults and self.first_layer is None
-                and self.activation == "gradient"
-                and (self.fused_activation or "gradient") == "gradient")
+        return (
+            not self.defaults
+            and self.first_layer is None
+            and self.activation == "gradient"
+            and (self.fused_activation or "gradient") == "gradient"
+        )
 
     def activation_mode(self, fused: bool) -> str:
         """Backward mode through an activation (fused into a linear layer or standalone)."""
@@ -133,9 +140,14 @@ class Composite:
         return replace(self, canonizers=tuple(sequence))
 
 
-def assemble(composite: Composite | None = None, *, rule: Rule | None = None,
-             input_layer_rule: Any = None, layer_rules: Mapping[str, Rule] | None = None,
-             default: Callable[[], Composite] | None = None) -> Composite:
+def assemble(
+    composite: Composite | None = None,
+    *,
+    rule: Rule | None = None,
+    input_layer_rule: Any = None,
+    layer_rules: Mapping[str, Rule] | None = None,
+    default: Callable[[], Composite] | None = None,
+) -> Composite:
     """The composite an analyzer's options describe: the one place they are combined.
 
     Args:
@@ -190,8 +202,14 @@ def parse_input_layer_rule(spec: Any) -> Rule | None:
     if spec is None or isinstance(spec, Rule):
         return spec
     if isinstance(spec, str):
-        named = {"flat": rules.Flat, "wsquare": rules.WSquare, "w_square": rules.WSquare,
-                 "zplus": rules.ZPlus, "z_plus": rules.ZPlus, "bounded": None}
+        named = {
+            "flat": rules.Flat,
+            "wsquare": rules.WSquare,
+            "w_square": rules.WSquare,
+            "zplus": rules.ZPlus,
+            "z_plus": rules.ZPlus,
+            "bounded": None,
+        }
         key = spec.lower()
         if key in named and named[key] is not None:
             return named[key]()
@@ -214,8 +232,10 @@ input_layer_rule = parse_input_layer_rule
 # ----------------------------------------------------------------------------- presets
 def epsilon_plus(epsilon: float = 1e-6) -> Composite:
     """Zennit's EpsilonPlus: ε on Dense, z⁺ (with b⁺ in the denominator) on convolutions."""
-    return Composite({Group.DENSE: rules.Epsilon(epsilon),
-                      Group.CONVOLUTION: rules.ZPlus(epsilon, bias=True)}, name="epsilon_plus")
+    return Composite(
+        {Group.DENSE: rules.Epsilon(epsilon), Group.CONVOLUTION: rules.ZPlus(epsilon, bias=True)},
+        name="epsilon_plus",
+    )
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
@@ -223,19 +243,27 @@ def epsilon_plus_flat(epsilon: float = 1e-6) -> Composite:
     return epsilon_plus(epsilon).with_first_layer(rules.Flat())
 
 
-def epsilon_gamma_box(low: Any = -3.0, high: Any = 3.0, epsilon: float = 1e-6,
-                      gamma: float = 0.25) -> Composite:
+def epsilon_gamma_box(
+    low: Any = -3.0, high: Any = 3.0, epsilon: float = 1e-6, gamma: float = 0.25
+) -> Composite:
     """Zennit's EpsilonGammaBox: z^B on a first convolution, γ on convolutions, ε on Dense."""
-    return Composite({Group.DENSE: rules.Epsilon(epsilon), Group.CONVOLUTION: rules.Gamma(gamma)},
-                     first_layer=rules.ZBox(low, high), first_layer_groups=(Group.CONVOLUTION,),
-                     name="epsilon_gamma_box")
+    return Composite(
+        {Group.DENSE: rules.Epsilon(epsilon), Group.CONVOLUTION: rules.Gamma(gamma)},
+        first_layer=rules.ZBox(low, high),
+        first_layer_groups=(Group.CONVOLUTION,),
+        name="epsilon_gamma_box",
+    )
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6) -> Composite:
     """Zennit's EpsilonAlpha2Beta1: ε on Dense, α2β1 on convolutions."""
-    return Composite({Group.DENSE: rules.Epsilon(epsilon),
-                      Group.CONVOLUTION: rules.AlphaBeta(2.0, 1.0, epsilon=epsilon)},
-                     name="epsilon_alpha2_beta1")
+    return Composite(
+        {
+            Group.DENSE: rules.Epsilon(epsilon),
+            Group.CONVOLUTION: rules.AlphaBeta(2.0, 1.0, epsilon=epsilon),
+        },
+        name="epsilon_alpha2_beta1",
+    )
 
 
 def zbox_zplus(low: Any = None, high: Any = None) -> Composite:
@@ -248,8 +276,11 @@ def zbox_zplus(low: Any = None, high: Any = None) -> Composite:
         low: First-layer lower bounds; None uses each sample's own per-channel minimum.
         high: Upper bounds; None uses each sample's own per-channel maximum.
     """
-    return Composite({Group.DENSE: rules.ZPlus(), Group.CONVOLUTION: rules.ZPlus()},
-                     first_layer=rules.ZBox(low, high), name="zbox_zplus")
+    return Composite(
+        {Group.DENSE: rules.ZPlus(), Group.CONVOLUTION: rules.ZPlus()},
+        first_layer=rules.ZBox(low, high),
+        name="zbox_zplus",
+    )
 
 
 def clrp_paper(low: Any = None, high: Any = None) -> Composite:
@@ -265,8 +296,10 @@ def clrp_paper(low: Any = None, high: Any = None) -> Composite:
     warnings.warn(
         "composites.clrp_paper() is deprecated: its default z^B bounds are each sample's own "
         "min/max, not the paper's input range; use composites.zbox_zplus(low, high) with "
-        "tf_clrp.bounds.input_bounds(...) for the paper's setting", DeprecationWarning,
-        stacklevel=2)
+        "tf_clrp.bounds.input_bounds(...) for the paper's setting",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return zbox_zplus(low, high)
 
 
@@ -294,11 +327,16 @@ def attnlrp(epsilon: float = 1e-6, product_epsilon: float = 1e-8, cp: bool = Fal
     linear = rules.Epsilon(epsilon)
     product = rules_attention.UniformProduct(product_epsilon)
     return Composite(
-        {Group.DENSE: linear, Group.CONVOLUTION: linear,
-         Group.LAYER_NORM: rules_attention.LayerNormIdentity(epsilon),
-         Group.BILINEAR: product, Group.MULTIPLY: product,
-         Group.ATTENTION_VALUES: (rules_attention.ConstantWeights(epsilon) if cp else product),
-         Group.SOFTMAX: rules_attention.NoRelevance() if cp else rules_attention.SoftmaxRule(),
-         Group.ACTIVATION: rules.Pass()},
+        {
+            Group.DENSE: linear,
+            Group.CONVOLUTION: linear,
+            Group.LAYER_NORM: rules_attention.LayerNormIdentity(epsilon),
+            Group.BILINEAR: product,
+            Group.MULTIPLY: product,
+            Group.ATTENTION_VALUES: (rules_attention.ConstantWeights(epsilon) if cp else product),
+            Group.SOFTMAX: rules_attention.NoRelevance() if cp else rules_attention.SoftmaxRule(),
+            Group.ACTIVATION: rules.Pass(),
+        },
         name="attnlrp.cp" if cp else "attnlrp",
-        canonizers=(*canonizers_module.DEFAULT, attention.split_attention))
+        canonizers=(*canonizers_module.DEFAULT, attention.split_attention),
+    )

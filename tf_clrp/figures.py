@@ -18,19 +18,31 @@ from tf_clrp.registry import ANALYZERS
 
 #: Registry family (``tf_clrp.registry.FAMILIES``) → figure family; the rest (LRP rules and
 #: presets, CLRP and SGLRP, unregistered names) are "LRP".
-_FIGURE_FAMILIES: dict[str, str] = {"gradient": "gradient", "model_agnostic": "model-agnostic",
-                                    "cam": "CAM"}
+_FIGURE_FAMILIES: dict[str, str] = {
+    "gradient": "gradient",
+    "model_agnostic": "model-agnostic",
+    "cam": "CAM",
+}
 #: Family → the words on its colour bar.
 FAMILY_TITLES: dict[str, str] = {
-    "gradient": "gradient family", "LRP": "LRP family (CLRP included)",
-    "model-agnostic": "model-agnostic", "CAM": "class activation maps",
+    "gradient": "gradient family",
+    "LRP": "LRP family (CLRP included)",
+    "model-agnostic": "model-agnostic",
+    "CAM": "class activation maps",
 }
 #: Analyzer name → column title (names not listed are shown as they are).
 METHOD_TITLES: dict[str, str] = {
-    "gradient": "Gradient", "input_t_gradient": "Input × gradient", "deconvnet": "DeConvNet",
-    "guided_backprop": "Guided Backprop", "integrated_gradients": "Integrated Gradients",
-    "smoothgrad": "SmoothGrad", "lrp.epsilon_plus": "LRP ε+", "lrp.z_plus": "LRP z⁺",
-    "lrp.epsilon": "LRP ε", "clrp": "CLRP", "sglrp": "SGLRP",
+    "gradient": "Gradient",
+    "input_t_gradient": "Input × gradient",
+    "deconvnet": "DeConvNet",
+    "guided_backprop": "Guided Backprop",
+    "integrated_gradients": "Integrated Gradients",
+    "smoothgrad": "SmoothGrad",
+    "lrp.epsilon_plus": "LRP ε+",
+    "lrp.z_plus": "LRP z⁺",
+    "lrp.epsilon": "LRP ε",
+    "clrp": "CLRP",
+    "sglrp": "SGLRP",
 }
 
 
@@ -55,14 +67,19 @@ def _family_runs(families: Sequence[str]) -> list[tuple[str, int, int]]:
     return runs
 
 
-def class_contrast_figure(image: Any, maps_by_method: Mapping[str, Any],
-                          class_labels: Sequence[str], *,
-                          boxes: Sequence[tuple[int, int, int, int]] | None = None,
-                          column_titles: Sequence[str] | None = None,
-                          title: str | None = None, caption: str | None = None,
-                          reduce: str = "sum",
-                          percentile: float | None = visualize.DEFAULT_PERCENTILE,
-                          cell_size: float = 2.0) -> Any:
+def class_contrast_figure(
+    image: Any,
+    maps_by_method: Mapping[str, Any],
+    class_labels: Sequence[str],
+    *,
+    boxes: Sequence[tuple[int, int, int, int]] | None = None,
+    column_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+    reduce: str = "sum",
+    percentile: float | None = visualize.DEFAULT_PERCENTILE,
+    cell_size: float = 2.0,
+) -> Any:
     """One image explained for K classes: rows = classes, columns = input + methods.
 
     Args:
@@ -94,18 +111,27 @@ def class_contrast_figure(image: Any, maps_by_method: Mapping[str, Any],
     for name in names:
         array = np.asarray(maps_by_method[name], dtype=np.float32)
         if array.ndim not in (3, 4) or len(array) != k:
-            raise ValueError(f"maps of {name!r} have shape {array.shape}; expected {k} maps "
-                             f"(one per class label)")
+            raise ValueError(
+                f"maps of {name!r} have shape {array.shape}; expected {k} maps "
+                f"(one per class label)"
+            )
         maps[name] = array
-    titles = ([METHOD_TITLES.get(n, n) for n in names] if column_titles is None
-              else [str(t) for t in column_titles])
+    titles = (
+        [METHOD_TITLES.get(n, n) for n in names]
+        if column_titles is None
+        else [str(t) for t in column_titles]
+    )
     if len(titles) != len(names):
         raise ValueError(f"got {len(titles)} column_titles for {len(names)} methods")
     if boxes is not None and len(boxes) != k:
         raise ValueError(f"got {len(boxes)} boxes for {k} class labels")
     families = [method_family(n) for n in names]
-    signed = {f: any(visualize.column_is_signed(maps[n], reduce)
-                     for n, g in zip(names, families) if g == f) for f in set(families)}
+    signed = {
+        f: any(
+            visualize.column_is_signed(maps[n], reduce) for n, g in zip(names, families) if g == f
+        )
+        for f in set(families)
+    }
     n_cols = 1 + len(names)
     left, gap, header = 0.5, 0.08, 0.3 + (0.35 if title else 0.0)
     bar_height, caption_height = 0.6, 0.45 if caption else 0.05
@@ -113,24 +139,45 @@ def class_contrast_figure(image: Any, maps_by_method: Mapping[str, Any],
     height = header + k * cell_size + k * gap + bar_height + caption_height
     fig = Figure(figsize=(width, height))
     grid = fig.add_gridspec(
-        k + 1, n_cols, height_ratios=[cell_size] * k + [bar_height], left=left / width,
-        right=1 - 0.1 / width, top=1 - header / height, bottom=caption_height / height,
-        wspace=gap / cell_size, hspace=gap / cell_size)
+        k + 1,
+        n_cols,
+        height_ratios=[cell_size] * k + [bar_height],
+        left=left / width,
+        right=1 - 0.1 / width,
+        top=1 - header / height,
+        bottom=caption_height / height,
+        wspace=gap / cell_size,
+        hspace=gap / cell_size,
+    )
     for row in range(k):
         ax = fig.add_subplot(grid[row, 0])
         ax.imshow(shown)
         if boxes is not None:
             y0, x0, y1, x1 = boxes[row]
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                   edgecolor="lime", linewidth=1.5))
+            ax.add_patch(
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=1.5,
+                )
+            )
         ax.set_ylabel(f"explains\n{class_labels[row]}", fontsize=8.5)
         if row == 0:
             ax.set_title("input", fontsize=10)
         for j, name in enumerate(names, start=1):
             ax_map = fig.add_subplot(grid[row, j])
-            ax_map.imshow(visualize.heatmap(maps[name][row], reduce=reduce,
-                                            signed=signed[families[j - 1]],
-                                            percentile=percentile, size=shown.shape[:2]))
+            ax_map.imshow(
+                visualize.heatmap(
+                    maps[name][row],
+                    reduce=reduce,
+                    signed=signed[families[j - 1]],
+                    percentile=percentile,
+                    size=shown.shape[:2],
+                )
+            )
             if row == 0:
                 ax_map.set_title(titles[j - 1], fontsize=10)
     for ax in fig.axes:
@@ -139,19 +186,31 @@ def class_contrast_figure(image: Any, maps_by_method: Mapping[str, Any],
         for spine in ax.spines.values():
             spine.set_visible(False)
     for family, start, end in _family_runs(families):
-        holder = fig.add_subplot(grid[k, 1 + start:1 + end])
+        holder = fig.add_subplot(grid[k, 1 + start : 1 + end])
         holder.set_axis_off()
         share = 0.8 if end - start > 1 else 0.9
         cax = holder.inset_axes([(1 - share) / 2, 0.68, share, 0.18])
-        visualize.draw_colorbar(fig, cax, signed=signed[family], percentile=percentile,
-                                title=FAMILY_TITLES.get(family, family), fontsize=6.5)
+        visualize.draw_colorbar(
+            fig,
+            cax,
+            signed=signed[family],
+            percentile=percentile,
+            title=FAMILY_TITLES.get(family, family),
+            fontsize=6.5,
+        )
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.08 / height, va="top")
     if caption:
         import textwrap
 
-        fig.text(0.01, 0.02 / height, "\n".join(textwrap.wrap(caption, int(16.5 * width))),
-                 fontsize=7, va="bottom", ha="left")
+        fig.text(
+            0.01,
+            0.02 / height,
+            "\n".join(textwrap.wrap(caption, int(16.5 * width))),
+            fontsize=7,
+            va="bottom",
+            ha="left",
+        )
     return fig
 
 
@@ -161,12 +220,17 @@ DEMO_CAPTION = (
     "of the explained class. Gradient and Guided Backprop are signed (red > 0 > blue); "
     "Guided Backprop draws nearly the same map for both classes. LRP ε+ favours the "
     "explained object but keeps the other one; CLRP (the explained class minus the dual "
-    "'all other classes', each normalised to sum 1) keeps only the explained class's tile.")
+    "'all other classes', each normalised to sum 1) keeps only the explained class's tile."
+)
 
 
-def demo_mosaic_figure(mosaic: Any, maps_by_method: Mapping[str, Any],
-                       class_labels: Sequence[str], logits: Sequence[float],
-                       boxes: Sequence[tuple[int, int, int, int]]) -> Any:
+def demo_mosaic_figure(
+    mosaic: Any,
+    maps_by_method: Mapping[str, Any],
+    class_labels: Sequence[str],
+    logits: Sequence[float],
+    boxes: Sequence[tuple[int, int, int, int]],
+) -> Any:
     """The figure ``tf-clrp demo`` writes as ``demo_mosaic.png`` (the README's first figure).
 
     Args:
@@ -179,12 +243,26 @@ def demo_mosaic_figure(mosaic: Any, maps_by_method: Mapping[str, Any],
     Returns:
         The matplotlib Figure (see :func:`class_contrast_figure`).
     """
-    labels = [f"{label}\nlogit {float(z):.2f}" for label, z in zip(class_labels, logits,
-                                                                    strict=True)]
+    labels = [
+        f"{label}\nlogit {float(z):.2f}" for label, z in zip(class_labels, logits, strict=True)
+    ]
     return class_contrast_figure(
-        mosaic, maps_by_method, labels, boxes=boxes, caption=DEMO_CAPTION, cell_size=2.2,
-        title="One mosaic, two explained classes: EfficientNet-Lite0 (ImageNet)")
+        mosaic,
+        maps_by_method,
+        labels,
+        boxes=boxes,
+        caption=DEMO_CAPTION,
+        cell_size=2.2,
+        title="One mosaic, two explained classes: EfficientNet-Lite0 (ImageNet)",
+    )
 
 
-__all__ = ["DEMO_CAPTION", "FAMILY_TITLES", "METHOD_FAMILIES", "METHOD_TITLES",
-           "class_contrast_figure", "demo_mosaic_figure", "method_family"]
+__all__ = [
+    "DEMO_CAPTION",
+    "FAMILY_TITLES",
+    "METHOD_FAMILIES",
+    "METHOD_TITLES",
+    "class_contrast_figure",
+    "demo_mosaic_figure",
+    "method_family",
+]

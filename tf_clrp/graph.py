@@ -75,8 +75,10 @@ class Node:
         if not self.within:
             return ""
         outer = self.within[-1]
-        return (f" (inside layer {outer.name!r} of type {outer.kind}: give that whole layer "
-                f"one rule with layer_rules={{{outer.kind!r}: <Rule>}})")
+        return (
+            f" (inside layer {outer.name!r} of type {outer.kind}: give that whole layer "
+            f"one rule with layer_rules={{{outer.kind!r}: <Rule>}})"
+        )
 
     def evolve(self, **changes: Any) -> Node:
         """A copy with some fields replaced."""
@@ -172,9 +174,12 @@ class Graph:
             if needed.intersection(node.outputs):
                 kept.append(node)
                 needed.update(node.inputs)
-        return self.evolve(nodes=kept[::-1], output_id=output_id,
-                           output_shape=self.shapes.get(output_id, ()),
-                           stripped_output_activation=None)
+        return self.evolve(
+            nodes=kept[::-1],
+            output_id=output_id,
+            output_shape=self.shapes.get(output_id, ()),
+            stripped_output_activation=None,
+        )
 
 
 #: How one node is evaluated by ``execute``: ``call(node, inputs) -> outputs``.
@@ -186,8 +191,9 @@ def run_node(node: Node, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
     return node.run(inputs)
 
 
-def execute(nodes: Sequence[Node], values: dict[int, tf.Tensor],
-            call: NodeCall = run_node) -> dict[int, tf.Tensor]:
+def execute(
+    nodes: Sequence[Node], values: dict[int, tf.Tensor], call: NodeCall = run_node
+) -> dict[int, tf.Tensor]:
     """Evaluates ``nodes`` in order: the one node executor of the mirror and the metrics.
 
     Args:
@@ -209,17 +215,25 @@ def _node_runner(node: Any, rewrite: tracing.Rewrite | None = None) -> Run:
         return lambda values: _compat.call_node(node, values, rewrite=rewrite)
     # Mixed precision: run the layer's computation in float32 (relevance values are far
     # below float16's range), skipping Keras' cast of the inputs.
-    return lambda values: [tf.cast(v, tf.float32) if v.dtype.is_floating else v
-                           for v in _compat.call_node(node, values, autocast=False,
-                                                      rewrite=rewrite)]
+    return lambda values: [
+        tf.cast(v, tf.float32) if v.dtype.is_floating else v
+        for v in _compat.call_node(node, values, autocast=False, rewrite=rewrite)
+    ]
 
 
-def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node],
-          shapes: dict[int, tuple[int | None, ...]], within: tuple[Node, ...] = (),
-          traced: tracing.TracedCall | None = None) -> None:
+def _walk(
+    functional: Any,
+    alias: dict[int, int],
+    prefix: str,
+    nodes: list[Node],
+    shapes: dict[int, tuple[int | None, ...]],
+    within: tuple[Node, ...] = (),
+    traced: tracing.TracedCall | None = None,
+) -> None:
     """Appends the nodes of ``functional`` to ``nodes``, inlining nested models and the
     calls of layers without a group of their own (``within``: the walked calls around;
     ``traced``: the traced call ``functional`` comes from, if it does)."""
+
     def canonical(t: Any) -> int:
         return alias.get(id(t), id(t))
 
@@ -232,8 +246,9 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
         ins = _compat.node_input_tensors(knode)
         outs = _compat.node_output_tensors(knode)
         for t in outs:
-            shapes[id(t)] = (traced.shapes.get(id(t)) if traced is not None else None) or \
-                _compat.tensor_shape(t)
+            shapes[id(t)] = (
+                traced.shapes.get(id(t)) if traced is not None else None
+            ) or _compat.tensor_shape(t)
         if _compat.is_model(op):
             inner = _compat.functional_of(op)
             if inner is None:
@@ -262,11 +277,24 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
                 for inner_t, outer_t in zip(result.inputs, result.outer_inputs):
                     alias[id(inner_t)] = canonical(outer_t)
                     shapes[id(inner_t)] = result.shapes.get(id(inner_t)) or open_shape(outer_t)
-                whole = Node(name=prefix + op.name, op=op, group=None,
-                             inputs=tuple(canonical(t) for t in ins), outputs=(),
-                             run=_node_runner(knode), within=within)
-                _walk(result.function, alias, f"{prefix}{op.name}/", nodes, shapes,
-                      (*within, whole), result)
+                whole = Node(
+                    name=prefix + op.name,
+                    op=op,
+                    group=None,
+                    inputs=tuple(canonical(t) for t in ins),
+                    outputs=(),
+                    run=_node_runner(knode),
+                    within=within,
+                )
+                _walk(
+                    result.function,
+                    alias,
+                    f"{prefix}{op.name}/",
+                    nodes,
+                    shapes,
+                    (*within, whole),
+                    result,
+                )
                 for inner_t, outer_t in zip(result.outputs, outs):
                     alias[id(outer_t)] = canonical(inner_t)
                 _set_outputs(nodes, whole, tuple(alias[id(t)] for t in outs))
@@ -277,21 +305,30 @@ def _walk(functional: Any, alias: dict[int, int], prefix: str, nodes: list[Node]
                 group, untraced = "embedding", tracing.SHAPE_ONLY
             else:
                 untraced = result
-        nodes.append(Node(
-            name=prefix + getattr(op, "name", type(op).__name__),
-            op=op,
-            group=group,
-            inputs=tuple(canonical(t) for t in ins),
-            outputs=tuple(id(t) for t in outs),
-            run=_node_runner(knode, rewrites.get(id(knode))),
-            untraced=untraced,
-            within=within,
-        ))
+        nodes.append(
+            Node(
+                name=prefix + getattr(op, "name", type(op).__name__),
+                op=op,
+                group=group,
+                inputs=tuple(canonical(t) for t in ins),
+                outputs=tuple(id(t) for t in outs),
+                run=_node_runner(knode, rewrites.get(id(knode))),
+                untraced=untraced,
+                within=within,
+            )
+        )
 
 
-def _walk_masks(functional: Any, tensors: list[Any], alias: dict[int, int], prefix: str,
-                nodes: list[Node], shapes: dict[int, tuple[int | None, ...]],
-                within: tuple[Node, ...], traced: tracing.TracedCall | None) -> None:
+def _walk_masks(
+    functional: Any,
+    tensors: list[Any],
+    alias: dict[int, int],
+    prefix: str,
+    nodes: list[Node],
+    shapes: dict[int, tuple[int | None, ...]],
+    within: tuple[Node, ...],
+    traced: tracing.TracedCall | None,
+) -> None:
     """Walks the computation of the Keras masks ``tensors`` carry if the graph has not
     computed them yet (Keras hands masks on beside the graph's edges), so that a traced
     call can read them as inputs."""
@@ -299,8 +336,11 @@ def _walk_masks(functional: Any, tensors: list[Any], alias: dict[int, int], pref
     if not masks:
         return
     inputs = _compat.graph_inputs(functional)
-    known = {t for n in nodes for t in n.outputs} | set(alias.values()) | {
-        alias.get(id(t), id(t)) for t in inputs}
+    known = (
+        {t for n in nodes for t in n.outputs}
+        | set(alias.values())
+        | {alias.get(id(t), id(t)) for t in inputs}
+    )
     missing = [m for m in masks if alias.get(id(m), id(m)) not in known]
     if not missing:
         return
@@ -325,8 +365,7 @@ def _set_outputs(nodes: list[Node], whole: Node, outputs: tuple[int, ...]) -> No
     complete = whole.evolve(outputs=outputs)
     for i, node in enumerate(nodes):
         if any(w is whole for w in node.within):
-            nodes[i] = node.evolve(within=tuple(complete if w is whole else w
-                                                for w in node.within))
+            nodes[i] = node.evolve(within=tuple(complete if w is whole else w for w in node.within))
 
 
 def collapse_layers(graph: Graph, keys: Any) -> Graph:
@@ -340,6 +379,7 @@ def collapse_layers(graph: Graph, keys: Any) -> Graph:
     Returns:
         The graph with each such walked call back as one node.
     """
+
     def named(node: Node) -> bool:
         return any(k in keys for k in (node.name, node.name.rsplit("/", 1)[-1], node.kind))
 
@@ -355,8 +395,9 @@ def collapse_layers(graph: Graph, keys: Any) -> Graph:
     return graph if not placed else graph.evolve(nodes=nodes)
 
 
-def trace_model(model: keras.Model, output_index: int | None = None,
-                input_name: str | None = None) -> Graph:
+def trace_model(
+    model: keras.Model, output_index: int | None = None, input_name: str | None = None
+) -> Graph:
     """Flattens a Keras model into a Graph.
 
     Args:
@@ -386,7 +427,8 @@ def trace_model(model: keras.Model, output_index: int | None = None,
     outputs = _compat.graph_outputs(functional)
     output_index = _output_index(model.name, len(outputs), output_index)
     model_inputs = tuple(
-        ModelInput(name, id(t), _compat.tensor_shape(t), str(t.dtype)) for name, t in named)
+        ModelInput(name, id(t), _compat.tensor_shape(t), str(t.dtype)) for name, t in named
+    )
     alias: dict[int, int] = {}
     nodes: list[Node] = []
     shapes = {m.id: m.shape for m in model_inputs}
@@ -394,10 +436,16 @@ def trace_model(model: keras.Model, output_index: int | None = None,
     out_id = alias.get(id(outputs[output_index]), id(outputs[output_index]))
     chosen = next(m for m in model_inputs if m.name == explained)
     graph = Graph(
-        nodes=nodes, input_id=chosen.id, output_id=out_id, input_shape=chosen.shape,
+        nodes=nodes,
+        input_id=chosen.id,
+        output_id=out_id,
+        input_shape=chosen.shape,
         output_shape=_compat.tensor_shape(outputs[output_index]),
-        model_name=model.name, shapes=shapes, model_inputs=model_inputs,
-        explained_input=explained, feeds=tuple(m for m in model_inputs if m is not chosen),
+        model_name=model.name,
+        shapes=shapes,
+        model_inputs=model_inputs,
+        explained_input=explained,
+        feeds=tuple(m for m in model_inputs if m is not chosen),
     )
     return graph.truncated(out_id) if len(outputs) > 1 else graph
 
@@ -449,8 +497,7 @@ def opaque_refusal(node: Node) -> ModelStructureError:
     )
 
 
-def _opaque_graph(model: keras.Model, output_index: int | None,
-                  input_name: str | None) -> Graph:
+def _opaque_graph(model: keras.Model, output_index: int | None, input_name: str | None) -> Graph:
     """A subclassed model as one node (no inner graph to walk): its gradient is autodiff of
     the whole model, and no relevance rule applies to it."""
     shape = _compat.built_input_shape(model)
@@ -462,7 +509,8 @@ def _opaque_graph(model: keras.Model, output_index: int | None,
         )
     if input_name is not None:
         raise ModelStructureError(
-            f"input_name={input_name!r}: subclassed model {model.name!r} has one input")
+            f"input_name={input_name!r}: subclassed model {model.name!r} has one input"
+        )
     spec = model.compute_output_spec(keras.KerasTensor(shape))
     output_specs = list(keras.tree.flatten(spec))
     index = _output_index(model.name, len(output_specs), output_index)
@@ -473,10 +521,22 @@ def _opaque_graph(model: keras.Model, output_index: int | None,
 
     input_id, output_id = new_tensor_id(), new_tensor_id()
     out_shape = tuple(output_specs[index].shape)
-    node = Node(name=model.name, op=model, group=OPAQUE_GROUP, inputs=(input_id,),
-                outputs=(output_id,), run=run)
-    return Graph(nodes=[node], input_id=input_id, output_id=output_id, input_shape=shape,
-                 output_shape=out_shape, model_name=model.name,
-                 shapes={input_id: shape, output_id: out_shape},
-                 model_inputs=(ModelInput("input", input_id, shape, "float32"),),
-                 explained_input="input")
+    node = Node(
+        name=model.name,
+        op=model,
+        group=OPAQUE_GROUP,
+        inputs=(input_id,),
+        outputs=(output_id,),
+        run=run,
+    )
+    return Graph(
+        nodes=[node],
+        input_id=input_id,
+        output_id=output_id,
+        input_shape=shape,
+        output_shape=out_shape,
+        model_name=model.name,
+        shapes={input_id: shape, output_id: out_shape},
+        model_inputs=(ModelInput("input", input_id, shape, "float32"),),
+        explained_input="input",
+    )

@@ -67,8 +67,11 @@ def at_embedding(graph: Graph) -> Graph:
     readers = graph.consumers().get(graph.input_id, [])
     embeddings = [n for n in readers if n.group == "embedding" and n.untraced != SHAPE_ONLY]
     if len(embeddings) != 1:
-        found = "no Embedding" if not embeddings else (
-            f"{len(embeddings)} Embedding layers ({', '.join(n.name for n in embeddings)})")
+        found = (
+            "no Embedding"
+            if not embeddings
+            else (f"{len(embeddings)} Embedding layers ({', '.join(n.name for n in embeddings)})")
+        )
         raise ModelStructureError(
             f"input {chosen.name!r} of model {graph.model_name!r} has integer dtype "
             f"{chosen.dtype} and feeds {found}: tf_clrp explains an integer input (token ids) "
@@ -81,8 +84,14 @@ def at_embedding(graph: Graph) -> Graph:
     if getattr(embedding.op, "mask_zero", False):
         nodes = _with_mask_node(nodes, embedding, graph.input_id)
     reads_ids = any(graph.input_id in n.inputs for n in nodes)
-    return replace(graph, nodes=nodes, input_id=embedded, input_shape=graph.shapes[embedded],
-                   feeds=graph.feeds + ((chosen,) if reads_ids else ()), embedding=embedding)
+    return replace(
+        graph,
+        nodes=nodes,
+        input_id=embedded,
+        input_shape=graph.shapes[embedded],
+        feeds=graph.feeds + ((chosen,) if reads_ids else ()),
+        embedding=embedding,
+    )
 
 
 def _with_mask_node(nodes: list[Node], embedding: Node, ids: int) -> list[Node]:
@@ -94,10 +103,17 @@ def _with_mask_node(nodes: list[Node], embedding: Node, ids: int) -> list[Node]:
         mask = embedding.op.compute_mask(values[1])
         return [_compat.with_keras_mask(tf.identity(values[0]), mask)]
 
-    mask_node = Node(name=f"{embedding.name}/mask", op=None, group="reshape",
-                     inputs=(embedded, ids), outputs=(masked,), run=run)
-    rewired = [n.evolve(inputs=tuple(masked if t == embedded else t for t in n.inputs))
-               for n in nodes]
+    mask_node = Node(
+        name=f"{embedding.name}/mask",
+        op=None,
+        group="reshape",
+        inputs=(embedded, ids),
+        outputs=(masked,),
+        run=run,
+    )
+    rewired = [
+        n.evolve(inputs=tuple(masked if t == embedded else t for t in n.inputs)) for n in nodes
+    ]
     return [mask_node, *rewired]
 
 
@@ -107,21 +123,23 @@ def _as_named(x: Any, graph: Graph) -> dict[str, Any]:
         missing = [n for n in names if n not in x]
         unknown = [str(k) for k in x if k not in names]
         if missing or unknown:
-            problem = (f"is missing input(s) {missing}" if missing
-                       else f"has unknown key(s) {unknown}")
-            raise InputError(
-                f"the input dict {problem}; model {graph.model_name!r} takes {names}")
+            problem = (
+                f"is missing input(s) {missing}" if missing else f"has unknown key(s) {unknown}"
+            )
+            raise InputError(f"the input dict {problem}; model {graph.model_name!r} takes {names}")
         return dict(x)
     if isinstance(x, (list, tuple)) and len(names) > 1:
         if len(x) != len(names):
             raise InputError(
                 f"got a list of {len(x)} arrays but model {graph.model_name!r} takes "
-                f"{len(names)} inputs, in this order: {names}")
+                f"{len(names)} inputs, in this order: {names}"
+            )
         return dict(zip(names, x))
     if len(names) > 1:
         raise InputError(
             f"model {graph.model_name!r} takes {len(names)} inputs {names}: pass a dict "
-            "{name: array} or a list in that order")
+            "{name: array} or a list in that order"
+        )
     return {names[0]: x}
 
 
@@ -131,15 +149,18 @@ def _checked(value: Any, model_input: ModelInput, model_name: str) -> np.ndarray
     if array.dtype.kind not in "fiub":
         raise InputError(f"input {model_input.name!r} has dtype {array.dtype}; expected numbers")
     if array.ndim != len(expected) or any(
-            want is not None and got != want for got, want in zip(array.shape[1:], expected[1:])):
+        want is not None and got != want for got, want in zip(array.shape[1:], expected[1:])
+    ):
         raise InputError(
             f"input {model_input.name!r} has shape {array.shape} but model {model_name!r} "
-            f"expects {('batch', *expected[1:])}")
+            f"expects {('batch', *expected[1:])}"
+        )
     if model_input.is_integer:
         if array.dtype.kind == "f" and not np.all(array == np.round(array)):
             raise InputError(
                 f"input {model_input.name!r} is an integer input ({model_input.dtype}) but "
-                "got non-integer values")
+                "got non-integer values"
+            )
         return array.astype(model_input.dtype)
     return array.astype(np.float32, copy=False)
 
@@ -182,11 +203,11 @@ def _check_token_ids(ids: np.ndarray, graph: Graph) -> None:
         raise InputError(
             f"input {graph.explained_input!r}: token id {int(ids[row, position])} at sample "
             f"{row}, position {position} is outside the vocabulary of Embedding "
-            f"{graph.embedding.name!r} (0..{vocabulary - 1})")
+            f"{graph.embedding.name!r} (0..{vocabulary - 1})"
+        )
 
 
-def _token_mask(ids: np.ndarray, arrays: dict[str, np.ndarray], graph: Graph
-                ) -> np.ndarray | None:
+def _token_mask(ids: np.ndarray, arrays: dict[str, np.ndarray], graph: Graph) -> np.ndarray | None:
     if getattr(graph.embedding.op, "mask_zero", False):
         return ids != 0
     padding = arrays.get(PADDING_MASK_INPUT)
@@ -213,16 +234,26 @@ def token_map(result: Any, token_mask: np.ndarray | None) -> Any:
         (batch, tokens) float32 arrays in the same structure.
     """
     if dataclasses.is_dataclass(result):
-        return replace(result, **{f.name: token_map(getattr(result, f.name), token_mask)
-                                  for f in dataclasses.fields(result)})
+        return replace(
+            result,
+            **{
+                f.name: token_map(getattr(result, f.name), token_mask)
+                for f in dataclasses.fields(result)
+            },
+        )
     summed = np.asarray(result, dtype=np.float32).sum(axis=-1)
     if token_mask is not None:
         summed = np.where(token_mask, summed, np.float32(0.0))
     return summed.astype(np.float32)
 
 
-def analyze_fed(analyzer: Any, x: Any, neuron_selection: Any = None,
-                batch_size: int | None = None, **kwargs: Any) -> Any:
+def analyze_fed(
+    analyzer: Any,
+    x: Any,
+    neuron_selection: Any = None,
+    batch_size: int | None = None,
+    **kwargs: Any,
+) -> Any:
     """``analyzer.analyze`` for a model with fed inputs or a token input.
 
     Args:
@@ -251,7 +282,8 @@ def analyze_fed(analyzer: Any, x: Any, neuron_selection: Any = None,
             options = analyzer.chunk_options(kwargs, np.arange(start, stop), total=len(array))
             if graph.feeds:
                 options = {**options, "feeds": tuple(f[start:stop] for f in batch.feeds)}
-            parts.append(analyzer._explain(array[start:stop], selection.chunk(start, stop),
-                                           **options))
+            parts.append(
+                analyzer._explain(array[start:stop], selection.chunk(start, stop), **options)
+            )
         result = analyzer._concatenate(parts)
     return token_map(result, batch.token_mask) if graph.embedding is not None else result

@@ -88,11 +88,13 @@ class Group(str, Enum):
         return self in _LINEAR
 
 
-_MOVES_WITH_GRADIENT = frozenset({Group.RESHAPE, Group.MAX_POOL, Group.CONCATENATE,
-                                  Group.EMBEDDING})
+_MOVES_WITH_GRADIENT = frozenset(
+    {Group.RESHAPE, Group.MAX_POOL, Group.CONCATENATE, Group.EMBEDDING}
+)
 _PREPROCESSING = frozenset({Group.RESHAPE, Group.RESCALING, Group.BATCH_NORM})
-_KEEPS_NONNEGATIVE = frozenset({Group.MAX_POOL, Group.AVG_POOL, Group.RESHAPE,
-                                Group.CONCATENATE, Group.ADD, Group.MULTIPLY})
+_KEEPS_NONNEGATIVE = frozenset(
+    {Group.MAX_POOL, Group.AVG_POOL, Group.RESHAPE, Group.CONCATENATE, Group.ADD, Group.MULTIPLY}
+)
 _LINEAR = frozenset({Group.DENSE, Group.CONVOLUTION, Group.SEPARABLE})
 
 
@@ -396,9 +398,11 @@ def _dense_spec(layer: Any) -> LinearSpec:
 def _einsum_spec(layer: Any) -> LinearSpec:
     equation = layer.equation  # its bias broadcasts onto the output
     has_bias = getattr(layer, "bias", None) is not None  # (no ``use_bias`` attribute)
-    return LinearSpec(lambda x, kernel: tf.einsum(equation, x, kernel),
-                      lambda: as_float32(layer.kernel),
-                      (lambda: as_float32(layer.bias)) if has_bias else (lambda: None))
+    return LinearSpec(
+        lambda x, kernel: tf.einsum(equation, x, kernel),
+        lambda: as_float32(layer.kernel),
+        (lambda: as_float32(layer.bias)) if has_bias else (lambda: None),
+    )
 
 
 def _dilation(layer: Any) -> tuple[int, ...]:
@@ -410,11 +414,21 @@ def _depthwise_spec(layer: Any) -> LinearSpec:
 
     def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return keras.ops.depthwise_conv(
-            x, kernel, strides=strides, padding=layer.padding,
-            data_format=layer.data_format, dilation_rate=dilation,
+            x,
+            kernel,
+            strides=strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=dilation,
         )
-    return LinearSpec(forward, lambda: as_float32(layer.kernel), _bias_reader(layer),
-                      _channel_axis(layer), depthwise_multiplier=int(layer.depth_multiplier))
+
+    return LinearSpec(
+        forward,
+        lambda: as_float32(layer.kernel),
+        _bias_reader(layer),
+        _channel_axis(layer),
+        depthwise_multiplier=int(layer.depth_multiplier),
+    )
 
 
 def _transposed_spec(layer: Any) -> LinearSpec:
@@ -422,12 +436,18 @@ def _transposed_spec(layer: Any) -> LinearSpec:
 
     def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return keras.ops.conv_transpose(
-            x, kernel, strides=strides, padding=layer.padding,
-            output_padding=layer.output_padding, data_format=layer.data_format,
+            x,
+            kernel,
+            strides=strides,
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            data_format=layer.data_format,
             dilation_rate=dilation,
         )
-    return LinearSpec(forward, lambda: as_float32(layer.kernel), _bias_reader(layer),
-                      _channel_axis(layer), -2)
+
+    return LinearSpec(
+        forward, lambda: as_float32(layer.kernel), _bias_reader(layer), _channel_axis(layer), -2
+    )
 
 
 def _conv_spec(layer: Any) -> LinearSpec:
@@ -445,9 +465,14 @@ def _conv_spec(layer: Any) -> LinearSpec:
         if causal_pad is not None:
             x = tf.pad(x, causal_pad)
         return keras.ops.conv(
-            x, kernel, strides=strides, padding=padding,
-            data_format=layer.data_format, dilation_rate=dilation,
+            x,
+            kernel,
+            strides=strides,
+            padding=padding,
+            data_format=layer.data_format,
+            dilation_rate=dilation,
         )
+
     return LinearSpec(forward, lambda: as_float32(layer.kernel), _bias_reader(layer), axis)
 
 
@@ -497,16 +522,27 @@ def separable_specs(layer: Any) -> tuple[LinearSpec, LinearSpec]:
 
     def depthwise(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return keras.ops.depthwise_conv(
-            x, kernel, strides=strides, padding=layer.padding,
-            data_format=layer.data_format, dilation_rate=dilation,
+            x,
+            kernel,
+            strides=strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=dilation,
         )
 
     def pointwise(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        return keras.ops.conv(x, kernel, strides=ones, padding="valid",
-                              data_format=layer.data_format)
+        return keras.ops.conv(
+            x, kernel, strides=ones, padding="valid", data_format=layer.data_format
+        )
 
-    first = LinearSpec(depthwise, lambda: as_float32(layer.depthwise_kernel), lambda: None,
-                       axis, depthwise_multiplier=int(layer.depth_multiplier))
-    second = LinearSpec(pointwise, lambda: as_float32(layer.pointwise_kernel),
-                        _bias_reader(layer), axis)
+    first = LinearSpec(
+        depthwise,
+        lambda: as_float32(layer.depthwise_kernel),
+        lambda: None,
+        axis,
+        depthwise_multiplier=int(layer.depth_multiplier),
+    )
+    second = LinearSpec(
+        pointwise, lambda: as_float32(layer.pointwise_kernel), _bias_reader(layer), axis
+    )
     return first, second

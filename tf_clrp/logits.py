@@ -48,11 +48,11 @@ def _without_activation(node: Any, activation: str | None, model_name: str) -> A
     wanted = activation or "an output activation"
     raise ModelStructureError(
         f"model {model_name!r}: its output layer {op.name!r} ({type(op).__name__}) applies "
-        f"{name!r}, not {wanted}; nothing to strip (tf_clrp analyzers need no stripping)")
+        f"{name!r}, not {wanted}; nothing to strip (tf_clrp analyzers need no stripping)"
+    )
 
 
-def model_wo_output_activation(model: keras.Model, activation: str | None = None
-                               ) -> keras.Model:
+def model_wo_output_activation(model: keras.Model, activation: str | None = None) -> keras.Model:
     """A new model computing ``model``'s outputs without their final activation.
 
     Args:
@@ -70,13 +70,18 @@ def model_wo_output_activation(model: keras.Model, activation: str | None = None
     if functional is None:
         raise ModelStructureError(
             f"model {model.name!r} is subclassed; model_wo_softmax needs a functional or "
-            "Sequential model (tf_clrp analyzers explain the logits of those directly)")
-    outputs = [_without_activation(_producer(functional, t), activation, model.name)
-               for t in _compat.graph_outputs(functional)]
+            "Sequential model (tf_clrp analyzers explain the logits of those directly)"
+        )
+    outputs = [
+        _without_activation(_producer(functional, t), activation, model.name)
+        for t in _compat.graph_outputs(functional)
+    ]
     inputs = _compat.graph_inputs(functional)
-    return keras.Model(inputs=inputs if len(inputs) > 1 else inputs[0],
-                       outputs=outputs if len(outputs) > 1 else outputs[0],
-                       name=f"{model.name}_wo_{activation or 'activation'}")
+    return keras.Model(
+        inputs=inputs if len(inputs) > 1 else inputs[0],
+        outputs=outputs if len(outputs) > 1 else outputs[0],
+        name=f"{model.name}_wo_{activation or 'activation'}",
+    )
 
 
 def model_wo_softmax(model: keras.Model) -> keras.Model:

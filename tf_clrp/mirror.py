@@ -64,7 +64,7 @@ class Step:
     """A node of the graph together with how its backward behaves."""
 
     node: Node
-    rule: rules.Rule | None       # None: keep the node's own gradient
+    rule: rules.Rule | None  # None: keep the node's own gradient
     is_first: bool
     nonnegative: tuple[bool, ...]
 
@@ -83,8 +83,11 @@ def _output_nonnegative(node: Node, nonnegative: set[int]) -> bool:
     """Whether the node's output is known to be >= 0 (``nonnegative``: such tensors)."""
     if node.group is Group.ACTIVATION:
         return node.activation in layers.NONNEGATIVE_ACTIVATIONS
-    return (node.group is not None and node.group.keeps_nonnegative
-            and all(t in nonnegative for t in node.inputs))
+    return (
+        node.group is not None
+        and node.group.keeps_nonnegative
+        and all(t in nonnegative for t in node.inputs)
+    )
 
 
 def _is_preprocessing(node: Node) -> bool:
@@ -121,8 +124,12 @@ class MirroredModel:
         steps = []
         for node in self.graph.nodes:
             inputs_raw = all(t in raw for t in node.inputs)
-            is_first = (node.linear is not None and node.group is not None
-                        and node.group.is_linear and inputs_raw)
+            is_first = (
+                node.linear is not None
+                and node.group is not None
+                and node.group.is_linear
+                and inputs_raw
+            )
             rule = self._rule(node, is_first)
             steps.append(Step(node, rule, is_first, tuple(t in nonnegative for t in node.inputs)))
             if _is_preprocessing(node) and inputs_raw:
@@ -130,17 +137,26 @@ class MirroredModel:
             if _output_nonnegative(node, nonnegative):
                 nonnegative.update(node.outputs)
         if self.composite.activation == "pass":
-            _warn_non_rectifiers([s.node for s in steps if s.node.group is Group.ACTIVATION
-                                  and s.rule is None
-                                  and s.node.activation not in layers.RECTIFIERS])
+            _warn_non_rectifiers(
+                [
+                    s.node
+                    for s in steps
+                    if s.node.group is Group.ACTIVATION
+                    and s.rule is None
+                    and s.node.activation not in layers.RECTIFIERS
+                ]
+            )
         return steps
 
     def _rule(self, node: Node, is_first: bool) -> rules.Rule | None:
         if node.group is Group.OPAQUE_MODEL and not self.composite.is_plain_gradient:
             raise opaque_refusal(node)
         rule = self.composite.rule_for(node.name, node.kind, node.group, is_first)
-        if rule is not None or node.group is Group.ACTIVATION or (
-                node.group is not None and node.group.moves_with_gradient):
+        if (
+            rule is not None
+            or node.group is Group.ACTIVATION
+            or (node.group is not None and node.group.moves_with_gradient)
+        ):
             return rule
         if node.group is None and not self.composite.is_plain_gradient:
             raise UnsupportedLayerError(
@@ -171,8 +187,10 @@ class MirroredModel:
             axes = list(range(1, len(x.shape) - 1))
             low = tf.reduce_min(x, axis=axes, keepdims=True)
             high = tf.reduce_max(x, axis=axes, keepdims=True)
-        return (tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
-                tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)))
+        return (
+            tf.broadcast_to(tf.cast(low, tf.float32), tf.shape(x)),
+            tf.broadcast_to(tf.cast(high, tf.float32), tf.shape(x)),
+        )
 
     def _bounds_by_tensor(self, x: tf.Tensor) -> dict[int, tuple[tf.Tensor, tf.Tensor]]:
         """The input bounds mapped through the preprocessing layers after the input."""
@@ -200,8 +218,7 @@ class MirroredModel:
         """
         low_high = self._bounds_by_tensor(x)
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
-        values.update((fed.id, value) for fed, value in zip(self.graph.feeds, feeds,
-                                                             strict=True))
+        values.update((fed.id, value) for fed, value in zip(self.graph.feeds, feeds, strict=True))
 
         def call(node: Node, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
             step = self._step_of[id(node)]
@@ -234,8 +251,9 @@ class MirroredModel:
 
         return activation(x)
 
-    def _site(self, step: Step, inputs: list[tf.Tensor],
-              bounds: tuple[tf.Tensor, tf.Tensor] | None) -> rules.Site:
+    def _site(
+        self, step: Step, inputs: list[tf.Tensor], bounds: tuple[tf.Tensor, tf.Tensor] | None
+    ) -> rules.Site:
         """The layer call as the rule sees it. Parameters are read here, outside the custom
         gradient (Keras 3 variables must not be read inside it)."""
         node, rule = step.node, step.rule
@@ -249,17 +267,25 @@ class MirroredModel:
         spec = node.linear
         reduced = _reduced_precision_pays(node)
         site = rules.Site(
-            inputs=inputs, forward=_pure_forward(node), nonnegative=step.nonnegative,
-            low=low, high=high, name=node.name, layer=node.op,
+            inputs=inputs,
+            forward=_pure_forward(node),
+            nonnegative=step.nonnegative,
+            low=low,
+            high=high,
+            name=node.name,
+            layer=node.op,
             denominator_dtype=self.denominator_dtype if reduced else tf.float32,
-            product_dtype=self.compute_dtype if reduced else tf.float32)
+            product_dtype=self.compute_dtype if reduced else tf.float32,
+        )
         if spec is not None:
-            site = replace(site, kernel=spec.read_kernel(), bias=spec.read_bias(),
-                           add_bias=spec.add_bias)
+            site = replace(
+                site, kernel=spec.read_kernel(), bias=spec.read_bias(), add_bias=spec.add_bias
+            )
         return site
 
-    def _ruled(self, step: Step, inputs: list[tf.Tensor],
-               bounds: tuple[tf.Tensor, tf.Tensor] | None) -> tf.Tensor:
+    def _ruled(
+        self, step: Step, inputs: list[tf.Tensor], bounds: tuple[tf.Tensor, tf.Tensor] | None
+    ) -> tf.Tensor:
         """The node as one custom-gradient op: the rule's forward hook, then its backward."""
         rule = step.rule
         assert rule is not None
@@ -287,5 +313,4 @@ def _reduced_precision_pays(node: Node) -> bool:
     depthwise convolutions have no fast bfloat16 kernel on CPU (measured slower on
     EfficientNet-Lite0)."""
     spec = node.linear
-    return (spec is not None and spec.depthwise_multiplier is None
-            and node.group is not Group.DENSE)
+    return spec is not None and spec.depthwise_multiplier is None and node.group is not Group.DENSE

@@ -27,28 +27,41 @@ if TYPE_CHECKING:  # pragma: no cover
     from tf_clrp.rules import Rule
 
 #: Options (and defaults) of every analyzer built on ``tf_clrp.analyzers.base.Analyzer``.
-ENGINE_OPTIONS: Mapping[str, Any] = MappingProxyType({
-    "output_index": None, "layer_name": None, "neuron_selection_mode": "max_activation",
-    "batch_size": None, "fold_batch_norm": True, "use_tf_function": True,
-    "neuron_selection_unit": "unit", "precision": "float32", "input_name": None,
-})
+ENGINE_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "output_index": None,
+        "layer_name": None,
+        "neuron_selection_mode": "max_activation",
+        "batch_size": None,
+        "fold_batch_norm": True,
+        "use_tf_function": True,
+        "neuron_selection_unit": "unit",
+        "precision": "float32",
+        "input_name": None,
+    }
+)
 #: Options of ``Analyzer`` itself (analyzers that run no propagation, e.g. attention rollout).
-_ANALYZER_OPTIONS: Mapping[str, Any] = MappingProxyType({
-    k: v for k, v in ENGINE_OPTIONS.items()
-    if k not in ("use_tf_function", "neuron_selection_unit")})
+_ANALYZER_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        k: v
+        for k, v in ENGINE_OPTIONS.items()
+        if k not in ("use_tf_function", "neuron_selection_unit")
+    }
+)
 #: Options of every LRP rule and preset entry, on top of ``ENGINE_OPTIONS``.
-LRP_OPTIONS: Mapping[str, Any] = MappingProxyType({"input_layer_rule": None,
-                                                   "layer_rules": None})
+LRP_OPTIONS: Mapping[str, Any] = MappingProxyType({"input_layer_rule": None, "layer_rules": None})
 #: Group titles of the families, in ``tf-clrp list`` order.
-FAMILIES: Mapping[str, str] = MappingProxyType({
-    "contrastive": "contrastive",
-    "lrp": "LRP rules (iNNvestigate names)",
-    "lrp_preset": "LRP presets (Zennit composites, sequential presets)",
-    "gradient": "gradient family",
-    "cam": "class activation maps (Grad-CAM family)",
-    "model_agnostic": "model-agnostic and other",
-    "attention": "attention (transformer models)",
-})
+FAMILIES: Mapping[str, str] = MappingProxyType(
+    {
+        "contrastive": "contrastive",
+        "lrp": "LRP rules (iNNvestigate names)",
+        "lrp_preset": "LRP presets (Zennit composites, sequential presets)",
+        "gradient": "gradient family",
+        "cam": "class activation maps (Grad-CAM family)",
+        "model_agnostic": "model-agnostic and other",
+        "attention": "attention (transformer models)",
+    }
+)
 _NONE: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -112,32 +125,53 @@ def _resolve(builds: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attribute)
 
 
-def _lrp(model: Any, composite: Composite, input_layer_rule: Any = None,
-         layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> Analyzer:
+def _lrp(
+    model: Any,
+    composite: Composite,
+    input_layer_rule: Any = None,
+    layer_rules: dict[str, Rule] | None = None,
+    **kwargs: Any,
+) -> Analyzer:
     from tf_clrp import composites
     from tf_clrp.analyzers.propagation import Propagation
 
-    composite = composites.assemble(composite, input_layer_rule=input_layer_rule,
-                                    layer_rules=layer_rules)
+    composite = composites.assemble(
+        composite, input_layer_rule=input_layer_rule, layer_rules=layer_rules
+    )
     return Propagation(model, composite, seed="value", **kwargs)
 
 
-def _gradient(model: Any, *, activation: str, multiply_by_input: bool = False,
-              seed: str = "one", postprocess: str | None = None,
-              layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> Analyzer:
+def _gradient(
+    model: Any,
+    *,
+    activation: str,
+    multiply_by_input: bool = False,
+    seed: str = "one",
+    postprocess: str | None = None,
+    layer_rules: dict[str, Rule] | None = None,
+    **kwargs: Any,
+) -> Analyzer:
     """Gradient-type analyzers. DeConvNet and Guided Backprop seed the selected logit's value,
     as iNNvestigate does (their maps scale with it)."""
     from tf_clrp import composites
     from tf_clrp.analyzers.propagation import Propagation
 
-    composite = composites.assemble(composites.gradient_composite(activation),
-                                    layer_rules=layer_rules)
-    return Propagation(model, composite, seed=seed, multiply_by_input=multiply_by_input,
-                       postprocess=postprocess, **kwargs)
+    composite = composites.assemble(
+        composites.gradient_composite(activation), layer_rules=layer_rules
+    )
+    return Propagation(
+        model,
+        composite,
+        seed=seed,
+        multiply_by_input=multiply_by_input,
+        postprocess=postprocess,
+        **kwargs,
+    )
 
 
-def _generic_lrp(model: Any, composite: Composite | None = None, rule: Rule | None = None,
-                 **kwargs: Any) -> Analyzer:
+def _generic_lrp(
+    model: Any, composite: Composite | None = None, rule: Rule | None = None, **kwargs: Any
+) -> Analyzer:
     from tf_clrp import composites
 
     if (composite is None) == (rule is None):
@@ -145,20 +179,21 @@ def _generic_lrp(model: Any, composite: Composite | None = None, rule: Rule | No
     return _lrp(model, composite or composites.uniform(rule), **kwargs)  # type: ignore[arg-type]
 
 
-def _sequential_preset(epsilon: float = 0.1, *, alpha: float, beta: float,
-                       flat: bool) -> Composite:
+def _sequential_preset(epsilon: float = 0.1, *, alpha: float, beta: float, flat: bool) -> Composite:
     """iNNvestigate's sequential presets: ε on Dense, αβ (full bias) on convolutions."""
     from tf_clrp import rules
     from tf_clrp.composites import Composite
 
-    comp = Composite({"dense": rules.Epsilon(epsilon),
-                      "convolution": rules.AlphaBeta(alpha, beta, bias="full")},
-                     name="sequential_preset")
+    comp = Composite(
+        {"dense": rules.Epsilon(epsilon), "convolution": rules.AlphaBeta(alpha, beta, bias="full")},
+        name="sequential_preset",
+    )
     return comp.with_first_layer(rules.Flat()) if flat else comp
 
 
-def _alpha_beta(alpha: float | None = None, beta: float | None = None, *,
-                bias: bool = True) -> Rule:
+def _alpha_beta(
+    alpha: float | None = None, beta: float | None = None, *, bias: bool = True
+) -> Rule:
     """iNNvestigate's αβ: one of alpha/beta suffices (α − β = 1; neither: α1β0); the full
     bias in both parts (``bias=False``: ignore it, the ``_IB`` names)."""
     from tf_clrp import rules
@@ -170,8 +205,15 @@ def _alpha_beta(alpha: float | None = None, beta: float | None = None, *,
     return rules.AlphaBeta(alpha, beta, bias="full" if bias else False)
 
 
-def _deep_taylor(model: Any, low: Any = None, high: Any = None, *, bounded: bool = False,
-                 layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> Analyzer:
+def _deep_taylor(
+    model: Any,
+    low: Any = None,
+    high: Any = None,
+    *,
+    bounded: bool = False,
+    layer_rules: dict[str, Rule] | None = None,
+    **kwargs: Any,
+) -> Analyzer:
     """iNNvestigate's Deep Taylor: z⁺ on Dense/Conv, true gradients elsewhere."""
     from tf_clrp import composites, rules
     from tf_clrp.analyzers.propagation import Propagation
@@ -179,53 +221,103 @@ def _deep_taylor(model: Any, low: Any = None, high: Any = None, *, bounded: bool
 
     if bounded and (low is None or high is None):
         raise TypeError("'deep_taylor.bounded' needs low=<min input> and high=<max input>")
-    composite = Composite({"dense": rules.ZPlus(1e-7), "convolution": rules.ZPlus(1e-7),
-                           "avg_pool": rules.Gradient(), "add": rules.Gradient()},
-                          first_layer=rules.ZBox(low, high) if bounded else None,
-                          activation="gradient", fused_activation="pass", name="deep_taylor")
+    composite = Composite(
+        {
+            "dense": rules.ZPlus(1e-7),
+            "convolution": rules.ZPlus(1e-7),
+            "avg_pool": rules.Gradient(),
+            "add": rules.Gradient(),
+        },
+        first_layer=rules.ZBox(low, high) if bounded else None,
+        activation="gradient",
+        fused_activation="pass",
+        name="deep_taylor",
+    )
     composite = composites.assemble(composite, layer_rules=layer_rules)
     return Propagation(model, composite, seed="relu", **kwargs)
 
 
-def _lrp_rule(name: str, builds: str | Callable[..., Any], options: Mapping[str, Any] = _NONE,
-              **fixed: Any) -> AnalyzerEntry:
+def _lrp_rule(
+    name: str, builds: str | Callable[..., Any], options: Mapping[str, Any] = _NONE, **fixed: Any
+) -> AnalyzerEntry:
     """An LRP name that applies one rule to every layer."""
-    return AnalyzerEntry(name, "lrp", builds, "rule", options, {**ENGINE_OPTIONS, **LRP_OPTIONS},
-                         fixed, input_bounds="input_layer_rule")
+    return AnalyzerEntry(
+        name,
+        "lrp",
+        builds,
+        "rule",
+        options,
+        {**ENGINE_OPTIONS, **LRP_OPTIONS},
+        fixed,
+        input_bounds="input_layer_rule",
+    )
 
 
-def _lrp_preset(name: str, builds: str | Callable[..., Any],
-                options: Mapping[str, Any] = _NONE, **fixed: Any) -> AnalyzerEntry:
+def _lrp_preset(
+    name: str, builds: str | Callable[..., Any], options: Mapping[str, Any] = _NONE, **fixed: Any
+) -> AnalyzerEntry:
     """An LRP name that builds a composite (a rule per layer type)."""
-    return AnalyzerEntry(name, "lrp_preset", builds, "composite", options,
-                         {**ENGINE_OPTIONS, **LRP_OPTIONS}, fixed,
-                         input_bounds="input_layer_rule")
+    return AnalyzerEntry(
+        name,
+        "lrp_preset",
+        builds,
+        "composite",
+        options,
+        {**ENGINE_OPTIONS, **LRP_OPTIONS},
+        fixed,
+        input_bounds="input_layer_rule",
+    )
 
 
 _EPS_BIAS = {"epsilon": 1e-7, "bias": True}
 _GRADIENT = {"postprocess": None, "layer_rules": None}
 _CONTRASTIVE = {"composite": None, "rule": None, "input_layer_rule": None, "layer_rules": None}
-_CAM = {"layer_name": None, "method": None, "upsample": True, "contrast": None,
-        "explained_layer": None, "fold_batch_norm": False}
+_CAM = {
+    "layer_name": None,
+    "method": None,
+    "upsample": True,
+    "contrast": None,
+    "explained_layer": None,
+    "fold_batch_norm": False,
+}
 _WINDOWS = {"window": 8, "stride": 4}
 _SCORES = {"batch_size": 64, "logits": True, "progress": False}
 
 #: Every analyzer name, one declared entry each (the order is ``tf-clrp list``'s).
 ENTRIES: tuple[AnalyzerEntry, ...] = (
     # contrastive
-    AnalyzerEntry("clrp", "contrastive", "tf_clrp.analyzers.contrastive:CLRP",
-                  options={"contrast": "others", **_CONTRASTIVE},
-                  input_bounds="input_layer_rule"),
-    AnalyzerEntry("sglrp", "contrastive", "tf_clrp.analyzers.contrastive:SGLRP",
-                  options=_CONTRASTIVE, input_bounds="input_layer_rule"),
+    AnalyzerEntry(
+        "clrp",
+        "contrastive",
+        "tf_clrp.analyzers.contrastive:CLRP",
+        options={"contrast": "others", **_CONTRASTIVE},
+        input_bounds="input_layer_rule",
+    ),
+    AnalyzerEntry(
+        "sglrp",
+        "contrastive",
+        "tf_clrp.analyzers.sglrp:SGLRP",
+        options=_CONTRASTIVE,
+        input_bounds="input_layer_rule",
+    ),
     # LRP rules, iNNvestigate names
     AnalyzerEntry("deep_taylor", "lrp", _deep_taylor, options={"layer_rules": None}),
-    AnalyzerEntry("deep_taylor.bounded", "lrp", _deep_taylor, fixed={"bounded": True},
-                  options={"low": None, "high": None, "layer_rules": None},
-                  input_bounds="low_high"),
-    AnalyzerEntry("lrp", "lrp", _generic_lrp, options={"composite": None, "rule": None},
-                  shared={**ENGINE_OPTIONS, **LRP_OPTIONS},
-                  python_only="needs a composite or rule object"),
+    AnalyzerEntry(
+        "deep_taylor.bounded",
+        "lrp",
+        _deep_taylor,
+        fixed={"bounded": True},
+        options={"low": None, "high": None, "layer_rules": None},
+        input_bounds="low_high",
+    ),
+    AnalyzerEntry(
+        "lrp",
+        "lrp",
+        _generic_lrp,
+        options={"composite": None, "rule": None},
+        shared={**ENGINE_OPTIONS, **LRP_OPTIONS},
+        python_only="needs a composite or rule object",
+    ),
     _lrp_rule("lrp.alpha_1_beta_0", _alpha_beta, alpha=1.0, beta=0.0),
     _lrp_rule("lrp.alpha_1_beta_0_IB", _alpha_beta, alpha=1.0, beta=0.0, bias=False),
     _lrp_rule("lrp.alpha_2_beta_1", _alpha_beta, alpha=2.0, beta=1.0),
@@ -233,72 +325,164 @@ ENTRIES: tuple[AnalyzerEntry, ...] = (
     _lrp_rule("lrp.alpha_beta", _alpha_beta, {"alpha": None, "beta": None}),
     _lrp_rule("lrp.epsilon", "tf_clrp.rules:Epsilon", _EPS_BIAS),
     _lrp_rule("lrp.flat", "tf_clrp.rules:Flat", {"epsilon": 1e-9}),
-    _lrp_rule("lrp.gamma", "tf_clrp.rules:Gamma", {"gamma": 0.25, "bias": True,
-                                                    "epsilon": 1e-6}),
+    _lrp_rule("lrp.gamma", "tf_clrp.rules:Gamma", {"gamma": 0.25, "bias": True, "epsilon": 1e-6}),
     _lrp_rule("lrp.w_square", "tf_clrp.rules:WSquare", {"epsilon": 1e-9, "bias": False}),
     _lrp_rule("lrp.z", "tf_clrp.rules:Z", _EPS_BIAS),
     _lrp_rule("lrp.z_plus", "tf_clrp.rules:ZPlus", {"epsilon": 1e-9, "bias": False}),
     _lrp_rule("lrp.z_plus_fast", "tf_clrp.rules:ZPlusFast", {"epsilon": 1e-9}),
     # LRP presets: Zennit composites, iNNvestigate's sequential presets
-    _lrp_preset("lrp.epsilon_alpha_2_beta_1", "tf_clrp.composites:epsilon_alpha2_beta1",
-                {"epsilon": 1e-6}),
-    _lrp_preset("lrp.epsilon_gamma_box", "tf_clrp.composites:epsilon_gamma_box",
-                {"low": -3.0, "high": 3.0, "epsilon": 1e-6, "gamma": 0.25}),
+    _lrp_preset(
+        "lrp.epsilon_alpha_2_beta_1", "tf_clrp.composites:epsilon_alpha2_beta1", {"epsilon": 1e-6}
+    ),
+    _lrp_preset(
+        "lrp.epsilon_gamma_box",
+        "tf_clrp.composites:epsilon_gamma_box",
+        {"low": -3.0, "high": 3.0, "epsilon": 1e-6, "gamma": 0.25},
+    ),
     _lrp_preset("lrp.epsilon_plus", "tf_clrp.composites:epsilon_plus", {"epsilon": 1e-6}),
-    _lrp_preset("lrp.epsilon_plus_flat", "tf_clrp.composites:epsilon_plus_flat",
-                {"epsilon": 1e-6}),
+    _lrp_preset("lrp.epsilon_plus_flat", "tf_clrp.composites:epsilon_plus_flat", {"epsilon": 1e-6}),
     # transformers: AttnLRP (LXT's rules) and CP-LRP; the ε composite on other models
-    _lrp_preset("attnlrp", "tf_clrp.composites:attnlrp",
-                {"epsilon": 1e-6, "product_epsilon": 1e-8}),
+    _lrp_preset(
+        "attnlrp", "tf_clrp.composites:attnlrp", {"epsilon": 1e-6, "product_epsilon": 1e-8}
+    ),
     _lrp_preset("attnlrp.cp", "tf_clrp.composites:attnlrp", {"epsilon": 1e-6}, cp=True),
-    _lrp_preset("lrp.sequential_preset_a", _sequential_preset, {"epsilon": 0.1},
-                alpha=1.0, beta=0.0, flat=False),
-    _lrp_preset("lrp.sequential_preset_a_flat", _sequential_preset, {"epsilon": 0.1},
-                alpha=1.0, beta=0.0, flat=True),
-    _lrp_preset("lrp.sequential_preset_b", _sequential_preset, {"epsilon": 0.1},
-                alpha=2.0, beta=1.0, flat=False),
-    _lrp_preset("lrp.sequential_preset_b_flat", _sequential_preset, {"epsilon": 0.1},
-                alpha=2.0, beta=1.0, flat=True),
+    _lrp_preset(
+        "lrp.sequential_preset_a",
+        _sequential_preset,
+        {"epsilon": 0.1},
+        alpha=1.0,
+        beta=0.0,
+        flat=False,
+    ),
+    _lrp_preset(
+        "lrp.sequential_preset_a_flat",
+        _sequential_preset,
+        {"epsilon": 0.1},
+        alpha=1.0,
+        beta=0.0,
+        flat=True,
+    ),
+    _lrp_preset(
+        "lrp.sequential_preset_b",
+        _sequential_preset,
+        {"epsilon": 0.1},
+        alpha=2.0,
+        beta=1.0,
+        flat=False,
+    ),
+    _lrp_preset(
+        "lrp.sequential_preset_b_flat",
+        _sequential_preset,
+        {"epsilon": 0.1},
+        alpha=2.0,
+        beta=1.0,
+        flat=True,
+    ),
     # gradient family
-    AnalyzerEntry("deconvnet", "gradient", _gradient, options=_GRADIENT,
-                  fixed={"activation": "deconvnet", "seed": "value"}),
-    AnalyzerEntry("gradient", "gradient", _gradient, options=_GRADIENT,
-                  fixed={"activation": "gradient"}),
-    AnalyzerEntry("guided_backprop", "gradient", _gradient, options=_GRADIENT,
-                  fixed={"activation": "guided", "seed": "value"}),
-    AnalyzerEntry("input_t_gradient", "gradient", _gradient, options=_GRADIENT,
-                  fixed={"activation": "gradient", "multiply_by_input": True}),
-    AnalyzerEntry("integrated_gradients", "gradient",
-                  "tf_clrp.analyzers.gradient_methods:IntegratedGradients",
-                  options={"reference_inputs": 0.0, "steps": 64, "postprocess": None,
-                           "layer_rules": None}),
-    AnalyzerEntry("smoothgrad", "gradient", "tf_clrp.analyzers.gradient_methods:SmoothGrad",
-                  options={"augment_by_n": 64, "noise_scale": 1.0, "noise_relative": False,
-                           "seed": 0, "postprocess": None, "layer_rules": None}),
+    AnalyzerEntry(
+        "deconvnet",
+        "gradient",
+        _gradient,
+        options=_GRADIENT,
+        fixed={"activation": "deconvnet", "seed": "value"},
+    ),
+    AnalyzerEntry(
+        "gradient", "gradient", _gradient, options=_GRADIENT, fixed={"activation": "gradient"}
+    ),
+    AnalyzerEntry(
+        "guided_backprop",
+        "gradient",
+        _gradient,
+        options=_GRADIENT,
+        fixed={"activation": "guided", "seed": "value"},
+    ),
+    AnalyzerEntry(
+        "input_t_gradient",
+        "gradient",
+        _gradient,
+        options=_GRADIENT,
+        fixed={"activation": "gradient", "multiply_by_input": True},
+    ),
+    AnalyzerEntry(
+        "integrated_gradients",
+        "gradient",
+        "tf_clrp.analyzers.gradient_methods:IntegratedGradients",
+        options={"reference_inputs": 0.0, "steps": 64, "postprocess": None, "layer_rules": None},
+    ),
+    AnalyzerEntry(
+        "smoothgrad",
+        "gradient",
+        "tf_clrp.analyzers.gradient_methods:SmoothGrad",
+        options={
+            "augment_by_n": 64,
+            "noise_scale": 1.0,
+            "noise_relative": False,
+            "seed": 0,
+            "postprocess": None,
+            "layer_rules": None,
+        },
+    ),
     # class activation maps
     AnalyzerEntry("grad_cam", "cam", "tf_clrp.analyzers.cam:GradCAM", options=_CAM),
-    AnalyzerEntry("grad_cam_plus_plus", "cam", "tf_clrp.analyzers.cam:GradCAMPlusPlus",
-                  options=_CAM),
-    AnalyzerEntry("guided_grad_cam", "cam", "tf_clrp.analyzers.cam:GuidedGradCAM",
-                  options={"layer_name": None, "explained_layer": None,
-                           "fold_batch_norm": False}),
+    AnalyzerEntry(
+        "grad_cam_plus_plus", "cam", "tf_clrp.analyzers.cam:GradCAMPlusPlus", options=_CAM
+    ),
+    AnalyzerEntry(
+        "guided_grad_cam",
+        "cam",
+        "tf_clrp.analyzers.cam:GuidedGradCAM",
+        options={"layer_name": None, "explained_layer": None, "fold_batch_norm": False},
+    ),
     AnalyzerEntry("layer_cam", "cam", "tf_clrp.analyzers.cam:LayerCAM", options=_CAM),
     # attention (transformer models)
-    AnalyzerEntry("attention_rollout", "attention", "tf_clrp.analyzers.rollout:AttentionRollout",
-                  shared=_ANALYZER_OPTIONS,
-                  options={"class_token": None, "use_tf_function": True}),
+    AnalyzerEntry(
+        "attention_rollout",
+        "attention",
+        "tf_clrp.analyzers.rollout:AttentionRollout",
+        shared=_ANALYZER_OPTIONS,
+        options={"class_token": None, "use_tf_function": True},
+    ),
     # model-agnostic (not built on the propagation engine: only their own options)
-    AnalyzerEntry("occlusion", "model_agnostic", "tf_clrp.analyzers.model_agnostic:Occlusion",
-                  shared=_NONE, options={**_WINDOWS, "baseline": 0.0, **_SCORES}),
-    AnalyzerEntry("prediction_difference", "model_agnostic",
-                  "tf_clrp.analyzers.model_agnostic:PredictionDifference", shared=_NONE,
-                  options={**_WINDOWS, "sampling": "marginal", "n_samples": 10,
-                           "reference": None, "frame": 2, "evidence": "log_odds", "seed": 0,
-                           **_SCORES}),
-    AnalyzerEntry("rise", "model_agnostic", "tf_clrp.analyzers.rise:RISE", shared=_NONE,
-                  options={"n_masks": 2000, "grid_size": 7, "cell_size": None, "p1": 0.5,
-                           "seed": 0, "baseline": 0.0, **_SCORES, "logits": False,
-                           "use_tf_function": True}),
+    AnalyzerEntry(
+        "occlusion",
+        "model_agnostic",
+        "tf_clrp.analyzers.model_agnostic:Occlusion",
+        shared=_NONE,
+        options={**_WINDOWS, "baseline": 0.0, **_SCORES},
+    ),
+    AnalyzerEntry(
+        "prediction_difference",
+        "model_agnostic",
+        "tf_clrp.analyzers.model_agnostic:PredictionDifference",
+        shared=_NONE,
+        options={
+            **_WINDOWS,
+            "sampling": "marginal",
+            "n_samples": 10,
+            "reference": None,
+            "frame": 2,
+            "evidence": "log_odds",
+            "seed": 0,
+            **_SCORES,
+        },
+    ),
+    AnalyzerEntry(
+        "rise",
+        "model_agnostic",
+        "tf_clrp.analyzers.rise:RISE",
+        shared=_NONE,
+        options={
+            "n_masks": 2000,
+            "grid_size": 7,
+            "cell_size": None,
+            "p1": 0.5,
+            "seed": 0,
+            "baseline": 0.0,
+            **_SCORES,
+            "logits": False,
+            "use_tf_function": True,
+        },
+    ),
 )
 
 #: Name -> entry.

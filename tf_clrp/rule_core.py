@@ -118,16 +118,27 @@ class Rule:
 
     def __repr__(self) -> str:
         """The class and its numeric parameters, e.g. ``Epsilon(epsilon=1e-06, bias=True)``."""
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                           if not k.startswith("_") and isinstance(v, (bool, int, float)))
+        params = ", ".join(
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float))
+        )
         return f"{type(self).__name__}({params})"
 
 
 #: The methods through which a rule computes its backward pass. A class that overrides one
 #: of them is a new rule: properties declared by its ancestors no longer describe it.
 BACKWARD_METHODS: tuple[str, ...] = (
-    "forward", "backward", "relevance", "stabilize", "denominator", "fused_parameters",
-    "_fused_relevance", "_modified_inputs", "_active_terms")
+    "forward",
+    "backward",
+    "relevance",
+    "stabilize",
+    "denominator",
+    "fused_parameters",
+    "_fused_relevance",
+    "_modified_inputs",
+    "_active_terms",
+)
 
 
 def declares(rule: Rule, prop: str) -> bool:
@@ -177,6 +188,7 @@ ONES = Modifier("ones", tf.ones_like)
 SQUARE = Modifier("square", tf.square)
 #: Ignore the part (a bias left out of the denominator).
 DROP = Modifier("drop", lambda t: None)
+
 
 @dataclass(frozen=True)
 class Term:
@@ -234,16 +246,18 @@ class BasicRule(Rule):
         if term.inputs == "high":
             return [site.high]
         known = site.nonnegative or (False,) * len(site.inputs)
-        return [x if term.inputs == POSITIVE and nonneg else term.inputs(x)
-                for x, nonneg in zip(site.inputs, known)]
+        return [
+            x if term.inputs == POSITIVE and nonneg else term.inputs(x)
+            for x, nonneg in zip(site.inputs, known)
+        ]
 
     def _active_terms(self, site: Site) -> list[Term]:
         nonnegative = bool(site.nonnegative) and all(site.nonnegative)
         return [t for t in self.terms if not (t.needs_negative_input and nonnegative)]
 
-    def fused_parameters(self, kernel: Tensor, bias: Tensor | None,
-                         nonnegative: tuple[bool, ...]
-                         ) -> tuple[Tensor, Tensor | None] | None:
+    def fused_parameters(
+        self, kernel: Tensor, bias: Tensor | None, nonnegative: tuple[bool, ...]
+    ) -> tuple[Tensor, Tensor | None] | None:
         """(K', b') when every term reads the plain input: then Σ_t f(m_t(a), w_t) equals
         f(a, K') with K' = Σ_t w_t, and the denominator can be computed in the forward pass.
 
@@ -259,21 +273,27 @@ class BasicRule(Rule):
             return None
         site = Site(inputs=[], forward=lambda xs, k: xs[0], nonnegative=nonnegative)
         terms = self._active_terms(site)
-        if not all(t.inputs == IDENTITY or (t.inputs == POSITIVE and nonnegative[0])
-                   for t in terms):
+        if not all(
+            t.inputs == IDENTITY or (t.inputs == POSITIVE and nonnegative[0]) for t in terms
+        ):
             return None
         kernels = [t.kernel(kernel) for t in terms]
-        biases = [] if bias is None else [b for b in (t.bias(bias) for t in terms)
-                                           if b is not None]
+        biases = [] if bias is None else [b for b in (t.bias(bias) for t in terms) if b is not None]
         fused_bias = None if not biases else biases[0] if len(biases) == 1 else tf.add_n(biases)
         return (kernels[0] if len(kernels) == 1 else tf.add_n(kernels)), fused_bias
 
     def denominator(self, site: Site) -> Tensor:
         """The unstabilized denominator Σ_t f(m_t(a), w_t) + Σ_t b_t of ``site``."""
         terms = self._active_terms(site)
-        z = tf.add_n([site.forward(self._modified_inputs(t, site),
-                                   None if site.kernel is None else t.kernel(site.kernel))
-                      for t in terms])
+        z = tf.add_n(
+            [
+                site.forward(
+                    self._modified_inputs(t, site),
+                    None if site.kernel is None else t.kernel(site.kernel),
+                )
+                for t in terms
+            ]
+        )
         for t in terms:
             z = site.add_bias(z, None if site.bias is None else t.bias(site.bias))
         return z
@@ -292,8 +312,9 @@ class BasicRule(Rule):
             return output, _Kept(output, kernel)
         (x,) = site.inputs
         if site.denominator_dtype != tf.float32:
-            low = site.forward([tf.cast(x, site.denominator_dtype)],
-                               tf.cast(kernel, site.denominator_dtype))
+            low = site.forward(
+                [tf.cast(x, site.denominator_dtype)], tf.cast(kernel, site.denominator_dtype)
+            )
             return output, _Kept(site.add_bias(tf.cast(low, tf.float32), bias), kernel)
         # Two calls: one call with both kernels concatenated along the output channels was
         # measured slower on CPU (BENCHMARKS.md, "Profile").
@@ -316,7 +337,8 @@ class BasicRule(Rule):
             denominator = z
             for t in terms:
                 denominator = site.add_bias(
-                    denominator, None if site.bias is None else t.bias(site.bias))
+                    denominator, None if site.bias is None else t.bias(site.bias)
+                )
         scaled = relevance / self.stabilize(denominator)
         # With a precomputed denominator z's value is unused: graph mode prunes the forward.
         grads = tape.gradient(z, flat, output_gradients=scaled)
@@ -381,8 +403,9 @@ class WeightedSum(Rule):
 
     @property
     def negation_invariant(self) -> bool:  # type: ignore[override]
-        return bool(self.parts) and all(declares(rule, "negation_invariant")
-                                        for _, rule in self.parts)
+        return bool(self.parts) and all(
+            declares(rule, "negation_invariant") for _, rule in self.parts
+        )
 
     def relevance(self, site: Site, relevance: Tensor) -> list[Tensor]:
         total: list[Tensor] | None = None

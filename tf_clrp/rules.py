@@ -37,10 +37,34 @@ from tf_clrp.rule_core import (
 Tensor = tf.Tensor
 
 __all__ = [
-    "BACKWARD_METHODS", "DROP", "IDENTITY", "NEGATIVE", "ONES", "POSITIVE", "SQUARE",
-    "AlphaBeta", "BasicRule", "Epsilon", "Flat", "Gamma", "Gradient", "Modifier", "Norm",
-    "Pass", "Rule", "Site", "Term", "WSquare", "WeightedSum", "Z", "ZBox", "ZPlus",
-    "ZPlusFast", "declares", "stabilize", "ACTIVATION_BACKWARDS",
+    "BACKWARD_METHODS",
+    "DROP",
+    "IDENTITY",
+    "NEGATIVE",
+    "ONES",
+    "POSITIVE",
+    "SQUARE",
+    "AlphaBeta",
+    "BasicRule",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "Gradient",
+    "Modifier",
+    "Norm",
+    "Pass",
+    "Rule",
+    "Site",
+    "Term",
+    "WSquare",
+    "WeightedSum",
+    "Z",
+    "ZBox",
+    "ZPlus",
+    "ZPlusFast",
+    "declares",
+    "stabilize",
+    "ACTIVATION_BACKWARDS",
 ]
 
 
@@ -131,8 +155,9 @@ class AlphaBeta(WeightedSum):
         epsilon: Stabilizer of both denominators.
     """
 
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, bias: bool | str = True,
-                 epsilon: float = 1e-7) -> None:
+    def __init__(
+        self, alpha: float = 2.0, beta: float = 1.0, bias: bool | str = True, epsilon: float = 1e-7
+    ) -> None:
         if bias not in (True, False, "full"):
             raise ValueError(f"AlphaBeta bias must be True, False or 'full', got {bias!r}")
         alpha = finite_parameter("AlphaBeta alpha", alpha, minimum=0.0)
@@ -171,12 +196,16 @@ class Gamma(Rule):
         def boost(part: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
             return lambda w: w + gamma * part(w)
 
-        def branch(same: Callable[[Tensor], Tensor], other: Callable[[Tensor], Tensor]
-                   ) -> BasicRule:
-            return BasicRule((
-                Term(POSITIVE, boost(same), boost(same) if bias else DROP),
-                Term(NEGATIVE, boost(other), DROP, needs_negative_input=True),
-            ), epsilon)
+        def branch(
+            same: Callable[[Tensor], Tensor], other: Callable[[Tensor], Tensor]
+        ) -> BasicRule:
+            return BasicRule(
+                (
+                    Term(POSITIVE, boost(same), boost(same) if bias else DROP),
+                    Term(NEGATIVE, boost(other), DROP, needs_negative_input=True),
+                ),
+                epsilon,
+            )
 
         self.gamma, self.bias, self.epsilon = gamma, bias, epsilon
         self._positive_units = branch(POSITIVE, NEGATIVE)
@@ -192,8 +221,9 @@ class Gamma(Rule):
         if kept is not None and (self.bias or site.bias is None):
             z = kept
         else:
-            z = site.add_bias(site.forward(site.inputs, site.kernel),
-                              site.bias if self.bias else None)
+            z = site.add_bias(
+                site.forward(site.inputs, site.kernel), site.bias if self.bias else None
+            )
         up = relevance * tf.cast(z > 0, relevance.dtype)
         down = relevance * tf.cast(z < 0, relevance.dtype)
         positive = self._positive_units.relevance(site, up)
@@ -242,9 +272,13 @@ class ZBox(BasicRule):
         epsilon: Stabilizer.
     """
 
-    def __init__(self, low: float | Sequence[float] | np.ndarray | None = None,
-                 high: float | Sequence[float] | np.ndarray | None = None, bias: bool = False,
-                 epsilon: float = 1e-9) -> None:
+    def __init__(
+        self,
+        low: float | Sequence[float] | np.ndarray | None = None,
+        high: float | Sequence[float] | np.ndarray | None = None,
+        bias: bool = False,
+        epsilon: float = 1e-9,
+    ) -> None:
         if (low is None) != (high is None):
             raise ValueError("ZBox needs both low and high, or neither (per-sample bounds)")
         self.low = None if low is None else finite_bounds("ZBox low", low)
@@ -305,8 +339,8 @@ class Norm(BasicRule):
 #: How an elementwise non-linearity maps the backward signal. ``x`` is the layer's input,
 #: ``g`` the signal at its output.
 ACTIVATION_BACKWARDS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor] | None] = {
-    "pass": lambda x, y, g: g,                                  # LRP: relevance unchanged
-    "gradient": None,                                           # the true derivative
+    "pass": lambda x, y, g: g,  # LRP: relevance unchanged
+    "gradient": None,  # the true derivative
     "guided": lambda x, y, g: g * tf.cast((x > 0) & (g > 0), g.dtype) * _slope(x, y),
     "deconvnet": lambda x, y, g: tf.maximum(g, 0.0),
 }

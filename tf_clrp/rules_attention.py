@@ -62,8 +62,8 @@ class SoftmaxRule(Rule):
         op = site.layer
         if op is not None and not hasattr(op, "keep") and activation_of(op) != "softmax":
             raise UnsupportedLayerError(
-                f"SoftmaxRule on layer {site.name!r} ({type(op).__name__}), which is not a "
-                "softmax")
+                f"SoftmaxRule on layer {site.name!r} ({type(op).__name__}), which is not a softmax"
+            )
         p = site.output()
         return p, (p, _kept_scores(site))
 
@@ -71,8 +71,11 @@ class SoftmaxRule(Rule):
         """x ⊙ (R − p · ΣR)."""
         p, keep = kept
         x = site.inputs[0]
-        excluded = tf.math.is_inf(x) if keep is None else tf.logical_or(
-            tf.logical_not(keep), tf.math.is_inf(x))
+        excluded = (
+            tf.math.is_inf(x)
+            if keep is None
+            else tf.logical_or(tf.logical_not(keep), tf.math.is_inf(x))
+        )
         x = tf.where(excluded, tf.zeros_like(x), x)
         total = tf.reduce_sum(relevance, axis=_softmax_axis(site.layer), keepdims=True)
         return [x * (relevance - p * total)] + _zeros_for(site.inputs[1:])
@@ -138,10 +141,10 @@ class ConstantWeights(Rule):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(others)
             z = site.forward([tf.stop_gradient(weights), *others], None)
-        grads = tape.gradient(z, others, output_gradients=relevance / stabilize(kept,
-                                                                                self.epsilon))
-        return [tf.zeros_like(weights)] + [tf.zeros_like(x) if g is None else x * g
-                                           for x, g in zip(others, grads)]
+        grads = tape.gradient(z, others, output_gradients=relevance / stabilize(kept, self.epsilon))
+        return [tf.zeros_like(weights)] + [
+            tf.zeros_like(x) if g is None else x * g for x, g in zip(others, grads)
+        ]
 
 
 class NoRelevance(Rule):
@@ -187,10 +190,12 @@ class LayerNormIdentity(Rule):
         if getattr(layer, "rms_scaling", False):
             raise UnsupportedLayerError(
                 f"LayerNormIdentity: layer {site.name!r} uses rms_scaling=True, which this "
-                "rule does not implement; give it a rule with layer_rules")
+                "rule does not implement; give it a rule with layer_rules"
+            )
         axis = getattr(layer, "axis", -1)
-        axes = tuple(sorted(int(a) % rank for a in (axis if isinstance(axis, (list, tuple))
-                                                    else [axis])))
+        axes = tuple(
+            sorted(int(a) % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
+        )
         is_rms = "RMSNorm" in name
         centred = x if is_rms else x - tf.reduce_mean(x, axis=axes, keepdims=True)
         variance = tf.reduce_mean(tf.square(centred), axis=axes, keepdims=True)

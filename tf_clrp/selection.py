@@ -55,8 +55,9 @@ class Selection:
         return Selection(indices=self.indices[start:stop])
 
 
-def resolve_selection(selection: Any, batch: int, n_outputs: int,
-                      output_shape: tuple[int | None, ...] = ()) -> Selection:
+def resolve_selection(
+    selection: Any, batch: int, n_outputs: int, output_shape: tuple[int | None, ...] = ()
+) -> Selection:
     """Validates ``neuron_selection`` against the batch and the explained output.
 
     Args:
@@ -92,11 +93,10 @@ def resolve_selection(selection: Any, batch: int, n_outputs: int,
         if not np.all(np.isfinite(array)):
             raise SelectionError("seed array contains NaN or Inf")
         return Selection(seeds=array.reshape(batch, n_outputs).astype(np.float32))
-    if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and np.all(
-            array == np.round(array))):
-        raise SelectionError(
-            f"neuron_selection must be integer indices, got dtype {array.dtype}"
-        )
+    if array.dtype.kind not in "iu" and not (
+        array.dtype.kind == "f" and np.all(array == np.round(array))
+    ):
+        raise SelectionError(f"neuron_selection must be integer indices, got dtype {array.dtype}")
     array = array.astype(np.int64)
     if array.ndim == 0:
         array = np.full(batch, int(array))

@@ -94,8 +94,9 @@ class _Trace:
     layer: Any
 
 
-def trace_call(knode: Any, open_shape: Callable[[Any], Shape] | None = None
-               ) -> TracedCall | ShapeOnlyCall | str:
+def trace_call(
+    knode: Any, open_shape: Callable[[Any], Shape] | None = None
+) -> TracedCall | ShapeOnlyCall | str:
     """Traces one call of a layer.
 
     Args:
@@ -116,8 +117,7 @@ def trace_call(knode: Any, open_shape: Callable[[Any], Shape] | None = None
         single = _trace(knode, outer, shape_of, CHECK_BATCH_SIZE, other_axes_open=True)
         if isinstance(single, _Trace) and _same_calls(batch_open, single):
             return ShapeOnlyCall() if batch_open.function is None else _guarded(batch_open, {})
-    traces = [_trace(knode, outer, shape_of, b) for b in (*TRACE_BATCH_SIZES,
-                                                          CHECK_BATCH_SIZE)]
+    traces = [_trace(knode, outer, shape_of, b) for b in (*TRACE_BATCH_SIZES, CHECK_BATCH_SIZE)]
     for trace in traces:
         if isinstance(trace, str):
             return trace
@@ -129,8 +129,10 @@ def trace_call(knode: Any, open_shape: Callable[[Any], Shape] | None = None
     if any(t.function is None for t in traces):
         return "whether its outputs depend on its inputs changes with the batch size"
     if any(None in shape_of(t)[1:] for t in outer):
-        return ("it reads the size of its input's batch or of another open axis, and an "
-                f"input has an open axis besides the batch ({batch_open})")
+        return (
+            "it reads the size of its input's batch or of another open axis, and an "
+            f"input has an open axis besides the batch ({batch_open})"
+        )
     return _batch_polymorphic(first, second, check)
 
 
@@ -145,10 +147,16 @@ def _outer_tensors(knode: Any) -> list[Any]:
     return outer
 
 
-def _trace(knode: Any, outer: list[Any], shape_of: Callable[[Any], Shape],
-           batch: int | None, other_axes_open: bool = False) -> _Trace | str:
+def _trace(
+    knode: Any,
+    outer: list[Any],
+    shape_of: Callable[[Any], Shape],
+    batch: int | None,
+    other_axes_open: bool = False,
+) -> _Trace | str:
     """One symbolic run of the call at ``batch`` (None: batch axis open; other open axes get
     ``OTHER_AXIS_SIZE`` unless ``other_axes_open``)."""
+
     def shape(t: Any) -> Shape:
         dims = shape_of(t)
         if batch is None or not dims or dims[0] is not None:
@@ -165,7 +173,8 @@ def _trace(knode: Any, outer: list[Any], shape_of: Callable[[Any], Shape],
         for t in masks_first:  # masks carry no mask; a tensor's mask is made before it
             mask = _compat.keras_mask(t)
             fresh[id(t)] = _compat.fresh_input(
-                t, shape(t), None if mask is None else fresh.get(id(mask)))
+                t, shape(t), None if mask is None else fresh.get(id(mask))
+            )
         outputs = _compat.call_symbolically(knode, fresh)
         expected = len(_compat.node_output_tensors(knode))
         if len(outputs) != expected:
@@ -184,8 +193,9 @@ def _trace(knode: Any, outer: list[Any], shape_of: Callable[[Any], Shape],
     return _Trace(inputs, tuple(outer), tuple(outputs), function, batch, layer)
 
 
-def _traced_call(trace: _Trace, rewrites: dict[int, Rewrite],
-                 shapes: dict[int, Shape]) -> TracedCall:
+def _traced_call(
+    trace: _Trace, rewrites: dict[int, Rewrite], shapes: dict[int, Shape]
+) -> TracedCall:
     return TracedCall(trace.function, trace.fresh, trace.outer, trace.outputs, rewrites, shapes)
 
 
@@ -197,8 +207,9 @@ def _batch_polymorphic(first: _Trace, second: _Trace, check: _Trace) -> TracedCa
     twins = list(_compat.nodes_in_order(second.function))
     checks = list(_compat.nodes_in_order(check.function))
     if len({len(nodes), len(twins), len(checks)}) > 1 or any(
-            len({type(_compat.node_operation(n)) for n in triple}) > 1
-            for triple in zip(nodes, twins, checks)):
+        len({type(_compat.node_operation(n)) for n in triple}) > 1
+        for triple in zip(nodes, twins, checks)
+    ):
         return "its graph changes with the batch size"
     shapes = {id(a): _open(a, b) for a, b in zip(first.fresh, second.fresh)}
     rewrites: dict[int, Rewrite] = {}
@@ -210,8 +221,10 @@ def _batch_polymorphic(first: _Trace, second: _Trace, check: _Trace) -> TracedCa
         if isinstance(spec, str):
             return f"its op {name!r} reads the batch size: {spec}"
         if not _predicts(spec, a, c, check.batch):
-            return (f"its op {name!r} is called differently at batch size {check.batch} than "
-                    "its calls at other batch sizes predict")
+            return (
+                f"its op {name!r} is called differently at batch size {check.batch} than "
+                "its calls at other batch sizes predict"
+            )
         if spec is not None:
             rewrites[id(a)] = spec.rewrite
     return _guarded(first, rewrites, shapes)
@@ -227,7 +240,9 @@ def _same_calls(first: _Trace, other: _Trace) -> bool:
     others = list(_compat.nodes_in_order(other.function))
     return len(nodes) == len(others) and all(
         type(_compat.node_operation(a)) is type(_compat.node_operation(c))
-        and _predicts(None, a, c, CHECK_BATCH_SIZE) for a, c in zip(nodes, others))
+        and _predicts(None, a, c, CHECK_BATCH_SIZE)
+        for a, c in zip(nodes, others)
+    )
 
 
 def _open(a: Any, b: Any) -> Shape:
@@ -243,8 +258,9 @@ class _BatchSpec:
     settings: dict[str, tuple[Any, dict[int, Callable[[Any], Any]]]]
     batch_input: int
 
-    def rewrite(self, args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
-                ) -> tuple[Any, Any, Any]:
+    def rewrite(
+        self, args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
+    ) -> tuple[Any, Any, Any]:
         """The call at the batch size of ``values[batch_input]`` (a ``Rewrite``)."""
         value = values[self.batch_input]
         n = value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
@@ -288,14 +304,18 @@ def _predicts(spec: _BatchSpec | None, a: Any, c: Any, batch_c: int) -> bool:
         mine.update(spec.settings_at(batch_c))
     theirs = _compat.operation_settings(op_c)
     return mine.keys() == theirs.keys() and all(
-        len(keras.tree.flatten(v)) == len(keras.tree.flatten(theirs[k])) and all(
+        len(keras.tree.flatten(v)) == len(keras.tree.flatten(theirs[k]))
+        and all(
             _same(np.asarray(p) if _is_array(p) else p, q)
-            for p, q in zip(keras.tree.flatten(v), keras.tree.flatten(theirs[k])))
-        for k, v in mine.items())
+            for p, q in zip(keras.tree.flatten(v), keras.tree.flatten(theirs[k]))
+        )
+        for k, v in mine.items()
+    )
 
 
-def _batch_spec(a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int, Shape]
-                ) -> _BatchSpec | str | None:
+def _batch_spec(
+    a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int, Shape]
+) -> _BatchSpec | str | None:
     """How node ``a`` (traced at ``batch_a``) is called at another batch size, judged by its
     twin ``b`` (traced at ``batch_b``); None if its call does not depend on the batch."""
     leaves_a = keras.tree.flatten(_compat.arguments_of(a))
@@ -331,16 +351,22 @@ def _batch_spec(a: Any, b: Any, batch_a: int, batch_b: int, shapes: dict[int, Sh
     if not arguments and not settings:
         return None
     tensors = _compat.node_input_tensors(a)
-    batch_input = next((i for i, t in enumerate(tensors)
-                        if shapes.get(id(t), (0,))[:1] == (None,) and t.shape[0] == batch_a),
-                       None)
+    batch_input = next(
+        (
+            i
+            for i, t in enumerate(tensors)
+            if shapes.get(id(t), (0,))[:1] == (None,) and t.shape[0] == batch_a
+        ),
+        None,
+    )
     if batch_input is None:
         return "it reads no tensor with a batch axis to take the batch size from"
     return _BatchSpec(arguments, settings, batch_input)
 
 
-def _batch_function(x: Any, y: Any, batch_x: int, batch_y: int
-                    ) -> Callable[[Any], Any] | str | None:
+def _batch_function(
+    x: Any, y: Any, batch_x: int, batch_y: int
+) -> Callable[[Any], Any] | str | None:
     """A value seen at two batch sizes as a function of the batch size n (None: constant)."""
     if _same(x, y):
         return None
@@ -348,15 +374,21 @@ def _batch_function(x: Any, y: Any, batch_x: int, batch_y: int
         if x != 0 and x % batch_x == 0 and x // batch_x * batch_y == y:
             factor = x // batch_x
             return lambda n: n * factor
-        return f"the value {x} (batch {batch_x}) / {y} (batch {batch_y}) is not a multiple " \
-               "of the batch size"
+        return (
+            f"the value {x} (batch {batch_x}) / {y} (batch {batch_y}) is not a multiple "
+            "of the batch size"
+        )
     if _is_array(x) and _is_array(y):
         a, b = np.asarray(x), np.asarray(y)
-        if (a.ndim >= 1 and a.shape[1:] == b.shape[1:] and a.shape[0] % batch_x == 0
-                and a.shape[0] // batch_x * batch_y == b.shape[0]
-                and np.array_equal(a, np.broadcast_to(a[:1], a.shape))
-                and np.array_equal(b, np.broadcast_to(b[:1], b.shape))
-                and np.array_equal(a[:1], b[:1])):
+        if (
+            a.ndim >= 1
+            and a.shape[1:] == b.shape[1:]
+            and a.shape[0] % batch_x == 0
+            and a.shape[0] // batch_x * batch_y == b.shape[0]
+            and np.array_equal(a, np.broadcast_to(a[:1], a.shape))
+            and np.array_equal(b, np.broadcast_to(b[:1], b.shape))
+            and np.array_equal(a[:1], b[:1])
+        ):
             factor, row, rest = a.shape[0] // batch_x, tf.constant(a[:1]), list(a.shape[1:])
             return lambda n: tf.broadcast_to(row, [n * factor, *rest])
         return "a constant of its call changes with the batch size, other than by repeating"
@@ -386,8 +418,9 @@ def _same(x: Any, y: Any) -> bool:
 
 
 # ---------------------------------------------------------------------- baked weights
-def _guarded(trace: _Trace, rewrites: dict[int, Rewrite],
-             shapes: dict[int, Shape] | None = None) -> TracedCall:
+def _guarded(
+    trace: _Trace, rewrites: dict[int, Rewrite], shapes: dict[int, Shape] | None = None
+) -> TracedCall:
     """Adds a check of the weights that constants of the graph may hold to the nodes that
     hold constants (see the module docstring)."""
     nodes = list(_compat.nodes_in_order(trace.function))
@@ -417,24 +450,32 @@ def _guarded(trace: _Trace, rewrites: dict[int, Rewrite],
 def _weights_check(layer_name: str, variables: list[Any]) -> Callable[[], None]:
     snapshot = [(v, tf.constant(np.asarray(v.numpy()))) for v in variables]
     names = ", ".join(repr(v.path) for v in variables[:3]) + (
-        f" and {len(variables) - 3} more" if len(variables) > 3 else "")
-    message = (f"weights {names} of layer {layer_name!r} changed after the analyzer was "
-               "created: the analyzer's graph holds values computed from them when it was "
-               "built; create the analyzer again")
+        f" and {len(variables) - 3} more" if len(variables) > 3 else ""
+    )
+    message = (
+        f"weights {names} of layer {layer_name!r} changed after the analyzer was "
+        "created: the analyzer's graph holds values computed from them when it was "
+        "built; create the analyzer again"
+    )
 
     def check() -> None:
-        same = [tf.reduce_all(tf.equal(tf.convert_to_tensor(v.value), value))
-                for v, value in snapshot]
+        same = [
+            tf.reduce_all(tf.equal(tf.convert_to_tensor(v.value), value)) for v, value in snapshot
+        ]
         tf.debugging.Assert(tf.reduce_all(tf.stack(same)), [message])
 
     return check
 
 
 def _then(check: Callable[[], None], rewrite: Rewrite | None) -> Rewrite:
-    def guarded(args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
-                ) -> tuple[Any, Any, Any]:
+    def guarded(
+        args: Any, kwargs: Any, operation: Any, values: Sequence[tf.Tensor]
+    ) -> tuple[Any, Any, Any]:
         check()
-        return (args, kwargs, operation) if rewrite is None else rewrite(
-            args, kwargs, operation, values)
+        return (
+            (args, kwargs, operation)
+            if rewrite is None
+            else rewrite(args, kwargs, operation, values)
+        )
 
     return guarded

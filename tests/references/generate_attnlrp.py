@@ -95,16 +95,28 @@ class Twin:
         ln_epsilon: LayerNormalization epsilon (Keras default 1e-3).
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], kind: str, mode: str = "attnlrp",
-                 patch: int = 4, heads: int = 2, depth: int = 2, ln_epsilon: float = 1e-3):
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        kind: str,
+        mode: str = "attnlrp",
+        patch: int = 4,
+        heads: int = 2,
+        depth: int = 2,
+        ln_epsilon: float = 1e-3,
+    ):
         self.w = {k: torch.tensor(v) for k, v in weights.items()}
         self.kind, self.mode, self.patch, self.heads, self.depth = kind, mode, patch, heads, depth
         self.ln_epsilon = ln_epsilon
 
     def linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         kernel = self.w[f"{name}/kernel"]
-        return lf.linear_epsilon(x, kernel.reshape(-1, kernel.shape[-1]).T,
-                                 self.w[f"{name}/bias"].reshape(-1), LINEAR_EPSILON)
+        return lf.linear_epsilon(
+            x,
+            kernel.reshape(-1, kernel.shape[-1]).T,
+            self.w[f"{name}/bias"].reshape(-1),
+            LINEAR_EPSILON,
+        )
 
     def layer_norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return lf.layer_norm(x, self.w[f"{name}/gamma"], self.w[f"{name}/beta"], self.ln_epsilon)
@@ -115,8 +127,12 @@ class Twin:
 
         def project(part: str) -> torch.Tensor:
             kernel = self.w[f"{name}/{part}/kernel"]  # (D, heads, key_dim)
-            y = lf.linear_epsilon(x, kernel.reshape(d, -1).T,
-                                  self.w[f"{name}/{part}/bias"].reshape(-1), LINEAR_EPSILON)
+            y = lf.linear_epsilon(
+                x,
+                kernel.reshape(d, -1).T,
+                self.w[f"{name}/{part}/bias"].reshape(-1),
+                LINEAR_EPSILON,
+            )
             return y.reshape(b, t, self.heads, key_dim).permute(0, 2, 1, 3)
 
         value = project("value")
@@ -132,8 +148,9 @@ class Twin:
             out = lf.matmul(weights, value)
         out = out.permute(0, 2, 1, 3).reshape(b, t, -1)
         kernel = self.w[f"{name}/attention_output/kernel"]  # (heads, key_dim, D)
-        return lf.linear_epsilon(out, kernel.reshape(-1, d).T,
-                                 self.w[f"{name}/attention_output/bias"], LINEAR_EPSILON)
+        return lf.linear_epsilon(
+            out, kernel.reshape(-1, d).T, self.w[f"{name}/attention_output/bias"], LINEAR_EPSILON
+        )
 
     def block(self, x: torch.Tensor, i: int) -> torch.Tensor:
         h = self.attention(self.layer_norm(x, f"block{i}_ln1"), f"block{i}_mha")
@@ -193,16 +210,25 @@ class NumpyAttnLRP:
     backward pass, for the conservation table.
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], kind: str, patch: int = 4,
-                 heads: int = 2, depth: int = 2, ln_epsilon: float = 1e-3,
-                 eps_linear: float = 1e-6, eps_product: float = 1e-8):
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        kind: str,
+        patch: int = 4,
+        heads: int = 2,
+        depth: int = 2,
+        ln_epsilon: float = 1e-3,
+        eps_linear: float = 1e-6,
+        eps_product: float = 1e-8,
+    ):
         self.w, self.kind, self.patch, self.heads, self.depth = weights, kind, patch, heads, depth
         self.ln_epsilon, self.eps_linear, self.eps_product = ln_epsilon, eps_linear, eps_product
         self.record: list[tuple[str, float, float]] = []
 
     def _note(self, rule: str, r_in: Any, r_out: np.ndarray) -> None:
-        total_in = sum(float(np.sum(r)) for r in r_in) if isinstance(r_in, tuple) \
-            else float(np.sum(r_in))
+        total_in = (
+            sum(float(np.sum(r)) for r in r_in) if isinstance(r_in, tuple) else float(np.sum(r_in))
+        )
         self.record.append((rule, total_in, float(np.sum(r_out))))
 
     # each op returns (output, backward: R_out -> R_in)
@@ -213,6 +239,7 @@ class NumpyAttnLRP:
             r_in = x * ((r / (z + self.eps_linear)) @ kernel.T)
             self._note("linear ε", r_in, r)
             return r_in
+
         return z, back
 
     def add(self, a: np.ndarray, b: np.ndarray, eps: float):
@@ -222,6 +249,7 @@ class NumpyAttnLRP:
             s = r / (z + eps)
             self._note("add ε", (a * s, b * s), r)
             return a * s, b * s
+
         return z, back
 
     def product(self, a: np.ndarray, b: np.ndarray):
@@ -234,6 +262,7 @@ class NumpyAttnLRP:
             rb = b * (np.swapaxes(a, -1, -2) @ s)
             self._note("product uniform ε", (ra, rb), r)
             return ra, rb
+
         return z, back
 
     def softmax(self, s: np.ndarray):
@@ -244,6 +273,7 @@ class NumpyAttnLRP:
             r_in = s * (r - p * r.sum(-1, keepdims=True))
             self._note("softmax", r_in, r)
             return r_in
+
         return p, back
 
     def layer_norm(self, x: np.ndarray, name: str):
@@ -258,6 +288,7 @@ class NumpyAttnLRP:
             r_in = x * (s - s.mean(-1, keepdims=True))
             self._note("layer norm", r_in, r)
             return r_in
+
         return y, back
 
     def mean_tokens(self, x: np.ndarray):
@@ -267,6 +298,7 @@ class NumpyAttnLRP:
             r_in = x * (r / (x.sum(1) + self.eps_linear))[:, None]
             self._note("mean ε", r_in, r)
             return r_in
+
         return z, back
 
     def attention(self, x: np.ndarray, name: str):
@@ -276,8 +308,9 @@ class NumpyAttnLRP:
         steps = []
 
         def project(part: str) -> np.ndarray:
-            y, back = self.linear(x, w[f"{name}/{part}/kernel"].reshape(d, -1),
-                                  w[f"{name}/{part}/bias"].reshape(-1))
+            y, back = self.linear(
+                x, w[f"{name}/{part}/kernel"].reshape(d, -1), w[f"{name}/{part}/bias"].reshape(-1)
+            )
             steps.append(back)
             return y.reshape(b, t, self.heads, key_dim).transpose(0, 2, 1, 3)
 
@@ -287,8 +320,11 @@ class NumpyAttnLRP:
         p, back_softmax = self.softmax(scores)
         o, back_av = self.product(p, v)
         merged = o.transpose(0, 2, 1, 3).reshape(b, t, -1)
-        out, back_out = self.linear(merged, w[f"{name}/attention_output/kernel"].reshape(-1, d),
-                                    w[f"{name}/attention_output/bias"])
+        out, back_out = self.linear(
+            merged,
+            w[f"{name}/attention_output/kernel"].reshape(-1, d),
+            w[f"{name}/attention_output/bias"],
+        )
         self.attention_weights.append(p)
 
         def back(r: np.ndarray) -> np.ndarray:
@@ -300,6 +336,7 @@ class NumpyAttnLRP:
             for rel, step in zip(heads_to_tokens, steps):
                 r_x = r_x + step(rel.transpose(0, 2, 1, 3).reshape(b, t, -1))
             return r_x
+
         return out, back
 
     def relevance(self, x: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,12 +350,14 @@ class NumpyAttnLRP:
             patches = x.reshape(n, hh // p, p, ww // p, p, c).transpose(0, 1, 3, 2, 4, 5)
             patches = patches.reshape(n, -1, p * p * c)
             kernel = w["patchify/kernel"]
-            h, back_patch = self.linear(patches, kernel.reshape(-1, kernel.shape[-1]),
-                                        w["patchify/bias"])
+            h, back_patch = self.linear(
+                patches, kernel.reshape(-1, kernel.shape[-1]), w["patchify/bias"]
+            )
             token = np.broadcast_to(w["class_token_and_positions/class_token"], (n, 1, h.shape[2]))
             h = np.concatenate([token, h], axis=1)
-            h, back_pos = self.add(h, np.broadcast_to(w["class_token_and_positions/position"],
-                                                      h.shape), 1e-8)
+            h, back_pos = self.add(
+                h, np.broadcast_to(w["class_token_and_positions/position"], h.shape), 1e-8
+            )
         else:
             h, back_pos = self.add(x, np.broadcast_to(w["positions/position"], x.shape), 1e-8)
         for i in range(self.depth):
@@ -363,11 +402,13 @@ class NumpyAttnLRP:
 
 def _erf(x: np.ndarray) -> np.ndarray:
     from math import erf
+
     return np.vectorize(erf)(x)
 
 
-def conservation_table(weights: dict[str, np.ndarray], kind: str, x: np.ndarray,
-                       target: int) -> list[tuple[str, float, float, int]]:
+def conservation_table(
+    weights: dict[str, np.ndarray], kind: str, x: np.ndarray, target: int
+) -> list[tuple[str, float, float, int]]:
     """Per rule: worst relative |ΣR_in − ΣR_out| / |ΣR_out|, the mean ΣR_in / ΣR_out, the
     number of applications.
 
@@ -375,9 +416,10 @@ def conservation_table(weights: dict[str, np.ndarray], kind: str, x: np.ndarray,
     where the paper's rules conserve except the softmax's (its Taylor expansion at x has a
     bias term, −Σ_j p_j x_j ΣR).
     """
-    zeroed = {k: (np.zeros_like(v) if k.endswith(("/bias", "/beta", "/position",
-                                                   "/class_token")) else v)
-              for k, v in weights.items()}
+    zeroed = {
+        k: (np.zeros_like(v) if k.endswith(("/bias", "/beta", "/position", "/class_token")) else v)
+        for k, v in weights.items()
+    }
     model = NumpyAttnLRP(zeroed, kind)
     seed = np.zeros((x.shape[0], weights["head/kernel"].shape[1]))
     logits, r = model.relevance(x, seed)
@@ -386,9 +428,12 @@ def conservation_table(weights: dict[str, np.ndarray], kind: str, x: np.ndarray,
     rows: dict[str, list[tuple[float, float]]] = {}
     for rule, total_in, total_out in model.record:
         rows.setdefault(rule, []).append(
-            (abs(total_in - total_out) / max(abs(total_out), 1e-300), total_in / total_out))
-    table = [(rule, max(d for d, _ in v), float(np.mean([q for _, q in v])), len(v))
-             for rule, v in rows.items()]
+            (abs(total_in - total_out) / max(abs(total_out), 1e-300), total_in / total_out)
+        )
+    table = [
+        (rule, max(d for d, _ in v), float(np.mean([q for _, q in v])), len(v))
+        for rule, v in rows.items()
+    ]
     ratio = float(np.sum(r) / np.sum(seed))
     table.append(("whole model", abs(ratio - 1.0), ratio, 1))
     return table
@@ -417,22 +462,32 @@ def generate() -> dict[str, np.ndarray]:
             seed = np.zeros_like(logits)
             seed[:, c] = 1.0
             np_logits, r = numpy_model.relevance(xin, seed)
-            worst = max(worst, float(np.max(np.abs(r - maps[:, c]))
-                                     / np.max(np.abs(maps[:, c]))))
+            worst = max(worst, float(np.max(np.abs(r - maps[:, c])) / np.max(np.abs(maps[:, c]))))
         assert worst < 1e-8, f"{kind}: numpy AttnLRP differs from LXT by {worst:.2e} (relative)"
-        print(f"{kind}: |twin − Keras| logits ≤ {gap:.2e}; numpy vs LXT maps ≤ {worst:.2e} "
-              "(relative to the map's max)")
+        print(
+            f"{kind}: |twin − Keras| logits ≤ {gap:.2e}; numpy vs LXT maps ≤ {worst:.2e} "
+            "(relative to the map's max)"
+        )
         target = logits.argmax(1)
-        sums = [float(np.sum(maps[i, t]) * logits[i, t] / logits[i, t] ** 2)
-                for i, t in enumerate(target)]
-        print(f"{kind}: ΣR_input / z_target, real weights (biases, positions absorb a share): "
-              + ", ".join(f"{s:.3f}" for s in sums))
-        print(f"{kind}: conservation per rule, biases/β/positions/class token zeroed, "
-              "seed z_target of sample 0's top class, all samples:")
-        for rule, worst_rel, mean_rel, count in conservation_table(weights, kind, xin,
-                                                                   int(target[0])):
-            print(f"{kind}:   {rule:<18s} max |ΣR_in/ΣR_out − 1| {worst_rel:.2e}, "
-                  f"mean ΣR_in/ΣR_out {mean_rel:.4f} ({count} applications)")
+        sums = [
+            float(np.sum(maps[i, t]) * logits[i, t] / logits[i, t] ** 2)
+            for i, t in enumerate(target)
+        ]
+        print(
+            f"{kind}: ΣR_input / z_target, real weights (biases, positions absorb a share): "
+            + ", ".join(f"{s:.3f}" for s in sums)
+        )
+        print(
+            f"{kind}: conservation per rule, biases/β/positions/class token zeroed, "
+            "seed z_target of sample 0's top class, all samples:"
+        )
+        for rule, worst_rel, mean_rel, count in conservation_table(
+            weights, kind, xin, int(target[0])
+        ):
+            print(
+                f"{kind}:   {rule:<18s} max |ΣR_in/ΣR_out − 1| {worst_rel:.2e}, "
+                f"mean ΣR_in/ΣR_out {mean_rel:.4f} ({count} applications)"
+            )
         for name, value in weights.items():
             out[f"{kind}/weight/{name}"] = value.astype(np.float32)
         out[f"{kind}/input"] = x
@@ -444,8 +499,11 @@ def generate() -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="recompute and compare with the committed npz; write nothing")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="recompute and compare with the committed npz; write nothing",
+    )
     args = parser.parse_args(argv)
     refs = generate()
     if args.check:

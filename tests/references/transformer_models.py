@@ -42,11 +42,11 @@ class TokensAndPositions(layers.Layer):
         tokens, width = int(input_shape[1]), int(input_shape[2])
         init = keras.initializers.RandomNormal(stddev=0.02)
         if self.use_class_token:
-            self.class_token = self.add_weight(shape=(1, 1, width), initializer=init,
-                                               name="class_token")
+            self.class_token = self.add_weight(
+                shape=(1, 1, width), initializer=init, name="class_token"
+            )
             tokens += 1
-        self.position = self.add_weight(shape=(1, tokens, width), initializer=init,
-                                        name="position")
+        self.position = self.add_weight(shape=(1, tokens, width), initializer=init, name="position")
 
     def call(self, x: Any) -> Any:
         if self.use_class_token:
@@ -77,9 +77,17 @@ def encoder_block(x: Any, heads: int, key_dim: int, mlp: int, index: int) -> Any
     return layers.Add(name=f"block{index}_add2")([x, h])
 
 
-def build_vit(image_shape: tuple[int, int, int] = (16, 16, 1), patch: int = 4,
-              width: int = 16, depth: int = 2, heads: int = 2, mlp: int = 32,
-              classes: int = 5, seed: int = 0, name: str = "small_vit") -> keras.Model:
+def build_vit(
+    image_shape: tuple[int, int, int] = (16, 16, 1),
+    patch: int = 4,
+    width: int = 16,
+    depth: int = 2,
+    heads: int = 2,
+    mlp: int = 32,
+    classes: int = 5,
+    seed: int = 0,
+    name: str = "small_vit",
+) -> keras.Model:
     """A small ViT with a class token (logits out).
 
     Args:
@@ -114,9 +122,17 @@ def _class_row(x: Any) -> Any:
     return layers.Flatten(name="class_row")(x)
 
 
-def build_text_transformer(tokens: int = 8, vocabulary: int = 30, width: int = 16,
-                           depth: int = 2, heads: int = 2, mlp: int = 32, classes: int = 3,
-                           seed: int = 1, name: str = "small_text_transformer") -> keras.Model:
+def build_text_transformer(
+    tokens: int = 8,
+    vocabulary: int = 30,
+    width: int = 16,
+    depth: int = 2,
+    heads: int = 2,
+    mlp: int = 32,
+    classes: int = 3,
+    seed: int = 1,
+    name: str = "small_text_transformer",
+) -> keras.Model:
     """A small text transformer: Embedding + positions, blocks, mean over tokens, Dense.
 
     Args:

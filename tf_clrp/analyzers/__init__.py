@@ -6,11 +6,12 @@ Occlusion, Prediction Difference, RISE), each registered by name in ``tf_clrp.re
 
 from tf_clrp.analyzers.base import Analyzer
 from tf_clrp.analyzers.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, LayerCAM
-from tf_clrp.analyzers.contrastive import CLRP, SGLRP, ContrastiveExplanation
+from tf_clrp.analyzers.contrastive import CLRP, ContrastiveExplanation
 from tf_clrp.analyzers.gradient_methods import IntegratedGradients, SmoothGrad
 from tf_clrp.analyzers.model_agnostic import Occlusion, PerturbationAnalyzer, PredictionDifference
 from tf_clrp.analyzers.propagation import Propagation
 from tf_clrp.analyzers.rise import RISE
+from tf_clrp.analyzers.sglrp import SGLRP
 
 __all__ = [
     "Analyzer",

@@ -65,9 +65,13 @@ def selection_scores(y: tf.Tensor, channels: int | None = None) -> tf.Tensor:
     return tf.reduce_sum(tf.reshape(y, (tf.shape(y)[0], -1, channels)), axis=1)
 
 
-def build_graph(model: Any, output_index: int | None = None, layer_name: str | None = None,
-                canonizer_sequence: Sequence[canonizers.Canonizer] = canonizers.DEFAULT,
-                input_name: str | None = None) -> Graph:
+def build_graph(
+    model: Any,
+    output_index: int | None = None,
+    layer_name: str | None = None,
+    canonizer_sequence: Sequence[canonizers.Canonizer] = canonizers.DEFAULT,
+    input_name: str | None = None,
+) -> Graph:
     """Traces and canonizes a model for explanation.
 
     Args:
@@ -127,8 +131,9 @@ def check_input(x: Any, graph: Graph) -> np.ndarray:
     return array
 
 
-def _canonizer_sequence(sequence: Sequence[canonizers.Canonizer] | None,
-                        fold_batch_norm: bool) -> tuple[canonizers.Canonizer, ...]:
+def _canonizer_sequence(
+    sequence: Sequence[canonizers.Canonizer] | None, fold_batch_norm: bool
+) -> tuple[canonizers.Canonizer, ...]:
     """The canonizers an analyzer applies: ``sequence`` (default ``canonizers.DEFAULT``),
     without BatchNorm folding if ``fold_batch_norm`` is False."""
     chosen = tuple(canonizers.DEFAULT if sequence is None else sequence)
@@ -164,11 +169,19 @@ class Analyzer:
     #: Whether the analyzer threads fed inputs (the other inputs of a multi-input model).
     accepts_feeds = False
 
-    def __init__(self, model: Any, *, output_index: int | None = None,
-                 layer_name: str | None = None, neuron_selection_mode: str = "max_activation",
-                 batch_size: int | None = None, fold_batch_norm: bool = True,
-                 precision: str = "float32", input_name: str | None = None,
-                 canonizers: Sequence[canonizers.Canonizer] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        output_index: int | None = None,
+        layer_name: str | None = None,
+        neuron_selection_mode: str = "max_activation",
+        batch_size: int | None = None,
+        fold_batch_norm: bool = True,
+        precision: str = "float32",
+        input_name: str | None = None,
+        canonizers: Sequence[canonizers.Canonizer] | None = None,
+    ) -> None:
         if neuron_selection_mode not in ("max_activation", "index", "all"):
             raise ValueError(
                 f"neuron_selection_mode={neuron_selection_mode!r}; use 'max_activation', "
@@ -182,14 +195,20 @@ class Analyzer:
         self.neuron_selection_mode = neuron_selection_mode
         self.batch_size = checks.positive_count("batch_size", batch_size, allow_none=True)
         self.layer_name = layer_name
-        self.graph = build_graph(model, output_index, layer_name,
-                                 _canonizer_sequence(canonizers, fold_batch_norm), input_name)
+        self.graph = build_graph(
+            model,
+            output_index,
+            layer_name,
+            _canonizer_sequence(canonizers, fold_batch_norm),
+            input_name,
+        )
         if self.graph.feeds and not self.accepts_feeds:
             raise ModelStructureError(
                 f"{type(self).__name__} does not yet explain models with several inputs "
                 f"(model {self.graph.model_name!r} also takes "
                 f"{[f.name for f in self.graph.feeds]}); the gradient family and the LRP "
-                "analyzers do")
+                "analyzers do"
+            )
         checks.check_finite_weights(self.graph)
         shape = [d for d in self.graph.output_shape[1:]]
         self.output_shape = tuple(shape)
@@ -198,8 +217,9 @@ class Analyzer:
         self._forward: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     # ------------------------------------------------------------------ public
-    def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
-                **kwargs: Any) -> Any:
+    def analyze(
+        self, x: Any, neuron_selection: Any = None, batch_size: int | None = None, **kwargs: Any
+    ) -> Any:
         """Explains a batch.
 
         Args:
@@ -221,9 +241,9 @@ class Analyzer:
         if self.graph.feeds or self.graph.embedding is not None:
             return inputs.analyze_fed(self, x, neuron_selection, batch_size, **kwargs)
         array, selection = self.prepare(x, neuron_selection)
-        result = self._run_chunked(array, selection,
-                                   self.batch_size if batch_size is None else batch_size,
-                                   **kwargs)
+        result = self._run_chunked(
+            array, selection, self.batch_size if batch_size is None else batch_size, **kwargs
+        )
         checks.check_finite_maps(result, self.graph, array)
         return result
 
@@ -252,12 +272,14 @@ class Analyzer:
             )
         if neuron_selection is None and self.neuron_selection_mode == "all":
             neuron_selection = "all"
-        selection = resolve_selection(neuron_selection, len(array), self.n_outputs,
-                                      self.output_shape)
+        selection = resolve_selection(
+            neuron_selection, len(array), self.n_outputs, self.output_shape
+        )
         return array, selection
 
-    def resolve_max_activation(self, x: np.ndarray, selection: Selection,
-                               feeds: tuple[np.ndarray, ...] = ()) -> Selection:
+    def resolve_max_activation(
+        self, x: np.ndarray, selection: Selection, feeds: tuple[np.ndarray, ...] = ()
+    ) -> Selection:
         """Replaces the arg-max code (-1) by the index of the largest explained output.
 
         The output is the one the analyzer explains (its mirrored model's, without a
@@ -283,11 +305,13 @@ class Analyzer:
         if not np.any(chosen):
             return selection
         scores = np.asarray(self._selection_scores(x, feeds))
-        return Selection(indices=np.where(chosen, scores.argmax(axis=1),
-                                          selection.indices).astype(np.int32))
+        return Selection(
+            indices=np.where(chosen, scores.argmax(axis=1), selection.indices).astype(np.int32)
+        )
 
-    def replica_step(self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
-                     ) -> ReplicaStep:
+    def replica_step(
+        self, x: np.ndarray, selection: Selection, **analyze_kwargs: Any
+    ) -> ReplicaStep:
         """The split of one chunk's computation (what ``_explain`` runs), for distribution.
 
         Args:
@@ -303,21 +327,27 @@ class Analyzer:
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be split into a ReplicaStep")
 
-    def _run_chunked(self, array: np.ndarray, selection: Selection, batch_size: int | None,
-                     **kwargs: Any) -> Any:
+    def _run_chunked(
+        self, array: np.ndarray, selection: Selection, batch_size: int | None, **kwargs: Any
+    ) -> Any:
         if len(array) == 0:
             return self._empty(array, **kwargs)
         size = len(array) if batch_size is None else batch_size
         parts = [
-            self._explain(array[i:i + size], selection.chunk(i, i + size),
-                          **self.chunk_options(kwargs, np.arange(i, min(i + size, len(array))),
-                                               total=len(array)))
+            self._explain(
+                array[i : i + size],
+                selection.chunk(i, i + size),
+                **self.chunk_options(
+                    kwargs, np.arange(i, min(i + size, len(array))), total=len(array)
+                ),
+            )
             for i in range(0, len(array), size)
         ]
         return self._concatenate(parts)
 
-    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
-                      total: int | None = None) -> dict[str, Any]:
+    def chunk_options(
+        self, kwargs: dict[str, Any], index: np.ndarray, total: int | None = None
+    ) -> dict[str, Any]:
         """The ``analyze`` options of the samples ``index`` of a larger batch or dataset.
 
         Options that hold one entry per sample are indexed here by the subclasses that take
@@ -339,12 +369,17 @@ class Analyzer:
         """(batch, n_outputs) scores of ``x`` whose arg-max "max_activation" selects."""
         if self._forward is None:
             raise NotImplementedError(
-                f"{type(self).__name__} cannot compute its explained output on its own")
+                f"{type(self).__name__} cannot compute its explained output on its own"
+            )
         return self._forward(tf.constant(x), *(tf.constant(f) for f in feeds)).numpy()
 
-    def _compile_forward(self, mirror: MirroredModel, channels: int | None,
-                         columns: int | None = None, use_tf_function: bool = True
-                         ) -> Callable[[tf.Tensor], tf.Tensor]:
+    def _compile_forward(
+        self,
+        mirror: MirroredModel,
+        channels: int | None,
+        columns: int | None = None,
+        use_tf_function: bool = True,
+    ) -> Callable[[tf.Tensor], tf.Tensor]:
         """A (compiled) forward of ``mirror`` returning the ``selection_scores``.
 
         Args:
@@ -353,6 +388,7 @@ class Analyzer:
             columns: Keep only the first ``columns`` flat outputs (drops virtual outputs).
             use_tf_function: Compile it (one trace: the batch axis is left open).
         """
+
         def forward(x: tf.Tensor, *feeds: tf.Tensor) -> tf.Tensor:
             y = mirror(x, feeds)
             y = tf.reshape(y, (tf.shape(y)[0], -1))

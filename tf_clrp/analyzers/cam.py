@@ -47,8 +47,18 @@ NO_CONTRAST = CODES["no_contrast"]
 
 #: Layers skipped by the automatic choice of the feature map: they re-sample or copy the
 #: last convolutional features (VGG's final max pooling, dropout, padding).
-_SKIPPED_KINDS = ("MaxPooling", "AveragePooling", "Dropout", "SpatialDropout", "ZeroPadding",
-                  "Cropping", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity")
+_SKIPPED_KINDS = (
+    "MaxPooling",
+    "AveragePooling",
+    "Dropout",
+    "SpatialDropout",
+    "ZeroPadding",
+    "Cropping",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "Identity",
+)
 
 CAM_METHODS = ("grad_cam", "grad_cam_plus_plus", "layer_cam")
 
@@ -114,8 +124,9 @@ def _feature_of(graph: Graph, tensor_id: int, layer: str) -> FeatureMap | None:
     return None
 
 
-def find_feature_map(model: Any, graph: Graph, layer_name: str | None,
-                     output_index: int | None = None) -> FeatureMap:
+def find_feature_map(
+    model: Any, graph: Graph, layer_name: str | None, output_index: int | None = None
+) -> FeatureMap:
     """The feature map of ``layer_name``, or by default the last spatial one.
 
     The default is the output of the last layer (in execution order, on the path to the
@@ -139,13 +150,15 @@ def find_feature_map(model: Any, graph: Graph, layer_name: str | None,
         if tensor_id not in producer:
             raise ModelStructureError(
                 f"layer {node.name!r} is not on the path to the explained output of model "
-                f"{graph.model_name!r} (or was folded away: pass fold_batch_norm=False)")
+                f"{graph.model_name!r} (or was folded away: pass fold_batch_norm=False)"
+            )
         feature = _feature_of(graph, tensor_id, node.name)
         if feature is None:
             raise ModelStructureError(
                 f"layer {node.name!r} has output shape {graph.shapes.get(tensor_id)}: a CAM "
                 f"needs a spatial feature map of rank {len(graph.input_shape)} (batch, "
-                "positions..., channels) or a token grid (batch, h·w [+1], dim)")
+                "positions..., channels) or a token grid (batch, h·w [+1], dim)"
+            )
         return feature
     for node in reversed(graph.nodes):
         if node.op is not None and type(node.op).__name__.startswith(_SKIPPED_KINDS):
@@ -158,7 +171,8 @@ def find_feature_map(model: Any, graph: Graph, layer_name: str | None,
     raise ModelStructureError(
         f"model {graph.model_name!r} has no layer with a spatial output (or token grid) "
         f"before its output; a CAM is undefined for it: pass layer_name=<a layer with output "
-        f"(batch, positions..., channels)> or use a gradient/LRP method")
+        f"(batch, positions..., channels)> or use a gradient/LRP method"
+    )
 
 
 def cam_from_gradients(method: str, features: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
@@ -173,8 +187,9 @@ def cam_from_gradients(method: str, features: tf.Tensor, grads: tf.Tensor) -> tf
         return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
     if method == "grad_cam_plus_plus":
         squared = tf.square(grads)
-        denominator = 2.0 * squared + tf.reduce_sum(features, axis=spatial,
-                                                     keepdims=True) * squared * grads
+        denominator = (
+            2.0 * squared + tf.reduce_sum(features, axis=spatial, keepdims=True) * squared * grads
+        )
         alpha = tf.math.divide_no_nan(squared, denominator)
         weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=spatial, keepdims=True)
         return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
@@ -183,8 +198,9 @@ def cam_from_gradients(method: str, features: tf.Tensor, grads: tf.Tensor) -> tf
     raise ValueError(f"method={method!r}; use one of {CAM_METHODS}")
 
 
-def upsample_to_input(maps: np.ndarray, input_shape: tuple[int, ...],
-                      spread: bool = True) -> np.ndarray:
+def upsample_to_input(
+    maps: np.ndarray, input_shape: tuple[int, ...], spread: bool = True
+) -> np.ndarray:
     """Bilinear upsampling of (B, h, w) (or (B, t)) maps to an input batch's shape.
 
     Args:
@@ -230,27 +246,36 @@ class GradCAM(Analyzer):
     #: ``create_analyzer`` offers no LRP/gradient post-processing options for CAMs.
     cam = True
 
-    def __init__(self, model: Any, layer_name: str | None = None, *,
-                 method: str | None = None, upsample: bool = True, contrast: Any = None,
-                 explained_layer: str | None = None, neuron_selection_unit: str = "unit",
-                 use_tf_function: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        layer_name: str | None = None,
+        *,
+        method: str | None = None,
+        upsample: bool = True,
+        contrast: Any = None,
+        explained_layer: str | None = None,
+        neuron_selection_unit: str = "unit",
+        use_tf_function: bool = True,
+        **kwargs: Any,
+    ) -> None:
         method = method or self.default_method
-        if method not in CAM_METHODS or (type(self).default_method != "grad_cam"
-                                         and method != self.default_method):
+        if method not in CAM_METHODS or (
+            type(self).default_method != "grad_cam" and method != self.default_method
+        ):
             raise ValueError(f"method={method!r}; use one of {CAM_METHODS}")
         if neuron_selection_unit not in ("unit", "channel"):
             raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
+                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
+            )
         kwargs.setdefault("fold_batch_norm", False)
         super().__init__(model, layer_name=explained_layer, **kwargs)
         self.method = method
         self.upsample = bool(upsample)
         self.explained_layer = explained_layer
-        self.feature = find_feature_map(model, self.graph, layer_name,
-                                        kwargs.get("output_index"))
+        self.feature = find_feature_map(model, self.graph, layer_name, kwargs.get("output_index"))
         self.layer_name = self.feature.layer
-        self.channels = (int(self.output_shape[-1]) if neuron_selection_unit == "channel"
-                         else None)
+        self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         n_units = self.n_outputs
         if self.channels is not None:
             self.n_outputs = self.channels
@@ -259,15 +284,17 @@ class GradCAM(Analyzer):
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         index = tf.TensorSpec((None,), tf.int32)
         seeds = tf.TensorSpec((None, n_units), tf.float32)
-        compile_ = (lambda fn, sig: tf.function(fn, input_signature=sig, autograph=False)
-                    if use_tf_function else fn)
+        compile_ = lambda fn, sig: (
+            tf.function(fn, input_signature=sig, autograph=False) if use_tf_function else fn
+        )
         self._by_index = compile_(self._cam_by_index, [spec, index, index])
         self._by_seed = compile_(self._cam_by_seed, [spec, seeds])
         self._forward = compile_(self._scores, [spec])
 
     # ------------------------------------------------------------------ graph
-    def _run(self, x: tf.Tensor, tape: tf.GradientTape | None = None
-             ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    def _run(
+        self, x: tf.Tensor, tape: tf.GradientTape | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
         """Plain forward; returns the flat output and the (watched) feature map."""
         values = {self.graph.input_id: x}
         feature = None
@@ -301,8 +328,9 @@ class GradCAM(Analyzer):
         reach = tf.reduce_max(tf.reshape(tf.abs(grid_grads), (tf.shape(x)[0], -1)), axis=1)
         return cam_from_gradients(self.method, self._grid(feature), grid_grads), reach
 
-    def _cam_by_index(self, x: tf.Tensor, indices: tf.Tensor, codes: tf.Tensor
-                      ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _cam_by_index(
+        self, x: tf.Tensor, indices: tf.Tensor, codes: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._cam(x, lambda y: self._seed(y, indices, codes))
 
     def _cam_by_seed(self, x: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -316,9 +344,15 @@ class GradCAM(Analyzer):
         others = rest * tf.abs(y)
         rival = one_hot_selection(y, tf.maximum(codes, 0), self.channels)
         code = codes[:, None]
-        dual = tf.where(code == CONTRASTS["others"], others,
-                        tf.where(code == CONTRASTS["others_uniform"], rest,
-                                 tf.where(code >= 0, rival, tf.zeros_like(y))))
+        dual = tf.where(
+            code == CONTRASTS["others"],
+            others,
+            tf.where(
+                code == CONTRASTS["others_uniform"],
+                rest,
+                tf.where(code >= 0, rival, tf.zeros_like(y)),
+            ),
+        )
         dual = tf.math.divide_no_nan(dual, tf.reduce_sum(dual, axis=1, keepdims=True))
         return mask - dual * mass
 
@@ -330,24 +364,32 @@ class GradCAM(Analyzer):
             if contrast not in ("others", "others_uniform"):
                 raise SelectionError(
                     f"contrast={contrast!r}: a CAM takes 'others', 'others_uniform' or a "
-                    "rival class index")
+                    "rival class index"
+                )
             return np.full(batch, CONTRASTS[contrast], np.int32)
         codes = np.asarray(contrast)
         if codes.dtype.kind not in "iu" or codes.ndim > 1 or codes.size not in (1, batch):
             raise SelectionError(
                 f"contrast={contrast!r}: use 'others', 'others_uniform', a rival class index "
-                f"or one index per sample (batch of {batch})")
+                f"or one index per sample (batch of {batch})"
+            )
         codes = np.broadcast_to(codes.reshape(-1), (batch,)).astype(np.int32)
         outside = codes[(codes < 0) | (codes >= self.n_outputs)]
         if outside.size:
             raise SelectionError(
                 f"contrast index {int(outside[0])} is out of range: the explained output "
-                f"has {self.n_outputs} units")
+                f"has {self.n_outputs} units"
+            )
         return codes
 
     # ------------------------------------------------------------------ public
-    def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
-                contrast: Any = None) -> np.ndarray:
+    def analyze(
+        self,
+        x: Any,
+        neuron_selection: Any = None,
+        batch_size: int | None = None,
+        contrast: Any = None,
+    ) -> np.ndarray:
         """CAMs of a batch.
 
         Args:
@@ -369,8 +411,9 @@ class GradCAM(Analyzer):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         return self._run_chunked(array, selection, size, contrast=contrast)
 
-    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
-                      total: int | None = None) -> dict[str, Any]:
+    def chunk_options(
+        self, kwargs: dict[str, Any], index: np.ndarray, total: int | None = None
+    ) -> dict[str, Any]:
         """Indexes a per-sample ``contrast`` (one rival class per sample) by ``index`` (see
         ``Analyzer.chunk_options``); one rival for all is passed unchanged."""
         contrast = kwargs.get("contrast")
@@ -381,22 +424,25 @@ class GradCAM(Analyzer):
         rivals = np.asarray(contrast)
         needed = total if total is not None else (int(index[-1]) + 1 if len(index) else 0)
         if len(rivals) < needed or (total is not None and len(rivals) != total):
-            raise SelectionError(f"contrast has {len(rivals)} entries for {needed} samples; "
-                                 "give one rival class per sample")
+            raise SelectionError(
+                f"contrast has {len(rivals)} entries for {needed} samples; "
+                "give one rival class per sample"
+            )
         return {**kwargs, "contrast": rivals[index]}
 
-    def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None
-                     ) -> ReplicaStep:
+    def replica_step(
+        self, x: np.ndarray, selection: Selection, contrast: Any = None
+    ) -> ReplicaStep:
         """The CAMs of one chunk (see ``Analyzer.replica_step``)."""
         finish = self._finisher(x.shape)
         codes = self._contrast_codes(contrast, len(x))
         if selection.seeds is not None:
             if np.any(codes != NO_CONTRAST):
                 raise SelectionError("contrast= needs target indices, not a seed array")
-            return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds),
-                               finish)
-        return ReplicaStep((id(self), "by_index"), self._by_index,
-                           (x, selection.indices, codes), finish)
+            return ReplicaStep((id(self), "by_seed"), self._by_seed, (x, selection.seeds), finish)
+        return ReplicaStep(
+            (id(self), "by_index"), self._by_index, (x, selection.indices, codes), finish
+        )
 
     def _finisher(self, input_shape: tuple[int, ...]) -> Any:
         def finish(out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -423,7 +469,9 @@ class GradCAM(Analyzer):
                 "gradient there is exactly 0), so their maps are all zero. If the unit is "
                 "active, pick another layer_name= (a ViT's head reads only the class token "
                 "after the last block: use the input of the last block)",
-                RuntimeWarning, stacklevel=4)
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _empty(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
         if self.upsample:
@@ -433,8 +481,10 @@ class GradCAM(Analyzer):
         return np.zeros((0, *shape), dtype=np.float32)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.graph.model_name!r}, method={self.method!r},"
-                f" layer_name={self.feature.layer!r})")
+        return (
+            f"{type(self).__name__}(model={self.graph.model_name!r}, method={self.method!r},"
+            f" layer_name={self.feature.layer!r})"
+        )
 
 
 class GradCAMPlusPlus(GradCAM):
@@ -462,23 +512,40 @@ class GuidedGradCAM(GradCAM):
         **kwargs: ``Analyzer`` options.
     """
 
-    def __init__(self, model: Any, layer_name: str | None = None, *,
-                 explained_layer: str | None = None, neuron_selection_unit: str = "unit",
-                 use_tf_function: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        layer_name: str | None = None,
+        *,
+        explained_layer: str | None = None,
+        neuron_selection_unit: str = "unit",
+        use_tf_function: bool = True,
+        **kwargs: Any,
+    ) -> None:
         for option in ("method", "upsample", "contrast"):
             if option in kwargs:
                 raise TypeError(f"guided_grad_cam takes no {option}= option")
-        super().__init__(model, layer_name, explained_layer=explained_layer,
-                         neuron_selection_unit=neuron_selection_unit,
-                         use_tf_function=use_tf_function, **kwargs)
-        self.guided = Propagation(model, gradient_composite("guided"), seed="one",
-                                  output_index=kwargs.get("output_index"),
-                                  layer_name=explained_layer,
-                                  neuron_selection_unit=neuron_selection_unit,
-                                  use_tf_function=use_tf_function)
+        super().__init__(
+            model,
+            layer_name,
+            explained_layer=explained_layer,
+            neuron_selection_unit=neuron_selection_unit,
+            use_tf_function=use_tf_function,
+            **kwargs,
+        )
+        self.guided = Propagation(
+            model,
+            gradient_composite("guided"),
+            seed="one",
+            output_index=kwargs.get("output_index"),
+            layer_name=explained_layer,
+            neuron_selection_unit=neuron_selection_unit,
+            use_tf_function=use_tf_function,
+        )
 
-    def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None
-                     ) -> ReplicaStep:
+    def replica_step(
+        self, x: np.ndarray, selection: Selection, contrast: Any = None
+    ) -> ReplicaStep:
         """Grad-CAM and Guided Backprop of the chunk for the same units."""
         if np.any(self._contrast_codes(contrast, len(x)) != NO_CONTRAST):
             raise SelectionError("guided_grad_cam has no contrast option")
@@ -495,9 +562,17 @@ class GuidedGradCAM(GradCAM):
             upsampled = upsample_to_input(raw, x.shape, spread=False)
             return (upsampled * guided.finish(out[1])).astype(np.float32)
 
-        return ReplicaStep((id(self), "guided", selection.seeds is None), fn, cam.inputs,
-                           finish)
+        return ReplicaStep((id(self), "guided", selection.seeds is None), fn, cam.inputs, finish)
 
 
-__all__ = ["GradCAM", "GradCAMPlusPlus", "LayerCAM", "GuidedGradCAM", "FeatureMap",
-           "find_feature_map", "token_grid", "cam_from_gradients", "upsample_to_input"]
+__all__ = [
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "LayerCAM",
+    "GuidedGradCAM",
+    "FeatureMap",
+    "find_feature_map",
+    "token_grid",
+    "cam_from_gradients",
+    "upsample_to_input",
+]

@@ -1,4 +1,4 @@
-"""Contrastive LRP (Gu, Yang & Tresp 2018) and softmax-gradient LRP (Iwana et al. 2019).
+"""Contrastive LRP (Gu, Yang & Tresp 2018) and the two-seed engine SGLRP shares.
 
 The target and its *dual virtual class* are two seeds of one mirrored model: the forward
 (with every rule's denominator) runs once, and two backward passes of one persistent tape
@@ -31,7 +31,7 @@ from tf_clrp.selection import ALL_NEURONS, CODES, MAX_ACTIVATION, Selection
 #: Per precision: a rebuilt dual whose share of its seed is below this fraction of the
 #: target's (absolute) share is within rounding of zero (≈ 32 × the products' unit
 #: roundoff: bfloat16 2⁻⁸, float32 products 2⁻²³ with bfloat16 denominators).
-_UNRESOLVED = {"mixed": 32 * 2.0 ** -23, "bfloat16": 32 * 2.0 ** -8}
+_UNRESOLVED = {"mixed": 32 * 2.0**-23, "bfloat16": 32 * 2.0**-8}
 
 #: Codes of the named contrasts (non-negative codes are rival unit indices); from the one
 #: table of codes, ``selection.CODES``.
@@ -83,14 +83,15 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
             if not rules.declares(step.rule, "linear_in_relevance"):
                 return False
         elif step.node.group is Group.ACTIVATION and (
-                mirror.composite.activation_mode(step.node.fused)
-                not in _LINEAR_ACTIVATION_MODES):
+            mirror.composite.activation_mode(step.node.fused) not in _LINEAR_ACTIVATION_MODES
+        ):
             return False
     return True
 
 
-def default_composite(model: Any, output_index: int | None = None,
-                      input_name: str | None = None) -> Composite:
+def default_composite(
+    model: Any, output_index: int | None = None, input_name: str | None = None
+) -> Composite:
     """The contrastive analyzers' default rules: AttnLRP (``composites.attnlrp``) on a model
     with attention or LayerNorm/RMSNorm, else the CLRP paper's (z^B first, z⁺ elsewhere).
 
@@ -117,31 +118,45 @@ class _TwoSeedAnalyzer(Analyzer):
 
     accepts_feeds = True
 
-    def __init__(self, model: Any, *, composite: Composite | None = None,
-                 rule: Rule | None = None, input_layer_rule: Any = None,
-                 layer_rules: dict[str, Rule] | None = None,
-                 neuron_selection_unit: str = "unit", use_tf_function: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        composite: Composite | None = None,
+        rule: Rule | None = None,
+        input_layer_rule: Any = None,
+        layer_rules: dict[str, Rule] | None = None,
+        neuron_selection_unit: str = "unit",
+        use_tf_function: bool = True,
+        **kwargs: Any,
+    ) -> None:
         composite = composites.assemble(
-            composite, rule=rule, input_layer_rule=input_layer_rule, layer_rules=layer_rules,
-            default=lambda: default_composite(model, kwargs.get("output_index"),
-                                              kwargs.get("input_name")))
+            composite,
+            rule=rule,
+            input_layer_rule=input_layer_rule,
+            layer_rules=layer_rules,
+            default=lambda: default_composite(
+                model, kwargs.get("output_index"), kwargs.get("input_name")
+            ),
+        )
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
         if neuron_selection_unit not in ("unit", "channel"):
             raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
+                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
+            )
         self.composite = composite
-        self.channels = (int(self.output_shape[-1]) if neuron_selection_unit == "channel"
-                         else None)
+        self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         if self.channels is not None:
             self.n_outputs = self.channels
         if self.neuron_selection_mode == "all":
             raise SelectionError(
                 f"{type(self).__name__} explains one target unit per sample against its dual; "
-                "neuron_selection_mode='all' has no dual (the map would be plain LRP)")
-        explained = (canonizers.append_negated_outputs(self.graph) if self.channels is None
-                     else self.graph)
+                "neuron_selection_mode='all' has no dual (the map would be plain LRP)"
+            )
+        explained = (
+            canonizers.append_negated_outputs(self.graph) if self.channels is None else self.graph
+        )
         self.has_virtual_head = explained.virtual_outputs == "negated"
         self.mirror = MirroredModel(explained, composite, self.precision)
         #: Reduced precision rebuilds the dual from the contrast pass only for a backward that
@@ -151,11 +166,18 @@ class _TwoSeedAnalyzer(Analyzer):
         self.n_real = n_real
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         index = tf.TensorSpec((None,), tf.int32)
-        self._parts = (tf.function(self._backward, autograph=False,
-                                   input_signature=[spec, index, index, *feed_specs(self.graph)])
-                       if use_tf_function else self._backward)
-        self._forward = self._compile_forward(self.mirror, self.channels, columns=n_real,
-                                              use_tf_function=use_tf_function)
+        self._parts = (
+            tf.function(
+                self._backward,
+                autograph=False,
+                input_signature=[spec, index, index, *feed_specs(self.graph)],
+            )
+            if use_tf_function
+            else self._backward
+        )
+        self._forward = self._compile_forward(
+            self.mirror, self.channels, columns=n_real, use_tf_function=use_tf_function
+        )
 
     # ------------------------------------------------------------------ seeds
     def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
@@ -164,16 +186,16 @@ class _TwoSeedAnalyzer(Analyzer):
     def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def _log_target_mass(self, y: tf.Tensor, target: tf.Tensor, seed: tf.Tensor
-                         ) -> tf.Tensor:
+    def _log_target_mass(self, y: tf.Tensor, target: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """log of the target seed's mass per sample (SGLRP computes it in log space)."""
         return tf.math.log(tf.reduce_sum(seed, axis=1))
 
     def _target_mask(self, y: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-        return one_hot_selection(y[:, :self.n_real], indices, self.channels)
+        return one_hot_selection(y[:, : self.n_real], indices, self.channels)
 
-    def _backward(self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor, *feeds: tf.Tensor
-                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _backward(
+        self, x: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor, *feeds: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Both seeds' relevance, stacked, and the log of the target seed's mass per sample.
 
         One forward, two backward passes sharing it.
@@ -194,22 +216,33 @@ class _TwoSeedAnalyzer(Analyzer):
             y = self.mirror(x, feeds)
             y = tf.reshape(y, (tf.shape(y)[0], -1))
         logits = tf.stop_gradient(y)
-        pad = tf.zeros_like(logits[:, self.n_real:])
+        pad = tf.zeros_like(logits[:, self.n_real :])
         target_seed = tf.concat([self._target_seed(logits, target), pad], axis=1)
         dual_seed = self._dual_seed(logits, target, contrast)
         log_mass = self._log_target_mass(logits, target, target_seed)
         if self.precision == "float32" or not self.dual_by_linearity:
-            return tf.stack([tape.gradient(y, x, output_gradients=target_seed),
-                             tape.gradient(y, x, output_gradients=dual_seed)]), log_mass
+            return tf.stack(
+                [
+                    tape.gradient(y, x, output_gradients=target_seed),
+                    tape.gradient(y, x, output_gradients=dual_seed),
+                ]
+            ), log_mass
         return self._parts_in_contrast_basis(tape, y, x, target_seed, dual_seed), log_mass
 
-    def _parts_in_contrast_basis(self, tape: tf.GradientTape, y: tf.Tensor, x: tf.Tensor,
-                                 target_seed: tf.Tensor, dual_seed: tf.Tensor) -> tf.Tensor:
+    def _parts_in_contrast_basis(
+        self,
+        tape: tf.GradientTape,
+        y: tf.Tensor,
+        x: tf.Tensor,
+        target_seed: tf.Tensor,
+        dual_seed: tf.Tensor,
+    ) -> tf.Tensor:
         """Target and dual maps from passes for v = s_t/m_t − s_d/m_d and s_t (stacked)."""
         target_mass = tf.reduce_sum(target_seed, axis=1, keepdims=True)
         dual_mass = tf.reduce_sum(dual_seed, axis=1, keepdims=True)
-        contrast_seed = (tf.math.divide_no_nan(target_seed, target_mass)
-                         - tf.math.divide_no_nan(dual_seed, dual_mass))
+        contrast_seed = tf.math.divide_no_nan(target_seed, target_mass) - tf.math.divide_no_nan(
+            dual_seed, dual_mass
+        )
         contrast_map = tape.gradient(y, x, output_gradients=contrast_seed)
         target_map = tape.gradient(y, x, output_gradients=target_seed)
         axes = tf.range(1, tf.rank(x))
@@ -221,11 +254,13 @@ class _TwoSeedAnalyzer(Analyzer):
         # the products, and normalising it would amplify noise. Such samples get their own
         # dual pass (rare: the seed must be nearly lost on the way down).
         target_share = tf.math.divide_no_nan(tf.reduce_sum(target_map, axes), target_mass[:, 0])
-        target_abs = tf.math.divide_no_nan(tf.reduce_sum(tf.abs(target_map), axes),
-                                           target_mass[:, 0])
+        target_abs = tf.math.divide_no_nan(
+            tf.reduce_sum(tf.abs(target_map), axes), target_mass[:, 0]
+        )
         dual_share = target_share - tf.reduce_sum(contrast_map, axes)
         unresolved = (dual_mass[:, 0] > 0) & (
-            tf.abs(dual_share) <= _UNRESOLVED[self.precision] * target_abs)
+            tf.abs(dual_share) <= _UNRESOLVED[self.precision] * target_abs
+        )
 
         def direct_dual() -> tf.Tensor:
             direct = tape.gradient(y, x, output_gradients=dual_seed)
@@ -235,8 +270,14 @@ class _TwoSeedAnalyzer(Analyzer):
         return tf.stack([target_map, dual_map])
 
     # ------------------------------------------------------------------ public
-    def analyze(self, x: Any, neuron_selection: Any = None, batch_size: int | None = None,
-                contrast: Any = None, return_parts: bool = False) -> Any:
+    def analyze(
+        self,
+        x: Any,
+        neuron_selection: Any = None,
+        batch_size: int | None = None,
+        contrast: Any = None,
+        return_parts: bool = False,
+    ) -> Any:
         """Explains a batch contrastively.
 
         Args:
@@ -249,14 +290,16 @@ class _TwoSeedAnalyzer(Analyzer):
         Returns:
             The contrastive map (float32, x's shape), or all parts.
         """
-        return super().analyze(x, neuron_selection, batch_size, contrast=contrast,
-                               return_parts=return_parts)
+        return super().analyze(
+            x, neuron_selection, batch_size, contrast=contrast, return_parts=return_parts
+        )
 
     def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
         raise NotImplementedError
 
-    def chunk_options(self, kwargs: dict[str, Any], index: np.ndarray,
-                      total: int | None = None) -> dict[str, Any]:
+    def chunk_options(
+        self, kwargs: dict[str, Any], index: np.ndarray, total: int | None = None
+    ) -> dict[str, Any]:
         """Indexes a per-sample ``contrast`` (one class index per sample) by ``index``."""
         contrast = kwargs.get("contrast")
         if contrast is None:
@@ -266,37 +309,47 @@ class _TwoSeedAnalyzer(Analyzer):
         contrast = np.asarray(contrast)
         if total is not None and len(contrast) != total:
             raise SelectionError(
-                f"contrast has {len(contrast)} entries for a batch of {total} samples")
+                f"contrast has {len(contrast)} entries for a batch of {total} samples"
+            )
         if len(index) and int(index[-1]) >= len(contrast):
             raise SelectionError(
                 f"contrast has {len(contrast)} entries but sample {int(index[-1])} needs one; "
-                "give one contrast per sample")
+                "give one contrast per sample"
+            )
         return {**kwargs, "contrast": contrast[index]}
 
     def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
 
-    def replica_step(self, x: np.ndarray, selection: Selection, contrast: Any = None,
-                     return_parts: bool = False, feeds: tuple[np.ndarray, ...] = ()
-                     ) -> ReplicaStep:
+    def replica_step(
+        self,
+        x: np.ndarray,
+        selection: Selection,
+        contrast: Any = None,
+        return_parts: bool = False,
+        feeds: tuple[np.ndarray, ...] = (),
+    ) -> ReplicaStep:
         """Both seeds' backward and their combination (see ``Analyzer.replica_step``);
         ``feeds`` are the model's other inputs for these rows (see ``tf_clrp.inputs``)."""
         if selection.seeds is not None:
             raise SelectionError(
                 f"{type(self).__name__} takes target indices, not seed arrays, as "
-                "neuron_selection (the seeds are defined by the method)")
+                "neuron_selection (the seeds are defined by the method)"
+            )
         assert selection.indices is not None
         if np.any(selection.indices == ALL_NEURONS):
             raise SelectionError(
                 f"{type(self).__name__} explains one target unit per sample against its dual; "
                 "neuron_selection='all' has no dual (the map would be plain LRP): pass a "
-                "target index, or use an lrp.* analyzer for all units")
+                "target index, or use an lrp.* analyzer for all units"
+            )
         codes = self._contrast_codes(contrast, len(x))
         selection = self._check_rivals(x, selection, codes, feeds)
         self._check_sample_bounds(np.asarray(x))
 
-        def fn(xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor, *fed: tf.Tensor
-               ) -> tuple[tf.Tensor, ...]:
+        def fn(
+            xs: tf.Tensor, target: tf.Tensor, code: tf.Tensor, *fed: tf.Tensor
+        ) -> tuple[tf.Tensor, ...]:
             parts, log_mass = self._parts(xs, target, code, *fed)
             difference, contrastive = self._combine(parts[0], parts[1])
             return parts[0], parts[1], contrastive, difference, log_mass
@@ -306,8 +359,7 @@ class _TwoSeedAnalyzer(Analyzer):
             explanation = ContrastiveExplanation(*out[:4])
             return explanation if return_parts else explanation.contrastive
 
-        return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes, *feeds),
-                           finish)
+        return ReplicaStep((id(self), "parts"), fn, (x, selection.indices, codes, *feeds), finish)
 
     def _check_sample_bounds(self, x: np.ndarray) -> None:
         """Refuses samples whose own per-channel bounds collapse in every channel.
@@ -318,14 +370,22 @@ class _TwoSeedAnalyzer(Analyzer):
         its map is meaningless (error; an all-zero sample maps to exactly 0 and passes); if
         some do, they get no relevance (warning).
         """
-        step = next((s for s in self.mirror.steps if s.is_first and s.rule is not None
-                     and s.rule.needs_bounds), None)
+        step = next(
+            (
+                s
+                for s in self.mirror.steps
+                if s.is_first and s.rule is not None and s.rule.needs_bounds
+            ),
+            None,
+        )
         if step is None or getattr(step.rule, "low", None) is not None:
             return
         axes = tuple(range(1, x.ndim - 1))
         collapsed = (np.min(x, axis=axes) == np.max(x, axis=axes)).reshape(len(x), -1)
-        fix = (f"pass input_layer_rule=(low, high) with the data's range (e.g. (0.0, 1.0)) "
-               f"for the first layer {step.node.name!r}")
+        fix = (
+            f"pass input_layer_rule=(low, high) with the data's range (e.g. (0.0, 1.0)) "
+            f"for the first layer {step.node.name!r}"
+        )
         # an all-zero sample is exempt: a = low = high = 0 makes its map exactly 0
         nonzero = np.any(x.reshape(len(x), -1) != 0, axis=1)
         whole = np.flatnonzero(collapsed.all(axis=1) & nonzero)
@@ -334,7 +394,8 @@ class _TwoSeedAnalyzer(Analyzer):
                 f"sample(s) {whole[:10].tolist()} of the batch have no spread in any input "
                 f"channel (low == high; for a flat Dense input every feature is its own "
                 f"channel), so the per-sample z^B bounds of the first layer "
-                f"{step.node.name!r} make every contribution 0 and the map meaningless: {fix}")
+                f"{step.node.name!r} make every contribution 0 and the map meaningless: {fix}"
+            )
         partial = np.flatnonzero(collapsed.any(axis=1))
         if partial.size:
             channels = np.flatnonzero(collapsed[partial[0]]).tolist()
@@ -342,10 +403,17 @@ class _TwoSeedAnalyzer(Analyzer):
                 f"sample(s) {partial[:10].tolist()} of the batch have constant input channels "
                 f"(sample {int(partial[0])}: channels {channels[:10]}); the per-sample z^B "
                 f"bounds of the first layer {step.node.name!r} give those channels no "
-                f"relevance. To attribute them, {fix}", stacklevel=4)
+                f"relevance. To attribute them, {fix}",
+                stacklevel=4,
+            )
 
-    def _check_rivals(self, x: np.ndarray, selection: Selection, codes: np.ndarray,
-                      feeds: tuple[np.ndarray, ...] = ()) -> Selection:
+    def _check_rivals(
+        self,
+        x: np.ndarray,
+        selection: Selection,
+        codes: np.ndarray,
+        feeds: tuple[np.ndarray, ...] = (),
+    ) -> Selection:
         """Refuses a rival class equal to the target (its dual is the target: a zero map).
 
         Returns:
@@ -362,7 +430,8 @@ class _TwoSeedAnalyzer(Analyzer):
             raise SelectionError(
                 f"contrast={int(codes[i])} is the target unit itself for sample {i}: the dual "
                 "would equal the target and the contrastive map be 0; choose another rival "
-                "class (or contrast='others')")
+                "class (or contrast='others')"
+            )
         return selection
 
     def _check_seed_mass(self, log_mass: np.ndarray, selection: Selection) -> None:
@@ -375,9 +444,12 @@ class _TwoSeedAnalyzer(Analyzer):
     @staticmethod
     def _concatenate(parts: list[Any]) -> Any:
         if isinstance(parts[0], ContrastiveExplanation):
-            return ContrastiveExplanation(*(
-                np.concatenate([getattr(p, f) for p in parts], axis=0)
-                for f in ("target", "dual", "contrastive", "difference")))
+            return ContrastiveExplanation(
+                *(
+                    np.concatenate([getattr(p, f) for p in parts], axis=0)
+                    for f in ("target", "dual", "contrastive", "difference")
+                )
+            )
         return np.concatenate(parts, axis=0)
 
 
@@ -421,14 +493,16 @@ class CLRP(_TwoSeedAnalyzer):
         if isinstance(contrast, str):
             if contrast not in CONTRASTS:
                 raise SelectionError(
-                    f"contrast={contrast!r} is not one of {sorted(CONTRASTS)} or a class index")
+                    f"contrast={contrast!r} is not one of {sorted(CONTRASTS)} or a class index"
+                )
             if contrast == "negated":
                 self._check_negated_dual()
             elif self.n_outputs < 2:
                 raise SelectionError(
                     f"contrast={contrast!r} needs at least two output units, but the explained "
                     f"output has {self.n_outputs}: the dual would be empty (the map plain LRP); "
-                    "use contrast='negated' for a single-logit model")
+                    "use contrast='negated' for a single-logit model"
+                )
             return np.full(batch, CONTRASTS[contrast], np.int32)
         codes = np.asarray(contrast)
         if codes.dtype.kind not in "iu":
@@ -436,11 +510,13 @@ class CLRP(_TwoSeedAnalyzer):
         codes = np.full(batch, int(codes)) if codes.ndim == 0 else codes
         if codes.shape != (batch,):
             raise SelectionError(
-                f"contrast has {codes.size} entries for a batch of {batch} samples")
+                f"contrast has {codes.size} entries for a batch of {batch} samples"
+            )
         if np.any((codes < 0) | (codes >= self.n_outputs)):
             raise SelectionError(
                 f"contrast index {int(codes[(codes < 0) | (codes >= self.n_outputs)][0])} is "
-                f"out of range: the explained output has {self.n_outputs} units")
+                f"out of range: the explained output has {self.n_outputs} units"
+            )
         return codes.astype(np.int32)
 
     def _check_negated_dual(self) -> None:
@@ -450,7 +526,9 @@ class CLRP(_TwoSeedAnalyzer):
             raise SelectionError(
                 "contrast='negated' needs the explained output to come straight from a "
                 f"Dense/Conv layer; it comes from {last.name!r} ({last.kind})"
-                if last else "contrast='negated' needs a Dense/Conv output layer")
+                if last
+                else "contrast='negated' needs a Dense/Conv output layer"
+            )
         assert last is not None
         rule = _negated_head_step(self.mirror).rule
         if rule is None or rules.declares(rule, "negation_invariant"):
@@ -460,27 +538,33 @@ class CLRP(_TwoSeedAnalyzer):
                 "layer's weights are negated, so the negated dual normalises to the target "
                 "itself and every map would be 0. Use a rule that is not symmetric under "
                 f"weight negation there (layer_rules={{{last.name!r}: tf_clrp.rules.ZPlus()}}, "
-                "as in the paper) or another contrast ('others')")
+                "as in the paper) or another contrast ('others')"
+            )
 
     def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        real = y[:, :self.n_real]
+        real = y[:, : self.n_real]
         return self._target_mask(y, target) * tf.abs(real)
 
     def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-        real = tf.abs(y[:, :self.n_real])
+        real = tf.abs(y[:, : self.n_real])
         target_mask = self._target_mask(y, target)
         target_value = tf.reduce_sum(target_mask * real, axis=1, keepdims=True)
         n_units = tf.cast(self.n_outputs, tf.float32)
         others = (1.0 - target_mask) * real
         uniform = (1.0 - target_mask) * target_value / tf.maximum(n_units - 1.0, 1.0)
-        rival_mask = one_hot_selection(y[:, :self.n_real], tf.maximum(contrast, 0),
-                                       self.channels)
+        rival_mask = one_hot_selection(y[:, : self.n_real], tf.maximum(contrast, 0), self.channels)
         rival = rival_mask * real
         code = contrast[:, None]
-        seed = tf.where(code == CONTRASTS["others"], others,
-                        tf.where(code == CONTRASTS["others_uniform"], uniform,
-                                 tf.where(code >= 0, rival, tf.zeros_like(real))))
-        extra = y[:, self.n_real:]
+        seed = tf.where(
+            code == CONTRASTS["others"],
+            others,
+            tf.where(
+                code == CONTRASTS["others_uniform"],
+                uniform,
+                tf.where(code >= 0, rival, tf.zeros_like(real)),
+            ),
+        )
+        extra = y[:, self.n_real :]
         if self.has_virtual_head:
             negated = tf.where(code == CONTRASTS["negated"], target_mask * target_value, 0.0)
             return tf.concat([seed, negated], axis=1)
@@ -491,74 +575,4 @@ class CLRP(_TwoSeedAnalyzer):
         return difference, tf.maximum(difference, 0.0)
 
 
-class SGLRP(_TwoSeedAnalyzer):
-    """Softmax-gradient LRP (Iwana, Kuroki & Uchida 2019).
-
-    With p = softmax(z): the target is seeded with p_j(1 − p_j), the dual with p_j·p_k on
-    every k ≠ j, and the map is R_t − R_d·(ΣR_t/ΣR_d) (``difference``); ``analyze`` returns
-    its positive part. Rules as for CLRP (the paper's by default, AttnLRP on transformers: see
-    ``default_composite``). The seeds are computed
-    in log space (1 − p_j as Σ_{k≠j} p_k), so they stay exact when p_j rounds to 1; a sample
-    whose p_j(1 − p_j) is below 1e-30 is refused (its relevance would underflow float32).
-    """
-
-    def __init__(self, model: Any, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        if self.n_outputs < 2:
-            raise SelectionError(
-                f"SGLRP needs at least two output units, but the explained output has "
-                f"{self.n_outputs}: the softmax of one logit is constant (every map 0)")
-
-    def _contrast_codes(self, contrast: Any, batch: int) -> np.ndarray:
-        if contrast is not None:
-            raise SelectionError("SGLRP has no contrast option: its dual is fixed by softmax")
-        return np.full(batch, CONTRASTS["others"], np.int32)
-
-    def _log_probabilities(self, y: tf.Tensor, target: tf.Tensor
-                           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(log p, target mask, log p_j, log(1 − p_j)), each exact when p_j rounds to 1."""
-        log_p = tf.nn.log_softmax(y[:, :self.n_real], axis=1)
-        mask = self._target_mask(y, target)
-        never = tf.fill(tf.shape(log_p), tf.constant(-np.inf, log_p.dtype))
-        log_target = tf.reduce_logsumexp(tf.where(mask > 0, log_p, never), axis=1,
-                                         keepdims=True)
-        log_rest = tf.reduce_logsumexp(tf.where(mask > 0, never, log_p), axis=1,
-                                       keepdims=True)
-        return log_p, mask, log_target, log_rest
-
-    def _target_seed(self, y: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        _, mask, log_target, log_rest = self._log_probabilities(y, target)
-        return mask * tf.exp(log_target + log_rest)
-
-    def _log_target_mass(self, y: tf.Tensor, target: tf.Tensor, seed: tf.Tensor
-                         ) -> tf.Tensor:
-        _, mask, log_target, log_rest = self._log_probabilities(y, target)
-        return (log_target + log_rest)[:, 0] + tf.math.log(tf.reduce_sum(mask, axis=1))
-
-    def _dual_seed(self, y: tf.Tensor, target: tf.Tensor, contrast: tf.Tensor) -> tf.Tensor:
-        log_p, mask, log_target, _ = self._log_probabilities(y, target)
-        seed = (1.0 - mask) * tf.exp(log_p + log_target)
-        return tf.concat([seed, tf.zeros_like(y[:, self.n_real:])], axis=1)
-
-    def _check_seed_mass(self, log_mass: np.ndarray, selection: Selection) -> None:
-        """Raises for a sample whose softmax gradient p_j(1 − p_j) underflows float32."""
-        small = np.flatnonzero(~(log_mass >= np.log(_SMALLEST_SEED_MASS)))
-        if small.size:
-            i = int(small[0])
-            target = int(selection.indices[i]) if selection.indices is not None else -1
-            unit = "its arg-max unit" if target == MAX_ACTIVATION else f"target {target}"
-            raise InputError(
-                f"SGLRP: sample {i}'s softmax gradient p_j(1 - p_j) for {unit} is "
-                f"exp({float(log_mass[i]):.1f}), below {_SMALLEST_SEED_MASS:g}: its relevance "
-                "would underflow float32 and the map be all zero (the model is all but "
-                "certain of that class). CLRP's normalised maps do not depend on this scale.")
-
-    def _combine(self, target: tf.Tensor, dual: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        axes = list(range(1, len(target.shape)))
-        ratio = tf.math.divide_no_nan(tf.reduce_sum(target, axis=axes, keepdims=True),
-                                      tf.reduce_sum(dual, axis=axes, keepdims=True))
-        difference = target - dual * ratio
-        return difference, tf.maximum(difference, 0.0)
-
-
-__all__ = ["CLRP", "SGLRP", "ContrastiveExplanation", "MAX_ACTIVATION"]
+__all__ = ["CLRP", "ContrastiveExplanation", "MAX_ACTIVATION"]

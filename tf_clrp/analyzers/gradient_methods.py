@@ -24,8 +24,14 @@ class _AveragedGradient(Propagation):
 
     n_points: int = 1
 
-    def __init__(self, model: Any, *, composite: Composite | None = None,
-                 layer_rules: dict[str, Rule] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        composite: Composite | None = None,
+        layer_rules: dict[str, Rule] | None = None,
+        **kwargs: Any,
+    ) -> None:
         composite = assemble(composite, layer_rules=layer_rules, default=gradient_composite)
         super().__init__(model, composite, seed="one", **kwargs)
 
@@ -36,9 +42,13 @@ class _AveragedGradient(Propagation):
     def _finish(self, x: np.ndarray, mean_gradient: np.ndarray) -> np.ndarray:
         return mean_gradient
 
-    def replica_step(self, x: np.ndarray, selection: Selection,
-                     feeds: tuple[np.ndarray, ...] = (), **analyze_kwargs: Any
-                     ) -> ReplicaStep:
+    def replica_step(
+        self,
+        x: np.ndarray,
+        selection: Selection,
+        feeds: tuple[np.ndarray, ...] = (),
+        **analyze_kwargs: Any,
+    ) -> ReplicaStep:
         """All points of the chunk in one backward pass (see ``Analyzer.replica_step``).
 
         The arg-max is fixed at the real input (one forward on the host device) before the
@@ -58,10 +68,18 @@ class _AveragedGradient(Propagation):
             return self._finish(x, mean).astype(np.float32)
 
         if selection.seeds is not None:
-            return ReplicaStep((id(self), "by_seed"), self._by_seed,
-                               (flat, np.tile(selection.seeds, (n, 1)), *tiled), finish)
-        return ReplicaStep((id(self), "by_index"), self._by_index,
-                           (flat, np.tile(selection.indices, n), *tiled), finish)
+            return ReplicaStep(
+                (id(self), "by_seed"),
+                self._by_seed,
+                (flat, np.tile(selection.seeds, (n, 1)), *tiled),
+                finish,
+            )
+        return ReplicaStep(
+            (id(self), "by_index"),
+            self._by_index,
+            (flat, np.tile(selection.indices, n), *tiled),
+            finish,
+        )
 
 
 class IntegratedGradients(_AveragedGradient):
@@ -75,8 +93,9 @@ class IntegratedGradients(_AveragedGradient):
         **kwargs: ``Analyzer`` options.
     """
 
-    def __init__(self, model: Any, reference_inputs: Any = 0.0, steps: int = 64,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any, reference_inputs: Any = 0.0, steps: int = 64, **kwargs: Any
+    ) -> None:
         self.steps = checks.positive_count("steps", steps)
         self.reference_inputs = checks.finite_bounds("reference_inputs", reference_inputs)
         super().__init__(model, **kwargs)
@@ -104,8 +123,15 @@ class SmoothGrad(_AveragedGradient):
         **kwargs: ``Analyzer`` options (e.g. ``postprocess``).
     """
 
-    def __init__(self, model: Any, augment_by_n: int = 64, noise_scale: float = 1.0,
-                 noise_relative: bool = False, seed: int | None = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        augment_by_n: int = 64,
+        noise_scale: float = 1.0,
+        noise_relative: bool = False,
+        seed: int | None = 0,
+        **kwargs: Any,
+    ) -> None:
         self.augment_by_n = checks.positive_count("augment_by_n", augment_by_n)
         self.noise_scale = checks.finite_parameter("noise_scale", noise_scale, minimum=0.0)
         self.noise_relative = bool(noise_relative)

@@ -129,8 +129,9 @@ class PerturbationAnalyzer:
         self.batch_size, self.progress = batch_size, progress
         self._f = score_function(model, logits=logits)
 
-    def analyze(self, x: Any, neuron_selection: Any = "max_activation",
-                batch_size: int | None = None) -> np.ndarray:
+    def analyze(
+        self, x: Any, neuron_selection: Any = "max_activation", batch_size: int | None = None
+    ) -> np.ndarray:
         """Maps of a batch.
 
         Args:

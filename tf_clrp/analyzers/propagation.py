@@ -22,8 +22,7 @@ from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
 SEED_MODES = ("value", "abs", "relu", "one")
 
 
-def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = None
-                      ) -> tf.Tensor:
+def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = None) -> tf.Tensor:
     """Mask of the selected unit per row of ``y`` (B, n).
 
     Args:
@@ -36,12 +35,17 @@ def one_hot_selection(y: tf.Tensor, indices: tf.Tensor, channels: int | None = N
         A (B, n) mask.
     """
     scores = selection_scores(y, channels)
-    chosen = tf.where(indices == MAX_ACTIVATION, tf.cast(tf.argmax(scores, axis=1), tf.int32),
-                      indices)
+    chosen = tf.where(
+        indices == MAX_ACTIVATION, tf.cast(tf.argmax(scores, axis=1), tf.int32), indices
+    )
     mask = tf.one_hot(tf.maximum(chosen, 0), tf.shape(scores)[1], dtype=y.dtype)
     if channels is not None:
-        mask = tf.reshape(tf.broadcast_to(mask[:, None, :], tf.shape(
-            tf.reshape(y, (tf.shape(y)[0], -1, channels)))), tf.shape(y))
+        mask = tf.reshape(
+            tf.broadcast_to(
+                mask[:, None, :], tf.shape(tf.reshape(y, (tf.shape(y)[0], -1, channels)))
+            ),
+            tf.shape(y),
+        )
     return tf.where((indices == ALL_NEURONS)[:, None], tf.ones_like(y), mask)
 
 
@@ -74,17 +78,25 @@ class Propagation(Analyzer):
 
     accepts_feeds = True
 
-    def __init__(self, model: Any, composite: Composite, *, seed: str = "value",
-                 multiply_by_input: bool = False, postprocess: str | None = None,
-                 use_tf_function: bool = True, neuron_selection_unit: str = "unit",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        composite: Composite,
+        *,
+        seed: str = "value",
+        multiply_by_input: bool = False,
+        postprocess: str | None = None,
+        use_tf_function: bool = True,
+        neuron_selection_unit: str = "unit",
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
         if neuron_selection_unit not in ("unit", "channel"):
             raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'")
-        self.channels = (int(self.output_shape[-1]) if neuron_selection_unit == "channel"
-                         else None)
+                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
+            )
+        self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         n_units = self.n_outputs
         if self.channels is not None:
             self.n_outputs = self.channels
@@ -101,21 +113,28 @@ class Propagation(Analyzer):
         self._absorbing = None if seed == "one" else checks.output_stabiliser(self.mirror.steps)
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
         fed = feed_specs(self.graph)
-        self._by_index = self._compile(self._backward_by_index, use_tf_function,
-                                       [spec, tf.TensorSpec((None,), tf.int32), *fed])
-        self._by_seed = self._compile(self._backward_by_seed, use_tf_function,
-                                      [spec, tf.TensorSpec((None, n_units), tf.float32), *fed])
-        self._forward = self._compile_forward(self.mirror, self.channels,
-                                              use_tf_function=use_tf_function)
+        self._by_index = self._compile(
+            self._backward_by_index, use_tf_function, [spec, tf.TensorSpec((None,), tf.int32), *fed]
+        )
+        self._by_seed = self._compile(
+            self._backward_by_seed,
+            use_tf_function,
+            [spec, tf.TensorSpec((None, n_units), tf.float32), *fed],
+        )
+        self._forward = self._compile_forward(
+            self.mirror, self.channels, use_tf_function=use_tf_function
+        )
 
     @staticmethod
     def _compile(fn: Any, use_tf_function: bool, signature: list[tf.TensorSpec]) -> Any:
-        return (tf.function(fn, input_signature=signature, autograph=False) if use_tf_function
-                else fn)
+        return (
+            tf.function(fn, input_signature=signature, autograph=False) if use_tf_function else fn
+        )
 
     # ------------------------------------------------------------------ backward
-    def _backward(self, x: tf.Tensor, make_seed: Any,
-                  feeds: tuple[tf.Tensor, ...] = ()) -> tuple[tf.Tensor, tf.Tensor]:
+    def _backward(
+        self, x: tf.Tensor, make_seed: Any, feeds: tuple[tf.Tensor, ...] = ()
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """(the map, each sample's total initial relevance Σ seed)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
@@ -133,29 +152,39 @@ class Propagation(Analyzer):
             result = tf.square(result)
         return result, tf.reduce_sum(seed, axis=1)
 
-    def _backward_by_index(self, x: tf.Tensor, indices: tf.Tensor, *feeds: tf.Tensor
-                           ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _backward_by_index(
+        self, x: tf.Tensor, indices: tf.Tensor, *feeds: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._backward(
-            x, lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed),
-            feeds)
+            x,
+            lambda y: one_hot_selection(y, indices, self.channels) * seed_values(y, self.seed),
+            feeds,
+        )
 
-    def _backward_by_seed(self, x: tf.Tensor, seeds: tf.Tensor, *feeds: tf.Tensor
-                          ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _backward_by_seed(
+        self, x: tf.Tensor, seeds: tf.Tensor, *feeds: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         return self._backward(x, lambda y: seeds, feeds)
 
-    def replica_step(self, x: np.ndarray, selection: Selection,
-                     feeds: tuple[np.ndarray, ...] = (), **analyze_kwargs: Any
-                     ) -> ReplicaStep:
+    def replica_step(
+        self,
+        x: np.ndarray,
+        selection: Selection,
+        feeds: tuple[np.ndarray, ...] = (),
+        **analyze_kwargs: Any,
+    ) -> ReplicaStep:
         """One backward pass of the chunk (see ``Analyzer.replica_step``); ``feeds`` are the
         model's other inputs for these rows (see ``tf_clrp.inputs``)."""
         if analyze_kwargs:
             raise TypeError(f"unexpected analyze() arguments: {sorted(analyze_kwargs)}")
         finish = self._finish_maps
         if selection.seeds is not None:
-            return ReplicaStep((id(self), "by_seed"), self._by_seed,
-                               (x, selection.seeds, *feeds), finish)
-        return ReplicaStep((id(self), "by_index"), self._by_index,
-                           (x, selection.indices, *feeds), finish)
+            return ReplicaStep(
+                (id(self), "by_seed"), self._by_seed, (x, selection.seeds, *feeds), finish
+            )
+        return ReplicaStep(
+            (id(self), "by_index"), self._by_index, (x, selection.indices, *feeds), finish
+        )
 
     def _finish_maps(self, out: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """The float32 maps; warns about seeds the output rule's stabiliser absorbed."""

@@ -54,8 +54,9 @@ class MaskSet:
         grids = self.grids[rows].astype(np.float32)[..., None]
         gh, gw = grids.shape[1:3]
         up = tf.image.resize(grids, ((gh + 1) * ch, (gw + 1) * cw), method="bilinear").numpy()
-        return np.stack([up[i, y:y + h, x:x + w, 0]
-                         for i, (y, x) in enumerate(self.shifts[rows])])
+        return np.stack(
+            [up[i, y : y + h, x : x + w, 0] for i, (y, x) in enumerate(self.shifts[rows])]
+        )
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -65,9 +66,14 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def make_masks(image: tuple[int, int], n_masks: int, grid_size: int | Sequence[int] = 7,
-               cell_size: int | Sequence[int] | None = None, p1: float = 0.5,
-               seed: int | None = 0) -> MaskSet:
+def make_masks(
+    image: tuple[int, int],
+    n_masks: int,
+    grid_size: int | Sequence[int] = 7,
+    cell_size: int | Sequence[int] | None = None,
+    p1: float = 0.5,
+    seed: int | None = 0,
+) -> MaskSet:
     """Draws a RISE mask set (see the module doc for the draws and their order).
 
     Args:
@@ -124,11 +130,20 @@ class RISE(PerturbationAnalyzer):
             Keras model always runs through its compiled canonical graph.
     """
 
-    def __init__(self, model: Any, n_masks: int = 2000, grid_size: int | Sequence[int] = 7,
-                 cell_size: int | Sequence[int] | None = None, p1: float = 0.5,
-                 seed: int | None = 0, baseline: Any = 0.0, batch_size: int = 64,
-                 logits: bool = False, progress: ProgressArg = False,
-                 use_tf_function: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        n_masks: int = 2000,
+        grid_size: int | Sequence[int] = 7,
+        cell_size: int | Sequence[int] | None = None,
+        p1: float = 0.5,
+        seed: int | None = 0,
+        baseline: Any = 0.0,
+        batch_size: int = 64,
+        logits: bool = False,
+        progress: ProgressArg = False,
+        use_tf_function: bool = True,
+    ) -> None:
         make_masks((8, 8), 1, grid_size, cell_size, p1, 0)  # validate early
         super().__init__(model, batch_size, logits, progress)
         self.n_masks, self.grid_size, self.cell_size = int(n_masks), grid_size, cell_size
@@ -136,13 +151,13 @@ class RISE(PerturbationAnalyzer):
 
     def _maps(self, x: np.ndarray, neuron_selection: Any, size: int) -> np.ndarray:
         n, h, w, c = x.shape
-        masks = make_masks((h, w), self.n_masks, self.grid_size, self.cell_size, self.p1,
-                           self.seed)
+        masks = make_masks((h, w), self.n_masks, self.grid_size, self.cell_size, self.p1, self.seed)
         weights = target_weights(neuron_selection, batched(self._f, x, size).reshape(n, -1))
         base = np.broadcast_to(np.asarray(self.baseline, np.float32), x.shape[1:])
         saliency = np.zeros((n, h * w))
-        for rows in progress_iter(list(self._pieces(size)), -(-self.n_masks // size),
-                                  self.progress, "rise"):
+        for rows in progress_iter(
+            list(self._pieces(size)), -(-self.n_masks // size), self.progress, "rise"
+        ):
             m = masks.masks(rows)
             for i in range(n):
                 masked = x[i] * m[..., None] + base * (1.0 - m[..., None])

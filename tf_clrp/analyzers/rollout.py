@@ -79,42 +79,54 @@ def attention_sites(graph: Graph) -> list[AttentionSite]:
         elif isinstance(node.op, keras.layers.MultiHeadAttention):
             raise ModelStructureError(
                 f"attention_rollout cannot read the attention weights of layer {node.name!r}: "
-                f"it was not walked inside ({node.untraced or 'no reason recorded'})")
+                f"it was not walked inside ({node.untraced or 'no reason recorded'})"
+            )
     if not calls:
-        opaque = [f"layer {n.name!r} of type {n.kind} ({n.untraced})"
-                  for n in graph.nodes if n.untraced]
-        hint = (f"; these layers were not walked inside and may hide some: {'; '.join(opaque)}"
-                if opaque else "")
+        opaque = [
+            f"layer {n.name!r} of type {n.kind} ({n.untraced})" for n in graph.nodes if n.untraced
+        ]
+        hint = (
+            f"; these layers were not walked inside and may hide some: {'; '.join(opaque)}"
+            if opaque
+            else ""
+        )
         raise ModelStructureError(
             f"attention_rollout needs keras.layers.MultiHeadAttention calls; model "
-            f"{graph.model_name!r} has none that tf_clrp can walk into{hint}")
+            f"{graph.model_name!r} has none that tf_clrp can walk into{hint}"
+        )
     return [_site(name, layers[name], nodes) for (name, _), nodes in calls.items()]
 
 
 def _site(name: str, layer: Any, nodes: list[Node]) -> AttentionSite:
     """The site of one call of ``layer`` (a MultiHeadAttention), from its walked nodes."""
-    softmax = [n for n in nodes if n.activation == "softmax"
-               or type(n.op).__name__ == "Softmax"]
+    softmax = [n for n in nodes if n.activation == "softmax" or type(n.op).__name__ == "Softmax"]
     if softmax:
         return AttentionSite(name, weights=softmax[-1].outputs[0])
     fused = [n for n in nodes if type(n.op).__name__ == "DotProductAttention"]
     if len(fused) != 1:
         raise ModelStructureError(
             f"attention_rollout cannot find the attention weights inside layer {name!r} "
-            f"(no softmax and {len(fused)} dot_product_attention calls)")
+            f"(no softmax and {len(fused)} dot_product_attention calls)"
+        )
     op = fused[0].op
     if getattr(op, "attn_logits_soft_cap", None) is not None:
         raise ModelStructureError(
-            f"attention_rollout does not support the logit soft cap of layer {name!r}")
+            f"attention_rollout does not support the logit soft cap of layer {name!r}"
+        )
     ins = fused[0].inputs
     if len(ins) > 4:
         raise ModelStructureError(
-            f"attention_rollout does not support an attention bias in layer {name!r}")
+            f"attention_rollout does not support an attention bias in layer {name!r}"
+        )
     # Keras' MultiHeadAttention passes scale=1/√key_dim to the fused op
-    return AttentionSite(name, query=ins[0], key=ins[1],
-                         mask=ins[3] if len(ins) == 4 else None,
-                         scale=1.0 / math.sqrt(float(layer.get_config()["key_dim"])),
-                         causal=bool(getattr(op, "is_causal", False)))
+    return AttentionSite(
+        name,
+        query=ins[0],
+        key=ins[1],
+        mask=ins[3] if len(ins) == 4 else None,
+        scale=1.0 / math.sqrt(float(layer.get_config()["key_dim"])),
+        causal=bool(getattr(op, "is_causal", False)),
+    )
 
 
 def _weights(site: AttentionSite, values: dict[int, tf.Tensor]) -> tf.Tensor:
@@ -131,7 +143,8 @@ def _weights(site: AttentionSite, values: dict[int, tf.Tensor]) -> tf.Tensor:
             raise ModelStructureError(
                 f"attention_rollout: the fused attention of layer {site.layer!r} takes a "
                 f"{keep.dtype.name} tensor where a boolean mask was expected (an additive "
-                "bias is not supported)")
+                "bias is not supported)"
+            )
     if site.causal:
         t, s = tf.shape(scores)[-2], tf.shape(scores)[-1]
         causal = tf.linalg.band_part(tf.ones((t, s), tf.bool), -1, 0)
@@ -178,8 +191,14 @@ class AttentionRollout(Analyzer):
     lrp = False
     cam = True
 
-    def __init__(self, model: Any, *, class_token: bool | None = None,
-                 use_tf_function: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        class_token: bool | None = None,
+        use_tf_function: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         self.sites = attention_sites(self.graph)
         self.class_token = class_token
@@ -188,8 +207,9 @@ class AttentionRollout(Analyzer):
 
     def _rollout_row(self, x: tf.Tensor, *feeds: tf.Tensor) -> tf.Tensor:
         """(B, tokens) — the read row of the rollout, class token column dropped."""
-        needed = {t for s in self.sites for t in (s.weights, s.query, s.key, s.mask)
-                  if t is not None}
+        needed = {
+            t for s in self.sites for t in (s.weights, s.query, s.key, s.mask) if t is not None
+        }
         values: dict[int, tf.Tensor] = {self.graph.input_id: x}
         values.update((fed.id, v) for fed, v in zip(self.graph.feeds, feeds, strict=True))
         for node in self.graph.nodes:
@@ -203,7 +223,8 @@ class AttentionRollout(Analyzer):
             raise ModelStructureError(
                 f"attention_rollout needs self-attention over one token sequence in every "
                 f"layer; the attention weights of {[s.layer for s in self.sites]} have "
-                f"(queries, keys) shapes {sorted(shapes)}")
+                f"(queries, keys) shapes {sorted(shapes)}"
+            )
         r = rollout(weights)
         if self._reads_class_token(int(r.shape[-1])):
             return r[:, 0, 1:]
@@ -228,7 +249,8 @@ class AttentionRollout(Analyzer):
             if len(x_shape) != 3 or x_shape[1] != tokens:
                 raise ModelStructureError(
                     f"attention_rollout: {tokens} tokens do not map onto the input of shape "
-                    f"{x_shape} (expected (batch, {tokens}, features))")
+                    f"{x_shape} (expected (batch, {tokens}, features))"
+                )
             return np.repeat(row[:, :, None] / x_shape[2], x_shape[2], axis=2)
         h, w = self._image_shape()
         grid = _patch_grid((h, w), tokens)
@@ -236,7 +258,8 @@ class AttentionRollout(Analyzer):
             raise ModelStructureError(
                 f"attention_rollout: {tokens} tokens do not form a grid of square patches "
                 f"covering the {h}×{w} image (model {self.graph.model_name!r}); pass "
-                "class_token=True/False if the class-token guess is wrong")
+                "class_token=True/False if the class-token guess is wrong"
+            )
         gh, gw = grid
         ph, pw = h // gh, w // gw
         channels = x_shape[3]
@@ -244,18 +267,23 @@ class AttentionRollout(Analyzer):
         pixels = np.repeat(np.repeat(patches, ph, axis=1), pw, axis=2)
         return np.repeat(pixels[..., None], channels, axis=3)
 
-    def replica_step(self, x: np.ndarray, selection: Selection,
-                     feeds: tuple[np.ndarray, ...] = ()) -> ReplicaStep:
+    def replica_step(
+        self, x: np.ndarray, selection: Selection, feeds: tuple[np.ndarray, ...] = ()
+    ) -> ReplicaStep:
         if self._fn is None:
-            self._fn = (tf.function(self._rollout_row, autograph=False)
-                        if self.use_tf_function else self._rollout_row)
+            self._fn = (
+                tf.function(self._rollout_row, autograph=False)
+                if self.use_tf_function
+                else self._rollout_row
+            )
         shape = x.shape
 
         def finish(row: np.ndarray) -> np.ndarray:
             return self._to_input(np.asarray(row, np.float32), shape).astype(np.float32)
 
-        return ReplicaStep(key=("attention_rollout",), fn=self._fn,
-                           inputs=(x, *feeds), finish=finish)
+        return ReplicaStep(
+            key=("attention_rollout",), fn=self._fn, inputs=(x, *feeds), finish=finish
+        )
 
 
 def _patch_grid(image: tuple[int, int], tokens: int) -> tuple[int, int] | None:

@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - last resort, no traceback unless --debug
         if args.debug:
             raise
-        print(f"tf-clrp: error: {type(error).__name__}: {error} (run with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"tf-clrp: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -31,7 +31,6 @@ class UsageError(CliError):
         super().__init__(message, 2)
 
 
-
 def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()] if text else list(default)
     if not names:
@@ -45,17 +44,27 @@ def _parse_methods(text: str | None, default: Sequence[str] = DEFAULT_METHODS) -
         for name in unknown:
             close = difflib.get_close_matches(name, valid, n=2)
             hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
-        extra = "".join(f" ({n!r} {PYTHON_ONLY[n]}: use a preset such as lrp.epsilon_plus)"
-                        for n in unknown if n in PYTHON_ONLY)
-        raise UsageError(f"unknown method(s) {', '.join(hints)}{extra}; valid methods: "
-                         f"{', '.join(valid)}")
+        extra = "".join(
+            f" ({n!r} {PYTHON_ONLY[n]}: use a preset such as lrp.epsilon_plus)"
+            for n in unknown
+            if n in PYTHON_ONLY
+        )
+        raise UsageError(
+            f"unknown method(s) {', '.join(hints)}{extra}; valid methods: {', '.join(valid)}"
+        )
     if len(set(names)) != len(names):
         raise UsageError(f"--methods lists a method twice: {','.join(names)}")
     return names
 
 
-def build_analyzer(name: str, model: Any, bounds: tuple[Any, Any] | None, compile_fn: bool,
-                   precision: str = "float32", output_index: int | None = None) -> Any:
+def build_analyzer(
+    name: str,
+    model: Any,
+    bounds: tuple[Any, Any] | None,
+    compile_fn: bool,
+    precision: str = "float32",
+    output_index: int | None = None,
+) -> Any:
     """Creates an analyzer with the CLI's optional settings where its entry takes them.
 
     Input bounds go where the registry entry says (``input_layer_rule=(low, high)``, the z^B
@@ -68,17 +77,23 @@ def build_analyzer(name: str, model: Any, bounds: tuple[Any, Any] | None, compil
 
     declared = entry(name)
     if output_index is not None and not declared.takes("output_index"):
-        raise CliError(f"method {name!r} cannot explain one output of a multi-output "
-                       "model (it takes no output_index)")
-    optional: dict[str, Any] = {"use_tf_function": compile_fn, "output_index": output_index,
-                                "precision": None if precision == "float32" else precision,
-                                "augment_by_n": 16 if name == "smoothgrad" else None}
+        raise CliError(
+            f"method {name!r} cannot explain one output of a multi-output "
+            "model (it takes no output_index)"
+        )
+    optional: dict[str, Any] = {
+        "use_tf_function": compile_fn,
+        "output_index": output_index,
+        "precision": None if precision == "float32" else precision,
+        "augment_by_n": 16 if name == "smoothgrad" else None,
+    }
     if bounds is not None and declared.input_bounds == "low_high":
         optional.update(low=bounds[0], high=bounds[1])
     elif bounds is not None and declared.input_bounds == "input_layer_rule":
         optional["input_layer_rule"] = bounds
-    options = {key: value for key, value in optional.items()
-               if value is not None and declared.takes(key)}
+    options = {
+        key: value for key, value in optional.items() if value is not None and declared.takes(key)
+    }
     return tf_clrp.create_analyzer(name, model, **options)
 
 
@@ -86,10 +101,12 @@ def _check_outputs(paths: Sequence[str], force: bool) -> None:
     """Refuses existing outputs without ``--force`` and output names that are folders."""
     existing = [p for p in paths if os.path.lexists(p)]
     if existing and not force:
-        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if
-                                          len(existing) > 3 else "")
-        raise CliError(f"output file(s) exist: {shown}; use --force to overwrite or choose "
-                       "another --out")
+        shown = ", ".join(existing[:3]) + (
+            f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        )
+        raise CliError(
+            f"output file(s) exist: {shown}; use --force to overwrite or choose another --out"
+        )
     for path in paths:
         if os.path.isdir(path):
             raise CliError(f"output path {path} is a directory")

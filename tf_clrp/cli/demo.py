@@ -71,17 +71,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     titles = [*names, "mosaic", "mosaic"]
     labels = [f"{short[c]} ({c})" for c in selection]
     fig = visualize.comparison_grid(
-        shown, maps, titles=titles, class_names=labels, show_sums=True, cell_size=2.2,
-        suptitle="tf_clrp demo: EfficientNet-Lite0 (ImageNet), relevance of the named class")
+        shown,
+        maps,
+        titles=titles,
+        class_names=labels,
+        show_sums=True,
+        cell_size=2.2,
+        suptitle="tf_clrp demo: EfficientNet-Lite0 (ImageNet), relevance of the named class",
+    )
     visualize.save_png(fig, figure_path, overwrite=args.force, dpi=90)
     from tf_clrp.figures import demo_mosaic_figure
 
-    visualize.save_png(demo_mosaic_figure(
-        mosaic, {m: v[len(names):] for m, v in maps.items()}, labels[len(names):],
-        mosaic_scores[selection[len(names):]], [boxes[p] for p in pair]),
-        hero_path, overwrite=args.force, dpi=100)
-    lines = ["tf_clrp demo — EfficientNet-Lite0 with ImageNet weights (offline)", "",
-             f"model build + photos: {t_model:.1f} s", "", "Top-5 predictions:"]
+    visualize.save_png(
+        demo_mosaic_figure(
+            mosaic,
+            {m: v[len(names) :] for m, v in maps.items()},
+            labels[len(names) :],
+            mosaic_scores[selection[len(names) :]],
+            [boxes[p] for p in pair],
+        ),
+        hero_path,
+        overwrite=args.force,
+        dpi=100,
+    )
+    lines = [
+        "tf_clrp demo — EfficientNet-Lite0 with ImageNet weights (offline)",
+        "",
+        f"model build + photos: {t_model:.1f} s",
+        "",
+        "Top-5 predictions:",
+    ]
     for name, preds in zip(names, top):
         lines.append(f"  {name}:")
         lines.extend(f"    {idx:4d} {label:<40} {p:.3f}" for idx, label, p in preds)
@@ -90,22 +109,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lines.append(f"  mosaic 2x2 of {', '.join(names[:4])}:")
     lines.extend(f"    {int(i):4d} {short[int(i)]:<40} {mosaic_prob[int(i)]:.3f}" for i in order)
     logit_of_row = [float(scores[i, c]) for i, c in enumerate(top1)] + [
-        float(mosaic_scores[top1[p]]) for p in pair]
-    lines += ["", "Explained logit and relevance sum ΣR per row (biases and the first-layer "
-              "rule absorb part of the logit):"]
+        float(mosaic_scores[top1[p]]) for p in pair
+    ]
+    lines += [
+        "",
+        "Explained logit and relevance sum ΣR per row (biases and the first-layer "
+        "rule absorb part of the logit):",
+    ]
     lines.append(f"  {'row':<30}{'logit':>9}" + "".join(f"{m:>18}" for m in methods))
     for r, (title, label) in enumerate(zip(titles, labels)):
         cells = "".join(f"{float(maps[m][r].sum()):>18.4g}" for m in methods)
         lines.append(f"  {(title + ' → ' + label)[:30]:<30}{logit_of_row[r]:>9.3g}{cells}")
     lines += ["", "Mosaic Pointing Game (max of the map inside the class's tile = hit):"]
     for name in methods:
-        mosaic_maps = maps[name][len(names):]
+        mosaic_maps = maps[name][len(names) :]
         result = pointing_game(mosaic_maps, [boxes[p] for p in pair], [top1[p] for p in pair])
-        marks = ", ".join(f"{short[top1[p]]}: {'hit' if result.hits.get(top1[p]) else 'miss'}"
-                          for p in pair)
+        marks = ", ".join(
+            f"{short[top1[p]]}: {'hit' if result.hits.get(top1[p]) else 'miss'}" for p in pair
+        )
         lines.append(f"  {name:<20} {marks}")
-    lines += ["", "Time per method (analyzer creation + one batch of "
-              f"{len(rows)} inputs, eager mode):"]
+    lines += [
+        "",
+        f"Time per method (analyzer creation + one batch of {len(rows)} inputs, eager mode):",
+    ]
     lines.extend(f"  {name:<20} {timing[name]:.2f} s" for name in methods)
     total = time.perf_counter() - started
     lines += ["", f"total (after imports): {total:.1f} s", ""]

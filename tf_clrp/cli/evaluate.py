@@ -70,8 +70,9 @@ def _builtin_mosaics(model: Any, n: int, seed: int) -> tuple[list[_EvalSample], 
         pick = rng.choice(chosen, size=4, replace=False)
         mosaic, boxes = make_mosaic([photos[i] for i in pick], grid=(2, 2), tile=112)
         regions = {int(top1[i]): [boxes[j]] for j, i in enumerate(pick)}
-        samples.append(_EvalSample(mosaic, regions,
-                                   f"mosaic{k}: " + "/".join(names[i] for i in pick)))
+        samples.append(
+            _EvalSample(mosaic, regions, f"mosaic{k}: " + "/".join(names[i] for i in pick))
+        )
     return samples, [names[i] for i in chosen]
 
 
@@ -85,8 +86,7 @@ def _json_object(path: str, kind: str, example: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise CliError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or not data:
-        raise CliError(f'{path} must be a non-empty JSON object {{"image.jpg": {example}, '
-                       '...}')
+        raise CliError(f'{path} must be a non-empty JSON object {{"image.jpg": {example}, ...}}')
     return data
 
 
@@ -110,8 +110,10 @@ def load_boxes(path: str) -> dict[str, list[tuple[int, tuple[int, int, int, int]
     result: dict[str, list[tuple[int, tuple[int, int, int, int]]]] = {}
     for name, entries in data.items():
         if not isinstance(entries, list) or not entries:
-            raise CliError(f"{path}: entry {name!r} must be a non-empty list of "
-                           "{\"class\": int, \"box\": [y0, x0, y1, x1]}")
+            raise CliError(
+                f"{path}: entry {name!r} must be a non-empty list of "
+                '{"class": int, "box": [y0, x0, y1, x1]}'
+            )
         parsed = []
         for entry in entries:
             try:
@@ -122,9 +124,11 @@ def load_boxes(path: str) -> dict[str, list[tuple[int, tuple[int, int, int, int]
                 if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1] or min(box) < 0:
                     raise ValueError
             except (KeyError, TypeError, ValueError):
-                raise CliError(f"{path}: bad entry for {name!r}: {entry!r}; expected "
-                               "{\"class\": int >= 0, \"box\": [y0, x0, y1, x1]} with "
-                               "y0 < y1, x0 < x1") from None
+                raise CliError(
+                    f"{path}: bad entry for {name!r}: {entry!r}; expected "
+                    '{"class": int >= 0, "box": [y0, x0, y1, x1]} with '
+                    "y0 < y1, x0 < x1"
+                ) from None
             parsed.append((int(cls), (box[0], box[1], box[2], box[3])))
         result[str(name)] = parsed
     return result
@@ -141,27 +145,38 @@ def load_labels(path: str) -> dict[str, list[int]]:
     result: dict[str, list[int]] = {}
     for name, entry in data.items():
         classes = entry if isinstance(entry, list) else [entry]
-        if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
-                              for c in classes) or len(set(classes)) != len(classes):
-            raise CliError(f"{path}: bad entry for {name!r}: {entry!r}; expected a class "
-                           "index >= 0 or a list of distinct ones")
+        if (
+            not classes
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
+            raise CliError(
+                f"{path}: bad entry for {name!r}: {entry!r}; expected a class "
+                "index >= 0 or a list of distinct ones"
+            )
         result[str(name)] = [int(c) for c in classes]
     return result
 
 
-def _read_scaled(path: str, size: tuple[int, int], channels: int, max_megapixels: float
-                 ) -> tuple[np.ndarray, tuple[int, int]]:
+def _read_scaled(
+    path: str, size: tuple[int, int], channels: int, max_megapixels: float
+) -> tuple[np.ndarray, tuple[int, int]]:
     """The image at the model's input size and its original (height, width)."""
     raw = read_image(path, None, channels, max_megapixels)
     height, width = raw.shape[:2]
-    image = raw if (height, width) == size else read_image(path, size, channels,
-                                                           max_megapixels)
+    image = raw if (height, width) == size else read_image(path, size, channels, max_megapixels)
     return image.reshape(*size, channels), (height, width)
 
 
-def _user_samples(folder: str, boxes: dict[str, list[tuple[int, Box]]], boxes_path: str,
-                  size: tuple[int, int], channels: int, n: int | None,
-                  max_megapixels: float) -> list[_EvalSample]:
+def _user_samples(
+    folder: str,
+    boxes: dict[str, list[tuple[int, Box]]],
+    boxes_path: str,
+    size: tuple[int, int],
+    channels: int,
+    n: int | None,
+    max_megapixels: float,
+) -> list[_EvalSample]:
     """The images named in the box file with their boxes scaled to the input size."""
     samples = []
     for name, entries in list(boxes.items())[:n]:
@@ -171,19 +186,30 @@ def _user_samples(folder: str, boxes: dict[str, list[tuple[int, Box]]], boxes_pa
         regions: dict[int, list[Box]] = {}
         for cls, (y0, x0, y1, x1) in entries:
             if y1 > height or x1 > width:
-                raise CliError(f"{boxes_path}: box {[y0, x0, y1, x1]} of {name!r} lies "
-                               f"outside the image ({height}x{width})")
-            scaled = (int(np.floor(y0 * sy)), int(np.floor(x0 * sx)),
-                      max(int(np.ceil(y1 * sy)), int(np.floor(y0 * sy)) + 1),
-                      max(int(np.ceil(x1 * sx)), int(np.floor(x0 * sx)) + 1))
+                raise CliError(
+                    f"{boxes_path}: box {[y0, x0, y1, x1]} of {name!r} lies "
+                    f"outside the image ({height}x{width})"
+                )
+            scaled = (
+                int(np.floor(y0 * sy)),
+                int(np.floor(x0 * sx)),
+                max(int(np.ceil(y1 * sy)), int(np.floor(y0 * sy)) + 1),
+                max(int(np.ceil(x1 * sx)), int(np.floor(x0 * sx)) + 1),
+            )
             regions.setdefault(cls, []).append(scaled)
         samples.append(_EvalSample(image, regions, name))
     return samples
 
 
-def _labelled_samples(folder: str, labels: dict[str, list[int]] | None, labels_path: str,
-                      size: tuple[int, int], channels: int, n: int | None,
-                      max_megapixels: float) -> list[_EvalSample]:
+def _labelled_samples(
+    folder: str,
+    labels: dict[str, list[int]] | None,
+    labels_path: str,
+    size: tuple[int, int],
+    channels: int,
+    n: int | None,
+    max_megapixels: float,
+) -> list[_EvalSample]:
     """The images named in the label file (or every image of the folder, top class)."""
     if labels is None:
         named = {os.path.relpath(p, folder): [] for p in collect_images([folder])}
@@ -191,8 +217,11 @@ def _labelled_samples(folder: str, labels: dict[str, list[int]] | None, labels_p
         named = labels
     samples = []
     for name, classes in list(named.items())[:n]:
-        path = (os.path.join(folder, name) if labels is None
-                else _image_in_folder(folder, name, labels_path))
+        path = (
+            os.path.join(folder, name)
+            if labels is None
+            else _image_in_folder(folder, name, labels_path)
+        )
         image, _ = _read_scaled(path, size, channels, max_megapixels)
         samples.append(_EvalSample(image, {c: [] for c in classes}, name))
     return samples
@@ -206,20 +235,25 @@ def _image_in_folder(folder: str, name: str, boxes_path: str) -> str:
             it) or a key naming no file.
     """
     if os.path.isabs(name) or os.path.splitdrive(name)[0]:
-        raise CliError(f"{boxes_path}: key {name!r} is an absolute path; keys are file names "
-                       f"relative to --images {folder}")
+        raise CliError(
+            f"{boxes_path}: key {name!r} is an absolute path; keys are file names "
+            f"relative to --images {folder}"
+        )
     root = os.path.realpath(folder)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root or ".." in name.replace("\\", "/").split("/"):
-        raise CliError(f"{boxes_path}: key {name!r} leaves the --images folder {folder}; keys "
-                       "are file names inside it")
+        raise CliError(
+            f"{boxes_path}: key {name!r} leaves the --images folder {folder}; keys "
+            "are file names inside it"
+        )
     if not os.path.isfile(path):
         raise CliError(f"{boxes_path} names {name!r}, which is not in {folder}")
     return path
 
 
-def _check_usage(args: argparse.Namespace) -> tuple[list[str], list[MetricSpec],
-                                                    dict[str, dict[str, Any]]]:
+def _check_usage(
+    args: argparse.Namespace,
+) -> tuple[list[str], list[MetricSpec], dict[str, dict[str, Any]]]:
     """Methods, metrics and their options; every usage error before anything is loaded."""
     methods = _parse_methods(args.methods)
     try:
@@ -235,8 +269,10 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], list[MetricSpec],
     if args.images is not None:
         for spec in chosen:
             if "boxes" in spec.needs and args.boxes is None:
-                raise UsageError(f"--metric {spec.name} needs --boxes (ground-truth boxes "
-                                 "for the images in --images)")
+                raise UsageError(
+                    f"--metric {spec.name} needs --boxes (ground-truth boxes "
+                    "for the images in --images)"
+                )
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     if args.batch_size < 1:
@@ -244,23 +280,25 @@ def _check_usage(args: argparse.Namespace) -> tuple[list[str], list[MetricSpec],
     if args.model is None and args.size is not None:
         raise UsageError("--size only applies with --model (EfficientNet-Lite0 takes 224x224)")
     if args.model is not None and args.images is None:
-        raise UsageError("the built-in mosaics need the built-in model; with --model pass "
-                         "--images")
+        raise UsageError("the built-in mosaics need the built-in model; with --model pass --images")
     if args.json not in (None, "-"):
         _check_outputs([args.json], args.force)
     return methods, chosen, options
 
 
-def _check_two_classes(chosen: Sequence[MetricSpec], boxes: dict[str, Any] | None,
-                       boxes_path: str | None) -> None:
+def _check_two_classes(
+    chosen: Sequence[MetricSpec], boxes: dict[str, Any] | None, boxes_path: str | None
+) -> None:
     """Metrics comparing classes need an image with two or more boxed classes."""
     if boxes is None:
         return
     several = any(len({cls for cls, _ in entries}) >= 2 for entries in boxes.values())
     for spec in chosen:
         if "two_classes" in spec.needs and not several:
-            raise UsageError(f"--metric {spec.name} needs images with two or more boxed "
-                             f"classes; no image in --boxes {boxes_path} has them")
+            raise UsageError(
+                f"--metric {spec.name} needs images with two or more boxed "
+                f"classes; no image in --boxes {boxes_path} has them"
+            )
 
 
 def _scorer(model: Any, output_index: int | None) -> Any:
@@ -272,8 +310,9 @@ def _scorer(model: Any, output_index: int | None) -> Any:
     return keras.Model(model.inputs, model.outputs[output_index])
 
 
-def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, prep: Any,
-             n_out: int):
+def _context(
+    args: argparse.Namespace, samples: list[_EvalSample], model: Any, prep: Any, n_out: int
+):
     """Rows of (image, class) pairs, their outputs and an analyzer cache."""
     from tf_clrp.cli.metric_runs import EvalContext
 
@@ -295,30 +334,42 @@ def _context(args: argparse.Namespace, samples: list[_EvalSample], model: Any, p
 
     def create(method: str, net: Any) -> Any:
         try:
-            return build_analyzer(method, net, (prep.low, prep.high), compile_fn,
-                           output_index=args.output_index if net is model else None)
+            return build_analyzer(
+                method,
+                net,
+                (prep.low, prep.high),
+                compile_fn,
+                output_index=args.output_index if net is model else None,
+            )
         except CliError:
             raise
         except Exception as error:  # noqa: BLE001 - report which method failed
-            raise CliError(f"method {method!r} failed: {type(error).__name__}: "
-                           f"{error}") from None
+            raise CliError(f"method {method!r} failed: {type(error).__name__}: {error}") from None
 
     def explain(method: str, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
         if method not in analyzers:
             analyzers[method] = create(method, model)
         try:
-            return analyzers[method].analyze(x, neuron_selection=classes,
-                                             batch_size=args.batch_size)
+            return analyzers[method].analyze(
+                x, neuron_selection=classes, batch_size=args.batch_size
+            )
         except Exception as error:  # noqa: BLE001 - report which method failed
-            raise CliError(f"method {method!r} failed: {type(error).__name__}: "
-                           f"{error}") from None
+            raise CliError(f"method {method!r} failed: {type(error).__name__}: {error}") from None
 
     has_boxes = all(rows_gt)
     return EvalContext(
-        x=np.stack(rows_x), classes=np.asarray(rows_cls, np.int64), image_ids=image_ids,
-        regions=rows_gt if has_boxes else None, scores=outputs[image_ids],
-        scorer=_scorer(model, args.output_index), explain=explain, create=create,
-        batch_size=args.batch_size, seed=args.seed, builtin=args.images is None)
+        x=np.stack(rows_x),
+        classes=np.asarray(rows_cls, np.int64),
+        image_ids=image_ids,
+        regions=rows_gt if has_boxes else None,
+        scores=outputs[image_ids],
+        scorer=_scorer(model, args.output_index),
+        explain=explain,
+        create=create,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        builtin=args.images is None,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -344,18 +395,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--preprocess {args.preprocess} needs an RGB model")
     n_out = models.n_outputs(models.output_shape(model, args.output_index))
     if boxes is not None:
-        samples = _user_samples(args.images, boxes, args.boxes, size, channels, args.n,
-                                args.max_megapixels)
+        samples = _user_samples(
+            args.images, boxes, args.boxes, size, channels, args.n, args.max_megapixels
+        )
         source = f"{len(samples)} image(s) from {args.images}"
     elif args.images is not None:
-        samples = _labelled_samples(args.images, labels, args.labels, size, channels,
-                                    args.n, args.max_megapixels)
-        source = (f"{len(samples)} image(s) from {args.images}, "
-                  + ("classes from --labels" if labels else "top class explained"))
+        samples = _labelled_samples(
+            args.images, labels, args.labels, size, channels, args.n, args.max_megapixels
+        )
+        source = f"{len(samples)} image(s) from {args.images}, " + (
+            "classes from --labels" if labels else "top class explained"
+        )
     else:
         samples, used = _builtin_mosaics(model, args.n or 6, args.seed)
-        source = (f"{len(samples)} built-in 2x2 mosaics of {', '.join(used)} "
-                  "(tile = ground truth)")
+        source = f"{len(samples)} built-in 2x2 mosaics of {', '.join(used)} (tile = ground truth)"
     ctx = _context(args, samples, model, prep, n_out)
     for spec in chosen:
         check = spec.function("check")
@@ -368,15 +421,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows[spec.name][method] = metric_report.summarize_all(quantities, args.seed)
     for spec in chosen:
         baselines = spec.function("baselines")
-        for label, quantities in (baselines(ctx, options[spec.name]) if baselines else {}
-                                  ).items():
+        for label, quantities in (baselines(ctx, options[spec.name]) if baselines else {}).items():
             rows[spec.name][label] = metric_report.summarize_all(quantities, args.seed)
     header = f"{source}; {len(ctx.x)} (image, class) pairs"
-    data = {"source": header, "methods": methods, "seed": args.seed,
-            "bootstrap_resamples": metric_report.RESAMPLES,
-            "metrics": {spec.name: metric_report.metric_json(spec, options[spec.name],
-                                                             rows[spec.name])
-                        for spec in chosen}}
+    data = {
+        "source": header,
+        "methods": methods,
+        "seed": args.seed,
+        "bootstrap_resamples": metric_report.RESAMPLES,
+        "metrics": {
+            spec.name: metric_report.metric_json(spec, options[spec.name], rows[spec.name])
+            for spec in chosen
+        },
+    }
     if args.json is not None:
         text = metric_report.write_json(data)
         if args.json == "-":
@@ -386,8 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(header)
     for spec in chosen:
         print()
-        print("\n".join(metric_report.table(spec, options[spec.name], rows[spec.name],
-                                            args.quiet)))
+        print("\n".join(metric_report.table(spec, options[spec.name], rows[spec.name], args.quiet)))
     if not args.quiet:
         print(f"(total {time.perf_counter() - started:.1f} s)")
     return 0

@@ -25,9 +25,11 @@ def collect_images(paths: Sequence[str]) -> list[str]:
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_EXTENSIONS)
-                           and os.path.isfile(os.path.join(path, f)))
+            found = sorted(
+                os.path.join(path, f)
+                for f in os.listdir(path)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f))
+            )
             if not found:
                 raise CliError(f"folder {path} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
             files.extend(found)
@@ -106,13 +108,19 @@ def check_pixel_limit(path: str, max_megapixels: float) -> None:
     """
     size = image_size(path)
     if size is not None and size[0] * size[1] > max_megapixels * 1e6:
-        raise CliError(f"image {path} has {size[1]}x{size[0]} = {size[0] * size[1] / 1e6:.0f} "
-                       f"megapixels, over the limit of {max_megapixels:g}; raise it with "
-                       "--max-megapixels if you mean it")
+        raise CliError(
+            f"image {path} has {size[1]}x{size[0]} = {size[0] * size[1] / 1e6:.0f} "
+            f"megapixels, over the limit of {max_megapixels:g}; raise it with "
+            "--max-megapixels if you mean it"
+        )
 
 
-def read_image(path: str, size: tuple[int, int] | None, channels: int = 3,
-               max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+def read_image(
+    path: str,
+    size: tuple[int, int] | None,
+    channels: int = 3,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> np.ndarray:
     """Reads an image file with OpenCV as uint8 RGB (or grayscale), optionally resized.
 
     Args:
@@ -137,6 +145,7 @@ def read_image(path: str, size: tuple[int, int] | None, channels: int = 3,
         raise CliError(f"cannot read image {path} (not an image OpenCV can decode, or corrupt)")
     if size is not None and image.shape[:2] != tuple(size):
         shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
-        image = cv2.resize(image, (size[1], size[0]),
-                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        image = cv2.resize(
+            image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
     return image.reshape(*image.shape[:2], channels)

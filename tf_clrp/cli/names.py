@@ -11,8 +11,10 @@ from tf_clrp.registry import ENTRIES, FAMILIES
 
 def _groups() -> dict[str, tuple[str, ...]]:
     families = [*FAMILIES, *(e.family for e in ENTRIES if e.family not in FAMILIES)]
-    groups = {FAMILIES.get(f, f): tuple(sorted(e.name for e in ENTRIES if e.family == f))
-              for f in dict.fromkeys(families)}
+    groups = {
+        FAMILIES.get(f, f): tuple(sorted(e.name for e in ENTRIES if e.family == f))
+        for f in dict.fromkeys(families)
+    }
     return {title: names for title, names in groups.items() if names}
 
 

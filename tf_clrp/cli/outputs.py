@@ -37,8 +37,7 @@ def prepare_out_folder(out: str) -> None:
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
-        raise CliError(f"cannot create the --out folder {out}: {error.strerror or error}") \
-            from None
+        raise CliError(f"cannot create the --out folder {out}: {error.strerror or error}") from None
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -75,8 +74,9 @@ def write_together(files: Sequence[tuple[str, bytes]], overwrite: bool) -> None:
     try:
         for path, data in files:
             current = path
-            temporaries.append((write_temporary(path, lambda stream, d=data: stream.write(d)),
-                                path))
+            temporaries.append(
+                (write_temporary(path, lambda stream, d=data: stream.write(d)), path)
+            )
         for temporary, path in temporaries:
             current = path
             move_into_place(temporary, path, overwrite)
@@ -85,8 +85,11 @@ def write_together(files: Sequence[tuple[str, bytes]], overwrite: bool) -> None:
         if not overwrite:  # files renamed into place by this call are ours to remove
             for path in done:
                 os.unlink(path)
-        reason = ("it exists (use --force)" if isinstance(error, FileExistsError)
-                  else error.strerror or str(error))
+        reason = (
+            "it exists (use --force)"
+            if isinstance(error, FileExistsError)
+            else error.strerror or str(error)
+        )
         raise CliError(f"cannot write {current}: {reason}") from None
     finally:
         for temporary, _ in temporaries:

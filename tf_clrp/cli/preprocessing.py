@@ -47,6 +47,13 @@ class Preprocessing:
 
 #: ``--preprocess`` name -> preset (``none`` is ``tf_clrp.bounds``' "raw").
 PREPROCESSING: dict[str, Preprocessing] = {
-    cli_name: Preprocessing(name) for cli_name, name in (
-        ("none", "raw"), ("unit", "unit"), ("symmetric", "symmetric"), ("caffe", "caffe"),
-        ("torch", "torch"), ("effnet_lite", "effnet_lite"))}
+    cli_name: Preprocessing(name)
+    for cli_name, name in (
+        ("none", "raw"),
+        ("unit", "unit"),
+        ("symmetric", "symmetric"),
+        ("caffe", "caffe"),
+        ("torch", "torch"),
+        ("effnet_lite", "effnet_lite"),
+    )
+}

@@ -20,7 +20,8 @@ TF_LOG_LINE = re.compile(
     r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] [\w./-]+:\d+\] "
-    r"|To enable the following instructions: .* rebuild TensorFlow)")
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
 
 
 def import_tensorflow(verbose: bool = False) -> None:
@@ -34,6 +35,7 @@ def import_tensorflow(verbose: bool = False) -> None:
     if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
+
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
@@ -51,8 +53,7 @@ def import_tensorflow(verbose: bool = False) -> None:
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", "replace")
-            kept = [line for line in text.splitlines(keepends=True)
-                    if not TF_LOG_LINE.match(line)]
+            kept = [line for line in text.splitlines(keepends=True) if not TF_LOG_LINE.match(line)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

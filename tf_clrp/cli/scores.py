@@ -14,8 +14,9 @@ import numpy as np
 from tf_clrp.cli import models
 
 
-def score_function(model: Any, output_index: int | None
-                   ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def score_function(
+    model: Any, output_index: int | None
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``f(x) -> (logits, probabilities)`` for the explained output, each (batch, units).
 
     The logits come from tf_clrp's canonical graph of the output with its final activation
@@ -27,8 +28,9 @@ def score_function(model: Any, output_index: int | None
     from tf_clrp.metrics._keras import batch_spec, compile_nodes
 
     graph = canonize(trace_model(model, output_index), LOGITS)
-    forward = compile_nodes(graph.nodes, [graph.input_id], [graph.output_id],
-                            [batch_spec(graph.input_shape)])
+    forward = compile_nodes(
+        graph.nodes, [graph.input_id], [graph.output_id], [batch_spec(graph.input_shape)]
+    )
     activation = graph.stripped_output_activation
 
     def scores(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +43,6 @@ def score_function(model: Any, output_index: int | None
     return scores
 
 
-def score_label(index: int, names: Sequence[str] | None, logit: float,
-                probability: float) -> str:
+def score_label(index: int, names: Sequence[str] | None, logit: float, probability: float) -> str:
     """``"name (index): logit 9.13, p 0.83"``, the row label of a grid."""
     return f"{models.label(index, names)}: logit {logit:.3g}, p {probability:.3g}"

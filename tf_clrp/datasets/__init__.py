@@ -95,8 +95,11 @@ def _atomic_dir(final: Path, arrays: dict[str, np.ndarray]) -> None:
                 _fsync(file)
         if final.exists():  # an unrecorded shard of an interrupted run (tf_clrp's own)
             if not _folder.is_shard(final):
-                raise FileExistsError(errno.EEXIST, f"{final} exists and is not a tf_clrp "
-                                      "shard; it is left alone", str(final))
+                raise FileExistsError(
+                    errno.EEXIST,
+                    f"{final} exists and is not a tf_clrp shard; it is left alone",
+                    str(final),
+                )
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
@@ -125,8 +128,11 @@ def _input_shape(analyzer: Any) -> tuple[int | None, ...] | None:
     if graph is not None:
         return tuple(graph.input_shape)
     shape = getattr(getattr(analyzer, "model", None), "input_shape", None)
-    if isinstance(shape, tuple | list) and shape and all(
-            d is None or isinstance(d, int) for d in shape):
+    if (
+        isinstance(shape, tuple | list)
+        and shape
+        and all(d is None or isinstance(d, int) for d in shape)
+    ):
         return tuple(shape)
     return None
 
@@ -139,15 +145,21 @@ def _analyzer_description(analyzer: Any, fingerprinter: Fingerprinter) -> dict[s
     non-callable attributes (its composite, precision, ...).
     """
     skip = {"model", "graph", "mirror", "rng", "name", "options"}
-    options = {k: v for k, v in vars(analyzer).items()
-               if not k.startswith("_") and k not in skip and not callable(v)}
+    options = {
+        k: v
+        for k, v in vars(analyzer).items()
+        if not k.startswith("_") and k not in skip and not callable(v)
+    }
     explicit = getattr(analyzer, "options", None)
     if isinstance(explicit, dict):
         options.update(explicit)
-    return {"class": type(analyzer).__qualname__, "module": type(analyzer).__module__,
-            "name": getattr(analyzer, "name", None),
-            "options": fingerprinter.describe(options, "analyzer option"),
-            "given": sorted(explicit) if isinstance(explicit, dict) else []}
+    return {
+        "class": type(analyzer).__qualname__,
+        "module": type(analyzer).__module__,
+        "name": getattr(analyzer, "name", None),
+        "options": fingerprinter.describe(options, "analyzer option"),
+        "given": sorted(explicit) if isinstance(explicit, dict) else [],
+    }
 
 
 def _model_description(analyzer: Any, fingerprinter: Fingerprinter) -> dict[str, Any] | None:
@@ -157,7 +169,8 @@ def _model_description(analyzer: Any, fingerprinter: Fingerprinter) -> dict[str,
         return model_fingerprint(model)
     fingerprinter.problems.append(
         f"model: {type(analyzer).__name__} exposes no Keras model as .model, so the "
-        "explained model cannot be fingerprinted")
+        "explained model cannot be fingerprinted"
+    )
     return None
 
 
@@ -167,9 +180,15 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _settings(analyzer: Any, data: Any, neuron_selection: Any, shard_size: int, fmt: str,
-              analyze_kwargs: dict[str, Any], full_shape: tuple[int | None, ...] | None
-              ) -> dict[str, Any]:
+def _settings(
+    analyzer: Any,
+    data: Any,
+    neuron_selection: Any,
+    shard_size: int,
+    fmt: str,
+    analyze_kwargs: dict[str, Any],
+    full_shape: tuple[int | None, ...] | None,
+) -> dict[str, Any]:
     """The manifest entries that identify a run (compared when resuming)."""
     fingerprinter = Fingerprinter()
     input_rank = None if full_shape is None else len(full_shape)
@@ -192,8 +211,9 @@ def _settings(analyzer: Any, data: Any, neuron_selection: Any, shard_size: int, 
 class _ShardWriter:
     """Fills one preallocated shard buffer, writes it atomically, records it."""
 
-    def __init__(self, out_dir: Path, manifest: dict[str, Any], shard_size: int, fmt: str,
-                 active: bool) -> None:
+    def __init__(
+        self, out_dir: Path, manifest: dict[str, Any], shard_size: int, fmt: str, active: bool
+    ) -> None:
         self.out_dir = out_dir
         self.manifest = manifest
         self.shard_size = shard_size
@@ -209,22 +229,33 @@ class _ShardWriter:
     def completed(self) -> int:
         return int(self.manifest["completed"])
 
-    def add(self, result: Any, selection: np.ndarray, kinds: list[str], index: np.ndarray,
-            images: np.ndarray) -> None:
+    def add(
+        self,
+        result: Any,
+        selection: np.ndarray,
+        kinds: list[str],
+        index: np.ndarray,
+        images: np.ndarray,
+    ) -> None:
         """Copies one chunk's maps, stored selection and global indices into the buffer
         (and continues the checksum of the shard's input ``images``)."""
-        arrays = {"maps": result.contrastive, **{p: getattr(result, p) for p in PARTS}} \
-            if isinstance(result, ContrastiveExplanation) else {"maps": result}
+        arrays = (
+            {"maps": result.contrastive, **{p: getattr(result, p) for p in PARTS}}
+            if isinstance(result, ContrastiveExplanation)
+            else {"maps": result}
+        )
         arrays.update(selection=selection, index=index)
         if self.buffers is None:
-            self.buffers = {name: np.empty((self.shard_size, *a.shape[1:]), a.dtype)
-                            for name, a in arrays.items()}
+            self.buffers = {
+                name: np.empty((self.shard_size, *a.shape[1:]), a.dtype)
+                for name, a in arrays.items()
+            }
             self.manifest["fields"] = list(self.buffers)
             self.manifest["sample_shape"] = list(arrays["maps"].shape[1:])
             self.manifest["dtype"] = str(arrays["maps"].dtype)
         n = len(index)
         for name, array in arrays.items():
-            self.buffers[name][self.fill:self.fill + n] = array
+            self.buffers[name][self.fill : self.fill + n] = array
         self.kinds += kinds
         self.fill += n
         self.input_crc = _input_checksum.update(self.input_crc, images)
@@ -246,10 +277,15 @@ class _ShardWriter:
         number = len(self.manifest["shards"])
         name = f"shard_{number:05d}" + (".npz" if self.fmt == "npz" else "")
         start = self.completed
-        arrays = {k: v[:self.fill] for k, v in self.buffers.items()}
-        meta = {"shard": number, "start": start, "stop": start + self.fill, "count": self.fill,
-                "analyzer": self.manifest["analyzer"]["name"]
-                or self.manifest["analyzer"]["class"], "format_version": FORMAT_VERSION}
+        arrays = {k: v[: self.fill] for k, v in self.buffers.items()}
+        meta = {
+            "shard": number,
+            "start": start,
+            "stop": start + self.fill,
+            "count": self.fill,
+            "analyzer": self.manifest["analyzer"]["name"] or self.manifest["analyzer"]["class"],
+            "format_version": FORMAT_VERSION,
+        }
         arrays["metadata"] = np.array(json.dumps(meta))
         path = self.out_dir / name
         files: dict[str, dict[str, int]] = {}
@@ -262,10 +298,16 @@ class _ShardWriter:
                 files = _integrity.record_shard(path)
             except OSError as exc:
                 raise storage_error(exc, path, self.completed) from exc
-        record = {"file": name, "start": start, "stop": start + self.fill,
-                  "count": self.fill, "bytes": sum(f["bytes"] for f in files.values()),
-                  "files": files, "selection": self._selection_runs(start),
-                  _input_checksum.KEY: self.input_crc}
+        record = {
+            "file": name,
+            "start": start,
+            "stop": start + self.fill,
+            "count": self.fill,
+            "bytes": sum(f["bytes"] for f in files.values()),
+            "files": files,
+            "selection": self._selection_runs(start),
+            _input_checksum.KEY: self.input_crc,
+        }
         self.manifest["shards"].append(record)
         self.manifest["completed"] = start + self.fill
         self.save_manifest(unrecord_last=True)
@@ -293,31 +335,50 @@ class _ShardWriter:
             raise storage_error(exc, path, self.completed) from exc
 
 
-def _open_folder(out: Path, config: dict[str, Any], resume: bool, overwrite: bool,
-                 neuron_selection: Any, n_outputs: int | None
-                 ) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
+def _open_folder(
+    out: Path,
+    config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    neuron_selection: Any,
+    n_outputs: int | None,
+) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
     """Checks and cleans ``out`` (locked by the caller); returns the state to start from."""
-    state: dict[str, Any] = {"shards": [], "completed": 0, "complete": False, "fields": None,
-                             "sample_shape": None, "dtype": None}
+    state: dict[str, Any] = {
+        "shards": [],
+        "completed": 0,
+        "complete": False,
+        "fields": None,
+        "sample_shape": None,
+        "dtype": None,
+    }
     check_skipped = None
     old = read_manifest(out)
     if old is None:  # nothing here is provably tf_clrp's: nothing is deleted
         _folder.check_new_folder(out, overwrite)
         return state, None
     if resume:
-        state, check_skipped = _resume.resume_from(out, old, config, neuron_selection,
-                                                   n_outputs)
+        state, check_skipped = _resume.resume_from(out, old, config, neuron_selection, n_outputs)
     _folder.remove_unrecorded(out, {r["file"] for r in state["shards"]})
     return state, check_skipped
 
 
 # ---------------------------------------------------------------------------- main entry
-def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathLike[str], *,
-                    neuron_selection: Any = "max_activation", shard_size: int = 256,
-                    batch_size: int = 32, format: str = "npz", progress: bool = True,
-                    resume: bool = True, overwrite: bool = False,
-                    strategy: tf.distribute.Strategy | None = None,
-                    analyze_kwargs: dict[str, Any] | None = None) -> DatasetExplanation:
+def explain_dataset(
+    analyzer: Analyzer | Any,
+    data: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    neuron_selection: Any = "max_activation",
+    shard_size: int = 256,
+    batch_size: int = 32,
+    format: str = "npz",
+    progress: bool = True,
+    resume: bool = True,
+    overwrite: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    analyze_kwargs: dict[str, Any] | None = None,
+) -> DatasetExplanation:
     """Explains every sample of a dataset and writes the maps to disk in shards.
 
     Memory stays bounded by one shard of maps plus one batch, whatever the dataset length.
@@ -372,11 +433,13 @@ def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathL
     runner = None
     if strategy is not None:
         from tf_clrp._distribute import DistributedRunner
+
         runner = DistributedRunner(strategy)
     active = runner is None or runner.is_writer
     full_shape = _input_shape(analyzer)
-    config = _settings(analyzer, data, neuron_selection, shard_size, format, analyze_kwargs,
-                       full_shape)
+    config = _settings(
+        analyzer, data, neuron_selection, shard_size, format, analyze_kwargs, full_shape
+    )
     lock = FolderLock(out)
     if active:
         _prepare_dir(out)
@@ -386,33 +449,66 @@ def explain_dataset(analyzer: Analyzer | Any, data: Any, out_dir: str | os.PathL
             raise FolderLockedError(
                 f"{out} is in use by another explain_dataset run ({held.reason}; lock file "
                 f"{held.path}). Wait for it to finish or use another out_dir; if that process "
-                f"is gone, delete {held.path}.") from None
+                f"is gone, delete {held.path}."
+            ) from None
     try:
-        return _explain_locked(analyzer, data, out, config, runner, active, neuron_selection,
-                               batch_size, progress, resume, overwrite, analyze_kwargs,
-                               full_shape)
+        return _explain_locked(
+            analyzer,
+            data,
+            out,
+            config,
+            runner,
+            active,
+            neuron_selection,
+            batch_size,
+            progress,
+            resume,
+            overwrite,
+            analyze_kwargs,
+            full_shape,
+        )
     finally:
         if active:
             lock.release()
 
 
-def _explain_locked(analyzer: Any, data: Any, out: Path, config: dict[str, Any], runner: Any,
-                    active: bool, neuron_selection: Any, batch_size: int, progress: bool,
-                    resume: bool, overwrite: bool, analyze_kwargs: dict[str, Any],
-                    full_shape: tuple[int | None, ...] | None) -> DatasetExplanation:
+def _explain_locked(
+    analyzer: Any,
+    data: Any,
+    out: Path,
+    config: dict[str, Any],
+    runner: Any,
+    active: bool,
+    neuron_selection: Any,
+    batch_size: int,
+    progress: bool,
+    resume: bool,
+    overwrite: bool,
+    analyze_kwargs: dict[str, Any],
+    full_shape: tuple[int | None, ...] | None,
+) -> DatasetExplanation:
     """``explain_dataset`` once the folder is locked (by the writing worker)."""
     n_outputs = getattr(analyzer, "n_outputs", None)
-    manifest: dict[str, Any] = {**config, "shards": [], "completed": 0, "complete": False,
-                                "fields": None, "sample_shape": None, "dtype": None}
+    manifest: dict[str, Any] = {
+        **config,
+        "shards": [],
+        "completed": 0,
+        "complete": False,
+        "fields": None,
+        "sample_shape": None,
+        "dtype": None,
+    }
     check_skipped = None
     if active:
-        state, check_skipped = _open_folder(out, config, resume, overwrite, neuron_selection,
-                                            n_outputs)
+        state, check_skipped = _open_folder(
+            out, config, resume, overwrite, neuron_selection, n_outputs
+        )
         manifest.update(state)
     skipped_shards = len(manifest["shards"])
     if runner is not None:  # every worker starts after the chief's finished shards
         agreed = runner.broadcast_from_chief(
-            np.array([manifest["completed"], manifest["complete"]], np.float64))
+            np.array([manifest["completed"], manifest["complete"]], np.float64)
+        )
         manifest["completed"], manifest["complete"] = int(agreed[0]), bool(agreed[1])
     writer = _ShardWriter(out, manifest, config["shard_size"], config["format"], active)
     input_rank = None if full_shape is None else len(full_shape)
@@ -429,21 +525,39 @@ def _explain_locked(analyzer: Any, data: Any, out: Path, config: dict[str, Any],
     progress_bar = Progress(progress, config["n_samples_expected"], skip)
     try:
         batches = iter_batches(data, input_rank, batch_size, skip, check_skipped)
-        _run(analyzer, batches, writer, runner, neuron_selection, batch_size, skip,
-             analyze_kwargs, progress_bar)
+        _run(
+            analyzer,
+            batches,
+            writer,
+            runner,
+            neuron_selection,
+            batch_size,
+            skip,
+            analyze_kwargs,
+            progress_bar,
+        )
     finally:
         progress_bar.close()
     if check_skipped is not None:
         check_skipped.finish()
     manifest["complete"] = True
     writer.save_manifest()
-    return DatasetExplanation(out, manifest, computed_shards=writer.written,
-                              skipped_shards=skipped_shards)
+    return DatasetExplanation(
+        out, manifest, computed_shards=writer.written, skipped_shards=skipped_shards
+    )
 
 
-def _run(analyzer: Any, batches: Any, writer: _ShardWriter, runner: Any,
-         neuron_selection: Any, batch_size: int, skip: int,
-         analyze_kwargs: dict[str, Any], progress: Progress) -> None:
+def _run(
+    analyzer: Any,
+    batches: Any,
+    writer: _ShardWriter,
+    runner: Any,
+    neuron_selection: Any,
+    batch_size: int,
+    skip: int,
+    analyze_kwargs: dict[str, Any],
+    progress: Progress,
+) -> None:
     """The streaming loop: batches → chunks (never across a shard boundary) → shards."""
     next_index = skip
     pending: list[tuple[np.ndarray, np.ndarray | None]] = []
@@ -452,19 +566,28 @@ def _run(analyzer: Any, batches: Any, writer: _ShardWriter, runner: Any,
 
     def explain_pending() -> None:
         nonlocal pending, pending_n, next_index
-        images = pending[0][0] if len(pending) == 1 else np.concatenate(
-            [p[0] for p in pending], axis=0)
+        images = (
+            pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending], axis=0)
+        )
         has_labels = all(p[1] is not None for p in pending)
-        labels = None if not has_labels else (pending[0][1] if len(pending) == 1 else
-                                              np.concatenate([p[1] for p in pending], axis=0))
+        labels = (
+            None
+            if not has_labels
+            else (
+                pending[0][1]
+                if len(pending) == 1
+                else np.concatenate([p[1] for p in pending], axis=0)
+            )
+        )
         index = np.arange(next_index, next_index + len(images), dtype=np.int64)
         check_finite(images, index)
         selection = chunk_selection(neuron_selection, images, labels, index, n_outputs)
         selection, stored, kinds = explained_selection(analyzer, images, selection)
         kwargs = chunk_kwargs(analyzer, analyze_kwargs, index)
         if runner is None:
-            result = analyzer.analyze(images, neuron_selection=selection,
-                                      batch_size=batch_size, **kwargs)
+            result = analyzer.analyze(
+                images, neuron_selection=selection, batch_size=batch_size, **kwargs
+            )
         else:
             result = runner.analyze(analyzer, images, selection, **kwargs)
         writer.add(result, stored, kinds, index, images)
@@ -481,8 +604,12 @@ def _run(analyzer: Any, batches: Any, writer: _ShardWriter, runner: Any,
         while position < len(images):
             room = min(batch_size - pending_n, writer.shard_size - writer.fill - pending_n)
             take = min(room, len(images) - position)
-            pending.append((images[position:position + take],
-                            None if labels is None else labels[position:position + take]))
+            pending.append(
+                (
+                    images[position : position + take],
+                    None if labels is None else labels[position : position + take],
+                )
+            )
             pending_n += take
             position += take
             if pending_n == batch_size or writer.fill + pending_n == writer.shard_size:

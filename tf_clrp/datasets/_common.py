@@ -46,9 +46,11 @@ def storage_error(exc: OSError, what: Path, completed: int) -> ExplanationStorag
         reason = exc.strerror or str(exc)
     message = f"cannot write {what}: {reason} [{type(exc).__name__}: {exc}]."
     if completed:
-        message += (f" Nothing was left half-written; the {completed} sample(s) in finished "
-                    "shards are kept, and rerunning explain_dataset with resume=True "
-                    "continues after them.")
+        message += (
+            f" Nothing was left half-written; the {completed} sample(s) in finished "
+            "shards are kept, and rerunning explain_dataset with resume=True "
+            "continues after them."
+        )
     error = ExplanationStorageError(exc.errno, message)
     error.filename = str(what)
     return error

@@ -74,10 +74,16 @@ def model_fingerprint(model: keras.Model) -> dict[str, Any]:
     try:
         architecture = {"config": _rename_layers(model.get_config())}
     except (NotImplementedError, TypeError, ValueError, AttributeError):
-        architecture = {"layers": [type(layer).__qualname__ for layer in model.layers],
-                        "shapes": [list(v.shape) for v in model.weights]}
-    return {"name": model.name, "architecture": digest(_canonical_json(architecture)),
-            "weights": weights.hexdigest()[:32], "n_weights": len(model.weights)}
+        architecture = {
+            "layers": [type(layer).__qualname__ for layer in model.layers],
+            "shapes": [list(v.shape) for v in model.weights],
+        }
+    return {
+        "name": model.name,
+        "architecture": digest(_canonical_json(architecture)),
+        "weights": weights.hexdigest()[:32],
+        "n_weights": len(model.weights),
+    }
 
 
 class Fingerprinter:
@@ -109,8 +115,10 @@ class Fingerprinter:
         if isinstance(value, list | tuple):
             return [self.describe(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
         if isinstance(value, dict):
-            return {str(k): self.describe(v, f"{where}.{k}", depth + 1)
-                    for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+            return {
+                str(k): self.describe(v, f"{where}.{k}", depth + 1)
+                for k, v in sorted(value.items(), key=lambda item: str(item[0]))
+            }
         if isinstance(value, set | frozenset):
             items = [self.describe(v, where, depth + 1) for v in value]
             return {"set": sorted(items, key=_canonical_json)}
@@ -123,8 +131,11 @@ class Fingerprinter:
         if array.size <= _SMALL_ARRAY and array.dtype.kind in "biuf":
             return {"array": array.tolist(), "dtype": array.dtype.str}
         array = np.ascontiguousarray(array)
-        return {"array": digest(memoryview(array).cast("B")), "dtype": array.dtype.str,
-                "shape": list(array.shape)}
+        return {
+            "array": digest(memoryview(array).cast("B")),
+            "dtype": array.dtype.str,
+            "shape": list(array.shape),
+        }
 
     def _callable_or_object(self, value: Any, where: str, depth: int) -> Any:
         if isinstance(value, types.ModuleType):
@@ -134,12 +145,16 @@ class Fingerprinter:
         if isinstance(value, types.FunctionType):
             return self._function(value, where, depth)
         if isinstance(value, types.MethodType):
-            return {"method": self.describe(value.__func__, where, depth + 1),
-                    "self": self.describe(value.__self__, f"{where}.__self__", depth + 1)}
+            return {
+                "method": self.describe(value.__func__, where, depth + 1),
+                "self": self.describe(value.__self__, f"{where}.__self__", depth + 1),
+            }
         if isinstance(value, functools.partial):
-            return {"partial": self.describe(value.func, where, depth + 1),
-                    "args": self.describe(value.args, f"{where}.args", depth + 1),
-                    "keywords": self.describe(value.keywords, f"{where}.keywords", depth + 1)}
+            return {
+                "partial": self.describe(value.func, where, depth + 1),
+                "args": self.describe(value.args, f"{where}.args", depth + 1),
+                "keywords": self.describe(value.keywords, f"{where}.keywords", depth + 1),
+            }
         if isinstance(value, types.BuiltinFunctionType | types.BuiltinMethodType):
             owner = getattr(value, "__self__", None)
             if owner is None or isinstance(owner, types.ModuleType):
@@ -155,10 +170,14 @@ class Fingerprinter:
         self._active.add(id(value))
         try:
             kind = f"{type(value).__module__}.{type(value).__qualname__}"
-            call = next((vars(k)["__call__"] for k in type(value).__mro__
-                         if "__call__" in vars(k)), None)
-            code = self.describe(call, f"{where}.__call__", depth + 1) \
-                if isinstance(call, types.FunctionType) else None
+            call = next(
+                (vars(k)["__call__"] for k in type(value).__mro__ if "__call__" in vars(k)), None
+            )
+            code = (
+                self.describe(call, f"{where}.__call__", depth + 1)
+                if isinstance(call, types.FunctionType)
+                else None
+            )
             if dataclasses.is_dataclass(value):
                 state: Any = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
             elif callable(getattr(value, "get_config", None)):
@@ -168,8 +187,7 @@ class Fingerprinter:
             else:
                 self.problems.append(f"{where}: a {kind} cannot be fingerprinted")
                 return "?"
-            return {"object": kind, "call": code,
-                    "state": self.describe(state, where, depth + 1)}
+            return {"object": kind, "call": code, "state": self.describe(state, where, depth + 1)}
         finally:
             self._active.discard(id(value))
 
@@ -189,17 +207,17 @@ class Fingerprinter:
                 except ValueError:
                     self.problems.append(f"{where}: closure variable {free!r} is unset")
                     content = "?"
-                closure.append(self.describe(content, f"{where} (closure {free!r})",
-                                             depth + 1))
+                closure.append(self.describe(content, f"{where} (closure {free!r})", depth + 1))
             return {
                 "function": name,
                 "code": _code_digest(fn.__code__),
                 "defaults": self.describe(fn.__defaults__, f"{where} (defaults)", depth + 1),
-                "kwdefaults": self.describe(fn.__kwdefaults__, f"{where} (defaults)",
-                                            depth + 1),
+                "kwdefaults": self.describe(fn.__kwdefaults__, f"{where} (defaults)", depth + 1),
                 "closure": closure,
-                "globals": {g: self.describe(fn.__globals__[g], f"{where} (global {g!r})",
-                                             depth + 1) for g in globals_read},
+                "globals": {
+                    g: self.describe(fn.__globals__[g], f"{where} (global {g!r})", depth + 1)
+                    for g in globals_read
+                },
             }
         finally:
             self._active.discard(id(fn))
@@ -216,8 +234,14 @@ def _names(code: types.CodeType) -> set[str]:
 
 def _code_digest(code: types.CodeType) -> str:
     """Hash of a code object: bytecode, names, constants (nested code recursively)."""
-    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c)
-              for c in code.co_consts]
-    content = [code.co_code.hex(), list(code.co_names), list(code.co_varnames),
-               list(code.co_freevars), code.co_argcount, code.co_kwonlyargcount, consts]
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    content = [
+        code.co_code.hex(),
+        list(code.co_names),
+        list(code.co_varnames),
+        list(code.co_freevars),
+        code.co_argcount,
+        code.co_kwonlyargcount,
+        consts,
+    ]
     return digest(json.dumps(content))

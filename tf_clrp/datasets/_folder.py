@@ -46,8 +46,11 @@ def is_temporary(path: Path) -> bool:
 def foreign_entries(out_dir: Path) -> list[str]:
     """Names in ``out_dir`` that tf_clrp did not write (sorted)."""
     own = {MANIFEST, LOCK}
-    return sorted(p.name for p in out_dir.iterdir()
-                  if p.name not in own and not is_shard(p) and not is_temporary(p))
+    return sorted(
+        p.name
+        for p in out_dir.iterdir()
+        if p.name not in own and not is_shard(p) and not is_temporary(p)
+    )
 
 
 def _shown(names: list[str]) -> str:
@@ -61,21 +64,23 @@ def check_new_folder(out_dir: Path, overwrite: bool) -> None:
         FolderError: such a folder and ``overwrite=False``; or ``overwrite=True`` and an
             entry named like a shard (tf_clrp would replace it, but cannot know it wrote it).
     """
-    taken = sorted(p.name for p in out_dir.iterdir()
-                   if p.name != LOCK and not is_temporary(p))
+    taken = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK and not is_temporary(p))
     if taken and not overwrite:
         raise FolderError(
             f"{out_dir} is not empty ({_shown(taken)}) and has no {MANIFEST}, so it is not "
             "an explain_dataset output folder. Use an empty or new folder, or "
-            "overwrite=True to write into it anyway (nothing in it is deleted).")
-    shard_named = [name for name in taken
-                   if _SHARD_FILE.fullmatch(name) or _SHARD_DIR.fullmatch(name)]
+            "overwrite=True to write into it anyway (nothing in it is deleted)."
+        )
+    shard_named = [
+        name for name in taken if _SHARD_FILE.fullmatch(name) or _SHARD_DIR.fullmatch(name)
+    ]
     if shard_named:
         raise FolderError(
             f"{out_dir} has no {MANIFEST} but holds {_shown(shard_named)}, named like "
             "tf_clrp shards; without a manifest tf_clrp cannot know it wrote them, so "
             "overwrite=True does not replace them. Move or delete them yourself, or use "
-            "another out_dir.")
+            "another out_dir."
+        )
 
 
 def remove(path: Path) -> None:

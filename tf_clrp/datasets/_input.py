@@ -22,8 +22,10 @@ def split_element(element: Any) -> tuple[Any, Any]:
     if isinstance(element, dict):
         image_key = next((k for k in _IMAGE_KEYS if k in element), None)
         if image_key is None:
-            raise TypeError(f"dataset elements are dicts with keys {sorted(element)}; expected "
-                            f"one of {_IMAGE_KEYS} for the images")
+            raise TypeError(
+                f"dataset elements are dicts with keys {sorted(element)}; expected "
+                f"one of {_IMAGE_KEYS} for the images"
+            )
         label_key = next((k for k in _LABEL_KEYS if k in element), None)
         return element[image_key], None if label_key is None else element[label_key]
     if isinstance(element, tuple | list):
@@ -46,9 +48,13 @@ def image_rank(dataset: tf.data.Dataset) -> int | None:
     return None if shape is None or shape.rank is None else int(shape.rank)
 
 
-def iter_batches(data: Any, input_rank: int | None, batch_size: int, skip: int,
-                 check_skipped: SkippedCheck | None = None
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def iter_batches(
+    data: Any,
+    input_rank: int | None,
+    batch_size: int,
+    skip: int,
+    check_skipped: SkippedCheck | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yields (images, labels) numpy batches, the first ``skip`` samples left out.
 
     Elements whose images have one axis less than the model input are single samples
@@ -61,7 +67,7 @@ def iter_batches(data: Any, input_rank: int | None, batch_size: int, skip: int,
                 stop = min(start + batch_size, skip, len(data))
                 check_skipped(data[start:stop], None, np.arange(start, stop))
         for start in range(skip, len(data), batch_size):
-            yield data[start:start + batch_size], None
+            yield data[start : start + batch_size], None
         return
     if isinstance(data, tf.data.Dataset):
         if input_rank is not None and image_rank(data) == input_rank - 1:
@@ -83,8 +89,11 @@ def iter_batches(data: Any, input_rank: int | None, batch_size: int, skip: int,
         if skip:
             dropped = min(skip, len(images))
             if check_skipped is not None:
-                check_skipped(images[:dropped], None if labels is None else labels[:dropped],
-                              np.arange(position, position + dropped))
+                check_skipped(
+                    images[:dropped],
+                    None if labels is None else labels[:dropped],
+                    np.arange(position, position + dropped),
+                )
             position += dropped
             skip -= dropped
             if not len(images) - dropped:
@@ -99,8 +108,11 @@ def total_samples(data: Any, input_rank: int | None) -> int | None:
     """The number of samples when it is known without reading the data (else None)."""
     if isinstance(data, np.ndarray):
         return len(data)
-    if isinstance(data, tf.data.Dataset) and input_rank is not None and \
-            image_rank(data) == input_rank - 1:
+    if (
+        isinstance(data, tf.data.Dataset)
+        and input_rank is not None
+        and image_rank(data) == input_rank - 1
+    ):
         count = int(data.cardinality())
         return count if count >= 0 else None
     return None
@@ -117,4 +129,5 @@ def check_finite(images: np.ndarray, index: np.ndarray) -> None:
         raise InputError(
             f"sample {int(index[first])} of the dataset contains {bad} NaN/Inf value(s) "
             f"({int((~finite).sum())} such sample(s) in its chunk); explanations need finite "
-            "input")
+            "input"
+        )

@@ -43,7 +43,8 @@ def _data_error(out: Path, line: str) -> ResumeMismatchError:
     return ResumeMismatchError(
         f"{out} holds a run made with other data:\n  {line}\nThe data must arrive in the "
         "same order on every run. Use another out_dir, or resume=False to discard the "
-        "stored run.")
+        "stored run."
+    )
 
 
 class SkippedInputs:
@@ -54,9 +55,12 @@ class SkippedInputs:
     (written by an older tf_clrp) are not compared.
     """
 
-    def __init__(self, out: Path, shards: list[dict[str, Any]],
-                 labels_check: Callable[[np.ndarray | None, np.ndarray], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        out: Path,
+        shards: list[dict[str, Any]],
+        labels_check: Callable[[np.ndarray | None, np.ndarray], None] | None = None,
+    ) -> None:
         self.out = out
         self.shards = list(shards)  # the run appends its new shards to the original
         self.labels_check = labels_check
@@ -64,8 +68,7 @@ class SkippedInputs:
         self.crc = 0
         self.seen = 0
 
-    def __call__(self, images: np.ndarray, labels: np.ndarray | None,
-                 index: np.ndarray) -> None:
+    def __call__(self, images: np.ndarray, labels: np.ndarray | None, index: np.ndarray) -> None:
         if self.labels_check is not None:
             self.labels_check(labels, index)
         offset = 0
@@ -73,7 +76,7 @@ class SkippedInputs:
             shard = self.shards[self.current]
             take = min(len(images) - offset, shard["stop"] - self.seen)
             if KEY in shard:
-                self.crc = update(self.crc, images[offset:offset + take])
+                self.crc = update(self.crc, images[offset : offset + take])
             offset += take
             self.seen += take
             if self.seen == shard["stop"]:
@@ -82,9 +85,11 @@ class SkippedInputs:
     def _compare(self, shard: dict[str, Any]) -> None:
         if KEY in shard and self.crc != shard[KEY]:
             raise _data_error(
-                self.out, f"the data differ from the stored run at samples "
+                self.out,
+                f"the data differ from the stored run at samples "
                 f"{shard['start']}–{shard['stop'] - 1} (shard {shard['file']}: input "
-                f"CRC-32 stored {shard[KEY]:08x}, now {self.crc:08x})")
+                f"CRC-32 stored {shard[KEY]:08x}, now {self.crc:08x})",
+            )
         self.current += 1
         self.crc = 0
 
@@ -92,5 +97,7 @@ class SkippedInputs:
         """Raises if the data ended before all kept shards' samples were seen."""
         if self.current < len(self.shards):
             raise _data_error(
-                self.out, f"the data end after {self.seen} samples, but the stored run "
-                f"has {self.shards[-1]['stop']} finished samples")
+                self.out,
+                f"the data end after {self.seen} samples, but the stored run "
+                f"has {self.shards[-1]['stop']} finished samples",
+            )

@@ -47,7 +47,8 @@ def record_shard(path: Path) -> dict[str, dict[str, int]]:
 def _damaged(path: Path, what: str) -> ShardIntegrityError:
     return ShardIntegrityError(
         f"shard file {path} is damaged: {what}. Delete it (or the whole shard) and rerun "
-        "explain_dataset with resume=True to recompute that shard")
+        "explain_dataset with resume=True to recompute that shard"
+    )
 
 
 def check_size(path: Path, expected: dict[str, int]) -> None:
@@ -55,11 +56,13 @@ def check_size(path: Path, expected: dict[str, int]) -> None:
     if not path.is_file():
         raise ShardIntegrityError(
             f"shard file {path} is listed in the manifest but missing; rerun explain_dataset "
-            "with resume=True to recompute it")
+            "with resume=True to recompute it"
+        )
     size = path.stat().st_size
     if size != expected["bytes"]:
-        raise _damaged(path, f"{size} bytes on disk, {expected['bytes']} recorded "
-                             "(truncated or overwritten)")
+        raise _damaged(
+            path, f"{size} bytes on disk, {expected['bytes']} recorded (truncated or overwritten)"
+        )
 
 
 def verify_file(path: Path, expected: dict[str, int]) -> None:
@@ -71,8 +74,7 @@ def verify_file(path: Path, expected: dict[str, int]) -> None:
 
 def verify_shard(path: Path, files: dict[str, dict[str, int]]) -> None:
     """Checks every recorded file of one shard (sizes first, then checksums)."""
-    targets = [(path if name == "." else path / name, expected)
-               for name, expected in files.items()]
+    targets = [(path if name == "." else path / name, expected) for name, expected in files.items()]
     for target, expected in targets:
         check_size(target, expected)
     for target, expected in targets:
@@ -96,8 +98,10 @@ def _read_verified(path: Path, expected: dict[str, int] | None) -> np.ndarray:
         nonlocal crc
         crc = zlib.crc32(block, crc)
 
-    with open(path, "rb", buffering=0) as file, \
-            ThreadPoolExecutor(1, thread_name_prefix="tf_clrp-crc") as worker:
+    with (
+        open(path, "rb", buffering=0) as file,
+        ThreadPoolExecutor(1, thread_name_prefix="tf_clrp-crc") as worker,
+    ):
         position = 0
         while position < size:
             stop = min(position + _READ_BLOCK, size)
@@ -105,7 +109,7 @@ def _read_verified(path: Path, expected: dict[str, int] | None) -> np.ndarray:
             if not got:
                 raise _damaged(path, "it changed size while being read")
             if expected is not None:
-                worker.submit(checksum, view[position:position + got])
+                worker.submit(checksum, view[position : position + got])
             position += got
     if expected is not None and crc != expected["crc32"]:
         raise _damaged(path, "its CRC-32 differs from the recorded one (flipped bytes)")
@@ -138,8 +142,7 @@ def load_npy(path: Path, expected: dict[str, int] | None, mmap: bool) -> np.ndar
         raise _damaged(path, f"numpy cannot read it ({type(exc).__name__}: {exc})") from exc
 
 
-def load_npz(path: Path, expected: dict[str, int] | None, names: list[str]
-             ) -> dict[str, Any]:
+def load_npz(path: Path, expected: dict[str, int] | None, names: list[str]) -> dict[str, Any]:
     """Arrays ``names`` of one ``.npz`` shard, the file verified first if ``expected``."""
     if expected is not None:
         verify_file(path, expected)

@@ -71,8 +71,10 @@ def _held_reason(owner: dict[str, Any]) -> str | None:
     if not isinstance(pid, int) or not isinstance(host, str):
         return "the lock file is unreadable (not written by this tf_clrp version)"
     if host != socket.gethostname():
-        return (f"held by pid {pid} on host {host!r}, which cannot be checked from "
-                f"{socket.gethostname()!r}")
+        return (
+            f"held by pid {pid} on host {host!r}, which cannot be checked from "
+            f"{socket.gethostname()!r}"
+        )
     if pid == os.getpid():
         if owner.get("token") not in _HELD:
             return None
@@ -96,9 +98,14 @@ class FolderLock:
             LockHeld: another live owner (or one on another host) holds it.
         """
         self.token = f"{os.getpid()}-{time.time_ns()}"
-        content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "token": self.token})
+        content = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "token": self.token,
+            }
+        )
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f"{LOCK}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -12,8 +12,13 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int | None, initial: int) -> None:
         self.enabled = enabled
-        self.bar = (progress_bar(total=total, initial=initial, unit="sample", desc="explaining",
-                                 dynamic_ncols=True) if enabled else None)
+        self.bar = (
+            progress_bar(
+                total=total, initial=initial, unit="sample", desc="explaining", dynamic_ncols=True
+            )
+            if enabled
+            else None
+        )
 
     def update(self, n: int) -> None:
         """Advances the bar by ``n`` samples."""

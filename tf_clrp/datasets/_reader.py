@@ -14,8 +14,13 @@ import numpy as np
 from tf_clrp.datasets import _integrity
 from tf_clrp.datasets._common import FORMAT_VERSION, MANIFEST, PARTS, ShardIntegrityError
 
-_REQUIRED = {"format_version": int, "format": str, "shards": list, "completed": int,
-             "complete": bool}
+_REQUIRED = {
+    "format_version": int,
+    "format": str,
+    "shards": list,
+    "completed": int,
+    "complete": bool,
+}
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
@@ -31,19 +36,28 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as file:
             manifest = json.load(file)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); it is damaged or not "
-                         "tf_clrp's: remove it or use another out_dir") from exc
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); it is damaged or not "
+            "tf_clrp's: remove it or use another out_dir"
+        ) from exc
     if not isinstance(manifest, dict):
-        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not a tf_clrp "
-                         "manifest (an object with format_version, shards, ...); remove it "
-                         "or use another out_dir")
+        raise ValueError(
+            f"{path} holds a JSON {type(manifest).__name__}, not a tf_clrp "
+            "manifest (an object with format_version, shards, ...); remove it "
+            "or use another out_dir"
+        )
     wrong = [key for key, kind in _REQUIRED.items() if not isinstance(manifest.get(key), kind)]
     if wrong:
-        raise ValueError(f"{path} is not a tf_clrp manifest: {', '.join(wrong)} missing or "
-                         "of the wrong type; remove it or use another out_dir")
+        raise ValueError(
+            f"{path} is not a tf_clrp manifest: {', '.join(wrong)} missing or "
+            "of the wrong type; remove it or use another out_dir"
+        )
     for number, record in enumerate(manifest["shards"]):
-        if not isinstance(record, dict) or not isinstance(record.get("file"), str) or \
-                os.path.basename(record["file"]) != record["file"]:
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("file"), str)
+            or os.path.basename(record["file"]) != record["file"]
+        ):
             raise ValueError(f"{path}: shard record {number} is malformed ({record!r:.80})")
     return manifest
 
@@ -64,9 +78,15 @@ class DatasetExplanation:
         verify: Check every file read against its CRC-32 (False: sizes only).
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str], manifest: dict[str, Any], *,
-                 computed_shards: int = 0, skipped_shards: int = 0,
-                 verify: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        manifest: dict[str, Any],
+        *,
+        computed_shards: int = 0,
+        skipped_shards: int = 0,
+        verify: bool = True,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.manifest = manifest
         self.verify_checksums = verify
@@ -115,8 +135,9 @@ class DatasetExplanation:
             if "files" in record:
                 _integrity.verify_shard(self.out_dir / record["file"], record["files"])
 
-    def iter_shards(self, fields: Iterable[str] | None = None, *, mmap: bool = False
-                    ) -> Iterator[dict[str, np.ndarray]]:
+    def iter_shards(
+        self, fields: Iterable[str] | None = None, *, mmap: bool = False
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Reads the shards one at a time, in sample order, verifying each file read.
 
         Args:
@@ -137,8 +158,9 @@ class DatasetExplanation:
         for record in self.manifest["shards"]:
             yield self._read_shard(record, wanted, mmap)
 
-    def _read_shard(self, record: dict[str, Any], wanted: list[str], mmap: bool
-                    ) -> dict[str, np.ndarray]:
+    def _read_shard(
+        self, record: dict[str, Any], wanted: list[str], mmap: bool
+    ) -> dict[str, np.ndarray]:
         path = self.out_dir / record["file"]
         files = record.get("files")  # absent in format-1 folders: not verified
         if files is not None and not self.verify_checksums:
@@ -148,18 +170,23 @@ class DatasetExplanation:
         if not path.exists():
             raise ShardIntegrityError(
                 f"shard {path} is listed in {self.out_dir / MANIFEST} but missing; rerun "
-                "explain_dataset with resume=True to recompute it")
+                "explain_dataset with resume=True to recompute it"
+            )
         if self.manifest["format"] == "npz":
             arrays = _integrity.load_npz(path, None if files is None else files["."], wanted)
         else:
-            arrays = {name: _integrity.load_npy(
-                path / f"{name}.npy", None if files is None else files.get(f"{name}.npy"),
-                mmap) for name in wanted}
+            arrays = {
+                name: _integrity.load_npy(
+                    path / f"{name}.npy", None if files is None else files.get(f"{name}.npy"), mmap
+                )
+                for name in wanted
+            }
         for name, array in arrays.items():
             if len(array) != record["count"]:
                 raise ShardIntegrityError(
                     f"shard {path}: {name} has {len(array)} rows, the manifest records "
-                    f"{record['count']}")
+                    f"{record['count']}"
+                )
         return arrays
 
     def concatenate(self, fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -204,18 +231,20 @@ class DatasetExplanation:
             f"  maps: {self.manifest.get('dtype', 'float32')} "
             f"{self.sample_shape} per sample, format {self.manifest['format']}, "
             f"{size / 2**20:.1f} MiB",
-            f"  this run: {self.computed_shards} shard(s) computed, "
-            f"{self.skipped_shards} resumed",
+            f"  this run: {self.computed_shards} shard(s) computed, {self.skipped_shards} resumed",
         ]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"DatasetExplanation(out_dir={str(self.out_dir)!r}, n_samples={self.n_samples}, "
-                f"shards={len(self.manifest['shards'])}, complete={self.complete})")
+        return (
+            f"DatasetExplanation(out_dir={str(self.out_dir)!r}, n_samples={self.n_samples}, "
+            f"shards={len(self.manifest['shards'])}, complete={self.complete})"
+        )
 
 
-def load_explanations(out_dir: str | os.PathLike[str], *, verify: bool = True
-                      ) -> DatasetExplanation:
+def load_explanations(
+    out_dir: str | os.PathLike[str], *, verify: bool = True
+) -> DatasetExplanation:
     """Opens an ``explain_dataset`` output folder.
 
     Args:
@@ -235,13 +264,19 @@ def load_explanations(out_dir: str | os.PathLike[str], *, verify: bool = True
     if manifest is None:
         raise FileNotFoundError(
             f"no {MANIFEST} in {out_dir}: not an explain_dataset output folder (or the run "
-            "stopped before writing anything)")
+            "stopped before writing anything)"
+        )
     version = manifest["format_version"]
     if version > FORMAT_VERSION:
-        raise ValueError(f"{out_dir} was written by a newer tf_clrp (folder format {version}; "
-                         f"this version reads up to {FORMAT_VERSION}); upgrade tf_clrp")
+        raise ValueError(
+            f"{out_dir} was written by a newer tf_clrp (folder format {version}; "
+            f"this version reads up to {FORMAT_VERSION}); upgrade tf_clrp"
+        )
     if version < FORMAT_VERSION:
         warnings.warn(
             f"{out_dir} was written by an older tf_clrp (folder format {version}): its shards "
-            "carry no checksums, so damaged files are not detected", UserWarning, stacklevel=2)
+            "carry no checksums, so damaged files are not detected",
+            UserWarning,
+            stacklevel=2,
+        )
     return DatasetExplanation(out_dir, manifest, verify=verify)

@@ -14,8 +14,15 @@ from tf_clrp.datasets._reader import DatasetExplanation
 from tf_clrp.datasets._selection import labels_to_indices, unit_values
 
 #: Manifest entries that must be equal to resume (``neuron_selection`` is compared apart).
-COMPARED = ("format", "shard_size", "analyzer", "model", "analyze_kwargs", "input_shape",
-            "n_samples_expected")
+COMPARED = (
+    "format",
+    "shard_size",
+    "analyzer",
+    "model",
+    "analyze_kwargs",
+    "input_shape",
+    "n_samples_expected",
+)
 #: Selection kinds that stand for one unit index per sample (comparable by their values).
 INDEX_SELECTIONS = ("labels", "unit", "per_sample")
 #: Informative entries, never compared (auto-generated names differ between sessions).
@@ -27,7 +34,7 @@ _MAX_LINE = 200
 
 
 def selection_kind(description: Any) -> str:
-    """"labels", "unit", "per_sample", "callable", or the selection string itself."""
+    """ "labels", "unit", "per_sample", "callable", or the selection string itself."""
     if isinstance(description, dict):
         return next(iter(description))
     return str(description)
@@ -48,13 +55,15 @@ def differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
     return [] if old == new else [(path, old, new)]
 
 
-def _user_settings_first(found: list[tuple[str, Any, Any]], given: set[str]
-                         ) -> list[tuple[str, Any, Any]]:
+def _user_settings_first(
+    found: list[tuple[str, Any, Any]], given: set[str]
+) -> list[tuple[str, Any, Any]]:
     """Drops differences in derived analyzer attributes when a given option explains them."""
 
     def option(path: str) -> str | None:
-        return path[len(_OPTIONS):].split(".")[0].split("[")[0] \
-            if path.startswith(_OPTIONS) else None
+        return (
+            path[len(_OPTIONS) :].split(".")[0].split("[")[0] if path.startswith(_OPTIONS) else None
+        )
 
     if not any(option(path) in given for path, _, _ in found):
         return found
@@ -63,14 +72,14 @@ def _user_settings_first(found: list[tuple[str, Any, Any]], given: set[str]
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 3] + "..."
+    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
 
 
 def _leaf_name(path: str) -> str:
     """The readable part of a leaf path (hash-only leaves are named by their owner)."""
     for suffix in (".weights", ".architecture"):
         if path.endswith(suffix):
-            return path[:-len(suffix)] + suffix
+            return path[: -len(suffix)] + suffix
     return path
 
 
@@ -80,7 +89,7 @@ def _difference_line(path: str, old: Any, new: Any) -> str:
         line = f"{_leaf_name(path)}: differs"
     else:
         line = f"{path}: stored {_short(old)}, now {_short(new)}"
-    return line if len(line) <= _MAX_LINE else line[:_MAX_LINE - 3] + "..."
+    return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..."
 
 
 def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMismatchError:
@@ -93,8 +102,9 @@ def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMi
     if name is not None:
         lines = [_difference_line(*name)]
         if len(found) > 1:
-            lines.append(f"(and {len(found) - 1} other differing setting(s), mostly the "
-                         "analyzer's options)")
+            lines.append(
+                f"(and {len(found) - 1} other differing setting(s), mostly the analyzer's options)"
+            )
         return _mismatch_message(out_dir, lines)
     lines = [_difference_line(*f) for f in found[:_MAX_SHOWN]]
     if len(found) > _MAX_SHOWN:
@@ -104,9 +114,10 @@ def mismatch_error(out_dir: Path, found: list[tuple[str, Any, Any]]) -> ResumeMi
 
 def _mismatch_message(out_dir: Path, lines: list[str]) -> ResumeMismatchError:
     return ResumeMismatchError(
-        f"{out_dir} holds a run made with other settings:\n" +
-        "\n".join(f"  {line}" for line in lines) +
-        "\nUse another out_dir, or resume=False to discard the stored run.")
+        f"{out_dir} holds a run made with other settings:\n"
+        + "\n".join(f"  {line}" for line in lines)
+        + "\nUse another out_dir, or resume=False to discard the stored run."
+    )
 
 
 def check_version(old: dict[str, Any], out_dir: Path) -> None:
@@ -119,22 +130,26 @@ def check_version(old: dict[str, Any], out_dir: Path) -> None:
             f"{out_dir} was written by an older tf_clrp (folder format {version}; this "
             f"version writes format {FORMAT_VERSION}, with model fingerprints and shard "
             "checksums) and cannot be resumed. load_explanations still reads it; to "
-            "recompute, use another out_dir or resume=False.")
+            "recompute, use another out_dir or resume=False."
+        )
     raise ResumeMismatchError(
         f"{out_dir} was written by a newer tf_clrp (folder format {version!r}; this version "
-        f"knows format {FORMAT_VERSION}). Upgrade tf_clrp or use another out_dir.")
+        f"knows format {FORMAT_VERSION}). Upgrade tf_clrp or use another out_dir."
+    )
 
 
 def check_fingerprintable(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
     """Refuses to resume when either run has settings that could not be fingerprinted."""
     problems = list(new.get("unverifiable") or []) + [
-        f"{p} (stored run)" for p in old.get("unverifiable") or []]
+        f"{p} (stored run)" for p in old.get("unverifiable") or []
+    ]
     if problems:
         shown = "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "")
         raise ResumeMismatchError(
             f"cannot resume {out_dir}: some settings cannot be fingerprinted reliably, so "
             f"tf_clrp cannot tell whether they match the stored run ({shown}). Use another "
-            "out_dir or resume=False, or pass a plain function / array / string instead.")
+            "out_dir or resume=False, or pass a plain function / array / string instead."
+        )
 
 
 def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
@@ -154,8 +169,7 @@ def compare(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> bool:
     for key in COMPARED:
         if key == "n_samples_expected" and None in (old.get(key), new.get(key)):
             continue  # a length is compared only when both runs know it
-        found += [f for f in differences(old.get(key), new.get(key), key)
-                  if f[0] not in _IGNORED]
+        found += [f for f in differences(old.get(key), new.get(key), key) if f[0] not in _IGNORED]
     old_selection, new_selection = old.get("neuron_selection"), new.get("neuron_selection")
     by_values = False
     if old_selection != new_selection:
@@ -177,9 +191,12 @@ def _verified_prefix(out: Path, records: list[dict[str, Any]]) -> list[dict[str,
         try:
             _integrity.verify_shard(out / record["file"], record["files"])
         except ShardIntegrityError as exc:
-            warnings.warn(f"{exc}. Resuming recomputes shard {record['file']} and the "
-                          f"{len(records) - len(kept) - 1} shard(s) after it.",
-                          RuntimeWarning, stacklevel=6)  # the caller of explain_dataset
+            warnings.warn(
+                f"{exc}. Resuming recomputes shard {record['file']} and the "
+                f"{len(records) - len(kept) - 1} shard(s) after it.",
+                RuntimeWarning,
+                stacklevel=6,
+            )  # the caller of explain_dataset
             break
         kept.append(record)
     return kept
@@ -200,13 +217,20 @@ def _check_units_agree(out: Path, stored: np.ndarray, given: np.ndarray, first: 
     differ = np.flatnonzero(stored != given)
     if differ.size:
         i = int(differ[0])
-        raise _mismatch(out, f"neuron_selection: sample {first + i} was explained for unit "
-                             f"{int(stored[i])}, the selection now gives {int(given[i])}")
+        raise _mismatch(
+            out,
+            f"neuron_selection: sample {first + i} was explained for unit "
+            f"{int(stored[i])}, the selection now gives {int(given[i])}",
+        )
 
 
-def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
-                 neuron_selection: Any, n_outputs: int | None
-                 ) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
+def resume_from(
+    out: Path,
+    old: dict[str, Any],
+    config: dict[str, Any],
+    neuron_selection: Any,
+    n_outputs: int | None,
+) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
     """The manifest state to continue from, and a check for the skipped samples.
 
     Raises:
@@ -216,28 +240,39 @@ def resume_from(out: Path, old: dict[str, Any], config: dict[str, Any],
     by_values = compare(old, config, out)
     known = config["n_samples_expected"]
     if old["complete"] and known is not None and known != old["completed"]:
-        raise _mismatch(out, f"data length: the stored run is complete with "
-                             f"n={old['completed']} samples, the data now has {known}")
+        raise _mismatch(
+            out,
+            f"data length: the stored run is complete with "
+            f"n={old['completed']} samples, the data now has {known}",
+        )
     shards = _verified_prefix(out, old["shards"])
     state = {k: old.get(k) for k in ("fields", "sample_shape", "dtype")}
-    state.update(shards=shards, completed=shards[-1]["stop"] if shards else 0,
-                 complete=bool(old["complete"]) and len(shards) == len(old["shards"]))
+    state.update(
+        shards=shards,
+        completed=shards[-1]["stop"] if shards else 0,
+        complete=bool(old["complete"]) and len(shards) == len(old["shards"]),
+    )
     if not shards:
         return state, None
     legacy = [s["file"] for s in shards if _input_checksum.KEY not in s]
     if legacy:
-        warnings.warn(f"{out}: {len(legacy)} finished shard(s) ({legacy[0]}, ...) were "
-                      "written by a tf_clrp that recorded no input checksums; their data "
-                      "cannot be compared with the data given now.", RuntimeWarning,
-                      stacklevel=5)
+        warnings.warn(
+            f"{out}: {len(legacy)} finished shard(s) ({legacy[0]}, ...) were "
+            "written by a tf_clrp that recorded no input checksums; their data "
+            "cannot be compared with the data given now.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
     if not by_values:
         return state, _input_checksum.SkippedInputs(out, shards)
     stored = _stored_units(out, {**old, **state})
     if not (isinstance(neuron_selection, str) and neuron_selection == "labels"):
         given = unit_values(neuron_selection, len(stored))
         if given is None:
-            raise _mismatch(out, f"neuron_selection: gives no unit for all of the "
-                                 f"{len(stored)} finished samples")
+            raise _mismatch(
+                out,
+                f"neuron_selection: gives no unit for all of the {len(stored)} finished samples",
+            )
         _check_units_agree(out, stored, given, 0)
         return state, _input_checksum.SkippedInputs(out, shards)
 

@@ -28,28 +28,33 @@ def labels_to_indices(labels: np.ndarray | None, n_outputs: int | None) -> np.nd
     if labels is None:
         raise SelectionError(
             "neuron_selection='labels' needs (images, labels) dataset elements (or dicts "
-            "with a 'label' key); the dataset yields images only")
+            "with a 'label' key); the dataset yields images only"
+        )
     labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1 and labels.shape[1] == (
-            n_outputs or labels.shape[1]):
+    if (
+        labels.ndim == 2
+        and labels.shape[1] > 1
+        and labels.shape[1] == (n_outputs or labels.shape[1])
+    ):
         return labels.argmax(axis=1)  # one-hot / probabilities
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise SelectionError(
             f"labels of shape {labels.shape} cannot be used as neuron_selection: give one "
-            f"class index per sample or one-hot rows of width {n_outputs or 'n_classes'}")
+            f"class index per sample or one-hot rows of width {n_outputs or 'n_classes'}"
+        )
     return labels
 
 
-def check_units(selection: Any, index: np.ndarray, n_outputs: int | None, source: str
-                ) -> None:
+def check_units(selection: Any, index: np.ndarray, n_outputs: int | None, source: str) -> None:
     """Raises SelectionError naming the global sample index of an out-of-range unit."""
     if n_outputs is None or selection is None or isinstance(selection, str):
         return
     array = np.asarray(selection)
-    integral = array.dtype.kind in "iu" or (array.dtype.kind == "f" and array.ndim <= 1 and
-                                            bool(np.all(array == np.round(array))))
+    integral = array.dtype.kind in "iu" or (
+        array.dtype.kind == "f" and array.ndim <= 1 and bool(np.all(array == np.round(array)))
+    )
     if not integral or array.ndim > 1:
         return
     values = np.broadcast_to(array, index.shape) if array.ndim == 0 else array
@@ -60,11 +65,17 @@ def check_units(selection: Any, index: np.ndarray, n_outputs: int | None, source
         i = int(np.argmax(bad))
         raise SelectionError(
             f"{source} {values[i].item()!r} at sample {int(index[i])} of the dataset is out of "
-            f"range: the explained output has {n_outputs} units (valid 0..{n_outputs - 1})")
+            f"range: the explained output has {n_outputs} units (valid 0..{n_outputs - 1})"
+        )
 
 
-def chunk_selection(neuron_selection: Any, images: np.ndarray, labels: np.ndarray | None,
-                    index: np.ndarray, n_outputs: int | None) -> Any:
+def chunk_selection(
+    neuron_selection: Any,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    index: np.ndarray,
+    n_outputs: int | None,
+) -> Any:
     """The ``analyze`` selection for the samples ``index`` of the dataset (range-checked)."""
     if isinstance(neuron_selection, str) and neuron_selection == "labels":
         selection = labels_to_indices(labels, n_outputs)
@@ -82,16 +93,19 @@ def chunk_selection(neuron_selection: Any, images: np.ndarray, labels: np.ndarra
         if index[-1] >= len(array):
             raise SelectionError(
                 f"neuron_selection has {len(array)} entries but the dataset has more samples "
-                f"(sample {int(index[-1])}); give one index per dataset sample")
+                f"(sample {int(index[-1])}); give one index per dataset sample"
+            )
         check_units(array[index], index, n_outputs, "neuron_selection")
         return array[index]
     raise SelectionError(
         "for datasets, neuron_selection is 'max_activation', 'all', 'labels', an int, one int "
-        "per dataset sample, or a callable (images, labels, index) -> selection")
+        "per dataset sample, or a callable (images, labels, index) -> selection"
+    )
 
 
-def chunk_kwargs(analyzer: Any, analyze_kwargs: dict[str, Any], index: np.ndarray
-                 ) -> dict[str, Any]:
+def chunk_kwargs(
+    analyzer: Any, analyze_kwargs: dict[str, Any], index: np.ndarray
+) -> dict[str, Any]:
     """``analyze_kwargs`` for the samples ``index`` of the dataset: per-sample options (CLRP's
     ``contrast``) are indexed by dataset sample, like ``neuron_selection``, by the analyzer's
     own ``chunk_options`` (analyzers without it take no per-sample options)."""
@@ -105,8 +119,9 @@ def _stored(indices: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return np.where(indices >= 0, indices, NO_UNIT).astype(np.int32), kinds
 
 
-def explained_selection(analyzer: Any, images: np.ndarray, selection: Any
-                        ) -> tuple[Any, np.ndarray, list[str]]:
+def explained_selection(
+    analyzer: Any, images: np.ndarray, selection: Any
+) -> tuple[Any, np.ndarray, list[str]]:
     """The selection to pass to ``analyze``, the unit indices to store and their kinds.
 
     For tf_clrp analyzers "max_activation" is resolved here (``resolve_max_activation``):
@@ -152,15 +167,13 @@ def describe_selection(neuron_selection: Any, fingerprinter: Fingerprinter) -> A
         return "default"
     if isinstance(neuron_selection, str):
         return neuron_selection
-    if isinstance(neuron_selection, int | np.integer) and not isinstance(neuron_selection,
-                                                                          bool):
+    if isinstance(neuron_selection, int | np.integer) and not isinstance(neuron_selection, bool):
         return {"unit": int(neuron_selection)}
     if callable(neuron_selection):
         return {"callable": fingerprinter.describe(neuron_selection, "neuron_selection")}
     array = np.ascontiguousarray(neuron_selection)
     if array.ndim == 1 and array.dtype.kind in "iu":
-        return {"per_sample": digest(array.astype(np.int64).tobytes()),
-                "length": int(len(array))}
+        return {"per_sample": digest(array.astype(np.int64).tobytes()), "length": int(len(array))}
     return {"other": fingerprinter.describe(array, "neuron_selection")}
 
 

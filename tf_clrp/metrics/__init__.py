@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module 'tf_clrp.metrics' has no attribute {name!r}")
 
+
 __all__ = [
     "DiscriminativenessReport",
     "InsertionDeletionResult",

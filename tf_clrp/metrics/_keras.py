@@ -70,8 +70,11 @@ class CanonicalModel:
 
     def __init__(self, model: keras.Model, logits: bool = True) -> None:
         self.traced: Graph = trace_model(model)
-        sequence = (canonizers.LOGITS if logits
-                    else canonizers.without(canonizers.LOGITS, canonizers.strip_output_activation))
+        sequence = (
+            canonizers.LOGITS
+            if logits
+            else canonizers.without(canonizers.LOGITS, canonizers.strip_output_activation)
+        )
         self.graph: Graph = canonizers.canonize(self.traced, sequence)
         self.input_spec = batch_spec(self.graph.input_shape)
         self._forward = compile_nodes(

@@ -131,8 +131,11 @@ def insertion_deletion(
 
     f = score_function(model_fn, logits=logits)
     clean = batched(f, x, batch_size)
-    tgt = (np.full(n, -1) if clean.ndim == 1 else
-           class_ids("max_activation" if targets is None else targets, clean.reshape(n, -1)))
+    tgt = (
+        np.full(n, -1)
+        if clean.ndim == 1
+        else class_ids("max_activation" if targets is None else targets, clean.reshape(n, -1))
+    )
 
     def pick(out: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return out if out.ndim == 1 else out.reshape(len(out), -1)[np.arange(len(out)), tgt[idx]]
@@ -146,5 +149,11 @@ def insertion_deletion(
         xk = np.where(changed_at[i] <= k[:, None, None, None], end[i], start[i])
         curves[i, k] = pick(f(xk), i)
     auc = trapezoid_auc(curves)
-    return InsertionDeletionResult(curves=curves, fractions=np.arange(n_steps + 1) / n_steps,
-                                   auc=auc, mean_auc=float(auc.mean()), targets=tgt, mode=mode)
+    return InsertionDeletionResult(
+        curves=curves,
+        fractions=np.arange(n_steps + 1) / n_steps,
+        auc=auc,
+        mean_auc=float(auc.mean()),
+        targets=tgt,
+        mode=mode,
+    )

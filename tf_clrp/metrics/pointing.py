@@ -220,8 +220,9 @@ def center_baseline(
     return game.result()
 
 
-def random_hit_rate(gt: Any, shape: tuple[int, int], tolerance: float = 15.0,
-                    scale_tolerance: bool = True) -> float:
+def random_hit_rate(
+    gt: Any, shape: tuple[int, int], tolerance: float = 15.0, scale_tolerance: bool = True
+) -> float:
     """Probability that a uniformly random pixel is a hit for one ground truth (exact).
 
     A pixel ``p`` is a hit iff some ground-truth pixel ``q`` has ``‖p − q‖₂ ≤ τ`` (the rule of
@@ -258,8 +259,9 @@ def random_hit_rate(gt: Any, shape: tuple[int, int], tolerance: float = 15.0,
     return float(hits.mean())
 
 
-def random_hit_rates(gts: Any, shape: tuple[int, int], tolerance: float = 15.0,
-                     scale_tolerance: bool = True) -> np.ndarray:
+def random_hit_rates(
+    gts: Any, shape: tuple[int, int], tolerance: float = 15.0, scale_tolerance: bool = True
+) -> np.ndarray:
     """:func:`random_hit_rate` of each ground truth: the random pixel's expected hit per pair.
 
     The random baseline's counterpart of ``PointingGame(...).update``'s per-pair outcomes
@@ -274,12 +276,18 @@ def random_hit_rates(gts: Any, shape: tuple[int, int], tolerance: float = 15.0,
     Returns:
         float64 array (number of ground truths,).
     """
-    return np.array([random_hit_rate(gt, shape, tolerance, scale_tolerance) for gt in gts],
-                    dtype=np.float64)
+    return np.array(
+        [random_hit_rate(gt, shape, tolerance, scale_tolerance) for gt in gts], dtype=np.float64
+    )
 
 
-def random_baseline(gts: Any, class_ids: Any, shape: tuple[int, int], tolerance: float = 15.0,
-                    scale_tolerance: bool = True) -> PointingGameResult:
+def random_baseline(
+    gts: Any,
+    class_ids: Any,
+    shape: tuple[int, int],
+    tolerance: float = 15.0,
+    scale_tolerance: bool = True,
+) -> PointingGameResult:
     """Expected Pointing Game accuracy of a uniformly random pixel (exact, no sampling).
 
     Per class the mean of :func:`random_hit_rate` over its ground truths; ``mean`` is the

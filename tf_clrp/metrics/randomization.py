@@ -73,8 +73,14 @@ class RandomizationResult:
         return np.nanmean(self.ssim, axis=1)
 
 
-def ssim(a: np.ndarray, b: np.ndarray, window: int = 7, data_range: float = 1.0,
-         k1: float = 0.01, k2: float = 0.03) -> float:
+def ssim(
+    a: np.ndarray,
+    b: np.ndarray,
+    window: int = 7,
+    data_range: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> float:
     """Mean structural similarity of two 2-D arrays (scikit-image's default settings).
 
     Args:
@@ -90,17 +96,22 @@ def ssim(a: np.ndarray, b: np.ndarray, window: int = 7, data_range: float = 1.0,
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 2 or min(a.shape) < window:
-        raise ValueError(f"ssim needs two 2-D arrays of one shape, each side >= {window}; got "
-                         f"{a.shape} and {b.shape}")
+        raise ValueError(
+            f"ssim needs two 2-D arrays of one shape, each side >= {window}; got "
+            f"{a.shape} and {b.shape}"
+        )
     wa, wb = sliding_window_view(a, (window, window)), sliding_window_view(b, (window, window))
     mean_a, mean_b = wa.mean(axis=(-2, -1)), wb.mean(axis=(-2, -1))
     unbiased = window * window / (window * window - 1.0)
-    var_a = unbiased * ((wa * wa).mean(axis=(-2, -1)) - mean_a ** 2)
-    var_b = unbiased * ((wb * wb).mean(axis=(-2, -1)) - mean_b ** 2)
+    var_a = unbiased * ((wa * wa).mean(axis=(-2, -1)) - mean_a**2)
+    var_b = unbiased * ((wb * wb).mean(axis=(-2, -1)) - mean_b**2)
     cov = unbiased * ((wa * wb).mean(axis=(-2, -1)) - mean_a * mean_b)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    value = ((2 * mean_a * mean_b + c1) * (2 * cov + c2)
-             / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2)))
+    value = (
+        (2 * mean_a * mean_b + c1)
+        * (2 * cov + c2)
+        / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))
+    )
     return float(value.mean())
 
 
@@ -145,11 +156,16 @@ def clone_with_weights(model: keras.Model, probe: np.ndarray | None = None) -> k
     if shared:
         raise ModelStructureError(
             f"cloning model {model.name!r} shares {len(shared)} variable(s) with it; the "
-            "randomisation test would change the user's weights")
+            "randomisation test would change the user's weights"
+        )
     if probe is not None:
-        np.testing.assert_allclose(np.asarray(clone(probe, training=False)),
-                                   np.asarray(model(probe, training=False)), rtol=1e-4,
-                                   atol=1e-5, err_msg=f"clone of {model.name!r} differs")
+        np.testing.assert_allclose(
+            np.asarray(clone(probe, training=False)),
+            np.asarray(model(probe, training=False)),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=f"clone of {model.name!r} differs",
+        )
     return clone
 
 
@@ -182,8 +198,14 @@ def reinitialize(layer: Any, seed: int) -> None:
         weight.assign(np.asarray(fresh(shape, dtype=weight.dtype)))
 
 
-def _maps(explain: Explain, model: keras.Model, x: np.ndarray, targets: np.ndarray,
-          absolute: bool, explain_kwargs: dict[str, Any]) -> np.ndarray:
+def _maps(
+    explain: Explain,
+    model: keras.Model,
+    x: np.ndarray,
+    targets: np.ndarray,
+    absolute: bool,
+    explain_kwargs: dict[str, Any],
+) -> np.ndarray:
     if isinstance(explain, str):
         import tf_clrp
 
@@ -229,8 +251,10 @@ def model_randomization(
         raise ValueError(f"mode must be 'cascading' or 'independent', got {mode!r}")
     x = as_images(images)
     kwargs = dict(explain_kwargs or {})
-    steps = [[s] if isinstance(s, str) else list(s)
-             for s in (weighted_layers(model) if layers is None else layers)]
+    steps = [
+        [s] if isinstance(s, str) else list(s)
+        for s in (weighted_layers(model) if layers is None else layers)
+    ]
     if not steps:
         raise ModelStructureError(f"model {model.name!r} has no layer with trainable weights")
     clean = score_function(model)(x).reshape(len(x), -1)
@@ -241,7 +265,8 @@ def model_randomization(
     if unknown:
         raise ModelStructureError(
             f"model {model.name!r} has no layer named {unknown[0]!r} with trainable weights; "
-            f"layers (top-down): {', '.join(valid)}")
+            f"layers (top-down): {', '.join(valid)}"
+        )
     clone = clone_with_weights(model, x[:1])
     rank = np.empty((len(steps), len(x)))
     similarity = np.empty((len(steps), len(x)))
@@ -254,5 +279,6 @@ def model_randomization(
         for i in range(len(x)):
             rank[step, i] = spearman(original[i], maps[i])
             similarity[step, i] = ssim(unit_range(original[i]), unit_range(maps[i]))
-    return RandomizationResult(steps=steps, mode=mode, spearman=rank, ssim=similarity,
-                               targets=tgt, original=original)
+    return RandomizationResult(
+        steps=steps, mode=mode, spearman=rank, ssim=similarity, targets=tgt, original=original
+    )

@@ -33,9 +33,7 @@ def _split(net: CanonicalModel, layer_name: str) -> tuple[int, list[Node], list[
     node = net.traced.find(layer_name)
     calls = [n for n in net.traced.nodes if n.op is node.op]
     if len(calls) > 1:
-        raise ValueError(
-            f"layer {layer_name!r} is called {len(calls)} times (shared); ambiguous"
-        )
+        raise ValueError(f"layer {layer_name!r} is called {len(calls)} times (shared); ambiguous")
     if len(node.outputs) != 1:
         raise ValueError(f"layer {layer_name!r} has {len(node.outputs)} outputs; need one")
     target = node.outputs[0]
@@ -52,9 +50,7 @@ def _split(net: CanonicalModel, layer_name: str) -> tuple[int, list[Node], list[
             dependent.update(n.outputs)
     if graph.output_id not in dependent:
         raise ValueError(f"the model's output does not depend on layer {layer_name!r}")
-    frontier = list(dict.fromkeys(
-        t for n in downstream for t in n.inputs if t not in dependent
-    ))
+    frontier = list(dict.fromkeys(t for n in downstream for t in n.inputs if t not in dependent))
     return target, downstream, frontier
 
 
@@ -97,7 +93,9 @@ def unit_ablation(
             store.append(value.numpy())
     h, *front, clean = (np.concatenate(c, axis=0) for c in cache)
     resume = compile_nodes(
-        downstream, [target, *frontier], [graph.output_id],
+        downstream,
+        [target, *frontier],
+        [graph.output_id],
         [batch_spec(a.shape, a.dtype) for a in (h, *front)],
     )
     n_channels = h.shape[-1]

@@ -22,13 +22,19 @@ def _png_bytes(obj: Any, dpi: float) -> bytes:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.dtype != np.uint8:
-        if array.dtype.kind == "f" and array.size and np.isfinite(array).all() \
-                and array.min() >= 0.0 and array.max() <= 1.0:
+        if (
+            array.dtype.kind == "f"
+            and array.size
+            and np.isfinite(array).all()
+            and array.min() >= 0.0
+            and array.max() <= 1.0
+        ):
             array = np.round(array * 255.0).astype(np.uint8)
         else:
             raise ValueError(
                 f"save_png needs a uint8 image or floats in [0, 1]; got dtype {array.dtype} "
-                f"shape {array.shape} (use heatmap() or to_rgb_uint8() first)")
+                f"shape {array.shape} (use heatmap() or to_rgb_uint8() first)"
+            )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[-1] == 3:
@@ -38,7 +44,8 @@ def _png_bytes(obj: Any, dpi: float) -> bytes:
     elif array.ndim != 2:
         raise ValueError(
             f"save_png takes (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA images or a "
-            f"matplotlib Figure; got shape {array.shape}")
+            f"matplotlib Figure; got shape {array.shape}"
+        )
     if min(array.shape[:2]) == 0:
         raise ValueError(f"save_png got an empty image of shape {array.shape}")
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
@@ -47,8 +54,9 @@ def _png_bytes(obj: Any, dpi: float) -> bytes:
     return encoded.tobytes()
 
 
-def save_png(array_or_figure: Any, path: str | os.PathLike[str], *, overwrite: bool = False,
-             dpi: float = 100) -> str:
+def save_png(
+    array_or_figure: Any, path: str | os.PathLike[str], *, overwrite: bool = False, dpi: float = 100
+) -> str:
     """Saves an image array or a matplotlib Figure as PNG, atomically.
 
     Args:

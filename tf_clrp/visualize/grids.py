@@ -30,23 +30,27 @@ def _image_batch(images: Any, n_maps: int | None) -> list[np.ndarray]:
     if isinstance(images, (list, tuple)):
         return [np.asarray(i) for i in images]
     array = np.asarray(images.numpy() if hasattr(images, "numpy") else images)
-    single = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4)
-                                 and n_maps == 1 and array.shape[0] != 1)
+    single = array.ndim == 2 or (
+        array.ndim == 3 and array.shape[-1] in (3, 4) and n_maps == 1 and array.shape[0] != 1
+    )
     if single:
         array = array[None]
     if array.ndim not in (3, 4):
         raise ValueError(
-            f"images must be a batch (N, H, W[, C]) or a list of images; got shape {array.shape}")
+            f"images must be a batch (N, H, W[, C]) or a list of images; got shape {array.shape}"
+        )
     return list(array)
 
 
 #: Footnote of figures that show ΣR: why the sums of different methods differ so much.
-SUM_NOTE = ("ΣR = sum of the map. Gradient-type maps (gradient, Guided Backprop, DeConvNet) "
-            "are not relevance: their sum has no meaning and scales with the input size. "
-            "LRP maps sum to the explained logit minus what biases, ε and the input-layer "
-            "rule absorb, which in deep BatchNorm networks can be most of it. CLRP is the "
-            "positive part of the difference of two maps that each sum to 1, so its sum lies "
-            "between 0 and about 1.")
+SUM_NOTE = (
+    "ΣR = sum of the map. Gradient-type maps (gradient, Guided Backprop, DeConvNet) "
+    "are not relevance: their sum has no meaning and scales with the input size. "
+    "LRP maps sum to the explained logit minus what biases, ε and the input-layer "
+    "rule absorb, which in deep BatchNorm networks can be most of it. CLRP is the "
+    "positive part of the difference of two maps that each sum to 1, so its sum lies "
+    "between 0 and about 1."
+)
 
 
 def scale_label(percentile: float | None = DEFAULT_PERCENTILE) -> str:
@@ -58,8 +62,11 @@ def scale_label(percentile: float | None = DEFAULT_PERCENTILE) -> str:
     Returns:
         e.g. "s = 99.5th percentile of |R|, per map".
     """
-    which = ("max |R|" if percentile is None or float(percentile) >= 100
-             else f"{float(percentile):g}th percentile of |R|")
+    which = (
+        "max |R|"
+        if percentile is None or float(percentile) >= 100
+        else f"{float(percentile):g}th percentile of |R|"
+    )
     return f"s = {which}, per map"
 
 
@@ -79,9 +86,17 @@ def column_is_signed(maps: Any, reduce: str = "sum") -> bool:
     return any(is_signed(m) for m in array)
 
 
-def draw_colorbar(fig: Any, cax: Any, *, signed: bool, cmap: str | None = None,
-                  backend: str = "matplotlib", percentile: float | None = DEFAULT_PERCENTILE,
-                  title: str | None = None, fontsize: float = 7) -> Any:
+def draw_colorbar(
+    fig: Any,
+    cax: Any,
+    *,
+    signed: bool,
+    cmap: str | None = None,
+    backend: str = "matplotlib",
+    percentile: float | None = DEFAULT_PERCENTILE,
+    title: str | None = None,
+    fontsize: float = 7,
+) -> Any:
     """Draws the horizontal colour bar of normalised maps into ``cax``.
 
     The bar uses exactly the lookup table the heatmaps use (:func:`colormap_lut`); its ticks
@@ -107,8 +122,9 @@ def draw_colorbar(fig: Any, cax: Any, *, signed: bool, cmap: str | None = None,
     name = cmap or (DEFAULT_SIGNED_CMAP if signed else DEFAULT_UNSIGNED_CMAP)
     colors = ListedColormap(colormap_lut(name, backend) / 255.0)
     low = -1.0 if signed else 0.0
-    bar = fig.colorbar(ScalarMappable(Normalize(low, 1.0), colors), cax=cax,
-                       orientation="horizontal")
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(low, 1.0), colors), cax=cax, orientation="horizontal"
+    )
     ticks = [-1.0, 0.0, 1.0] if signed else [0.0, 1.0]
     bar.set_ticks(ticks, labels=["−s", "0", "+s"] if signed else ["0", "s"])
     bar.ax.tick_params(labelsize=fontsize, length=2, pad=1)
@@ -117,15 +133,23 @@ def draw_colorbar(fig: Any, cax: Any, *, signed: bool, cmap: str | None = None,
     return bar
 
 
-def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
-                    titles: Sequence[str] | None = None,
-                    class_names: Sequence[str] | None = None,
-                    column_titles: Sequence[str] | None = None,
-                    overlay_alpha: float | None = None, reduce: str = "sum",
-                    signed: bool | None = None, cmap: str | None = None,
-                    percentile: float | None = DEFAULT_PERCENTILE,
-                    backend: str = "matplotlib", show_sums: bool = False,
-                    cell_size: float = 2.0, suptitle: str | None = None) -> Any:
+def comparison_grid(
+    images: Any,
+    maps_by_method: Mapping[str, Any],
+    *,
+    titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    column_titles: Sequence[str] | None = None,
+    overlay_alpha: float | None = None,
+    reduce: str = "sum",
+    signed: bool | None = None,
+    cmap: str | None = None,
+    percentile: float | None = DEFAULT_PERCENTILE,
+    backend: str = "matplotlib",
+    show_sums: bool = False,
+    cell_size: float = 2.0,
+    suptitle: str | None = None,
+) -> Any:
     """A figure comparing methods: rows = samples (or classes), columns = image + methods.
 
     Args:
@@ -169,7 +193,8 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         if array.ndim not in (3, 4) or len(array) != n:
             raise ValueError(
                 f"maps of {name!r} have shape {array.shape}; expected {n} maps "
-                f"(N={n}, H, W[, C]) for {n} image(s)")
+                f"(N={n}, H, W[, C]) for {n} image(s)"
+            )
         columns.append((str(name), array))
     labels = [c[0] for c in columns] if column_titles is None else [str(t) for t in column_titles]
     if len(labels) != len(columns):
@@ -179,13 +204,18 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
             raise ValueError(f"got {len(seq)} {what} for {n} image(s)")
     shown = [to_rgb_uint8(img) for img in rows]
     options = {"reduce": reduce, "cmap": cmap, "percentile": percentile, "backend": backend}
-    column_signed = [column_is_signed(maps, reduce) if signed is None else bool(signed)
-                     for _, maps in columns]
+    column_signed = [
+        column_is_signed(maps, reduce) if signed is None else bool(signed) for _, maps in columns
+    ]
     n_cols = 1 + len(columns)
     bar_height = 0.45
     note_height = 0.45 if show_sums else 0.0
-    fig = Figure(figsize=(cell_size * n_cols, cell_size * n + bar_height + note_height
-                          + (0.4 if suptitle else 0.0)))
+    fig = Figure(
+        figsize=(
+            cell_size * n_cols,
+            cell_size * n + bar_height + note_height + (0.4 if suptitle else 0.0),
+        )
+    )
     grid = fig.add_gridspec(n + 1, n_cols, height_ratios=[cell_size] * n + [bar_height])
     axes = [[fig.add_subplot(grid[i, j]) for j in range(n_cols)] for i in range(n)]
     for i in range(n):
@@ -220,8 +250,15 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         holder = fig.add_subplot(grid[n, j])
         holder.set_axis_off()
         cax = holder.inset_axes([0.08, 0.62, 0.84, 0.22])
-        draw_colorbar(fig, cax, signed=is_signed_column, cmap=cmap, backend=backend,
-                      percentile=percentile, fontsize=5.5)
+        draw_colorbar(
+            fig,
+            cax,
+            signed=is_signed_column,
+            cmap=cmap,
+            backend=backend,
+            percentile=percentile,
+            fontsize=5.5,
+        )
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     bottom = 0.0
@@ -229,8 +266,14 @@ def comparison_grid(images: Any, maps_by_method: Mapping[str, Any], *,
         import textwrap
 
         bottom = note_height / fig.get_figheight()
-        fig.text(0.01, 0.005, "\n".join(textwrap.wrap(SUM_NOTE, int(18 * cell_size * n_cols))),
-                 fontsize=6, va="bottom", ha="left")
+        fig.text(
+            0.01,
+            0.005,
+            "\n".join(textwrap.wrap(SUM_NOTE, int(18 * cell_size * n_cols))),
+            fontsize=6,
+            va="bottom",
+            ha="left",
+        )
     fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
@@ -245,10 +288,19 @@ def _fit_text(text: str, width: int, scale: float) -> str:
     return text + ".."
 
 
-def _put_text(canvas: np.ndarray, text: str, x: int, y: int, width: int,
-              scale: float = 0.4) -> None:
-    cv2.putText(canvas, _fit_text(text, width, scale), (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (0, 0, 0), 1, cv2.LINE_AA)
+def _put_text(
+    canvas: np.ndarray, text: str, x: int, y: int, width: int, scale: float = 0.4
+) -> None:
+    cv2.putText(
+        canvas,
+        _fit_text(text, width, scale),
+        (x, y),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
 
 
 def _text_width(text: str, scale: float) -> int:
@@ -298,11 +350,25 @@ def wrap_text(text: str, width: int, scale: float = 0.4) -> list[str]:
     return [ln.rstrip() if ln.strip() else ln for ln in lines]
 
 
-def _put_lines(canvas: np.ndarray, lines: Sequence[str], x: int, y_top: int,
-               scale: float = 0.4, line_height: int = 14) -> None:
+def _put_lines(
+    canvas: np.ndarray,
+    lines: Sequence[str],
+    x: int,
+    y_top: int,
+    scale: float = 0.4,
+    line_height: int = 14,
+) -> None:
     for k, line in enumerate(lines):
-        cv2.putText(canvas, line, (x, y_top + (k + 1) * line_height - 3),
-                    cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            line,
+            (x, y_top + (k + 1) * line_height - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
 
 
 def _scale_strip(signed: bool, cmap: str | None, backend: str, width: int) -> np.ndarray:
@@ -320,17 +386,25 @@ def _fit_cell(picture: np.ndarray, height: int, width: int) -> np.ndarray:
     resized = cv2.resize(picture, (new_w, new_h), interpolation=interpolation)
     cell = np.full((height, width, 3), 255, np.uint8)
     top, left = (height - new_h) // 2, (width - new_w) // 2
-    cell[top:top + new_h, left:left + new_w] = resized
+    cell[top : top + new_h, left : left + new_w] = resized
     return cell
 
 
-def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
-               row_labels: Sequence[str] | None = None,
-               column_titles: Sequence[str] | None = None, title: str | None = None,
-               cell: int = 128, overlay_alpha: float | None = None, reduce: str = "sum",
-               signed: bool | None = None, cmap: str | None = None,
-               percentile: float | None = DEFAULT_PERCENTILE,
-               backend: str = "matplotlib") -> np.ndarray:
+def grid_image(
+    images: Any,
+    maps_by_method: Mapping[str, Any],
+    *,
+    row_labels: Sequence[str] | None = None,
+    column_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    cell: int = 128,
+    overlay_alpha: float | None = None,
+    reduce: str = "sum",
+    signed: bool | None = None,
+    cmap: str | None = None,
+    percentile: float | None = DEFAULT_PERCENTILE,
+    backend: str = "matplotlib",
+) -> np.ndarray:
     """A fast comparison grid as one uint8 RGB array (numpy + OpenCV, no matplotlib).
 
     Same layout as :func:`comparison_grid` (rows = samples, columns = image + methods), drawn
@@ -373,22 +447,27 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
     for name, maps in maps_by_method.items():
         array = _as_float(maps, f"maps of {name!r}")
         if array.ndim not in (3, 4) or len(array) != n:
-            raise ValueError(f"maps of {name!r} have shape {array.shape}; expected {n} maps "
-                             f"(N={n}, H, W[, C]) for {n} image(s)")
+            raise ValueError(
+                f"maps of {name!r} have shape {array.shape}; expected {n} maps "
+                f"(N={n}, H, W[, C]) for {n} image(s)"
+            )
         columns.append(array)
     labels = list(maps_by_method) if column_titles is None else list(column_titles)
     if len(labels) != len(columns):
         raise ValueError(f"got {len(labels)} column_titles for {len(columns)} methods")
     if row_labels is not None and len(row_labels) != n:
         raise ValueError(f"got {len(row_labels)} row_labels for {n} image(s)")
-    column_signed = [column_is_signed(maps, reduce) if signed is None else bool(signed)
-                     for maps in columns]
+    column_signed = [
+        column_is_signed(maps, reduce) if signed is None else bool(signed) for maps in columns
+    ]
     gap, line, footer = 4, 14, 44
     width = (1 + len(columns)) * (cell + gap) + gap
     headers = [wrap_text(str(label), cell) for label in ["input", *labels]]
     header = 4 + line * max(len(h) for h in headers)
-    row_lines = [wrap_text(str(label), width - 2 * gap) if row_labels is not None else [""]
-                 for label in (row_labels if row_labels is not None else [""] * n)]
+    row_lines = [
+        wrap_text(str(label), width - 2 * gap) if row_labels is not None else [""]
+        for label in (row_labels if row_labels is not None else [""] * n)
+    ]
     bands = [2 + line * len(lines) for lines in row_lines]
     top = (20 if title else 0) + header
     height = top + sum(cell + band + gap for band in bands) + footer
@@ -413,17 +492,25 @@ def grid_image(images: Any, maps_by_method: Mapping[str, Any], *,
                 pictures.append(overlay(image, maps[i], overlay_alpha, **style))
         for j, picture in enumerate(pictures):
             x = gap + j * (cell + gap)
-            canvas[y + band:y + band + cell, x:x + cell] = _fit_cell(picture, cell, cell)
+            canvas[y + band : y + band + cell, x : x + cell] = _fit_cell(picture, cell, cell)
         y += cell + band + gap
     for j, is_signed_column in enumerate(column_signed, start=1):
         x = gap + j * (cell + gap)
-        canvas[y + 2:y + 12, x:x + cell] = _scale_strip(is_signed_column, cmap, backend, cell)
+        canvas[y + 2 : y + 12, x : x + cell] = _scale_strip(is_signed_column, cmap, backend, cell)
         ticks = ["-s", "0", "+s"] if is_signed_column else ["0", "s"]
         for k, tick in enumerate(ticks):
             position = x + round(k * (cell - 1) / (len(ticks) - 1))
             offset = _text_width(tick, 0.35) * k // (len(ticks) - 1)
-            cv2.putText(canvas, tick, (position - offset, y + 24), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.35, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas,
+                tick,
+                (position - offset, y + 24),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
     _put_text(canvas, scale_label(percentile), gap, y + 40, width - 2 * gap, 0.35)
     return canvas
 

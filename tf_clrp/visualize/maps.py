@@ -25,8 +25,13 @@ _CUSTOM_POINTS: dict[str, list[tuple[float, tuple[float, float, float]]]] = {
     # blue - white - red, like matplotlib's "bwr" (zero is white).
     "bwr": [(0.0, (0.0, 0.0, 1.0)), (0.5, (1.0, 1.0, 1.0)), (1.0, (1.0, 0.0, 0.0))],
     # cyan - blue - black - red - yellow: zero is black, magnitude is brightness.
-    "coldnhot": [(0.0, (0.0, 1.0, 1.0)), (0.25, (0.0, 0.0, 1.0)), (0.5, (0.0, 0.0, 0.0)),
-                 (0.75, (1.0, 0.0, 0.0)), (1.0, (1.0, 1.0, 0.0))],
+    "coldnhot": [
+        (0.0, (0.0, 1.0, 1.0)),
+        (0.25, (0.0, 0.0, 1.0)),
+        (0.5, (0.0, 0.0, 0.0)),
+        (0.75, (1.0, 0.0, 0.0)),
+        (1.0, (1.0, 1.0, 0.0)),
+    ],
     # a softer blue - white - red for overlays.
     "seismic_light": [(0.0, (0.1, 0.2, 0.8)), (0.5, (1.0, 1.0, 1.0)), (1.0, (0.85, 0.1, 0.1))],
 }
@@ -108,8 +113,9 @@ def is_signed(values: Any) -> bool:
     return bool(array.min() < -SIGN_TOLERANCE * float(np.abs(array).max()))
 
 
-def normalize(values: Any, signed: bool | None = None,
-              percentile: float | None = DEFAULT_PERCENTILE) -> np.ndarray:
+def normalize(
+    values: Any, signed: bool | None = None, percentile: float | None = DEFAULT_PERCENTILE
+) -> np.ndarray:
     """Scales one map for display.
 
     Signed maps are divided by a scale ``s`` of |R| (symmetric: zero stays zero) and clipped to
@@ -157,7 +163,7 @@ def _custom_lut(name: str) -> np.ndarray:
 def _opencv_lut(name: str) -> np.ndarray:
     const = getattr(cv2, f"COLORMAP_{name.upper()}", None)
     if const is None:
-        valid = sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.startswith("COLORMAP_"))
+        valid = sorted(n[len("COLORMAP_") :].lower() for n in dir(cv2) if n.startswith("COLORMAP_"))
         raise ValueError(
             f"unknown colormap {name!r} for the OpenCV backend; use one of "
             f"{', '.join(sorted(set(valid) | set(CUSTOM_CMAPS)))}"
@@ -200,8 +206,9 @@ def colormap_lut(cmap: str, backend: str = "matplotlib") -> np.ndarray:
     return _opencv_lut(cmap) if backend == "opencv" else _matplotlib_lut(cmap)
 
 
-def colorize(normalized: Any, signed: bool, cmap: str | None = None,
-             backend: str = "matplotlib") -> np.ndarray:
+def colorize(
+    normalized: Any, signed: bool, cmap: str | None = None, backend: str = "matplotlib"
+) -> np.ndarray:
     """Maps a normalised map to colours.
 
     Args:
@@ -231,9 +238,16 @@ def colorize(normalized: Any, signed: bool, cmap: str | None = None,
 
 
 # ----------------------------------------------------------------------------- heatmaps
-def heatmap(relevance: Any, *, reduce: str = "sum", signed: bool | None = None,
-            cmap: str | None = None, percentile: float | None = DEFAULT_PERCENTILE,
-            backend: str = "matplotlib", size: tuple[int, int] | None = None) -> np.ndarray:
+def heatmap(
+    relevance: Any,
+    *,
+    reduce: str = "sum",
+    signed: bool | None = None,
+    cmap: str | None = None,
+    percentile: float | None = DEFAULT_PERCENTILE,
+    backend: str = "matplotlib",
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """One relevance map as a colour image.
 
     Args:
@@ -274,11 +288,15 @@ def heatmaps(relevances: Any, **kwargs: Any) -> np.ndarray:
     array = _as_float(relevances)
     if array.ndim not in (3, 4):
         raise ValueError(
-            f"heatmaps() takes a batch (N, H, W) or (N, H, W, C); got shape {array.shape}")
+            f"heatmaps() takes a batch (N, H, W) or (N, H, W, C); got shape {array.shape}"
+        )
     if array.ndim == 3:
         array = array[..., None]
-    return np.stack([heatmap(a, **kwargs) for a in array]) if len(array) else np.zeros(
-        (0, *array.shape[1:3], 3), np.uint8)
+    return (
+        np.stack([heatmap(a, **kwargs) for a in array])
+        if len(array)
+        else np.zeros((0, *array.shape[1:3], 3), np.uint8)
+    )
 
 
 def to_rgb_uint8(image: Any) -> np.ndarray:
@@ -302,7 +320,8 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ValueError(
             f"expected an image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape "
-            f"{np.shape(image)}")
+            f"{np.shape(image)}"
+        )
     array = array[..., :3]
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
@@ -316,8 +335,14 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     return np.round(np.clip(values, 0, 255)).astype(np.uint8)
 
 
-def overlay(image: Any, relevance: Any, alpha: float = 0.5, *, grayscale: bool = False,
-            **heatmap_kwargs: Any) -> np.ndarray:
+def overlay(
+    image: Any,
+    relevance: Any,
+    alpha: float = 0.5,
+    *,
+    grayscale: bool = False,
+    **heatmap_kwargs: Any,
+) -> np.ndarray:
     """A heatmap blended over an image: ``(1 - alpha) * image + alpha * heatmap``.
 
     Args:

@@ -41,27 +41,35 @@ def token_labels(tokens: Any, vocabulary: Any = None) -> list[str]:
         elif isinstance(vocabulary, Mapping):
             labels.append(str(vocabulary.get(index, f"[{index}]")))
         else:
-            labels.append(str(vocabulary[index]) if 0 <= index < len(vocabulary)
-                          else f"[{index}]")
+            labels.append(str(vocabulary[index]) if 0 <= index < len(vocabulary) else f"[{index}]")
     return labels
 
 
-def _token_colors(relevance: Any, tokens: Any, vocabulary: Any, mask: Any, cmap: str | None,
-                  percentile: float | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _token_colors(
+    relevance: Any,
+    tokens: Any,
+    vocabulary: Any,
+    mask: Any,
+    cmap: str | None,
+    percentile: float | None,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Labels, uint8 RGB colours (T, 3) and values of the shown tokens (diverging scale)."""
     values = _as_float(relevance).reshape(-1)
     labels = token_labels(tokens, vocabulary)
     if len(labels) != len(values):
-        raise ValueError(f"{len(labels)} tokens but {len(values)} relevance values; "
-                         "pass one sample's (tokens,) map and its tokens")
+        raise ValueError(
+            f"{len(labels)} tokens but {len(values)} relevance values; "
+            "pass one sample's (tokens,) map and its tokens"
+        )
     if mask is not None:
         keep = np.asarray(mask).reshape(-1).astype(bool)
         if keep.shape != values.shape:
             raise ValueError(f"mask has {keep.size} entries for {values.size} tokens")
         labels = [label for label, k in zip(labels, keep) if k]
         values = values[keep]
-    colors = colorize(normalize(values[None, :], True, percentile), True,
-                      cmap or DEFAULT_SIGNED_CMAP)[0]
+    colors = colorize(
+        normalize(values[None, :], True, percentile), True, cmap or DEFAULT_SIGNED_CMAP
+    )[0]
     return labels, colors, values
 
 
@@ -71,9 +79,17 @@ def _ink(color: np.ndarray) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 120 else (255, 255, 255)
 
 
-def token_heatmap(relevance: Any, tokens: Any, *, vocabulary: Any = None, mask: Any = None,
-                  cmap: str | None = None, percentile: float | None = None,
-                  width: int = 800, scale: float = 0.5) -> np.ndarray:
+def token_heatmap(
+    relevance: Any,
+    tokens: Any,
+    *,
+    vocabulary: Any = None,
+    mask: Any = None,
+    cmap: str | None = None,
+    percentile: float | None = None,
+    width: int = 800,
+    scale: float = 0.5,
+) -> np.ndarray:
     """One sequence's token map as an image: each token on a background coloured by its
     relevance (diverging colormap, zero is the centre colour), wrapped into lines.
 
@@ -103,15 +119,30 @@ def token_heatmap(relevance: Any, tokens: Any, *, vocabulary: Any = None, mask: 
         x += cell + pad
     canvas = np.full((y + line + pad, width, 3), 255, np.uint8)
     for (text, left, top, cell), color in zip(places, colors):
-        canvas[top:top + line, left:left + cell] = color
-        cv2.putText(canvas, text, (left + pad, top + line - 2 * pad), font, scale,
-                    _ink(color), 1, cv2.LINE_AA)
+        canvas[top : top + line, left : left + cell] = color
+        cv2.putText(
+            canvas,
+            text,
+            (left + pad, top + line - 2 * pad),
+            font,
+            scale,
+            _ink(color),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
-def token_heatmap_html(relevance: Any, tokens: Any, *, vocabulary: Any = None,
-                       mask: Any = None, cmap: str | None = None,
-                       percentile: float | None = None, title: str = "") -> str:
+def token_heatmap_html(
+    relevance: Any,
+    tokens: Any,
+    *,
+    vocabulary: Any = None,
+    mask: Any = None,
+    cmap: str | None = None,
+    percentile: float | None = None,
+    title: str = "",
+) -> str:
     """A small self-contained HTML page (inline styles, no scripts) of one sequence's token
     map; each token's value shows on hover. Suits long texts, which wrap in the browser.
 
@@ -129,24 +160,33 @@ def token_heatmap_html(relevance: Any, tokens: Any, *, vocabulary: Any = None,
     """
     import html
 
-    labels, colors, values = _token_colors(relevance, tokens, vocabulary, mask, cmap,
-                                           percentile)
+    labels, colors, values = _token_colors(relevance, tokens, vocabulary, mask, cmap, percentile)
     spans = []
     for label, color, value in zip(labels, colors, values):
         ink = "#000" if _ink(color) == (0, 0, 0) else "#fff"
         spans.append(
             f'<span style="background:#{int(color[0]):02x}{int(color[1]):02x}'
-            f'{int(color[2]):02x};color:{ink};padding:1px 3px;margin:1px;border-radius:3px;'
-            f'display:inline-block" title="{float(value):.4g}">{html.escape(label)}</span>')
+            f"{int(color[2]):02x};color:{ink};padding:1px 3px;margin:1px;border-radius:3px;"
+            f'display:inline-block" title="{float(value):.4g}">{html.escape(label)}</span>'
+        )
     heading = f"<h3>{html.escape(title)}</h3>" if title else ""
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
-            f"{html.escape(title or 'token relevance')}</title></head>"
-            f'<body style="font-family:sans-serif;line-height:1.8">{heading}<div>'
-            + " ".join(spans) + "</div></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
+        f"{html.escape(title or 'token relevance')}</title></head>"
+        f'<body style="font-family:sans-serif;line-height:1.8">{heading}<div>'
+        + " ".join(spans)
+        + "</div></body></html>\n"
+    )
 
 
-def save_token_html(relevance: Any, tokens: Any, path: str | os.PathLike[str], *,
-                    overwrite: bool = False, **kwargs: Any) -> str:
+def save_token_html(
+    relevance: Any,
+    tokens: Any,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> str:
     """Writes :func:`token_heatmap_html` to ``path`` atomically (see :func:`atomic_write`).
 
     Returns:

@@ -24,8 +24,10 @@ def _optional(module: str, photo: str, package: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"photo {photo!r} needs {package}: pip install {package} "
-                          f"(or pip install 'tf_clrp[{extra}]')") from exc
+        raise ImportError(
+            f"photo {photo!r} needs {package}: pip install {package} "
+            f"(or pip install 'tf_clrp[{extra}]')"
+        ) from exc
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
