@@ -1,5 +1,6 @@
 """Speed of explaining a ViT-Ti/16: tf_clrp on keras_hub vs LXT's efficient AttnLRP on a
-PyTorch twin of the same size (skeleton: prints measurements, makes no claims yet).
+PyTorch twin of the same size (the measured rows are in BENCHMARKS.md, "Transformers:
+ViT-Ti/16").
 
 Keras: keras_hub ``ViTBackbone`` with ViT-Ti/16 sizes (224², patch 16, 12 blocks, 3 heads,
 width 192, MLP 768; random weights: presets need the internet) + a 1000-class
