@@ -48,6 +48,8 @@ ANALYZERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("lrp.z_plus", "lrp.z_plus", {}),
     ("lrp.epsilon(0.1)", "lrp.epsilon", {"epsilon": 0.1}),
     ("lrp.epsilon_plus", "lrp.epsilon_plus", {}),
+    ("attnlrp", "attnlrp", {}),
+    ("attnlrp.cp", "attnlrp.cp", {}),
     ("clrp", "clrp", {}),
     ("sglrp", "sglrp", {}),
 )
