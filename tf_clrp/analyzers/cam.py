@@ -34,7 +34,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
+from tf_clrp.analyzers.base import (
+    Analyzer,
+    ReplicaStep,
+    check_neuron_selection_unit,
+    selection_scores,
+)
 from tf_clrp.analyzers.contrastive import CONTRASTS
 from tf_clrp.analyzers.propagation import Propagation, one_hot_selection
 from tf_clrp.composites import gradient_composite
@@ -264,10 +269,7 @@ class GradCAM(Analyzer):
             type(self).default_method != "grad_cam" and method != self.default_method
         ):
             raise ValueError(f"method={method!r}; use one of {CAM_METHODS}")
-        if neuron_selection_unit not in ("unit", "channel"):
-            raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
-            )
+        check_neuron_selection_unit(neuron_selection_unit)
         kwargs.setdefault("fold_batch_norm", False)
         super().__init__(model, layer_name=explained_layer, **kwargs)
         self.method = method

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp import attention, canonizers, composites, rules
-from tf_clrp.analyzers.base import Analyzer, ReplicaStep
+from tf_clrp.analyzers.base import Analyzer, ReplicaStep, check_neuron_selection_unit
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
@@ -141,10 +141,7 @@ class _TwoSeedAnalyzer(Analyzer):
         )
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
-        if neuron_selection_unit not in ("unit", "channel"):
-            raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
-            )
+        check_neuron_selection_unit(neuron_selection_unit)
         self.composite = composite
         self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         if self.channels is not None:
