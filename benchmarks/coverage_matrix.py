@@ -373,15 +373,7 @@ def run_model(
 def _cell_text(cell: dict[str, Any]) -> str:
     if not cell["ok"]:
         return "✗ " + cell["error"].split(":")[0]
-    bad = []
-    if cell["forward_rel"] > FORWARD_TOL:
-        bad.append(f"fwd {cell['forward_rel']:.0e}")
-    if not cell["finite"]:
-        bad.append("non-finite")
-    if not cell["nonzero"]:
-        bad.append("all-zero")
-    if cell.get("gradient_rel", 0.0) > GRADIENT_TOL:
-        bad.append(f"grad {cell['gradient_rel']:.0e}")
+    bad = any_model.cell_problems(cell, FORWARD_TOL, GRADIENT_TOL)
     if "conservation" in cell:
         text = f"{cell['conservation']:.0e}"
         if cell["promised"] and cell["conservation"] > CONSERVATION_TOL:
