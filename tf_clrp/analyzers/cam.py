@@ -40,7 +40,7 @@ from tf_clrp.analyzers.base import (
     check_neuron_selection_unit,
     selection_scores,
 )
-from tf_clrp.analyzers.contrastive import CONTRASTS
+from tf_clrp.analyzers.contrastive import CONTRASTS, dual_by_code
 from tf_clrp.analyzers.propagation import Propagation, one_hot_selection
 from tf_clrp.composites import gradient_composite
 from tf_clrp.errors import ModelStructureError, SelectionError
@@ -346,15 +346,7 @@ class GradCAM(Analyzer):
         others = rest * tf.abs(y)
         rival = one_hot_selection(y, tf.maximum(codes, 0), self.channels)
         code = codes[:, None]
-        dual = tf.where(
-            code == CONTRASTS["others"],
-            others,
-            tf.where(
-                code == CONTRASTS["others_uniform"],
-                rest,
-                tf.where(code >= 0, rival, tf.zeros_like(y)),
-            ),
-        )
+        dual = dual_by_code(code, others, rest, rival)
         dual = tf.math.divide_no_nan(dual, tf.reduce_sum(dual, axis=1, keepdims=True))
         return mask - dual * mass
 
