@@ -562,23 +562,18 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _git(*args: str) -> str:
+    """The stripped output of ``git <args>`` in the repository (raises on failure)."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def _git_state() -> str:
     """Commit of the engine the matrix was measured on (``+dirty`` for local changes)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "tf_clrp"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "tf_clrp")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
