@@ -362,18 +362,27 @@ def _unnumbered(text: str) -> str:
     return re.sub(r"composite '[^']+'", "the composite", text)
 
 
-def cell_text(cell: dict[str, Any]) -> str:
-    if not cell["ok"]:
-        return "✗ " + _refused_at(cell["error"])
+def cell_problems(
+    cell: dict[str, Any], forward_tol: float = FORWARD_TOL, gradient_tol: float = GRADIENT_TOL
+) -> list[str]:
+    """Short notes on what a run cell got wrong: forward error, non-finite or all-zero maps,
+    gradient error (empty when all is well)."""
     bad = []
-    if cell["forward_rel"] > FORWARD_TOL:
+    if cell["forward_rel"] > forward_tol:
         bad.append(f"fwd {cell['forward_rel']:.0e}")
     if not cell["finite"]:
         bad.append("non-finite")
     if not cell["nonzero"]:
         bad.append("all-zero")
-    if cell.get("gradient_rel", 0.0) > GRADIENT_TOL:
+    if cell.get("gradient_rel", 0.0) > gradient_tol:
         bad.append(f"grad {cell['gradient_rel']:.0e}")
+    return bad
+
+
+def cell_text(cell: dict[str, Any]) -> str:
+    if not cell["ok"]:
+        return "✗ " + _refused_at(cell["error"])
+    bad = cell_problems(cell)
     return "✓" if not bad else "⚠ " + ", ".join(bad)
 
 

@@ -373,15 +373,7 @@ def run_model(
 def _cell_text(cell: dict[str, Any]) -> str:
     if not cell["ok"]:
         return "✗ " + cell["error"].split(":")[0]
-    bad = []
-    if cell["forward_rel"] > FORWARD_TOL:
-        bad.append(f"fwd {cell['forward_rel']:.0e}")
-    if not cell["finite"]:
-        bad.append("non-finite")
-    if not cell["nonzero"]:
-        bad.append("all-zero")
-    if cell.get("gradient_rel", 0.0) > GRADIENT_TOL:
-        bad.append(f"grad {cell['gradient_rel']:.0e}")
+    bad = any_model.cell_problems(cell, FORWARD_TOL, GRADIENT_TOL)
     if "conservation" in cell:
         text = f"{cell['conservation']:.0e}"
         if cell["promised"] and cell["conservation"] > CONSERVATION_TOL:
@@ -570,23 +562,18 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _git(*args: str) -> str:
+    """The stripped output of ``git <args>`` in the repository (raises on failure)."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def _git_state() -> str:
     """Commit of the engine the matrix was measured on (``+dirty`` for local changes)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "tf_clrp"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "tf_clrp")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")

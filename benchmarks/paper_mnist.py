@@ -208,6 +208,51 @@ def trained_model(
     return model, seconds
 
 
+def score_maps(
+    cfg: Any,
+    scorer: pc.Scorer,
+    rows: pc.Rows,
+    maps: pc.MethodMaps,
+    n_images: int,
+    methods: Any,
+    progress: bool,
+    seconds: dict[str, float],
+) -> tuple[Any, Any, Any, pc.AopcResult | None]:
+    """Pointing game, discriminativeness, CLRP parts and (if ``cfg.aopc``) AOPC of ``maps``.
+
+    Adds the AOPC time to ``seconds``; returns (pointing, disc, parts, aopc).
+    """
+    everything = np.ones(len(rows.classes), bool)
+    pointing = pc.pointing_table(maps.maps, rows, everything, cfg.tolerance)
+    disc = pc.discriminativeness(maps.maps, rows, range(n_images))
+    parts = (
+        pc.clrp_parts_stats(
+            maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, everything
+        )
+        if "clrp (others)" in maps.parts
+        else {}
+    )
+    aopc = None
+    if cfg.aopc and methods:
+        t = time.perf_counter()
+        sel = np.flatnonzero(rows.scene < cfg.aopc_scenes)
+        aopc = pc.aopc_table(
+            scorer,
+            rows.x[sel],
+            {m: maps.maps[m][sel] for m in methods},
+            rows.classes[sel],
+            orders=("morf", "lerf"),
+            patch_size=cfg.patch_size,
+            steps=cfg.aopc_steps,
+            perturbation="zero",
+            batch_size=1024,
+            progress=progress,
+            scenes=rows.scene[sel],
+        )
+        seconds["aopc"] = time.perf_counter() - t
+    return pointing, disc, parts, aopc
+
+
 def run(
     cfg: Config, model: Any = None, progress: bool = True, cache_dir: str | None = None
 ) -> Result:
@@ -261,34 +306,9 @@ def run(
     )
     seconds["explain"] = time.perf_counter() - t
 
-    everything = np.ones(len(rows.classes), bool)
-    pointing = pc.pointing_table(maps.maps, rows, everything, cfg.tolerance)
-    disc = pc.discriminativeness(maps.maps, rows, range(len(x)))
-    parts = (
-        pc.clrp_parts_stats(
-            maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, everything
-        )
-        if "clrp (others)" in maps.parts
-        else {}
+    pointing, disc, parts, aopc = score_maps(
+        cfg, scorer, rows, maps, len(x), methods, progress, seconds
     )
-    aopc = None
-    if cfg.aopc and methods:
-        t = time.perf_counter()
-        sel = np.flatnonzero(rows.scene < cfg.aopc_scenes)
-        aopc = pc.aopc_table(
-            scorer,
-            rows.x[sel],
-            {m: maps.maps[m][sel] for m in methods},
-            rows.classes[sel],
-            orders=("morf", "lerf"),
-            patch_size=cfg.patch_size,
-            steps=cfg.aopc_steps,
-            perturbation="zero",
-            batch_size=1024,
-            progress=progress,
-            scenes=rows.scene[sel],
-        )
-        seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, list(x), rows, maps, pointing, disc, parts, aopc, quality, seconds)
 
@@ -379,6 +399,21 @@ def markdown(res: Result, command: str) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def json_summary(res: Any, command: str) -> dict[str, Any]:
+    """The JSON summary of a run (this benchmark's or ``vit_mnist``'s ``Result``)."""
+    return {
+        "command": command,
+        "config": asdict(res.config),
+        "seconds": res.seconds,
+        "seconds_per_method": res.maps.seconds,
+        "model_quality": res.model_quality,
+        "pointing": res.pointing,
+        "discriminativeness": res.discriminativeness,
+        "clrp_parts": res.clrp_parts,
+        "aopc": None if res.aopc is None else asdict(res.aopc),
+    }
+
+
 def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str) -> dict[str, str]:
     """JSON summary, per-row CSV, AOPC CSV, markdown and figures; returns the paths."""
     from tf_clrp.metrics import relevance_mass_in_region
@@ -419,17 +454,7 @@ def write_outputs(res: Result, out_dir: str, fig_dir: str, command: str) -> dict
         ]
         paths["aopc"] = os.path.join(out_dir, "paper_mnist_aopc.csv")
         pc.write_csv(paths["aopc"], ["method", "order", "aopc", "n", "mean_curve"], body)
-    summary = {
-        "command": command,
-        "config": asdict(res.config),
-        "seconds": res.seconds,
-        "seconds_per_method": res.maps.seconds,
-        "model_quality": res.model_quality,
-        "pointing": res.pointing,
-        "discriminativeness": res.discriminativeness,
-        "clrp_parts": res.clrp_parts,
-        "aopc": None if res.aopc is None else asdict(res.aopc),
-    }
+    summary = json_summary(res, command)
     paths["json"] = os.path.join(out_dir, "paper_mnist.json")
     pc.write_json(paths["json"], summary)
     paths["md"] = os.path.join(out_dir, "paper_mnist.md")

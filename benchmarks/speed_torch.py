@@ -206,19 +206,18 @@ def measure_forward(model: nn.Module, x: torch.Tensor, args: argparse.Namespace)
     return sc.measure(forward, args.repeats, args.min_repeats, args.budget)
 
 
-# ----------------------------------------------------------------------------- zennit
-def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
-    """Zennit EpsilonPlus and the plain gradient, with the torch forward."""
-    from zennit.attribution import Gradient
-    from zennit.composites import EpsilonPlus
-
-    model = build_model(args.model)
+def forward_records(
+    peer: str, model_name: str, args: argparse.Namespace
+) -> tuple[nn.Module, torch.Tensor, Any, list[sc.Record]]:
+    """Builds the model and input, times the plain forward and prints its record; returns
+    (model, input, forward timing, records so far)."""
+    model = build_model(model_name)
     x = make_input(args.batch, args.size)
     forward = measure_forward(model, x, args)
     records = [
         sc.make_record(
-            "zennit",
-            args.model,
+            peer,
+            model_name,
             "forward",
             args.batch,
             args.size,
@@ -228,6 +227,16 @@ def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
         )
     ]
     sc.print_records(records)
+    return model, x, forward, records
+
+
+# ----------------------------------------------------------------------------- zennit
+def run_zennit(args: argparse.Namespace) -> list[sc.Record]:
+    """Zennit EpsilonPlus and the plain gradient, with the torch forward."""
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlus
+
+    model, x, forward, records = forward_records("zennit", args.model, args)
     mask = torch.zeros((args.batch, 1000))
     mask[:, TARGET_CLASS] = 1.0
 
@@ -302,22 +311,8 @@ def run_authors(args: argparse.Namespace) -> list[sc.Record]:
     register_hooks, clrp = load_authors_code(Path(args.repo))
     if args.model != "vgg16":
         raise ValueError("the authors' hooks hard-code VGG16's module indices")
-    model = build_model("vgg16")
-    x = make_input(args.batch, args.size)
-    forward = measure_forward(model, x, args)  # before the hooks are registered
-    records = [
-        sc.make_record(
-            "authors",
-            "vgg16",
-            "forward",
-            args.batch,
-            args.size,
-            forward,
-            forward,
-            "torch model(x) under no_grad",
-        )
-    ]
-    sc.print_records(records)
+    # the forward is timed before the hooks are registered
+    model, x, forward, records = forward_records("authors", "vgg16", args)
     model = register_hooks(model=model)
 
     def clrp_map() -> np.ndarray:

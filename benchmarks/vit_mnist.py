@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -222,34 +222,9 @@ def run(
         model, scorer, rows, methods, batch_size=cfg.batch_size, progress=progress
     )
     seconds["explain"] = time.perf_counter() - t
-    everything = np.ones(len(rows.classes), bool)
-    pointing = pc.pointing_table(maps.maps, rows, everything, cfg.tolerance)
-    disc = pc.discriminativeness(maps.maps, rows, range(len(x)))
-    parts = (
-        pc.clrp_parts_stats(
-            maps.parts["clrp (others)"], maps.maps["clrp (others)"], rows, everything
-        )
-        if "clrp (others)" in maps.parts
-        else {}
+    pointing, disc, parts, aopc = pm.score_maps(
+        cfg, scorer, rows, maps, len(x), methods, progress, seconds
     )
-    aopc = None
-    if cfg.aopc and methods:
-        t = time.perf_counter()
-        sel = np.flatnonzero(rows.scene < cfg.aopc_scenes)
-        aopc = pc.aopc_table(
-            scorer,
-            rows.x[sel],
-            {m: maps.maps[m][sel] for m in methods},
-            rows.classes[sel],
-            orders=("morf", "lerf"),
-            patch_size=cfg.patch_size,
-            steps=cfg.aopc_steps,
-            perturbation="zero",
-            batch_size=1024,
-            progress=progress,
-            scenes=rows.scene[sel],
-        )
-        seconds["aopc"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return Result(cfg, rows, maps, pointing, disc, parts, aopc, quality, seconds)
 
@@ -270,17 +245,7 @@ def markdown(res: Result, command: str) -> str:
 def write_outputs(res: Result, out_dir: str, command: str) -> dict[str, str]:
     """JSON summary and markdown; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
-    summary = {
-        "command": command,
-        "config": asdict(res.config),
-        "seconds": res.seconds,
-        "seconds_per_method": res.maps.seconds,
-        "model_quality": res.model_quality,
-        "pointing": res.pointing,
-        "discriminativeness": res.discriminativeness,
-        "clrp_parts": res.clrp_parts,
-        "aopc": None if res.aopc is None else asdict(res.aopc),
-    }
+    summary = pm.json_summary(res, command)
     paths = {
         "json": os.path.join(out_dir, "vit_mnist.json"),
         "md": os.path.join(out_dir, "vit_mnist.md"),

@@ -409,7 +409,8 @@ def _dilation(layer: Any) -> tuple[int, ...]:
     return tuple(getattr(layer, "dilation_rate", (1,) * len(tuple(layer.strides))))
 
 
-def _depthwise_spec(layer: Any) -> LinearSpec:
+def _depthwise_forward(layer: Any) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The depthwise convolution of ``layer`` (DepthwiseConv or SeparableConv's first half)."""
     strides, dilation = tuple(layer.strides), _dilation(layer)
 
     def forward(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -422,8 +423,12 @@ def _depthwise_spec(layer: Any) -> LinearSpec:
             dilation_rate=dilation,
         )
 
+    return forward
+
+
+def _depthwise_spec(layer: Any) -> LinearSpec:
     return LinearSpec(
-        forward,
+        _depthwise_forward(layer),
         lambda: as_float32(layer.kernel),
         _bias_reader(layer),
         _channel_axis(layer),
@@ -516,19 +521,7 @@ def linear_spec(layer: Any) -> LinearSpec:
 def separable_specs(layer: Any) -> tuple[LinearSpec, LinearSpec]:
     """Splits a SeparableConv layer into a depthwise and a pointwise LinearSpec."""
     axis = _channel_axis(layer)
-    strides = tuple(layer.strides)
-    dilation = tuple(layer.dilation_rate)
-    ones = (1,) * len(strides)
-
-    def depthwise(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        return keras.ops.depthwise_conv(
-            x,
-            kernel,
-            strides=strides,
-            padding=layer.padding,
-            data_format=layer.data_format,
-            dilation_rate=dilation,
-        )
+    ones = (1,) * len(tuple(layer.strides))
 
     def pointwise(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return keras.ops.conv(
@@ -536,7 +529,7 @@ def separable_specs(layer: Any) -> tuple[LinearSpec, LinearSpec]:
         )
 
     first = LinearSpec(
-        depthwise,
+        _depthwise_forward(layer),
         lambda: as_float32(layer.depthwise_kernel),
         lambda: None,
         axis,

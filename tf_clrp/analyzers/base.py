@@ -49,6 +49,14 @@ class ReplicaStep:
         return self.finish(tf.nest.map_structure(lambda t: t.numpy(), outputs))
 
 
+def check_neuron_selection_unit(neuron_selection_unit: str) -> None:
+    """Raises unless ``neuron_selection_unit`` is "unit" or "channel"."""
+    if neuron_selection_unit not in ("unit", "channel"):
+        raise ValueError(
+            f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
+        )
+
+
 def selection_scores(y: tf.Tensor, channels: int | None = None) -> tf.Tensor:
     """The scores whose arg-max "max_activation" selects, per row of ``y`` (B, n).
 

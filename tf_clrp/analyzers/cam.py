@@ -34,8 +34,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
-from tf_clrp.analyzers.contrastive import CONTRASTS
+from tf_clrp.analyzers.base import (
+    Analyzer,
+    ReplicaStep,
+    check_neuron_selection_unit,
+    selection_scores,
+)
+from tf_clrp.analyzers.contrastive import CONTRASTS, dual_by_code
 from tf_clrp.analyzers.propagation import Propagation, one_hot_selection
 from tf_clrp.composites import gradient_composite
 from tf_clrp.errors import ModelStructureError, SelectionError
@@ -264,10 +269,7 @@ class GradCAM(Analyzer):
             type(self).default_method != "grad_cam" and method != self.default_method
         ):
             raise ValueError(f"method={method!r}; use one of {CAM_METHODS}")
-        if neuron_selection_unit not in ("unit", "channel"):
-            raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
-            )
+        check_neuron_selection_unit(neuron_selection_unit)
         kwargs.setdefault("fold_batch_norm", False)
         super().__init__(model, layer_name=explained_layer, **kwargs)
         self.method = method
@@ -344,15 +346,7 @@ class GradCAM(Analyzer):
         others = rest * tf.abs(y)
         rival = one_hot_selection(y, tf.maximum(codes, 0), self.channels)
         code = codes[:, None]
-        dual = tf.where(
-            code == CONTRASTS["others"],
-            others,
-            tf.where(
-                code == CONTRASTS["others_uniform"],
-                rest,
-                tf.where(code >= 0, rival, tf.zeros_like(y)),
-            ),
-        )
+        dual = dual_by_code(code, others, rest, rival)
         dual = tf.math.divide_no_nan(dual, tf.reduce_sum(dual, axis=1, keepdims=True))
         return mask - dual * mass
 

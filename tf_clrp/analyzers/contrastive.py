@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp import attention, canonizers, composites, rules
-from tf_clrp.analyzers.base import Analyzer, ReplicaStep
+from tf_clrp.analyzers.base import Analyzer, ReplicaStep, check_neuron_selection_unit
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
@@ -107,6 +107,22 @@ def default_composite(
     return composites.attnlrp() if attention.is_transformer(graph) else composites.zbox_zplus()
 
 
+def dual_by_code(
+    code: tf.Tensor, others: tf.Tensor, others_uniform: tf.Tensor, rival: tf.Tensor
+) -> tf.Tensor:
+    """Per row, the dual seed its contrast ``code`` (B, 1) names: ``others``,
+    ``others_uniform``, ``rival`` (a class index >= 0), or zeros (no contrast)."""
+    return tf.where(
+        code == CONTRASTS["others"],
+        others,
+        tf.where(
+            code == CONTRASTS["others_uniform"],
+            others_uniform,
+            tf.where(code >= 0, rival, tf.zeros_like(others)),
+        ),
+    )
+
+
 def _negated_head_step(mirror: MirroredModel) -> Step:
     """The step of the mirrored model's head (the layer extended by its negation): the
     last step but the reordering one (see ``canonizers.append_negated_outputs``)."""
@@ -141,10 +157,7 @@ class _TwoSeedAnalyzer(Analyzer):
         )
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
-        if neuron_selection_unit not in ("unit", "channel"):
-            raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
-            )
+        check_neuron_selection_unit(neuron_selection_unit)
         self.composite = composite
         self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         if self.channels is not None:
@@ -555,15 +568,7 @@ class CLRP(_TwoSeedAnalyzer):
         rival_mask = one_hot_selection(y[:, : self.n_real], tf.maximum(contrast, 0), self.channels)
         rival = rival_mask * real
         code = contrast[:, None]
-        seed = tf.where(
-            code == CONTRASTS["others"],
-            others,
-            tf.where(
-                code == CONTRASTS["others_uniform"],
-                uniform,
-                tf.where(code >= 0, rival, tf.zeros_like(real)),
-            ),
-        )
+        seed = dual_by_code(code, others, uniform, rival)
         extra = y[:, self.n_real :]
         if self.has_virtual_head:
             negated = tf.where(code == CONTRASTS["negated"], target_mask * target_value, 0.0)

@@ -12,7 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from tf_clrp import checks
-from tf_clrp.analyzers.base import Analyzer, ReplicaStep, selection_scores
+from tf_clrp.analyzers.base import (
+    Analyzer,
+    ReplicaStep,
+    check_neuron_selection_unit,
+    selection_scores,
+)
 from tf_clrp.composites import Composite
 from tf_clrp.inputs import feed_specs
 from tf_clrp.selection import ALL_NEURONS, MAX_ACTIVATION, Selection
@@ -92,10 +97,7 @@ class Propagation(Analyzer):
     ) -> None:
         kwargs.setdefault("canonizers", composite.canonizers)
         super().__init__(model, **kwargs)
-        if neuron_selection_unit not in ("unit", "channel"):
-            raise ValueError(
-                f"neuron_selection_unit={neuron_selection_unit!r}; use 'unit' or 'channel'"
-            )
+        check_neuron_selection_unit(neuron_selection_unit)
         self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
         n_units = self.n_outputs
         if self.channels is not None:

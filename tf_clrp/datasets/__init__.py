@@ -14,11 +14,8 @@ stored CRC-32 of each finished shard's inputs. The folder is locked while a run 
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -55,58 +52,10 @@ from tf_clrp.datasets._selection import (
     describe_selection,
     explained_selection,
 )
+from tf_clrp.datasets._shard_files import atomic_dir, save_npz
 
 
 # ---------------------------------------------------------------------------- file I/O
-class _PythonWrites:
-    """A file seen through ``write`` only: numpy then writes with Python's ``write`` (which
-    keeps the errno of a full disk) instead of C ``fwrite`` ("N requested and M written")."""
-
-    def __init__(self, file: Any) -> None:
-        self.file = file
-
-    def write(self, data: Any) -> Any:
-        return self.file.write(data)
-
-
-def _save_npz(file: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Writes one shard archive into an open binary file."""
-    np.savez(file, **arrays)
-
-
-def _save_npy(file: Any, array: np.ndarray) -> None:
-    """Writes one array into an open binary file."""
-    np.save(_PythonWrites(file), array, allow_pickle=False)
-
-
-def _fsync(file: Any) -> None:
-    file.flush()
-    with contextlib.suppress(OSError):
-        os.fsync(file.fileno())
-
-
-def _atomic_dir(final: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes one ``.npy`` per array into a temporary folder, then renames it to ``final``."""
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
-        for name, array in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as file:
-                _save_npy(file, array)
-                _fsync(file)
-        if final.exists():  # an unrecorded shard of an interrupted run (tf_clrp's own)
-            if not _folder.is_shard(final):
-                raise FileExistsError(
-                    errno.EEXIST,
-                    f"{final} exists and is not a tf_clrp shard; it is left alone",
-                    str(final),
-                )
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     text = json.dumps(content, indent=1).encode()
     atomic_write(path, text, overwrite=True)
@@ -292,9 +241,9 @@ class _ShardWriter:
         if self.active:
             try:
                 if self.fmt == "npz":
-                    atomic_write(path, lambda file: _save_npz(file, arrays), overwrite=True)
+                    atomic_write(path, lambda file: save_npz(file, arrays), overwrite=True)
                 else:
-                    _atomic_dir(path, arrays)
+                    atomic_dir(path, arrays)
                 files = _integrity.record_shard(path)
             except OSError as exc:
                 raise storage_error(exc, path, self.completed) from exc
@@ -335,6 +284,18 @@ class _ShardWriter:
             raise storage_error(exc, path, self.completed) from exc
 
 
+def _empty_state() -> dict[str, Any]:
+    """The manifest fields of a folder with no shard written yet."""
+    return {
+        "shards": [],
+        "completed": 0,
+        "complete": False,
+        "fields": None,
+        "sample_shape": None,
+        "dtype": None,
+    }
+
+
 def _open_folder(
     out: Path,
     config: dict[str, Any],
@@ -344,14 +305,7 @@ def _open_folder(
     n_outputs: int | None,
 ) -> tuple[dict[str, Any], _input_checksum.SkippedInputs | None]:
     """Checks and cleans ``out`` (locked by the caller); returns the state to start from."""
-    state: dict[str, Any] = {
-        "shards": [],
-        "completed": 0,
-        "complete": False,
-        "fields": None,
-        "sample_shape": None,
-        "dtype": None,
-    }
+    state = _empty_state()
     check_skipped = None
     old = read_manifest(out)
     if old is None:  # nothing here is provably tf_clrp's: nothing is deleted
@@ -489,15 +443,7 @@ def _explain_locked(
 ) -> DatasetExplanation:
     """``explain_dataset`` once the folder is locked (by the writing worker)."""
     n_outputs = getattr(analyzer, "n_outputs", None)
-    manifest: dict[str, Any] = {
-        **config,
-        "shards": [],
-        "completed": 0,
-        "complete": False,
-        "fields": None,
-        "sample_shape": None,
-        "dtype": None,
-    }
+    manifest: dict[str, Any] = {**config, **_empty_state()}
     check_skipped = None
     if active:
         state, check_skipped = _open_folder(

@@ -133,6 +133,27 @@ def draw_colorbar(
     return bar
 
 
+def _rows_and_columns(
+    images: Any, maps_by_method: Mapping[str, Any], caller: str
+) -> tuple[list[np.ndarray], list[tuple[str, np.ndarray]]]:
+    """The image rows and the (method name, float maps) columns, one map per image."""
+    first = next(iter(maps_by_method.values()), None)
+    rows = _image_batch(images, None if first is None else len(np.asarray(first)))
+    n = len(rows)
+    if n == 0:
+        raise ValueError(f"{caller} needs at least one image")
+    columns: list[tuple[str, np.ndarray]] = []
+    for name, maps in maps_by_method.items():
+        array = _as_float(maps, f"maps of {name!r}")
+        if array.ndim not in (3, 4) or len(array) != n:
+            raise ValueError(
+                f"maps of {name!r} have shape {array.shape}; expected {n} maps "
+                f"(N={n}, H, W[, C]) for {n} image(s)"
+            )
+        columns.append((str(name), array))
+    return rows, columns
+
+
 def comparison_grid(
     images: Any,
     maps_by_method: Mapping[str, Any],
@@ -182,20 +203,8 @@ def comparison_grid(
 
     if not isinstance(maps_by_method, Mapping):
         raise TypeError("maps_by_method must be a mapping {method name: (N, H, W[, C]) maps}")
-    first = next(iter(maps_by_method.values()), None)
-    rows = _image_batch(images, None if first is None else len(np.asarray(first)))
+    rows, columns = _rows_and_columns(images, maps_by_method, "comparison_grid")
     n = len(rows)
-    if n == 0:
-        raise ValueError("comparison_grid needs at least one image")
-    columns: list[tuple[str, np.ndarray]] = []
-    for name, maps in maps_by_method.items():
-        array = _as_float(maps, f"maps of {name!r}")
-        if array.ndim not in (3, 4) or len(array) != n:
-            raise ValueError(
-                f"maps of {name!r} have shape {array.shape}; expected {n} maps "
-                f"(N={n}, H, W[, C]) for {n} image(s)"
-            )
-        columns.append((str(name), array))
     labels = [c[0] for c in columns] if column_titles is None else [str(t) for t in column_titles]
     if len(labels) != len(columns):
         raise ValueError(f"got {len(labels)} column_titles for {len(columns)} methods")
@@ -288,19 +297,15 @@ def _fit_text(text: str, width: int, scale: float) -> str:
     return text + ".."
 
 
+def _draw_text(canvas: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    """Draws one line of black text with its baseline's left end at ``origin``."""
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
 def _put_text(
     canvas: np.ndarray, text: str, x: int, y: int, width: int, scale: float = 0.4
 ) -> None:
-    cv2.putText(
-        canvas,
-        _fit_text(text, width, scale),
-        (x, y),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (0, 0, 0),
-        1,
-        cv2.LINE_AA,
-    )
+    _draw_text(canvas, _fit_text(text, width, scale), (x, y), scale)
 
 
 def _text_width(text: str, scale: float) -> int:
@@ -359,16 +364,7 @@ def _put_lines(
     line_height: int = 14,
 ) -> None:
     for k, line in enumerate(lines):
-        cv2.putText(
-            canvas,
-            line,
-            (x, y_top + (k + 1) * line_height - 3),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
+        _draw_text(canvas, line, (x, y_top + (k + 1) * line_height - 3), scale)
 
 
 def _scale_strip(signed: bool, cmap: str | None, backend: str, width: int) -> np.ndarray:
@@ -438,20 +434,9 @@ def grid_image(
         raise TypeError("maps_by_method must be a mapping {method name: (N, H, W[, C]) maps}")
     if cell < 16:
         raise ValueError(f"cell must be at least 16 pixels, got {cell}")
-    first = next(iter(maps_by_method.values()), None)
-    rows = _image_batch(images, None if first is None else len(np.asarray(first)))
+    rows, named = _rows_and_columns(images, maps_by_method, "grid_image")
     n = len(rows)
-    if n == 0:
-        raise ValueError("grid_image needs at least one image")
-    columns = []
-    for name, maps in maps_by_method.items():
-        array = _as_float(maps, f"maps of {name!r}")
-        if array.ndim not in (3, 4) or len(array) != n:
-            raise ValueError(
-                f"maps of {name!r} have shape {array.shape}; expected {n} maps "
-                f"(N={n}, H, W[, C]) for {n} image(s)"
-            )
-        columns.append(array)
+    columns = [array for _, array in named]
     labels = list(maps_by_method) if column_titles is None else list(column_titles)
     if len(labels) != len(columns):
         raise ValueError(f"got {len(labels)} column_titles for {len(columns)} methods")
@@ -501,16 +486,7 @@ def grid_image(
         for k, tick in enumerate(ticks):
             position = x + round(k * (cell - 1) / (len(ticks) - 1))
             offset = _text_width(tick, 0.35) * k // (len(ticks) - 1)
-            cv2.putText(
-                canvas,
-                tick,
-                (position - offset, y + 24),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.35,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
+            _draw_text(canvas, tick, (position - offset, y + 24), 0.35)
     _put_text(canvas, scale_label(percentile), gap, y + 40, width - 2 * gap, 0.35)
     return canvas
 
