@@ -58,6 +58,8 @@ METHODS: dict[str, tuple[str, Any, bool]] = {
     "clrp (rival)": ("clrp", "rival", False),
     "sglrp": ("sglrp", None, False),
     "occlusion": ("occlusion", None, False),
+    "rise": ("rise", None, False),
+    "grad_cam (patch grid)": ("grad_cam", None, False),
 }
 #: The rows the engine explains on a transformer today.
 DEFAULT_METHODS = (
@@ -186,6 +188,11 @@ def method_specs(cfg: Config) -> dict[str, pc.MethodSpec]:
         options: tuple[tuple[str, Any], ...] = ()
         if analyzer == "occlusion":
             options = tuple(sorted({"window": win, "stride": win, "batch_size": 512}.items()))
+        elif analyzer == "rise":  # as in paper_mnist: 7 px cells, 1000 masks
+            rise = {"grid_size": pm.RISE_GRID, "n_masks": 1000, "batch_size": 512}
+            options = tuple(sorted(rise.items()))
+        elif analyzer == "grad_cam":  # the patch embedding's grid (tokens are not spatial)
+            options = (("layer_name", "patchify"),)
         specs[name] = pc.MethodSpec(analyzer, options, contrast, parts)
     return specs
 
