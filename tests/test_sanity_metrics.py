@@ -219,3 +219,23 @@ def test_deletion_of_a_linear_score_in_closed_form() -> None:
         model, x, -contribution, mode="deletion", pixels_per_step=1, logits=True
     )
     assert worst.auc[0] > result.auc[0]
+
+
+def test_randomization_reaches_layers_walked_inside_attention() -> None:
+    """Default steps of a ViT name MultiHeadAttention's projections (``block0_mha/query``):
+    each is re-initialised (the top step changes the logits' map; the model is untouched)."""
+    import transformer_models
+
+    from tf_clrp.metrics import model_randomization
+    from tf_clrp.metrics.randomization import weighted_layers
+
+    model = transformer_models.randomize(transformer_models.build_vit(), 5)
+    before = [w.numpy().copy() for w in model.weights]
+    names = weighted_layers(model)
+    assert "block0_mha/query" in names
+    x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype(np.float32)
+    result = model_randomization(
+        model, x, "gradient", layers=[["block1_mha/query", "block1_mha/key"]]
+    )
+    assert np.isfinite(result.spearman).all() and (result.spearman < 0.999).any()
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))

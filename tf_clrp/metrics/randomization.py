@@ -136,10 +136,24 @@ def weighted_layers(model: keras.Model) -> list[str]:
     return names[::-1]
 
 
+def _child(layer: Any, name: str) -> Any:
+    """The sublayer ``name`` of a model (``get_layer``) or of a layer walked inside (an
+    attribute holding a layer, e.g. MultiHeadAttention's ``query`` projection)."""
+    if hasattr(layer, "get_layer"):
+        try:
+            return layer.get_layer(name)
+        except ValueError:
+            pass
+    for value in vars(layer).values():
+        if isinstance(value, keras.layers.Layer) and value.name == name:
+            return value
+    raise ModelStructureError(f"layer {layer.name!r} has no sublayer named {name!r}")
+
+
 def _layer_at(model: keras.Model, path: str) -> Any:
     layer: Any = model
     for part in path.split("/"):
-        layer = layer.get_layer(part)
+        layer = _child(layer, part)
     return layer
 
 
