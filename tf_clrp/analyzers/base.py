@@ -79,6 +79,7 @@ def build_graph(
     layer_name: str | None = None,
     canonizer_sequence: Sequence[canonizers.Canonizer] = canonizers.DEFAULT,
     input_name: str | None = None,
+    traced: Graph | None = None,
 ) -> Graph:
     """Traces and canonizes a model for explanation.
 
@@ -89,11 +90,15 @@ def build_graph(
         canonizer_sequence: The canonizers to apply, in order (``canonizers.DEFAULT``; a
             composite's own are ``Composite.canonizers``).
         input_name: Which input to explain if there are several (see ``tf_clrp.inputs``).
+        traced: ``trace_model(model, output_index, input_name)`` when the caller already
+            walked the model (the walk is the expensive part).
 
     Returns:
         The canonical graph.
     """
-    graph = inputs.at_embedding(trace_model(model, output_index, input_name))
+    if traced is None:
+        traced = trace_model(model, output_index, input_name)
+    graph = inputs.at_embedding(traced)
     if layer_name is not None:
         graph = graph.at_layer(layer_name)
     return canonizers.canonize(graph, canonizer_sequence)
@@ -189,6 +194,7 @@ class Analyzer:
         precision: str = "float32",
         input_name: str | None = None,
         canonizers: Sequence[canonizers.Canonizer] | None = None,
+        traced_graph: Graph | None = None,
     ) -> None:
         if neuron_selection_mode not in ("max_activation", "index", "all"):
             raise ValueError(
@@ -209,6 +215,7 @@ class Analyzer:
             layer_name,
             _canonizer_sequence(canonizers, fold_batch_norm),
             input_name,
+            traced_graph,
         )
         if self.graph.feeds and not self.accepts_feeds:
             raise ModelStructureError(

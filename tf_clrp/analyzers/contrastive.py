@@ -21,7 +21,7 @@ from tf_clrp.analyzers.base import Analyzer, ReplicaStep, check_neuron_selection
 from tf_clrp.analyzers.propagation import one_hot_selection
 from tf_clrp.composites import Composite
 from tf_clrp.errors import InputError, SelectionError
-from tf_clrp.graph import trace_model
+from tf_clrp.graph import Graph, trace_model
 from tf_clrp.inputs import feed_specs
 from tf_clrp.layers import Group
 from tf_clrp.mirror import MirroredModel, Step
@@ -89,21 +89,13 @@ def _linear_in_relevance(mirror: MirroredModel) -> bool:
     return True
 
 
-def default_composite(
-    model: Any, output_index: int | None = None, input_name: str | None = None
-) -> Composite:
+def default_composite(graph: Graph) -> Composite:
     """The contrastive analyzers' default rules: AttnLRP (``composites.attnlrp``) on a model
     with attention or LayerNorm/RMSNorm, else the CLRP paper's (z^B first, z⁺ elsewhere).
 
     Args:
-        model: The Keras model.
-        output_index: The explained output (as the analyzer's option).
-        input_name: The explained input (as the analyzer's option).
+        graph: The walked model (``trace_model``).
     """
-    try:
-        graph = trace_model(model, output_index, input_name)
-    except Exception:  # noqa: BLE001 - the analyzer's own walk reports the problem
-        return composites.zbox_zplus()
     return composites.attnlrp() if attention.is_transformer(graph) else composites.zbox_zplus()
 
 
@@ -146,17 +138,17 @@ class _TwoSeedAnalyzer(Analyzer):
         use_tf_function: bool = True,
         **kwargs: Any,
     ) -> None:
+        # One walk serves the choice of default rules and the analyzer's graph.
+        traced = trace_model(model, kwargs.get("output_index"), kwargs.get("input_name"))
         composite = composites.assemble(
             composite,
             rule=rule,
             input_layer_rule=input_layer_rule,
             layer_rules=layer_rules,
-            default=lambda: default_composite(
-                model, kwargs.get("output_index"), kwargs.get("input_name")
-            ),
+            default=lambda: default_composite(traced),
         )
         kwargs.setdefault("canonizers", composite.canonizers)
-        super().__init__(model, **kwargs)
+        super().__init__(model, traced_graph=traced, **kwargs)
         check_neuron_selection_unit(neuron_selection_unit)
         self.composite = composite
         self.channels = int(self.output_shape[-1]) if neuron_selection_unit == "channel" else None
