@@ -65,6 +65,8 @@ class Case:
 
 
 def _random_biases(model: keras.Model) -> keras.Model:
+    """Non-zero biases and LayerNorm offsets (keras_hub initialises them to 0), so that a
+    dropped bias changes the mirrored forward."""
     rng = np.random.default_rng(26)
     for weight in model.weights:
         if weight.path.endswith(("bias", "beta")):
@@ -72,9 +74,10 @@ def _random_biases(model: keras.Model) -> keras.Model:
     return model
 
 
-def _keras_hub(
+def keras_hub_classifier(
     backbone: str, classifier: str, seed: int, num_classes: int, **config: Any
 ) -> keras.Model:
+    """A keras_hub task model with random weights from a tiny backbone config (offline)."""
     import keras_hub
 
     keras.utils.set_random_seed(seed)
@@ -102,7 +105,7 @@ def _token_batch(with_segments: bool) -> dict[str, np.ndarray]:
 
 
 def vit() -> Case:
-    model = _keras_hub(
+    model = keras_hub_classifier(
         "ViTBackbone",
         "ViTImageClassifier",
         21,
@@ -118,7 +121,7 @@ def vit() -> Case:
 
 
 def deit() -> Case:
-    model = _keras_hub(
+    model = keras_hub_classifier(
         "DeiTBackbone",
         "DeiTImageClassifier",
         22,
@@ -134,7 +137,7 @@ def deit() -> Case:
 
 
 def bert() -> Case:
-    model = _keras_hub(
+    model = keras_hub_classifier(
         "BertBackbone",
         "BertTextClassifier",
         23,

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from coverage_any_model import keras_hub_classifier  # benchmarks/, on pytest's pythonpath
 
 from tf_clrp import create_analyzer, list_analyzers
 from tf_clrp.errors import TfClrpError
@@ -28,31 +29,8 @@ ENGINE_ANALYZERS = [
 REQUIRED = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "lrp": {"rule": None}}
 
 
-def _random_biases(model: keras.Model) -> keras.Model:
-    """Non-zero biases and LayerNorm offsets (keras_hub initialises them to 0), so that a
-    dropped bias changes the mirrored forward."""
-    rng = np.random.default_rng(26)
-    for weight in model.weights:
-        if weight.path.endswith(("bias", "beta")):
-            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(weight.dtype))
-    return model
-
-
-def _classifier(
-    backbone: str, classifier: str, seed: int, num_classes: int, **config: object
-) -> keras.Model:
-    """A keras_hub task model with random weights from a tiny backbone config."""
-    keras.utils.set_random_seed(seed)
-    body = getattr(keras_hub.models, backbone)(**config)
-    return _random_biases(
-        getattr(keras_hub.models, classifier)(
-            backbone=body, num_classes=num_classes, preprocessor=None
-        )
-    )
-
-
 def _vit() -> keras.Model:
-    return _classifier(
+    return keras_hub_classifier(
         "ViTBackbone",
         "ViTImageClassifier",
         21,
@@ -67,7 +45,7 @@ def _vit() -> keras.Model:
 
 
 def _deit() -> keras.Model:
-    return _classifier(
+    return keras_hub_classifier(
         "DeiTBackbone",
         "DeiTImageClassifier",
         22,
@@ -82,7 +60,7 @@ def _deit() -> keras.Model:
 
 
 def _bert() -> keras.Model:
-    return _classifier(
+    return keras_hub_classifier(
         "BertBackbone",
         "BertTextClassifier",
         23,
