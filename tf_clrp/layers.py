@@ -19,6 +19,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tf_clrp.einsum_plan import einsum_forward
+
 
 class Group(str, Enum):
     """What a layer is for relevance propagation; the keys composites map to rules.
@@ -398,11 +400,11 @@ def _dense_spec(layer: Any) -> LinearSpec:
 def _einsum_spec(layer: Any) -> LinearSpec:
     equation = layer.equation  # its bias broadcasts onto the output
     has_bias = getattr(layer, "bias", None) is not None  # (no ``use_bias`` attribute)
-    return LinearSpec(
-        lambda x, kernel: tf.einsum(equation, x, kernel),
-        lambda: as_float32(layer.kernel),
-        (lambda: as_float32(layer.bias)) if has_bias else (lambda: None),
-    )
+
+    def bias() -> tf.Tensor | None:
+        return as_float32(layer.bias) if has_bias else None
+
+    return LinearSpec(einsum_forward(equation), lambda: as_float32(layer.kernel), bias)
 
 
 def _dilation(layer: Any) -> tuple[int, ...]:

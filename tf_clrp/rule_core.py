@@ -217,7 +217,7 @@ def _stabiliser(rule: str, epsilon: object) -> float:
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """z + ε·sign(z), with sign(0) = +1 (never divides by zero)."""
-    return z + epsilon * tf.where(z >= 0.0, 1.0, -1.0)
+    return z + tf.where(z >= 0.0, epsilon, -epsilon)  # one pass fewer than ε·where(±1)
 
 
 @dataclass(repr=False)
