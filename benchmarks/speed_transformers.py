@@ -171,6 +171,7 @@ def torch_rows(batch: int, repeats: int) -> list[tuple[str, sc.Timing | str, sc.
             return self.head(self.ln(h)[:, 0])
 
     model = ViT().eval()
+    model.requires_grad_(False)  # as LXT's docs advise: no parameter gradients
     x = torch.rand(batch, 3, size, size)
 
     def forward_only() -> None:
