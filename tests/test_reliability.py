@@ -126,6 +126,42 @@ def test_unsupported_layer_names_the_layer_and_the_escape_hatch() -> None:
     assert np.isfinite(relevance).all()
 
 
+def _side_branch_model(side_layer) -> keras.Model:
+    """image -> Dense -> Add <- side_layer(side): relevance of the image never reaches
+    ``side_layer`` (it does not depend on the image)."""
+    image = keras.Input((4,), name="image")
+    side = keras.Input((3,), name="side")
+    joined = keras.layers.Add()(
+        [keras.layers.Dense(2, name="image_dense")(image), side_layer(side)]
+    )
+    return keras.Model([image, side], keras.layers.Dense(2, name="head")(joined))
+
+
+def test_layers_off_the_relevance_path_need_no_rule_and_give_no_warning() -> None:
+    batch = [
+        RNG.uniform(0, 1, (2, 4)).astype("float32"),
+        RNG.uniform(0, 1, (2, 3)).astype("float32"),
+    ]
+    sigmoid_side = _side_branch_model(keras.layers.Dense(2, activation="sigmoid", name="side_gate"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analyzer = tf_clrp.create_analyzer("lrp.epsilon", sigmoid_side, input_name="image")
+    assert not [w for w in caught if "non-rectifier" in str(w.message)]
+    assert np.isfinite(analyzer.analyze(batch, neuron_selection=0)).all()
+    # the same sigmoid on the explained branch is warned about (the check is not just off)
+    with pytest.warns(UserWarning, match="non-rectifier activation 'sigmoid'"):
+        tf_clrp.create_analyzer("lrp.epsilon", sigmoid_side, input_name="side")
+    # a layer without a rule off the path is no obstacle; on the path it is refused by name
+    custom_side = _side_branch_model(lambda t: keras.layers.Dense(2)(Doubling(name="doubling")(t)))
+    assert np.isfinite(
+        tf_clrp.create_analyzer("lrp.epsilon", custom_side, input_name="image").analyze(
+            batch, neuron_selection=1
+        )
+    ).all()
+    with pytest.raises(tf_clrp.UnsupportedLayerError, match="doubling"):
+        tf_clrp.create_analyzer("lrp.epsilon", custom_side, input_name="side")
+
+
 def test_non_rectifier_activation_warns_once_per_model() -> None:
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Dense(3, activation="tanh")(inp)))

@@ -69,6 +69,27 @@ class Step:
     nonnegative: tuple[bool, ...]
 
 
+def relevance_path(graph: Graph) -> set[int]:
+    """``id``s of the nodes on some path from the explained input to the output.
+
+    Only their rules can change the map: relevance never reaches a node that does not
+    depend on the explained input (a side input's branch, a constant), and what reaches a
+    node the output does not depend on goes nowhere.
+    """
+    downstream = {graph.input_id}
+    for node in graph.nodes:  # execution order
+        if downstream.intersection(node.inputs):
+            downstream.update(node.outputs)
+    upstream = {graph.output_id}
+    on_path: set[int] = set()
+    for node in reversed(graph.nodes):
+        if upstream.intersection(node.outputs):
+            upstream.update(node.inputs)
+            if downstream.intersection(node.inputs):
+                on_path.add(id(node))
+    return on_path
+
+
 def _pure_forward(node: Node) -> Callable[[list[tf.Tensor], tf.Tensor | None], tf.Tensor]:
     """The node's computation as ``forward(inputs, kernel)`` (the bias added apart)."""
     if node.linear is not None:
@@ -121,6 +142,7 @@ class MirroredModel:
     def _plan(self) -> list[Step]:
         raw = {self.graph.input_id}
         nonnegative: set[int] = set()
+        on_path = relevance_path(self.graph)
         steps = []
         for node in self.graph.nodes:
             inputs_raw = all(t in raw for t in node.inputs)
@@ -130,7 +152,8 @@ class MirroredModel:
                 and node.group.is_linear
                 and inputs_raw
             )
-            rule = self._rule(node, is_first)
+            # off the path no relevance that reaches the input passes: its own gradient
+            rule = self._rule(node, is_first) if id(node) in on_path else None
             steps.append(Step(node, rule, is_first, tuple(t in nonnegative for t in node.inputs)))
             if _is_preprocessing(node) and inputs_raw:
                 raw.update(node.outputs)
@@ -142,6 +165,7 @@ class MirroredModel:
                     s.node
                     for s in steps
                     if s.node.group is Group.ACTIVATION
+                    and id(s.node) in on_path
                     and s.rule is None
                     and s.node.activation not in layers.RECTIFIERS
                 ]
