@@ -284,3 +284,88 @@ def test_normalization_holds_the_scale_constant(norm: str) -> None:
     r_z1 = z1 * (s if norm == "rms" else s - s.mean(1, keepdims=True))
     expected = _epsilon_back(a, w1, z1, r_z1, 1e-6)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+CAUSAL_T, CAUSAL_D, CAUSAL_DK = 5, 8, 4
+
+
+def _explicit_causal_attention() -> keras.Model:
+    """One causal attention head from plain layers, as Keras users write it: Dense
+    query/key/value, scores by a ``Dot`` layer, ``Rescaling(1/√d)``, ``Softmax`` called with
+    a lower-triangular mask, ``Dropout`` on the weights, A·V by a ``Dot`` layer, output Dense."""
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((CAUSAL_T, CAUSAL_D), name="x")
+    q = layers.Dense(CAUSAL_DK, name="query")(x_in)
+    k = layers.Dense(CAUSAL_DK, name="key")(x_in)
+    v = layers.Dense(CAUSAL_DK, name="value")(x_in)
+    scores = layers.Rescaling(1 / np.sqrt(CAUSAL_DK))(layers.Dot(axes=2)([q, k]))
+    causal = np.tril(np.ones((CAUSAL_T, CAUSAL_T), bool))
+    weights = layers.Dropout(0.1)(layers.Softmax(axis=-1)(scores, mask=causal))
+    h = layers.Dense(CAUSAL_D, name="attention_output")(layers.Dot(axes=(2, 1))([weights, v]))
+    out = layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(x_in, out)
+    for var in model.weights:
+        var.assign(RNG.normal(0, 0.5, var.shape).astype("float32"))
+    return model
+
+
+def _causal_mha(dropout: float, explicit: keras.Model) -> keras.Model:
+    """MultiHeadAttention(1 head, use_causal_mask=True) with the explicit model's weights."""
+    x_in = keras.Input((CAUSAL_T, CAUSAL_D), name="x")
+    mha = layers.MultiHeadAttention(1, CAUSAL_DK, dropout=dropout, name="mha")
+    h = mha(x_in, x_in, use_causal_mask=True)
+    model = keras.Model(x_in, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(h)))
+    d, dk = CAUSAL_D, CAUSAL_DK
+    shapes = [(d, 1, dk), (1, dk)] * 3 + [(1, dk, d), (d,)]
+    source = [
+        w.numpy()
+        for name in ("query", "key", "value", "attention_output")
+        for w in explicit.get_layer(name).weights
+    ]
+    mha.set_weights([w.reshape(shape) for w, shape in zip(source, shapes, strict=True)])
+    model.get_layer("head").set_weights(explicit.get_layer("head").get_weights())
+    return model
+
+
+@pytest.mark.parametrize("name", ["attnlrp", "attnlrp.cp"])
+def test_causal_attention_with_dropout(name: str) -> None:
+    """Causal attention with dropout on the weights (identity at inference): written from
+    plain layers, and as MultiHeadAttention(dropout=0.1, use_causal_mask=True), whose explicit
+    path Keras' symbolic shapes kept from being walked (its causal mask was built from the
+    projected query's open length). Both give the map of MultiHeadAttention(dropout=0.0)
+    (the fused causal kernel, split by the canonizer) with the same weights."""
+    explicit = _explicit_causal_attention()
+    fused, dropped = _causal_mha(0.0, explicit), _causal_mha(0.1, explicit)
+    x = RNG.normal(0, 1, (3, CAUSAL_T, CAUSAL_D)).astype("float32")
+    for model in (explicit, dropped):
+        np.testing.assert_allclose(model(x), fused(x), rtol=1e-5, atol=1e-6)
+    expected = tf_clrp.create_analyzer(name, fused).analyze(x, neuron_selection=1)
+    assert np.all(np.isfinite(expected)) and np.abs(expected).sum() > 0
+    for model in (explicit, dropped):
+        got = tf_clrp.create_analyzer(name, model).analyze(x, neuron_selection=1)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # causality matters: the same head without the mask gives another map
+    unmasked = _same_weights(fused, _attention_model_like(fused))
+    other = tf_clrp.create_analyzer(name, unmasked).analyze(x, neuron_selection=1)
+    assert not np.allclose(other, expected, atol=1e-3 * np.abs(expected).max())
+
+
+def _attention_model_like(model: keras.Model) -> keras.Model:
+    """``model`` (a _causal_mha model) without the causal mask."""
+    x_in = keras.Input((CAUSAL_T, CAUSAL_D), name="x")
+    h = layers.MultiHeadAttention(1, CAUSAL_DK, name="mha")(x_in, x_in)
+    return keras.Model(x_in, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(h)))
+
+
+def test_causal_dropout_attention_needs_a_static_length() -> None:
+    """MultiHeadAttention(dropout > 0, use_causal_mask=True) on an open sequence length is
+    refused with an error naming the layer and the reason (dropout=0.0 is walked)."""
+    x_in = keras.Input((None, 8), name="x")
+    h = layers.MultiHeadAttention(2, 4, dropout=0.1, name="open_mha")(
+        x_in, x_in, use_causal_mask=True
+    )
+    model = keras.Model(x_in, layers.Dense(3)(layers.GlobalAveragePooling1D()(h)))
+    with pytest.raises(
+        tf_clrp.errors.UnsupportedLayerError, match="open_mha.*static query and value lengths"
+    ):
+        tf_clrp.create_analyzer("attnlrp", model)
