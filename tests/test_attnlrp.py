@@ -10,6 +10,9 @@ clear error" on inputs that could produce NaN.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ import transformer_models
 from keras import layers
 
 import tf_clrp
-from tf_clrp import composites, rules
+from tf_clrp import composites, rules, rules_attention
 from tf_clrp.errors import SelectionError
 
 RNG = np.random.default_rng(7)
@@ -164,25 +167,49 @@ def test_hybrid_conv_attention_model() -> None:
     assert tf_clrp.create_analyzer("clrp", small_cnn()).composite.name == "zbox_zplus"
 
 
-def test_mixed_precision_transformer_gives_the_float32_map() -> None:
-    """A mixed_bfloat16 transformer: finite maps, close to the float32 model's (same
-    weights). Not equal: Keras' LayerNormalization casts its output to the compute dtype
-    inside its call, so the engine's float32 run of the layer still rounds it to bfloat16
-    (≈ 8e-3 on the reference ViT's LayerNorm outputs; measured r = 0.999997)."""
-    reference = transformer_models.randomize(transformer_models.build_vit(), seed=10)
-    x = RNG.uniform(0, 1, (2, 16, 16, 1)).astype("float32")
-    expected = tf_clrp.create_analyzer("attnlrp", reference).analyze(x, neuron_selection=0)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+@pytest.fixture
+def float32_policy_after() -> Iterator[None]:
+    """Restores Keras' float32 policy after the test, whatever happens in it."""
     try:
-        mixed = transformer_models.build_vit()
+        yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_transformer_gives_the_float32_map(
+    float32_policy_after: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mixed_bfloat16 ViT against the same weights in float32: finite maps, Pearson r ≥
+    0.9999 and max |difference| ≤ 0.5 % of max |map| per sample (measured: r ≥ 0.999996, 0.13-
+    0.26 %); the rules see float32 tensors. Not equal: Keras' LayerNormalization casts its
+    output to bfloat16 inside its call, so the engine's float32 run of the layer still rounds
+    it; that rounding is the whole difference (docs/transformers.md)."""
+    seen: list[tuple[str, ...]] = []
+    forward = rules_attention.LayerNormIdentity.forward
+
+    def recording(self: Any, site: Any) -> Any:
+        output, kept = forward(self, site)
+        seen.append((site.inputs[0].dtype.name, output.dtype.name, kept[1].dtype.name))
+        return output, kept
+
+    monkeypatch.setattr(rules_attention.LayerNormIdentity, "forward", recording)
+    reference = transformer_models.randomize(transformer_models.build_vit(), seed=10)
+    x = RNG.uniform(0, 1, (4, 16, 16, 1)).astype("float32")
+    expected = tf_clrp.create_analyzer("attnlrp", reference).analyze(x, neuron_selection=0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = transformer_models.build_vit()
+    keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("final_ln").compute_dtype == "bfloat16"
     _same_weights(reference, mixed)
+    seen.clear()
     got = tf_clrp.create_analyzer("attnlrp", mixed).analyze(x, neuron_selection=0)
+    assert seen and len(seen) % 5 == 0 and set(seen) == {("float32",) * 3}, seen  # 5 LNs
     assert np.all(np.isfinite(got))
     for g, e in zip(got, expected):
         corr = np.corrcoef(g.ravel(), e.ravel())[0, 1]
-        assert corr >= 0.999, f"Pearson r = {corr:.5f} against the float32 model's map"
+        gap = np.abs(g - e).max() / np.abs(e).max()
+        assert corr >= 0.9999, f"Pearson r = {corr:.6f} against the float32 model's map"
+        assert gap <= 5e-3, f"max |difference| {gap:.2%} of max |map|"
 
 
 def test_negated_contrast_is_refused_under_attnlrp() -> None:
