@@ -271,7 +271,10 @@ def _causal_mask_up_front(
     arguments = bound.arguments
     if not arguments.get("use_causal_mask") or arguments.get("attention_mask") is not None:
         return args, kwargs
-    t, s = arguments["query"].shape[1], arguments["value"].shape[1]
+    query, value = arguments.get("query"), arguments.get("value")
+    if not isinstance(query, keras.KerasTensor) or not isinstance(value, keras.KerasTensor):
+        return args, kwargs
+    t, s = query.shape[1], value.shape[1]
     if t is None or s is None:
         raise ValueError(
             f"MultiHeadAttention {layer.name!r} with dropout > 0 and use_causal_mask=True "
