@@ -111,6 +111,29 @@ def _softmax_total(x: np.ndarray, p: np.ndarray, r: np.ndarray, keep=None) -> np
     return per_row.reshape(len(x), -1).sum(1)
 
 
+def _epsilon_linear(x: np.ndarray, w: np.ndarray, z: np.ndarray, r: np.ndarray, eps: float):
+    """LXT's linear_epsilon_fn for z = x @ w + b: x ⊙ (R / (z + ε)) Wᵀ."""
+    return x * ((r / _stab(z, eps)) @ w.T)
+
+
+def _layer_norm_rule(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, r: np.ndarray, eps: float, rms: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R_in, y) of LXT's layer_norm_grad_fn (1/σ detached; variance ε 1e-3) or, ``rms``, of
+    γ ⊙ x/rms by the ε rule with 1/rms held constant."""
+    centred = x if rms else x - x.mean(-1, keepdims=True)
+    inverse = 1.0 / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-3)
+    y = gamma * centred * inverse + beta
+    s = r / _stab(y, eps) * gamma * inverse  # Jᵀ(R / (y + ε)) before the centring
+    return x * (s if rms else s - s.mean(-1, keepdims=True)), y
+
+
+def _sum_rule(a: np.ndarray, b: np.ndarray, r: np.ndarray, eps: float) -> tuple[np.ndarray, ...]:
+    """LXT's add2_tensors_fn: each operand a_i R / (a + b + ε)."""
+    z = _stab(a + b, eps)
+    return a * r / z, b * r / z
+
+
 # ----------------------------------------------------------------------------- softmax
 def check_softmax(masked: bool = False) -> None:
     """Softmax over the last axis (optionally with a boolean mask input), then Flatten (so
@@ -263,12 +286,9 @@ def test_layer_norm_identity(kind: str) -> None:
     weights = {v.name: np.asarray(v, np.float64) for v in layer.weights}
     gamma = weights.get("gamma", weights.get("scale"))
     beta = weights.get("beta", np.zeros(6))
-    centred = x64 if kind == "rms" else x64 - x64.mean(1, keepdims=True)
-    inverse = 1.0 / np.sqrt((centred**2).mean(1, keepdims=True) + 1e-3)
-    y = gamma * centred * inverse + beta
+    _, y = _layer_norm_rule(x64, gamma, beta, np.zeros_like(x64), EPS, kind == "rms")
     r_out = _seed(y, index)
-    s = r_out / _stab(y, EPS) * gamma * inverse  # Jᵀ(R / (y + ε)) before the centring
-    expected = x64 * (s if kind == "rms" else s - s.mean(1, keepdims=True))
+    expected, _ = _layer_norm_rule(x64, gamma, beta, r_out, EPS, kind == "rms")
     got = _explain(model, x, index)
     assert_map(got, expected)
     if kind == "layer_beta":
@@ -307,7 +327,7 @@ def test_epsilon_rule_on_linear_layers(kind: str, bias: bool) -> None:
     x64 = x.astype(np.float64)
     z = x64 @ w + b
     r_out = _seed(z, index)
-    expected = x64 * ((r_out / _stab(z, EPS)) @ w.T)
+    expected = _epsilon_linear(x64, w, z, r_out, EPS)
     got = _explain(model, x, index)
     assert_map(got, expected)
     if bias:
@@ -344,8 +364,9 @@ def test_residual_add() -> None:
     feed = {"a": a, "b": b}
     r_a = _explain(model, feed, index, input_name="a")
     r_b = _explain(model, feed, index, input_name="b")
-    assert_map(r_a, a64 * r_out / _stab(z, ADD_EPS))
-    assert_map(r_b, b64 * r_out / _stab(z, ADD_EPS))
+    expected_a, expected_b = _sum_rule(a64, b64, r_out, ADD_EPS)
+    assert_map(r_a, expected_a)
+    assert_map(r_b, expected_b)
     assert_conserves(r_a + r_b, r_out)
 
 
@@ -363,6 +384,54 @@ def test_cp_lrp_constant_weights() -> None:
     assert_map(r_v, expected)
     assert_conserves(r_v, r_out)
     np.testing.assert_array_equal(r_s, 0.0)
+
+
+# ----------------------------------------------------------------------------- the references
+def test_numpy_references_are_lxts_rules() -> None:
+    """The numpy formulas above are LXT's explicit rules (``lxt/explicit/functional.py``, run
+    in float64 torch; tiny ε, as LXT adds +ε where the engine adds ε·sign(z))."""
+    torch = pytest.importorskip("torch")
+    lf = pytest.importorskip("lxt.explicit.functional")
+    rng = np.random.default_rng(3)
+
+    def lxt(fn: Callable, inputs: list[np.ndarray], r: np.ndarray) -> list[np.ndarray]:
+        tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
+        fn(*tensors).backward(torch.tensor(r))
+        return [t.grad.numpy() for t in tensors]
+
+    def close(got: np.ndarray, want: np.ndarray) -> None:
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+    x, r = rng.normal(0, 2, (3, 4, 5)), rng.normal(0, 1, (3, 4, 5))
+    (got,) = lxt(lambda t: lf.softmax(t, -1), [x], r)
+    close(got, _softmax_rule(x, _softmax(x), r))
+
+    a, b = rng.normal(0, 1, (3, 4, 6)), rng.normal(0, 1, (3, 6, 5))
+    close_pair = lxt(lambda s, t: lf.matmul(s, t, epsilon=1e-14), [a, b], r)
+    for got, want in zip(close_pair, _uniform_product(a, b, r, 1e-14), strict=True):
+        close(got, want)
+
+    w, bias = rng.normal(0, 1, (6, 5)), rng.normal(0, 1, 5)
+    x2 = rng.normal(0, 1, (3, 4, 6))
+    weight = torch.tensor(w.T)
+    (got,) = lxt(lambda t: lf.linear_epsilon(t, weight, torch.tensor(bias), 1e-14), [x2], r)
+    close(got, _epsilon_linear(x2, w, x2 @ w + bias, r, 1e-14))
+
+    gamma, beta = rng.normal(1, 0.4, 5), rng.normal(0, 0.4, 5)
+    fn = lf.layer_norm_grad_fn.apply
+    args = (torch.tensor(gamma), torch.tensor(beta), 1e-3, 1e-14)
+    (got,) = lxt(lambda t: fn(t, *args), [x], r)
+    close(got, _layer_norm_rule(x, gamma, beta, r, 1e-14, rms=False)[0])
+    (got,) = lxt(lambda t: lf.rms_norm_identity(t, torch.tensor(gamma), 1e-3), [x], r)
+    close(got, _layer_norm_rule(x, gamma, np.zeros(5), r, 1e-14, rms=True)[0])
+
+    c = rng.normal(0, 1, (3, 4, 5))
+    for got, want in zip(
+        lxt(lambda s, t: lf.add2(s, t, epsilon=1e-14), [x, c], r),
+        _sum_rule(x, c, r, 1e-14),
+        strict=True,
+    ):
+        close(got, want)
 
 
 # ----------------------------------------------------------------------------- planted mistakes
