@@ -354,7 +354,7 @@ def _causal_mha(dropout: float, explicit: keras.Model) -> keras.Model:
     return model
 
 
-@pytest.mark.parametrize("name", ["attnlrp", "attnlrp.cp"])
+@pytest.mark.parametrize("name", ["attnlrp", "attnlrp.cp", "clrp"])
 def test_causal_attention_with_dropout(name: str) -> None:
     """Causal attention with dropout on the weights (identity at inference): written from
     plain layers, and as MultiHeadAttention(dropout=0.1, use_causal_mask=True), whose explicit
@@ -382,6 +382,17 @@ def _attention_model_like(model: keras.Model) -> keras.Model:
     x_in = keras.Input((CAUSAL_T, CAUSAL_D), name="x")
     h = layers.MultiHeadAttention(1, CAUSAL_DK, name="mha")(x_in, x_in)
     return keras.Model(x_in, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(h)))
+
+
+def test_rollout_of_causal_attention_with_dropout() -> None:
+    """Attention rollout reads the dropout layer's own (causal) softmax output: the same
+    rollout as the fused causal kernel's weights."""
+    fused = _causal_mha(0.0, _explicit_causal_attention())
+    dropped = _same_weights(fused, _causal_mha(0.1, _explicit_causal_attention()))
+    x = RNG.normal(0, 1, (2, CAUSAL_T, CAUSAL_D)).astype("float32")
+    expected = tf_clrp.create_analyzer("attention_rollout", fused).analyze(x)
+    got = tf_clrp.create_analyzer("attention_rollout", dropped).analyze(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_causal_dropout_attention_needs_a_static_length() -> None:

@@ -167,6 +167,7 @@ def test_softmax_rule() -> None:
     check_softmax()
 
 
+@pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")
 def test_masked_softmax_rule() -> None:
     """Masked scores count as 0: they receive no relevance."""
     check_softmax(masked=True)
