@@ -245,7 +245,45 @@ def call_symbolically(node: Any, replacement: dict[int, Any]) -> list[Any]:
     replaced), so its sublayers and ops record their own nodes; returns the flat outputs."""
     args, kwargs = node.arguments.fill_in(replacement)
     kwargs = _with_masks(node.operation, args, kwargs)
+    args, kwargs = _causal_mask_up_front(node.operation, args, kwargs)
     return list(keras.tree.flatten(node.operation.call(*args, **kwargs)))
+
+
+def _causal_mask_up_front(
+    layer: Any, args: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[Sequence[Any], dict[str, Any]]:
+    """``MultiHeadAttention(dropout > 0)`` called with ``use_causal_mask=True`` and no other
+    mask builds its causal mask inside ``_compute_attention`` from the *projected* query,
+    whose sequence axis Keras' symbolic ``EinsumDense`` leaves open: ``ops.ones((1, None,
+    None))`` fails, so the call cannot run on symbolic tensors. An all-True
+    ``attention_mask`` (1, T, S) makes Keras build the same causal mask earlier, from the
+    call's own query and value (static lengths): the same function, traceable.
+
+    Raises:
+        ValueError: the query or value length is not static (the message names the layer).
+    """
+    if not isinstance(layer, keras.layers.MultiHeadAttention) or not layer.dropout > 0:
+        return args, kwargs
+    try:
+        bound = inspect.signature(layer.call).bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    arguments = bound.arguments
+    if not arguments.get("use_causal_mask") or arguments.get("attention_mask") is not None:
+        return args, kwargs
+    query, value = arguments.get("query"), arguments.get("value")
+    if not isinstance(query, keras.KerasTensor) or not isinstance(value, keras.KerasTensor):
+        return args, kwargs
+    t, s = query.shape[1], value.shape[1]
+    if t is None or s is None:
+        raise ValueError(
+            f"MultiHeadAttention {layer.name!r} with dropout > 0 and use_causal_mask=True "
+            f"needs static query and value lengths to be walked (got {t} and {s}): give the "
+            "model a fixed sequence length, or explain a copy with dropout=0.0 (the same "
+            "function at inference)"
+        )
+    arguments["attention_mask"] = keras.ops.ones((1, t, s), dtype="bool")
+    return bound.args, bound.kwargs
 
 
 def _with_masks(layer: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
