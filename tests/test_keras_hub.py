@@ -184,8 +184,8 @@ def test_every_analyzer_works_or_names_what_it_refuses(make):
         worked.append(name)
     assert {"gradient", "input_t_gradient", "integrated_gradients", "smoothgrad"} <= set(worked)
     assert "lrp.epsilon" in refused  # ε has no rule for attention products; AttnLRP has
-    if make is not _deit:  # DeiT's encoder blocks cannot be walked (they return a None)
-        assert {"attnlrp", "attnlrp.cp", "clrp", "sglrp"} <= set(worked), worked
+    # DeiT's encoder blocks return (x, None): walked inside like the others
+    assert {"attnlrp", "attnlrp.cp", "clrp", "sglrp"} <= set(worked), worked
 
 
 @pytest.mark.parametrize("make", [_vit, _bert], ids=["vit", "bert"])
