@@ -188,7 +188,7 @@ def test_every_analyzer_works_or_names_what_it_refuses(make):
     assert {"attnlrp", "attnlrp.cp", "clrp", "sglrp"} <= set(worked), worked
 
 
-@pytest.mark.parametrize("make", [_vit, _bert], ids=["vit", "bert"])
+@pytest.mark.parametrize("make", [_vit, _deit, _bert], ids=["vit", "deit", "bert"])
 def test_explaining_keras_hub_models_leaves_them_untouched(make):
     model = make()
     layers = model._flatten_layers(include_self=True)
