@@ -184,11 +184,11 @@ def test_every_analyzer_works_or_names_what_it_refuses(make):
         worked.append(name)
     assert {"gradient", "input_t_gradient", "integrated_gradients", "smoothgrad"} <= set(worked)
     assert "lrp.epsilon" in refused  # ε has no rule for attention products; AttnLRP has
-    if make is not _deit:  # DeiT's encoder blocks cannot be walked (they return a None)
-        assert {"attnlrp", "attnlrp.cp", "clrp", "sglrp"} <= set(worked), worked
+    # DeiT's encoder blocks return (x, None): walked inside like the others
+    assert {"attnlrp", "attnlrp.cp", "clrp", "sglrp"} <= set(worked), worked
 
 
-@pytest.mark.parametrize("make", [_vit, _bert], ids=["vit", "bert"])
+@pytest.mark.parametrize("make", [_vit, _deit, _bert], ids=["vit", "deit", "bert"])
 def test_explaining_keras_hub_models_leaves_them_untouched(make):
     model = make()
     layers = model._flatten_layers(include_self=True)
@@ -274,3 +274,23 @@ def test_changed_class_token_after_creation_is_refused():
         rtol=1e-5,
         atol=1e-5 * np.abs(model(x).numpy()).max(),
     )
+
+
+def test_a_rule_for_the_whole_attention_layer_collapses_it():
+    """The error messages' advice, ``layer_rules={'MultiHeadAttention': <Rule>}``: every node
+    walked inside the layer (its projections included) becomes the one layer call again (the
+    projections once lost that mark in the canonizers: a partial collapse, a KeyError)."""
+    model = _vit()
+    x = _images(2)
+    analyzer = create_analyzer(
+        "lrp.epsilon",
+        model,
+        layer_rules={"MultiHeadAttention": __import__("tf_clrp").rules.Gradient()},
+    )
+    inside = [n.name for n in analyzer.mirror.graph.nodes if "/mha" in n.name]
+    assert inside and all(n.endswith("/mha") for n in inside), inside
+    want = model(x).numpy()
+    np.testing.assert_allclose(
+        _mirrored_output(analyzer, x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max()
+    )
+    assert np.isfinite(analyzer.analyze(x, neuron_selection=1)).all()

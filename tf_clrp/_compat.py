@@ -9,8 +9,11 @@ The zoo's reader of Keras 2 HDF5 files without an ``.h5`` suffix is here too
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -114,7 +117,111 @@ def call_node(
         outputs = operation.call(*args, **kwargs)
     else:
         outputs = operation(*args, **kwargs)
-    return list(keras.tree.flatten(outputs))
+    flat = list(keras.tree.flatten(outputs))
+    if getattr(node, _LEAVES, None) is None:
+        return flat
+    count, positions = output_leaves(node)
+    if len(flat) != count or any((v is None) == (i in positions) for i, v in enumerate(flat)):
+        raise ModelStructureError(
+            f"layer {getattr(operation, 'name', '?')!r} ({type(operation).__name__}) returned "
+            f"{_leaf_kinds(flat)} where it returned {_leaf_kinds(count, positions)} when the "
+            "analyzer traced it; a layer whose outputs change between None and tensors "
+            "cannot be explained by a graph traced once: create the analyzer again"
+        )
+    return [flat[i] for i in positions]
+
+
+def _leaf_kinds(flat: Sequence[Any] | int, positions: Sequence[int] = ()) -> str:
+    """``(tensor, None)`` for the leaves of a flattened call output."""
+    if isinstance(flat, int):
+        kinds = ["tensor" if i in positions else "None" for i in range(flat)]
+    else:
+        kinds = ["None" if v is None else "tensor" for v in flat]
+    return "(" + ", ".join(kinds) + ")"
+
+
+#: The attribute of a traced node whose call output holds None leaves: (number of leaves,
+#: positions of the tensor leaves), see ``none_outputs_allowed``.
+_LEAVES = "_tf_clrp_leaves"
+
+
+def output_leaves(node: Any) -> tuple[int, tuple[int, ...]]:
+    """How a node's outputs sit in its call's flattened output: (number of leaves, position
+    of each output tensor). Nodes recorded by ``none_outputs_allowed`` for a call that
+    returned None leaves skip those positions; every other node has one tensor per leaf."""
+    leaves = getattr(node, _LEAVES, None)
+    if leaves is not None:
+        return leaves
+    return len(node.outputs), tuple(range(len(node.outputs)))
+
+
+_none_state = threading.local()
+_patch_lock = threading.Lock()
+_patch_depth = 0
+_keras_node: type | None = None
+
+
+@functools.cache
+def _none_tolerant_node() -> type:
+    from keras.src.ops.node import Node
+
+    class NoneTolerantNode(Node):
+        """A Keras node of a call whose output holds None leaves (an attention-weights slot
+        that is None): records the tensor leaves as its outputs and where they sit."""
+
+        def __init__(
+            self,
+            operation: Any,
+            call_args: Any = None,
+            call_kwargs: Any = None,
+            outputs: Any = None,
+        ) -> None:
+            flat = [] if outputs is None else list(keras.tree.flatten(outputs))
+            if all(v is not None for v in flat):
+                super().__init__(operation, call_args, call_kwargs, outputs)
+                return
+            positions = tuple(i for i, v in enumerate(flat) if v is not None)
+            super().__init__(operation, call_args, call_kwargs, [flat[i] for i in positions])
+            setattr(self, _LEAVES, (len(flat), positions))
+            returned = getattr(_none_state, "returned", None)
+            if returned is not None:
+                returned.append(f"{getattr(operation, 'name', '?')!r} returned {_leaf_kinds(flat)}")
+
+    return NoneTolerantNode
+
+
+@contextlib.contextmanager
+def none_outputs_allowed() -> Iterator[list[str]]:
+    """Within: a layer called on symbolic tensors may return None leaves (Keras refuses
+    them in a node's outputs). Its node records the tensor leaves only; ``output_leaves``
+    tells where they sit, and ``call_node`` checks that its later calls return None at the
+    same places. Yields the list of such calls (``'name' returned (tensor, None)``).
+
+    Keras' ``Layer.__call__`` creates its node through the module global ``Node`` of
+    ``keras.src.layers.layer``, which is replaced by a subclass for the duration: calls
+    whose outputs are all tensors build exactly the node they always did.
+    """
+    global _patch_depth, _keras_node
+    from keras.src.layers import layer as layer_module
+
+    outer = getattr(_none_state, "returned", None)
+    returned: list[str] = []
+    _none_state.returned = returned
+    with _patch_lock:
+        if _patch_depth == 0:
+            _keras_node = layer_module.Node
+            layer_module.Node = _none_tolerant_node()
+        _patch_depth += 1
+    try:
+        yield returned
+    finally:
+        with _patch_lock:
+            _patch_depth -= 1
+            if _patch_depth == 0:
+                layer_module.Node = _keras_node
+        _none_state.returned = outer
+        if outer is not None:
+            outer.extend(returned)
 
 
 def compute_dtype(op: Any) -> str:

@@ -39,6 +39,7 @@ def _linear_node(
     outputs: tuple[int, ...],
     name: str,
     inputs: tuple[int, ...] | None = None,
+    within: tuple[Node, ...] | None = None,
 ) -> Node:
     def run(values: list[tf.Tensor]) -> list[tf.Tensor]:
         x = tf.cast(values[0], tf.float32)
@@ -53,6 +54,7 @@ def _linear_node(
         outputs=outputs,
         run=run,
         linear=spec,
+        within=node.within if within is None else within,
     )
 
 
@@ -68,6 +70,7 @@ def _activation_node(
         run=lambda values: [fn(values[0])],
         activation=layers.activation_name(fn),
         fused=True,
+        within=node.within,
     )
 
 
@@ -235,8 +238,15 @@ def fold_batch_norm(graph: Graph) -> Graph:
             and id(source) not in folded
         ):
             spec = _folded_spec(source.linear, node.op)
+            same = len(source.within) == len(node.within) and all(
+                a is b for a, b in zip(source.within, node.within)
+            )
             folded[id(source)] = _linear_node(
-                source, spec, node.outputs, f"{source.name}+{node.name.rsplit('/', 1)[-1]}"
+                source,
+                spec,
+                node.outputs,
+                f"{source.name}+{node.name.rsplit('/', 1)[-1]}",
+                within=source.within if same else (),
             )
             dropped.add(id(node))
         else:
@@ -251,6 +261,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
                     s.add_bias(s.forward(tf.cast(v[0], tf.float32), s.read_kernel()), s.read_bias())
                 ],
                 linear=spec,
+                within=node.within,
             )
     nodes = []
     for node in graph.nodes:

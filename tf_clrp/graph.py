@@ -241,6 +241,7 @@ def _walk(
         return shapes.get(id(t)) or _compat.tensor_shape(t)
 
     rewrites = traced.rewrites if traced is not None else {}
+    read_cache: list[dict[int, str]] = []
     for knode in _compat.nodes_in_order(functional):
         op = _compat.node_operation(knode)
         ins = _compat.node_input_tensors(knode)
@@ -273,6 +274,10 @@ def _walk(
         if layers.group_of(op) is None and _compat.is_layer(op) and id(knode) not in rewrites:
             _walk_masks(functional, ins, alias, prefix, nodes, shapes, within, traced)
             result = tracing.trace_call(knode, open_shape)
+            if isinstance(result, tracing.TracedCall):
+                read = _unread_outputs_read(functional, knode, result, read_cache)
+                if read:
+                    result = read
             if isinstance(result, tracing.TracedCall):  # walk inside the layer's call
                 for inner_t, outer_t in zip(result.inputs, result.outer_inputs):
                     alias[id(inner_t)] = canonical(outer_t)
@@ -296,8 +301,9 @@ def _walk(
                     result,
                 )
                 for inner_t, outer_t in zip(result.outputs, outs):
-                    alias[id(outer_t)] = canonical(inner_t)
-                _set_outputs(nodes, whole, tuple(alias[id(t)] for t in outs))
+                    if inner_t is not None:  # None: an output that carries no relevance
+                        alias[id(outer_t)] = canonical(inner_t)
+                _set_outputs(nodes, whole, tuple(alias.get(id(t), id(t)) for t in outs))
                 continue
             if isinstance(result, tracing.ShapeOnlyCall):
                 # A constant for relevance (its output ignores its inputs' values), like the
@@ -317,6 +323,31 @@ def _walk(
                 within=within,
             )
         )
+
+
+def _unread_outputs_read(
+    functional: Any, knode: Any, result: tracing.TracedCall, cache: list[dict[int, str]]
+) -> str:
+    """Why a traced call cannot be walked inside because the model reads one of its outputs
+    that the traced graph does not compute (None or a constant), or ""."""
+    if all(t is not None for t in result.outputs):
+        return ""
+    if not cache:  # tensor id -> who reads it, for the graph being walked
+        readers = {id(t): "the model's output" for t in _compat.graph_outputs(functional)}
+        for kn in _compat.nodes_in_order(functional):
+            op = _compat.node_operation(kn)
+            for t in _compat.node_input_tensors(kn):
+                readers.setdefault(id(t), f"layer {getattr(op, 'name', type(op).__name__)!r}")
+        cache.append(readers)
+    outs = _compat.node_output_tensors(knode)
+    for i, (inner, outer) in enumerate(zip(result.outputs, outs)):
+        if inner is None and id(outer) in cache[0]:
+            return (
+                f"its output {i} is None or a constant when its call runs on symbolic "
+                f"tensors (no relevance can flow through it), but {cache[0][id(outer)]} "
+                "reads it"
+            )
+    return ""
 
 
 def _walk_masks(

@@ -20,6 +20,13 @@ be called exactly as predicted (a call that treats one sample differently is ref
 whose outputs do not depend on its inputs' values at all (keras_hub's ``PositionEmbedding``
 broadcasts its table to the input's shape) is a ``ShapeOnlyCall``.
 
+None outputs: a sublayer may return None beside its tensors (keras_hub's DeiT blocks return
+``(x, None)``, a slot for attention weights), which Keras refuses in a symbolic node. During a
+trace such a call records a node of its tensors only, with where they sit among its outputs
+(``_compat.none_outputs_allowed``); run as one node it must return None at the same places.
+An output of the traced call that is None or a constant (DeiT's encoder also returns empty
+arrays) carries no relevance: the walker refuses the call, naming it, if the model reads it.
+
 Weights: a traced call may compute values from its weights eagerly (a tiled class token, a
 looked-up position table) and hand them to its graph as constants, which would not follow
 later changes of those weights. The weights that no node of the graph reads live are
@@ -64,7 +71,9 @@ class TracedCall:
         function: The sub-graph (walk it with ``_compat.nodes_in_order``).
         inputs: Its symbolic inputs (the call's tensors and their Keras masks).
         outer_inputs: The tensors of the outer call each input stands for.
-        outputs: Its outputs, one per output of the outer call.
+        outputs: Its outputs, one per output of the outer call; None for an output that the
+            traced call gave as None or as a constant (it carries no relevance, and the
+            walker refuses the call if the model reads it).
         rewrites: For nodes of ``function`` (by ``id``) whose call must be adapted at run
             time: batch-sized arguments, checks of weights baked into constants.
         shapes: Shapes of the sub-graph's tensors (by ``id``) with the batch axis open, for
@@ -167,6 +176,7 @@ def _trace(
 
     layer = _compat.node_operation(knode)
     saved = _compat.node_lists(layer)
+    returned_none: list[str] = []
     try:
         fresh: dict[int, Any] = {}
         masks_first = sorted(outer, key=lambda t: _compat.keras_mask(t) is not None)
@@ -175,22 +185,41 @@ def _trace(
             fresh[id(t)] = _compat.fresh_input(
                 t, shape(t), None if mask is None else fresh.get(id(mask))
             )
-        outputs = _compat.call_symbolically(knode, fresh)
-        expected = len(_compat.node_output_tensors(knode))
-        if len(outputs) != expected:
-            return f"its call returned {len(outputs)} tensors symbolically, not {expected}"
+        with _compat.none_outputs_allowed() as returned_none:
+            leaves = _compat.call_symbolically(knode, fresh)
+        outputs = _outputs_of(knode, leaves)
+        if isinstance(outputs, str):
+            return outputs
         inputs = tuple(fresh[id(t)] for t in outer)
         symbolic = [isinstance(o, keras.KerasTensor) for o in outputs]
         if not any(symbolic):
+            if any(o is None for o in outputs):
+                return "its outputs do not depend on its inputs and some of them are None"
             return _Trace(inputs, tuple(outer), tuple(outputs), None, batch, layer)
-        if not all(symbolic):
-            return "some of its outputs depend on its inputs and some do not"
-        function = _compat.symbolic_function(inputs, outputs)
+        # Outputs that are None or constants carry no relevance: the graph computes the
+        # others; the walker refuses the call if the model reads one of them.
+        function = _compat.symbolic_function(inputs, [o for o, s in zip(outputs, symbolic) if s])
+        outputs = [o if s else None for o, s in zip(outputs, symbolic)]
     except Exception as error:  # noqa: BLE001 - any failure means "cannot trace"
-        return f"its call cannot run on symbolic tensors ({type(error).__name__}: {error})"
+        hint = (
+            f"; during the trace, layer {', layer '.join(returned_none)}" if returned_none else ""
+        )
+        return f"its call cannot run on symbolic tensors ({type(error).__name__}: {error}{hint})"
     finally:
         _compat.restore_node_lists(saved)
     return _Trace(inputs, tuple(outer), tuple(outputs), function, batch, layer)
+
+
+def _outputs_of(knode: Any, leaves: list[Any]) -> list[Any] | str:
+    """The traced call's outputs, one per output of the Keras node (a node that returned None
+    leaves has no outputs for them, see ``_compat.output_leaves``)."""
+    count, positions = _compat.output_leaves(knode)
+    if len(leaves) != count:
+        return f"its call returned {len(leaves)} values symbolically, not {count}"
+    extra = [i for i, v in enumerate(leaves) if i not in positions and v is not None]
+    if extra:
+        return f"its call returned a value for its output {extra[0]}, which was None before"
+    return [leaves[i] for i in positions]
 
 
 def _traced_call(

@@ -176,14 +176,16 @@ class AttentionRollout(Analyzer):
         model: A Keras model whose ``MultiHeadAttention`` calls tf_clrp can walk into
             (functional models, nested models and custom layers written in ``keras.ops``).
         class_token: The row read from the rollout: True: token 0 (the class token; its
-            own column is dropped from the map); False: the mean over query tokens; None
-            (default): True for an image model whose token count is one more than a
-            square-patch grid of the image, else False.
+            own column is dropped from the map, and for an image model whose token count
+            is two more than a square-patch grid, the distillation token's column after it,
+            as in DeiT); False: the mean over query tokens; None (default): True for an
+            image model whose token count is one or two more than a square-patch grid of
+            the image, else False.
         use_tf_function: Compile the computation (one trace per input shape).
         **kwargs: Options of ``Analyzer`` (``output_index``, ``input_name``, ...).
 
-    Image models: tokens (after the class token) must form a grid of equal square patches
-    covering the image (row-major, like a patchify ``Conv2D`` + reshape).
+    Image models: tokens (after the class and distillation tokens) must form a grid of equal
+    square patches covering the image (row-major, like a patchify ``Conv2D`` + reshape).
     """
 
     accepts_feeds = True
@@ -226,14 +228,22 @@ class AttentionRollout(Analyzer):
                 f"(queries, keys) shapes {sorted(shapes)}"
             )
         r = rollout(weights)
-        if self._reads_class_token(int(r.shape[-1])):
-            return r[:, 0, 1:]
+        prefix = self._prefix_tokens(int(r.shape[-1]))
+        if prefix:
+            return r[:, 0, prefix:]
         return tf.reduce_mean(r, axis=1)
 
-    def _reads_class_token(self, tokens: int) -> bool:
-        if self.class_token is not None:
-            return self.class_token
-        return self._is_image() and _patch_grid(self._image_shape(), tokens - 1) is not None
+    def _prefix_tokens(self, tokens: int) -> int:
+        """How many tokens precede the patches and are dropped from the map when the class
+        token's row is read: the class token, and DeiT's distillation token after it (an
+        image model whose tokens are two more than a patch grid); 0: the mean over queries."""
+        if self.class_token is False:
+            return 0
+        if self._is_image():
+            for prefix in (1, 2):
+                if _patch_grid(self._image_shape(), tokens - prefix) is not None:
+                    return prefix
+        return 1 if self.class_token else 0
 
     def _is_image(self) -> bool:
         return self.graph.embedding is None and len(self.graph.input_shape) == 4
