@@ -555,9 +555,9 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
             merged[field] = sorted(
                 kept + fresh, key=lambda r: order.index(key(r)) if key(r) in order else len(order)
             )
-        merged["any_model_analyzers"] = merged.get("any_model_analyzers") or result.get(
-            "any_model_analyzers", []
-        )
+        seen = {*merged.get("any_model_analyzers", []), *result.get("any_model_analyzers", [])}
+        # every run's columns, in the declared order (a later run may add analyzers)
+        merged["any_model_analyzers"] = [a[0] for a in any_model.ANALYZERS if a[0] in seen]
         merged["analyzers"] = merged["analyzers"] or result["analyzers"]
     return merged
 
