@@ -15,6 +15,8 @@ token's row → Dense. keras_hub's classifier reads the class token only (``pool
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ import tensorflow as tf
 from coverage_any_model import keras_hub_classifier  # benchmarks/, on pytest's pythonpath
 from scipy.special import erf
 
-from tf_clrp import create_analyzer, rules
+from tf_clrp import _compat, create_analyzer, rules
 from tf_clrp.errors import ModelStructureError, TfClrpError
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -470,3 +472,25 @@ def test_gradient_through_the_walked_none_layer_equals_autodiff():
         tape.watch(xt)
         score = model(xt)[:, 2]
     np.testing.assert_allclose(got, tape.gradient(score, xt).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_other_threads_keep_keras_refusal_of_none_outputs_during_a_trace():
+    """The swapped Node class is process-wide while a trace runs; a model built in another
+    thread meanwhile must still get Keras' refusal, not a silently accepted None output."""
+    outcome: dict[str, str] = {}
+
+    def build_elsewhere() -> None:
+        try:
+            _WithNone(3)(keras.Input((4,)))
+            outcome["result"] = "accepted"
+        except ValueError as error:
+            outcome["result"] = str(error)
+
+    with _compat.none_outputs_allowed():
+        worker = threading.Thread(target=build_elsewhere)
+        worker.start()
+        worker.join()
+        # this thread (the trace's) still records the tensor leaves only
+        out = _WithNone(3)(keras.Input((4,)))
+        assert out[1] is None
+    assert "All operation outputs must be tensors" in outcome["result"], outcome

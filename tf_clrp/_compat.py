@@ -177,15 +177,15 @@ def _none_tolerant_node() -> type:
             outputs: Any = None,
         ) -> None:
             flat = [] if outputs is None else list(keras.tree.flatten(outputs))
-            if all(v is not None for v in flat):
+            returned = getattr(_none_state, "returned", None)
+            # Other threads see Keras' own node (and its refusal of None) during a trace.
+            if returned is None or all(v is not None for v in flat):
                 super().__init__(operation, call_args, call_kwargs, outputs)
                 return
             positions = tuple(i for i, v in enumerate(flat) if v is not None)
             super().__init__(operation, call_args, call_kwargs, [flat[i] for i in positions])
             setattr(self, _LEAVES, (len(flat), positions))
-            returned = getattr(_none_state, "returned", None)
-            if returned is not None:
-                returned.append(f"{getattr(operation, 'name', '?')!r} returned {_leaf_kinds(flat)}")
+            returned.append(f"{getattr(operation, 'name', '?')!r} returned {_leaf_kinds(flat)}")
 
     return NoneTolerantNode
 

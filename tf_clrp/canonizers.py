@@ -162,6 +162,7 @@ def _scale_kernel(kernel: tf.Tensor, scale: tf.Tensor, spec: LinearSpec) -> tf.T
     if spec.depthwise_multiplier is not None:
         shape = [1] * (len(kernel.shape) - 2) + [kernel.shape[-2], kernel.shape[-1]]
         return kernel * tf.reshape(scale, shape)
+    assert spec.out_channel_kernel_axis is not None  # fold_batch_norm checks it
     axis = spec.out_channel_kernel_axis % len(kernel.shape)
     shape = [1] * len(kernel.shape)
     shape[axis] = -1
@@ -229,6 +230,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
         axis_ok = (
             source is not None
             and source.linear is not None
+            and source.linear.out_channel_kernel_axis is not None
             and (_bn_axis(node.op) % rank == source.linear.channel_axis % rank)
         )
         if (
@@ -330,7 +332,12 @@ def append_negated_outputs(graph: Graph) -> Graph:
         return graph
     last = graph.nodes[-1]
     spec = last.linear
-    if spec is None or spec.depthwise_multiplier is not None or (last.group is Group.BATCH_NORM):
+    if (
+        spec is None
+        or spec.depthwise_multiplier is not None
+        or spec.out_channel_kernel_axis is None
+        or last.group is Group.BATCH_NORM
+    ):
         return graph
     axis = spec.out_channel_kernel_axis
 
@@ -340,7 +347,12 @@ def append_negated_outputs(graph: Graph) -> Graph:
 
     def read_bias() -> tf.Tensor | None:
         bias = spec.read_bias()
-        return None if bias is None else tf.concat([bias, -bias], axis=0)
+        if bias is None:
+            return None
+        # its last axis runs along the output channels (an EinsumDense bias may hold 1 there)
+        channels = spec.read_kernel().shape[axis]
+        bias = tf.broadcast_to(bias, [*bias.shape[:-1], channels])
+        return tf.concat([bias, -bias], axis=-1)
 
     extended = LinearSpec(spec.forward, read_kernel, read_bias, spec.channel_axis, axis)
 

@@ -229,10 +229,13 @@ def _walk(
     shapes: dict[int, tuple[int | None, ...]],
     within: tuple[Node, ...] = (),
     traced: tracing.TracedCall | None = None,
+    keep: list[Any] | None = None,
 ) -> None:
     """Appends the nodes of ``functional`` to ``nodes``, inlining nested models and the
     calls of layers without a group of their own (``within``: the walked calls around;
-    ``traced``: the traced call ``functional`` comes from, if it does)."""
+    ``traced``: the traced call ``functional`` comes from, if it does; ``keep``: holds the
+    traced graphs until the walk ends, see ``trace_model``)."""
+    keep = [] if keep is None else keep
 
     def canonical(t: Any) -> int:
         return alias.get(id(t), id(t))
@@ -265,15 +268,16 @@ def _walk(
                 )
             for inner_t, outer_t in zip(inner_ins, ins):
                 alias[id(inner_t)] = canonical(outer_t)
-            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes, within)
+            _walk(inner, alias, f"{prefix}{op.name}/", nodes, shapes, within, keep=keep)
             for inner_t, outer_t in zip(_compat.graph_outputs(inner), outs):
                 alias[id(outer_t)] = canonical(inner_t)
             continue
         untraced = ""
         group = layers.group_of_call(op, len(ins), bool(within))
         if layers.group_of(op) is None and _compat.is_layer(op) and id(knode) not in rewrites:
-            _walk_masks(functional, ins, alias, prefix, nodes, shapes, within, traced)
+            _walk_masks(functional, ins, alias, prefix, nodes, shapes, within, traced, keep)
             result = tracing.trace_call(knode, open_shape)
+            keep.append(result)  # its tensors' ids key ``alias`` and ``shapes``
             if isinstance(result, tracing.TracedCall):
                 read = _unread_outputs_read(functional, knode, result, read_cache)
                 if read:
@@ -299,6 +303,7 @@ def _walk(
                     shapes,
                     (*within, whole),
                     result,
+                    keep,
                 )
                 for inner_t, outer_t in zip(result.outputs, outs):
                     if inner_t is not None:  # None: an output that carries no relevance
@@ -359,6 +364,7 @@ def _walk_masks(
     shapes: dict[int, tuple[int | None, ...]],
     within: tuple[Node, ...],
     traced: tracing.TracedCall | None,
+    keep: list[Any],
 ) -> None:
     """Walks the computation of the Keras masks ``tensors`` carry if the graph has not
     computed them yet (Keras hands masks on beside the graph's edges), so that a traced
@@ -379,8 +385,9 @@ def _walk_masks(
         computation = _compat.symbolic_function(inputs, missing)
     except Exception:  # noqa: BLE001 - the traced call then names the missing mask
         return
+    keep.append(computation)
     before = len(nodes)
-    _walk(computation, alias, prefix, nodes, shapes, within, traced)
+    _walk(computation, alias, prefix, nodes, shapes, within, traced, keep)
     kept = nodes[:before]
     produced = {t for n in kept for t in n.outputs}
     for node in nodes[before:]:  # drop the nodes that were walked already
@@ -463,7 +470,12 @@ def trace_model(
     alias: dict[int, int] = {}
     nodes: list[Node] = []
     shapes = {m.id: m.shape for m in model_inputs}
-    _walk(functional, alias, "", nodes, shapes)
+    # Tensors are keyed by ``id`` during the walk: every traced graph is held until it ends,
+    # or a freed tensor's id (an input the traced call ignores) could be given to a later
+    # tensor, which ``alias`` would then wire to the wrong producer.
+    keep: list[Any] = []
+    _walk(functional, alias, "", nodes, shapes, keep=keep)
+    del keep
     out_id = alias.get(id(outputs[output_index]), id(outputs[output_index]))
     chosen = next(m for m in model_inputs if m.name == explained)
     graph = Graph(

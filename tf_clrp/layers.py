@@ -356,14 +356,16 @@ class LinearSpec:
         read_kernel: Reads the current kernel as a float32 tensor (call outside custom grads).
         read_bias: Reads the current bias (or returns None).
         channel_axis: Axis of the output that the bias is added along.
-        out_channel_kernel_axis: Kernel axis holding output channels (for BN folding).
+        out_channel_kernel_axis: Kernel axis holding the output channels of ``channel_axis``
+            (for BN folding and CLRP's negated head), or None if no kernel axis does (an
+            ``EinsumDense`` whose last output axis comes from its input).
     """
 
     forward: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
     read_kernel: Callable[[], tf.Tensor]
     read_bias: Callable[[], tf.Tensor | None]
     channel_axis: int = -1
-    out_channel_kernel_axis: int = -1
+    out_channel_kernel_axis: int | None = -1
     depthwise_multiplier: int | None = None
 
     def add_bias(self, z: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
@@ -404,7 +406,23 @@ def _einsum_spec(layer: Any) -> LinearSpec:
     def bias() -> tf.Tensor | None:
         return as_float32(layer.bias) if has_bias else None
 
-    return LinearSpec(einsum_forward(equation), lambda: as_float32(layer.kernel), bias)
+    return LinearSpec(
+        einsum_forward(equation),
+        lambda: as_float32(layer.kernel),
+        bias,
+        out_channel_kernel_axis=einsum_output_channel_axis(equation),
+    )
+
+
+def einsum_output_channel_axis(equation: str) -> int | None:
+    """The kernel axis of an ``EinsumDense`` equation that makes the output's last axis
+    (``abc,cde->abed``: 1, the ``d`` of the kernel), or None if the input's does."""
+    operands, _, out = equation.replace(" ", "").partition("->")
+    kernel = operands.split(",")[-1]
+    last = out[-1:]
+    if not last.isalpha() or "." in kernel or last not in kernel:
+        return None
+    return kernel.index(last) - len(kernel)
 
 
 def _dilation(layer: Any) -> tuple[int, ...]:

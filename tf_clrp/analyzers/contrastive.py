@@ -530,7 +530,8 @@ class CLRP(_TwoSeedAnalyzer):
         if not self.has_virtual_head:
             raise SelectionError(
                 "contrast='negated' needs the explained output to come straight from a "
-                f"Dense/Conv layer; it comes from {last.name!r} ({last.kind})"
+                "Dense/Conv layer (an EinsumDense whose kernel makes the output's last axis); "
+                f"it comes from {last.name!r} ({last.kind})"
                 if last
                 else "contrast='negated' needs a Dense/Conv output layer"
             )
