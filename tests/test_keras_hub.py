@@ -130,7 +130,12 @@ def _mirrored_output(analyzer, x, feeds=()):
     return analyzer.mirror(tf.constant(x), [tf.constant(f) for f in feeds]).numpy()
 
 
-@pytest.mark.parametrize("make", [_vit, _deit, _bert], ids=["vit", "deit", "bert"])
+@pytest.mark.parametrize(
+    "make",
+    # DeiT's default-suite checks are in test_deit.py (AttnLRP against float64 numpy)
+    [_vit, pytest.param(_deit, marks=pytest.mark.slow), _bert],
+    ids=["vit", "deit", "bert"],
+)
 def test_every_analyzer_works_or_names_what_it_refuses(make):
     from tf_clrp import inputs
 
