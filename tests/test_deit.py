@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import threading
 
+import coverage_any_model as any_model  # benchmarks/, on pytest's pythonpath
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from coverage_any_model import keras_hub_classifier  # benchmarks/, on pytest's pythonpath
 from scipy.special import erf
 
 from tf_clrp import _compat, create_analyzer, rules
@@ -37,19 +37,8 @@ TOTAL_RTOL = 1e-4
 
 
 def _deit() -> keras.Model:
-    """The tiny DeiT of tests/test_keras_hub.py (and ``deit()`` of coverage_any_model)."""
-    return keras_hub_classifier(
-        "DeiTBackbone",
-        "DeiTImageClassifier",
-        22,
-        5,
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-    )
+    """The tiny DeiT of the coverage matrix (``coverage_any_model.deit``)."""
+    return any_model.deit().model
 
 
 def _images(n: int = 4) -> np.ndarray:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import warnings
 
+import coverage_any_model as any_model  # benchmarks/, on pytest's pythonpath
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from coverage_any_model import keras_hub_classifier  # benchmarks/, on pytest's pythonpath
 
 from tf_clrp import create_analyzer, list_analyzers
 from tf_clrp.errors import TfClrpError
@@ -30,48 +30,15 @@ REQUIRED = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "lrp": {"rule": N
 
 
 def _vit() -> keras.Model:
-    return keras_hub_classifier(
-        "ViTBackbone",
-        "ViTImageClassifier",
-        21,
-        5,
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        mlp_dim=64,
-    )
+    return any_model.vit().model
 
 
 def _deit() -> keras.Model:
-    return keras_hub_classifier(
-        "DeiTBackbone",
-        "DeiTImageClassifier",
-        22,
-        5,
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-    )
+    return any_model.deit().model
 
 
 def _bert() -> keras.Model:
-    return keras_hub_classifier(
-        "BertBackbone",
-        "BertTextClassifier",
-        23,
-        3,
-        vocabulary_size=50,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    )
+    return any_model.bert().model
 
 
 def _images(n: int = 5) -> np.ndarray:
