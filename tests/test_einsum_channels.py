@@ -15,7 +15,7 @@ import pytest
 from keras import layers
 
 import tf_clrp
-from tf_clrp.layers import einsum_output_channel_axis
+from tf_clrp.einsum_plan import einsum_output_channel_axis
 
 EPS = 1e-7
 

@@ -1,4 +1,5 @@
-"""An ``EinsumDense`` product as one matrix product, when its equation allows it.
+"""``EinsumDense`` equations: the product as one matrix product where the equation allows
+it, and which kernel axis makes the output channels.
 
 TensorFlow's ``Einsum`` op (and its gradient, two more einsums with transposes) is several
 times slower on CPU than ``MatMul`` for the same contraction. Most ``EinsumDense`` equations
@@ -64,3 +65,14 @@ def einsum_forward(equation: str) -> Product:
         return y
 
     return product
+
+
+def einsum_output_channel_axis(equation: str) -> int | None:
+    """The kernel axis of an ``EinsumDense`` equation that makes the output's last axis
+    (``abc,cde->abed``: 1, the ``d`` of the kernel), or None if the input's does."""
+    operands, _, out = equation.replace(" ", "").partition("->")
+    kernel = operands.split(",")[-1]
+    last = out[-1:]
+    if not last.isalpha() or "." in kernel or last not in kernel:
+        return None
+    return kernel.index(last) - len(kernel)

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_clrp.einsum_plan import einsum_forward
+from tf_clrp.einsum_plan import einsum_forward, einsum_output_channel_axis
 
 
 class Group(str, Enum):
@@ -412,17 +412,6 @@ def _einsum_spec(layer: Any) -> LinearSpec:
         bias,
         out_channel_kernel_axis=einsum_output_channel_axis(equation),
     )
-
-
-def einsum_output_channel_axis(equation: str) -> int | None:
-    """The kernel axis of an ``EinsumDense`` equation that makes the output's last axis
-    (``abc,cde->abed``: 1, the ``d`` of the kernel), or None if the input's does."""
-    operands, _, out = equation.replace(" ", "").partition("->")
-    kernel = operands.split(",")[-1]
-    last = out[-1:]
-    if not last.isalpha() or "." in kernel or last not in kernel:
-        return None
-    return kernel.index(last) - len(kernel)
 
 
 def _dilation(layer: Any) -> tuple[int, ...]:
